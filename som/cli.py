@@ -1,0 +1,152 @@
+"""The `som` command. Heavy libraries are imported inside commands, so `som --help` is instant."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from som import __version__
+
+log = logging.getLogger("som")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _parse_key_values(pairs: tuple[str, ...]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
+        values[key.strip().replace("-", "_")] = value.strip()
+    return values
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="somflow")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """somflow: Set-of-Mark data, training and evaluation for multimodal models.
+
+    Start with `som mark IMAGES... --out DIR`: it segments each image, draws numbered
+    tags on the objects and writes the marked image plus a JSON of every tag's mask.
+    """
+    _setup_logging(verbose)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--segmenter",
+    default="auto",
+    show_default=True,
+    help="sam | slic | felzenszwalb | coco, or auto: sam when its checkpoint is cached, else slic.",
+)
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Segmenter parameter (repeatable), e.g. --param points_per_side=16.")
+@click.option("--masks", type=click.Path(exists=True, dir_okay=False), help="COCO instances JSON: mark its annotated objects (implies --segmenter coco).")
+@click.option("--label-mode", type=click.Choice(["number", "alpha"]), default="number", show_default=True)
+@click.option("--modes", default="mark", show_default=True, help="Comma-separated draw modes: mark, mask, box, contour.")
+@click.option("--short-side", type=int, default=640, show_default=True, help="Resize the shorter side to this; 0 keeps the original size.")
+@click.option("--min-tag-area", type=int, default=110, show_default=True, help="Residual masks smaller than this get no tag.")
+@click.option("--format", "image_format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True)
+@click.option("--workers", type=int, default=0, help="Processes (default: one per core; 1 for sam).")
+@click.option("--force", is_flag=True, help="Redo images whose outputs are already up to date.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def mark(
+    inputs: tuple[str, ...],
+    out_dir: str,
+    segmenter: str,
+    params: tuple[str, ...],
+    masks: str | None,
+    label_mode: str,
+    modes: str,
+    short_side: int,
+    min_tag_area: int,
+    image_format: str,
+    workers: int,
+    force: bool,
+    no_progress: bool,
+) -> None:
+    """Draw Set-of-Mark tags on images (files or folders) into OUT.
+
+    \b
+    Examples:
+      som mark photos/ --out marked/                     # SAM if cached, else SLIC
+      som mark img.jpg --out marked/ --segmenter slic --modes mark,mask
+      som mark val2017/ --out marked/ --masks instances_val2017.json
+
+    Each image gives OUT/<name>.jpg and OUT/<name>.json (tags, COCO RLE masks, boxes,
+    positions). Unreadable files are listed with reasons in OUT/quarantine.jsonl.
+    Exits non-zero only when no image could be processed.
+    """
+    from som.mark.batch import mark_paths
+    from som.mark.options import MarkOptions
+    from som.segment import build_segmenter
+    from som.segment.auto import choose_segmenter
+
+    parsed = _parse_key_values(params)
+    if masks:
+        if segmenter not in ("auto", "coco"):
+            raise click.UsageError("--masks uses the coco segmenter; drop --segmenter or set it to coco")
+        segmenter, parsed = "coco", {**parsed, "annotations": masks}
+    elif segmenter == "auto":
+        segmenter, parsed = choose_segmenter(parsed)
+    try:
+        options = MarkOptions(
+            short_side=short_side,
+            min_tag_area=min_tag_area,
+            label_mode=label_mode,  # type: ignore[arg-type]
+            modes=tuple(m.strip() for m in modes.split(",") if m.strip()),  # type: ignore[arg-type]
+        )
+        built = build_segmenter(segmenter, parsed)
+    except (ValueError, RuntimeError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    if workers <= 0:
+        workers = 1 if segmenter == "sam" else (os.cpu_count() or 1)
+    elif segmenter == "sam" and workers > 1:
+        log.warning("sam runs in one process (one resident model); ignoring --workers %d", workers)
+        workers = 1
+    summary = mark_paths(
+        inputs,
+        out_dir,
+        built,
+        options,
+        image_format=image_format,  # type: ignore[arg-type]
+        workers=workers,
+        force=force,
+        progress=not no_progress,
+    )
+    click.echo(f"{summary.line()} -> {out_dir}")
+    if not summary.reports:
+        raise click.ClickException("no images found in the given inputs")
+    if summary.processed == 0:
+        sys.exit(1)
+
+
+@cli.command()
+def segmenters() -> None:
+    """List the segmenters and their parameters (pass them with --param KEY=VALUE)."""
+    import dataclasses
+
+    from som.segment import available
+
+    for name, spec in available().items():
+        click.echo(f"{name}: {spec.summary}")
+        for f in dataclasses.fields(spec.params_type):
+            default = f.default if f.default is not dataclasses.MISSING else "(required)"
+            click.echo(f"    {f.name} = {default!r}")
+
+
+def main() -> None:
+    cli(prog_name="som")
+
+
+if __name__ == "__main__":
+    main()

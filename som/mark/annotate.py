@@ -1,0 +1,80 @@
+"""One source image in, one Set-of-Mark image plus its metadata JSON out.
+
+This is the per-image unit of work shared by `som mark` and the dataset flow, so both write
+exactly the same outputs for the same inputs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from PIL import Image
+
+import som
+from som.images import LoadedImage, resize_short_side
+from som.mark.marker import mark_image
+from som.mark.options import MarkOptions
+from som.segment.base import Segmenter
+
+ImageFormat = Literal["jpg", "png"]
+
+
+@dataclass(frozen=True)
+class SomOutput:
+    """Metadata (the JSON of DESIGN.md) and the encoded marked image (None when skipped)."""
+
+    metadata: dict[str, Any]
+    image_bytes: bytes | None
+
+    @property
+    def skipped(self) -> str | None:
+        return self.metadata.get("skipped")
+
+    def metadata_json(self) -> bytes:
+        return json.dumps(self.metadata, separators=(",", ":")).encode("utf-8")
+
+
+def annotate(
+    loaded: LoadedImage,
+    segmenter: Segmenter,
+    options: MarkOptions,
+    *,
+    image_format: ImageFormat = "jpg",
+    jpeg_quality: int = 90,
+) -> SomOutput:
+    """Resize, segment, mark and encode one image."""
+    resized, scale = resize_short_side(loaded.rgb, options.short_side)
+    masks = segmenter.generate(resized, source=loaded.source)
+    result = mark_image(resized, masks, options)
+    metadata: dict[str, Any] = {
+        "image": loaded.source,
+        "sha256": loaded.sha256,
+        "width": int(resized.shape[1]),
+        "height": int(resized.shape[0]),
+        "original_width": loaded.width,
+        "original_height": loaded.height,
+        "scale": round(scale, 6),
+        "segmenter": segmenter.describe(),
+        "style": options.as_metadata(),
+        "somflow_version": som.__version__,
+        "marks": result.marks,
+    }
+    if result.skipped:
+        metadata["skipped"] = result.skipped
+        return SomOutput(metadata, None)
+    return SomOutput(metadata, encode_image(result.image, image_format, jpeg_quality))
+
+
+def encode_image(rgb: Any, image_format: ImageFormat, jpeg_quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    picture = Image.fromarray(rgb)
+    if image_format == "jpg":
+        picture.save(buffer, format="JPEG", quality=jpeg_quality)
+    elif image_format == "png":
+        picture.save(buffer, format="PNG", compress_level=3)
+    else:
+        raise ValueError(f"unknown image format {image_format!r}; use jpg or png")
+    return buffer.getvalue()

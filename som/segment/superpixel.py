@@ -1,0 +1,99 @@
+"""CPU segmenters from scikit-image: no weights, usable offline.
+
+They over-segment by colour rather than find objects, so they are the demo and test default
+when no SAM checkpoint is available, not a substitute for SAM in real datasets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from som.segment.base import register
+from som.segment.mask import Mask
+
+
+@dataclass(frozen=True)
+class SlicParams:
+    n_segments: int = 48
+    compactness: float = 10.0
+    sigma: float = 1.0
+    min_area: int = 0
+
+
+@dataclass(frozen=True)
+class FelzenszwalbParams:
+    scale: float = 400.0
+    sigma: float = 0.8
+    min_size: int = 300
+    min_area: int = 0
+
+
+def masks_from_labels(labels: np.ndarray, *, min_area: int = 0) -> list[Mask]:
+    """One mask per positive label of a label image, cropped with scipy's find_objects."""
+    height, width = labels.shape
+    masks = []
+    for value, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is None:
+            continue
+        rows, cols = found
+        crop = labels[found] == value
+        mask = Mask(crop, cols.start, rows.start, height, width)
+        if mask.area > min_area:
+            masks.append(mask)
+    return masks
+
+
+class SlicSegmenter:
+    name = "slic"
+
+    def __init__(self, params: SlicParams) -> None:
+        self.params = params
+
+    def generate(self, image: np.ndarray, *, source: str | None = None) -> list[Mask]:
+        from skimage.segmentation import slic
+
+        labels = slic(
+            image,
+            n_segments=self.params.n_segments,
+            compactness=self.params.compactness,
+            sigma=self.params.sigma,
+            start_label=1,
+            enforce_connectivity=True,
+        )
+        return masks_from_labels(labels, min_area=self.params.min_area)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dataclasses.asdict(self.params)}
+
+
+class FelzenszwalbSegmenter:
+    name = "felzenszwalb"
+
+    def __init__(self, params: FelzenszwalbParams) -> None:
+        self.params = params
+
+    def generate(self, image: np.ndarray, *, source: str | None = None) -> list[Mask]:
+        from skimage.segmentation import felzenszwalb
+
+        labels = felzenszwalb(
+            image, scale=self.params.scale, sigma=self.params.sigma, min_size=self.params.min_size
+        )
+        return masks_from_labels(labels + 1, min_area=self.params.min_area)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dataclasses.asdict(self.params)}
+
+
+@register("slic", SlicParams, "SLIC superpixels (scikit-image, CPU, no weights)")
+def _build_slic(params: SlicParams) -> SlicSegmenter:
+    return SlicSegmenter(params)
+
+
+@register("felzenszwalb", FelzenszwalbParams, "Felzenszwalb graph segmentation (scikit-image, CPU)")
+def _build_felzenszwalb(params: FelzenszwalbParams) -> FelzenszwalbSegmenter:
+    return FelzenszwalbSegmenter(params)
