@@ -81,6 +81,10 @@ def decode_image(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXE
             raise ImageLoadError(source, "not a recognised image format") from exc
         except Image.DecompressionBombError as exc:
             raise ImageLoadError(source, f"too many pixels (limit {max_pixels})") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            # A recognised format whose header is cut short or malformed (PIL raises these
+            # from its plugins' _open, e.g. "Truncated File Read" for a JPEG cut in its markers).
+            raise ImageLoadError(source, f"corrupt or truncated image header: {exc}") from exc
         width, height = image.size
         if width * height > max_pixels:
             raise ImageLoadError(
@@ -90,7 +94,7 @@ def decode_image(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXE
             raise ImageLoadError(source, "image has zero width or height")
         try:
             image.load()
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageLoadError(source, f"corrupt or truncated image data: {exc}") from exc
         try:
             image = ImageOps.exif_transpose(image)
@@ -117,11 +121,15 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def resize_short_side(rgb: np.ndarray, short_side: int) -> tuple[np.ndarray, float]:
-    """Bicubic resize so the shorter side is `short_side` (0: unchanged); returns (image, scale).
+    """Resize so the shorter side is `short_side` (0: unchanged); returns (image, scale).
 
     Sizes follow torchvision's Resize(int) used by the SoM annotator: the longer side is
-    truncated, not rounded. `scale` maps original coordinates to resized ones.
+    truncated, not rounded. Enlarging is bicubic; shrinking averages areas (antialiased, as
+    PIL's bicubic is when shrinking). OpenCV does either ~10x faster than PIL here, which
+    matters at tens of images per second. `scale` maps original coordinates to resized ones.
     """
+    import cv2
+
     height, width = rgb.shape[:2]
     short = min(height, width)
     if short_side <= 0 or short == short_side:
@@ -131,5 +139,5 @@ def resize_short_side(rgb: np.ndarray, short_side: int) -> tuple[np.ndarray, flo
         size = (int(short_side * width / height), short_side)
     else:
         size = (short_side, int(short_side * height / width))
-    resized = Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC)
-    return np.asarray(resized), scale
+    interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+    return cv2.resize(rgb, size, interpolation=interpolation), scale

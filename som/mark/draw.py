@@ -20,6 +20,7 @@ from som.mark.options import MarkOptions
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 _GOLDEN = 0.618033988749895
+MIN_FONT_SIZE = 8  # below this digits are unreadable, whatever the image size
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,9 @@ def _draw_labels(
     options: MarkOptions,
 ) -> np.ndarray:
     height, width = canvas.shape[:2]
-    font = label_font(scaled(options.font_size, canvas.shape))
-    pad = max(1, scaled(options.font_size, canvas.shape) // 8)
+    size = max(MIN_FONT_SIZE, scaled(options.font_size, canvas.shape))
+    font = label_font(size)
+    pad = max(1, size // 8)
     texts = []
     for index, tag in enumerate(tags):
         left, top, right, bottom = font.getbbox(tag.label, anchor="mm")

@@ -35,7 +35,7 @@ def place_tags(
     shapes: list[TagShape] = []
     records: list[dict[str, Any]] = []
     for rank, index in enumerate(ownership.order):
-        if ownership.residual_area[rank] < options.min_tag_area:
+        if ownership.residual_area[rank] < max(1, options.min_tag_area):
             continue
         mask = masks[index]
         residual = ownership.residual_crop(rank, mask)
@@ -47,7 +47,6 @@ def place_tags(
         label = tag_label(number, options.label_mode)
         position = (x0 + col, y0 + row)
         shapes.append(TagShape(rank, label, position, (x0, y0, x0 + c1 - c0, y0 + r1 - r0)))
-        strip = ownership.owner[:, x0 : x0 + c1 - c0] == rank + 1
         records.append(
             {
                 "id": number,
@@ -57,7 +56,9 @@ def place_tags(
                 "position": list(position),
                 "score": None if mask.score is None else round(float(mask.score), 4),
                 "category": mask.category,
-                "segmentation": rle.encode_counts(rle.strip_runs(strip, x0, width), height, width),
+                "segmentation": rle.encode_counts(
+                    rle.crop_runs(tight, x0, y0, height, width), height, width
+                ),
             }
         )
     return shapes, records

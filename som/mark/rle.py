@@ -1,8 +1,9 @@
-"""COCO RLE of residual masks, encoded straight from the ownership map.
+"""COCO RLE of residual masks, computed from their bounding-box crops.
 
-COCO RLE runs over pixels in column-major order. A residual spanning columns x0..x1 is zero
-in every other column, so its runs are x0*H leading zeros, the runs of the H x (x1-x0) column
-strip, and trailing zeros: no full-image mask is ever built.
+COCO RLE counts alternate zero and one runs over pixels in column-major order. Runs of a
+crop at (x0, y0) map to full-image linear indices by column and row offsets; a run ending at
+the bottom of one column and one starting at the top of the next are the same run in the
+full image and are merged. No full-image mask is ever built.
 """
 
 from __future__ import annotations
@@ -11,27 +12,34 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 
-def strip_runs(strip: np.ndarray, x0: int, width: int) -> list[int]:
-    """Uncompressed COCO counts of an image that is zero outside columns x0..x0+strip width."""
-    height, strip_width = strip.shape
-    flat = strip.T.ravel()
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate(([0], changes, [flat.size]))).tolist()
-    if flat.size and flat[0]:
-        runs.insert(0, 0)
-    runs[0] += x0 * height
-    trailing = (width - x0 - strip_width) * height
-    if trailing:
-        if len(runs) % 2 == 1:  # runs alternate zeros/ones from index 0: odd length ends on zeros
-            runs[-1] += trailing
-        else:
-            runs.append(trailing)
-    return runs
+def crop_runs(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> np.ndarray:
+    """Uncompressed COCO counts of a height x width image that is `crop` at (x0, y0)."""
+    rows, cols = crop.shape
+    # One column of the crop per row here, plus a zero sentinel so every run ends in its column.
+    columns = np.zeros((cols, rows + 1), dtype=bool)
+    columns[:, :rows] = crop.T
+    flat = columns.ravel()
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    if flat[0]:
+        edges = np.concatenate(([0], edges))
+    start_col, start_row = np.divmod(edges[0::2], rows + 1)
+    end_col, end_row = np.divmod(edges[1::2], rows + 1)
+    starts = (x0 + start_col) * height + y0 + start_row
+    ends = (x0 + end_col) * height + y0 + end_row
+    if starts.size > 1:
+        joined = starts[1:] == ends[:-1]
+        starts = starts[np.concatenate(([True], ~joined))]
+        ends = ends[np.concatenate((~joined, [True]))]
+    bounds = np.empty(2 * starts.size + 2, dtype=np.int64)
+    bounds[0], bounds[-1] = 0, height * width
+    bounds[1:-1:2], bounds[2:-1:2] = starts, ends
+    counts = np.diff(bounds)
+    return counts[:-1] if counts[-1] == 0 else counts  # COCO writes no empty final zero run
 
 
-def encode_counts(runs: list[int], height: int, width: int) -> dict:
+def encode_counts(runs: np.ndarray, height: int, width: int) -> dict:
     """Compress uncompressed counts into the JSON form {"size": [h, w], "counts": str}."""
-    rle = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": runs.tolist()}, height, width)
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 

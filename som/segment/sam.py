@@ -131,7 +131,7 @@ class SamSegmenter:
     name = "sam"
 
     def __init__(self, params: SamParams, model: Any = None) -> None:
-        from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+        from segment_anything import sam_model_registry
 
         self.params = params
         self.device = resolve_device(params.device)
@@ -144,7 +144,7 @@ class SamSegmenter:
             for f in dataclasses.fields(params)
             if f.name not in ("model_type", "checkpoint", "cache_dir", "device", "autocast")
         }
-        self.generator = SamAutomaticMaskGenerator(model, output_mode="binary_mask", **knobs)
+        self.generator = _generator_class()(model, output_mode="binary_mask", **knobs)
 
     def generate(self, image: np.ndarray, *, source: str | None = None) -> list[Mask]:
         import torch
@@ -171,6 +171,26 @@ class SamSegmenter:
         if params["checkpoint"]:
             params["checkpoint"] = Path(params["checkpoint"]).name
         return {"name": self.name, "params": params}
+
+
+def _generator_class() -> type:
+    """SamAutomaticMaskGenerator whose per-batch outputs are float32 even under autocast.
+
+    Under bf16/fp16 autocast the mask decoder returns half-precision IoU predictions, and
+    segment-anything's MaskData.to_numpy() then fails ("Got unsupported ScalarType BFloat16").
+    """
+    import torch
+    from segment_anything import SamAutomaticMaskGenerator
+
+    class Float32OutputGenerator(SamAutomaticMaskGenerator):
+        def _process_batch(self, *args: Any, **kwargs: Any) -> Any:
+            data = super()._process_batch(*args, **kwargs)
+            for key, value in list(data.items()):
+                if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16):
+                    data[key] = value.float()
+            return data
+
+    return Float32OutputGenerator
 
 
 @register("sam", SamParams, "Segment Anything automatic masks (checkpoint downloaded once, GPU if present)")

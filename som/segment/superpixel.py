@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from som.segment.base import register
 from som.segment.mask import Mask
@@ -35,6 +34,8 @@ class FelzenszwalbParams:
 
 def masks_from_labels(labels: np.ndarray, *, min_area: int = 0) -> list[Mask]:
     """One mask per positive label of a label image, cropped with scipy's find_objects."""
+    from scipy import ndimage
+
     height, width = labels.shape
     masks = []
     for value, found in enumerate(ndimage.find_objects(labels), start=1):

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up somflow in ./.venv on a fresh machine (idempotent; a second run takes a second).
+#
+#   scripts/setup.sh            # then: .venv/bin/som --help
+#
+# torch + torchvision go in first, pinned by constraints.txt to the pair these machines hold on
+# local disk (2.14.1 / 0.29.1, CUDA builds that run on CPU); asking pip for a looser torch first
+# makes it download other multi-GB builds. Then somflow itself with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+stamp=.venv/.somflow-setup
+wanted=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+    exit 0
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check)
+"${pip[@]}" install -q --upgrade pip
+"${pip[@]}" install -q -c constraints.txt torch torchvision
+DS_BUILD_OPS=0 "${pip[@]}" install -q -c constraints.txt -e '.[dev]'
+"${pip[@]}" check
+echo "$wanted" > "$stamp"
+echo "somflow is set up in .venv (activate with: . .venv/bin/activate)"

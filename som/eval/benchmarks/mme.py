@@ -1,0 +1,424 @@
+"""MME (14 yes/no subtasks, two questions per image) scored like the official eval_tool.
+
+Semantics kept from MME's `eval_tool/calculation.py`:
+
+* ground truth and response are lower-cased; a response that is exactly 'yes' or 'no' is that,
+  else 'yes' anywhere in its first 4 characters means yes, else 'no' there means no, else it is
+  "other" and counts as wrong;
+* a task file is read as consecutive pairs of lines (one image each); acc = correct / questions,
+  acc+ = images with both answers right / images; task score = 100*acc + 100*acc+;
+* Perception = sum of the 10 perception task scores, Cognition = sum of the 4 cognition ones.
+
+The eval_tool exchange format is one `<task>.txt` per task, tab separated:
+image, question, ground truth, model response (the template `Your_Results/` has only the first
+three columns). `read_results_dir` / `write_results_dir` read and write it, so a run can be
+compared with any other tool that fills the same template.
+
+`llava_rows` redoes LLaVA's `convert_answer_to_mme.py`: drop LLaVA's short-answer instruction,
+append " Please answer yes or no." (or the double-spaced variant some MME questions use) and
+look the question up in a ground truth folder. The image column takes the name the ground truth
+uses: the image file name from an eval_tool folder, or, from the MME release folder, the
+question file name (`<stem>.txt`) exactly as LLaVA writes it.
+
+Where somflow differs: it raises `FormatError` (file and line) where the official script would
+assert, crash or silently pair lines of two different images. Scores of valid files are equal.
+
+Copies in ../shared/reference/mme/ disagree with each other (details in tests/eval/test_mme.py):
+the third-party LLaVA-1.5-7B run scores Perception 1508.67 / Cognition 355.71 (its own
+MME_results.txt agrees), not the 1510.7 LLaVA publishes; its eval_tool scene file has 378 lines
+where its question file has 396 and the MME template 400; the template lacks two landmark images
+that both LLaVA runs answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from som.eval.benchmarks import FormatError, field as require, iter_jsonl, text_field
+
+log = logging.getLogger(__name__)
+
+PERCEPTION_TASKS: tuple[str, ...] = (
+    "existence",
+    "count",
+    "position",
+    "color",
+    "posters",
+    "celebrity",
+    "scene",
+    "landmark",
+    "artwork",
+    "OCR",
+)
+COGNITION_TASKS: tuple[str, ...] = (
+    "commonsense_reasoning",
+    "numerical_calculation",
+    "text_translation",
+    "code_reasoning",
+)
+TASKS: tuple[str, ...] = PERCEPTION_TASKS + COGNITION_TASKS
+
+LLAVA_SUFFIX = "Answer the question using a single word or phrase."
+MME_SUFFIX = " Please answer yes or no."
+
+
+def parse_prediction(response: str) -> str:
+    """'yes', 'no' or 'other' for a model response, by calculation.py's rule."""
+    text = response.lower()
+    if text in ("yes", "no"):
+        return text
+    head = text[:4]
+    if "yes" in head:
+        return "yes"
+    if "no" in head:
+        return "no"
+    return "other"
+
+
+@dataclass(frozen=True)
+class MMERow:
+    """One line of an eval_tool task file."""
+
+    image: str
+    question: str
+    answer: str
+    response: str
+
+
+@dataclass(frozen=True)
+class MMETaskScore:
+    """Official per-task numbers; `score` = 100*acc + 100*acc_plus."""
+
+    task: str
+    questions: int
+    images: int
+    acc: float
+    acc_plus: float
+    other: int
+    score: float
+
+
+@dataclass(frozen=True)
+class MMEScores:
+    """Perception and Cognition sums plus every task's score."""
+
+    perception: float
+    cognition: float
+    tasks: dict[str, MMETaskScore]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "benchmark": "mme",
+            "perception": self.perception,
+            "cognition": self.cognition,
+            "total": self.perception + self.cognition,
+            "tasks": {name: asdict(task) for name, task in self.tasks.items()},
+        }
+
+
+# --- eval_tool text format ------------------------------------------------------------------
+
+
+def read_task_file(path: str | Path, *, columns: int = 4) -> list[tuple[int, list[str]]]:
+    """(line number, fields) for each non-blank line; `columns` is 4 for results, 3 for a template."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise FormatError(path, f"cannot open: {exc.strerror or exc}") from exc
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < columns:
+            hint = " (a template without model responses?)" if len(fields) == 3 else ""
+            raise FormatError(path, f"expected {columns} tab-separated fields, got {len(fields)}{hint}", number)
+        if columns == 4 and len(fields) > 4:
+            raise FormatError(path, f"expected 4 tab-separated fields, got {len(fields)}; responses must not contain tabs", number)
+        rows.append((number, fields))
+    return rows
+
+
+def read_results_dir(directory: str | Path, tasks: Sequence[str] = TASKS) -> dict[str, list[MMERow]]:
+    """Load `<task>.txt` for every task from an eval_tool results folder."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FormatError(directory, "not a folder (expected one <task>.txt per MME task)")
+    results = {}
+    for task in tasks:
+        path = directory / f"{task}.txt"
+        if not path.is_file():
+            raise FormatError(path, f"missing: MME results need one file per task ({', '.join(tasks)})")
+        rows = []
+        for number, fields in read_task_file(path):
+            image, question, answer, response = fields
+            if answer.lower() not in ("yes", "no"):
+                raise FormatError(path, f"ground truth must be Yes or No, got {answer!r}", number)
+            rows.append(MMERow(image, question, answer, response))
+        results[task] = rows
+    return results
+
+
+def _one_line(text: str) -> str:
+    """A response fit for one tab-separated line; replacing keeps every character's position."""
+    return text.replace("\r\n", "  ").replace("\r", " ").replace("\n", " ").replace("\t", " ")
+
+
+def write_results_dir(results: Mapping[str, Sequence[MMERow]], directory: str | Path) -> list[Path]:
+    """Write `<task>.txt` files in the eval_tool format; returns the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task, rows in results.items():
+        path = directory / f"{task}.txt"
+        with path.open("w", encoding="utf-8", newline="\n") as handle:
+            for row in rows:
+                handle.write("\t".join((row.image, row.question, row.answer, _one_line(row.response))) + "\n")
+        written.append(path)
+    return written
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+
+def score_task(task: str, rows: Sequence[MMERow], path: str | Path | None = None) -> MMETaskScore:
+    """acc, acc+ and score for one task; rows must come in per-image pairs, as in the template."""
+    where = path if path is not None else task
+    if not rows:
+        raise FormatError(where, "no questions")
+    if len(rows) % 2:
+        raise FormatError(where, f"{len(rows)} lines; MME asks exactly two questions per image")
+    correct = both_right = other = 0
+    for start in range(0, len(rows), 2):
+        first, second = rows[start], rows[start + 1]
+        if first.image != second.image:
+            raise FormatError(
+                where,
+                f"lines {start + 1}-{start + 2} pair {first.image} with {second.image}; "
+                "keep each image's two questions on consecutive lines",
+            )
+        right = 0
+        for row in (first, second):
+            prediction = parse_prediction(row.response)
+            other += prediction == "other"
+            right += prediction == row.answer.lower()
+        correct += right
+        both_right += right == 2
+    images = len(rows) // 2
+    acc = correct / len(rows)
+    acc_plus = both_right / images
+    return MMETaskScore(
+        task=task,
+        questions=len(rows),
+        images=images,
+        acc=acc,
+        acc_plus=acc_plus,
+        other=other,
+        score=acc * 100 + acc_plus * 100,
+    )
+
+
+def score_results(results: Mapping[str, Sequence[MMERow]], source: str | Path | None = None) -> MMEScores:
+    """Perception and Cognition from rows of all 14 tasks."""
+    missing = [t for t in TASKS if t not in results]
+    if missing:
+        raise FormatError(source or "results", f"missing tasks: {', '.join(missing)}")
+    tasks = {
+        t: score_task(t, results[t], Path(source) / f"{t}.txt" if source is not None else None) for t in TASKS
+    }
+    perception = 0.0
+    for t in PERCEPTION_TASKS:
+        perception += tasks[t].score
+    cognition = 0.0
+    for t in COGNITION_TASKS:
+        cognition += tasks[t].score
+    return MMEScores(perception=perception, cognition=cognition, tasks=tasks)
+
+
+def score_results_dir(directory: str | Path) -> MMEScores:
+    """What `python calculation.py --results_dir DIR` reports."""
+    return score_results(read_results_dir(directory), source=directory)
+
+
+# --- ground truth and LLaVA answers ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """(task, image stem, question) -> (image name for the results file, 'Yes'/'No')."""
+
+    source: Path
+    entries: Mapping[tuple[str, str, str], tuple[str, str]]
+
+    def get(self, task: str, stem: str, question: str) -> tuple[str, str] | None:
+        return self.entries.get((task, stem, question))
+
+
+def _stem(name: str) -> str:
+    return os.path.splitext(Path(name).name)[0]
+
+
+def load_ground_truth(directory: str | Path) -> GroundTruth:
+    """Read answers from an eval_tool folder (`<task>.txt`, e.g. Your_Results/) or the MME release.
+
+    The release (`MME_Benchmark_release_version/`) has `<task>/<stem>.txt` or
+    `<task>/questions_answers_YN/<stem>.txt` files with "question<TAB>answer" lines.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FormatError(directory, "not a folder (expected an eval_tool folder or the MME release folder)")
+    entries: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+    def add(task: str, image: str, question: str, answer: str, path: Path, number: int) -> None:
+        if answer.lower() not in ("yes", "no"):
+            raise FormatError(path, f"ground truth must be Yes or No, got {answer!r}", number)
+        entries[(task, _stem(image), question)] = (image, answer)
+
+    if any((directory / f"{t}.txt").is_file() for t in TASKS):
+        for task in TASKS:
+            path = directory / f"{task}.txt"
+            if not path.is_file():
+                log.warning("ground truth folder %s has no %s.txt", directory, task)
+                continue
+            for number, fields in read_task_file(path, columns=3):
+                add(task, fields[0], fields[1], fields[2], path, number)
+    else:
+        for task in TASKS:
+            task_dir = directory / task
+            qa_dir = task_dir / "questions_answers_YN" if (task_dir / "questions_answers_YN").is_dir() else task_dir
+            if not qa_dir.is_dir():
+                continue
+            for path in sorted(qa_dir.glob("*.txt")):
+                for number, fields in read_task_file(path, columns=2):
+                    if len(fields) != 2:
+                        raise FormatError(path, f"expected question<TAB>answer, got {len(fields)} fields", number)
+                    add(task, path.name, fields[0].lstrip(), fields[1].strip(), path, number)
+    if not entries:
+        raise FormatError(directory, "no MME ground truth found (neither <task>.txt nor <task>/ folders)")
+    return GroundTruth(source=directory, entries=entries)
+
+
+@dataclass(frozen=True)
+class _Question:
+    question_id: str
+    text: str
+    category: str
+    line: int
+
+
+def _load_questions(path: str | Path, text_key: str = "text") -> list[_Question]:
+    """Question records; with text_key="prompt" an answers file serves as its own question list."""
+    questions = []
+    for line, record in iter_jsonl(path):
+        question_id = str(require(record, "question_id", path, line))
+        category = record.get("category") or question_id.split("/")[0]
+        questions.append(_Question(question_id, text_field(record, text_key, path, line), str(category), line))
+    return questions
+
+
+def _mme_question(text: str) -> str:
+    """LLaVA prompt -> the question as MME writes it (minus the yes/no suffix choice)."""
+    if LLAVA_SUFFIX in text:
+        text = text.replace(LLAVA_SUFFIX, "").strip()
+    return text
+
+
+def _lookup(gt: GroundTruth, task: str, stem: str, text: str) -> tuple[str, tuple[str, str] | None]:
+    question = _mme_question(text)
+    if MME_SUFFIX.strip() in question:
+        return question, gt.get(task, stem, question)
+    single = question + MME_SUFFIX
+    found = gt.get(task, stem, single)
+    if found is not None:
+        return single, found
+    double = question + " " + MME_SUFFIX
+    found = gt.get(task, stem, double)
+    return (double, found) if found is not None else (single, None)
+
+
+def llava_rows(
+    questions_path: str | Path | None,
+    answers_path: str | Path,
+    gt: GroundTruth,
+    *,
+    skip_missing: bool = False,
+) -> tuple[dict[str, list[MMERow]], int]:
+    """Turn LLaVA-style answers into eval_tool rows, in question-file order.
+
+    Answers are matched to questions by (question_id, prompt) when the answer carries its
+    prompt, else by the order of the answers to the same question_id. Without a question file
+    the answers' own prompts are the questions, as in LLaVA's converter (the task is then the
+    question_id's first path part). Returns the rows per task and how many questions were
+    skipped for want of ground truth (an error unless skip_missing).
+    """
+    if questions_path is None:
+        questions = _load_questions(answers_path, text_key="prompt")
+    else:
+        questions = _load_questions(questions_path)
+    by_prompt: dict[tuple[str, str], str] = {}
+    by_order: dict[str, list[str]] = defaultdict(list)
+    for line, record in iter_jsonl(answers_path):
+        question_id = str(require(record, "question_id", answers_path, line))
+        response = text_field(record, "text", answers_path, line)
+        prompt = record.get("prompt")
+        if isinstance(prompt, str):
+            by_prompt[(question_id, prompt)] = response
+        by_order[question_id].append(response)
+
+    rows: dict[str, list[MMERow]] = defaultdict(list)
+    seen: dict[str, int] = defaultdict(int)
+    unanswered: list[_Question] = []
+    no_truth: list[tuple[_Question, str]] = []
+    for q in questions:
+        nth = seen[q.question_id]
+        seen[q.question_id] += 1
+        response = by_prompt.get((q.question_id, q.text))
+        if response is None and not by_prompt and nth < len(by_order[q.question_id]):
+            response = by_order[q.question_id][nth]
+        if response is None:
+            unanswered.append(q)
+            continue
+        question, truth = _lookup(gt, q.category, _stem(q.question_id), q.text)
+        if truth is None:
+            no_truth.append((q, question))
+            continue
+        image, answer = truth
+        rows[q.category].append(MMERow(image, question, answer, response))
+
+    if unanswered:
+        q = unanswered[0]
+        raise FormatError(answers_path, f"{len(unanswered)} questions have no answer, e.g. {q.question_id} (questions line {q.line})")
+    if no_truth and not skip_missing:
+        q, question = no_truth[0]
+        raise FormatError(
+            gt.source,
+            f"no ground truth for {len(no_truth)} questions, e.g. {q.category}/{_stem(q.question_id)}: {question!r} "
+            f"(questions line {q.line}); pass skip_missing to leave them out",
+        )
+    if no_truth:
+        log.warning("left out %d questions without ground truth in %s", len(no_truth), gt.source)
+    ordered = {t: rows[t] for t in TASKS if t in rows}
+    ordered.update({t: r for t, r in rows.items() if t not in ordered})
+    return ordered, len(no_truth)
+
+
+def score_llava_answers(
+    questions_path: str | Path | None,
+    answers_path: str | Path,
+    gt_dir: str | Path,
+    *,
+    skip_missing: bool = False,
+    write_dir: str | Path | None = None,
+) -> tuple[MMEScores, int]:
+    """Convert LLaVA answers (optionally writing eval_tool files) and score them."""
+    results, skipped = llava_rows(questions_path, answers_path, load_ground_truth(gt_dir), skip_missing=skip_missing)
+    if write_dir is not None:
+        write_results_dir(results, write_dir)
+    return score_results(results, source=write_dir), skipped
+

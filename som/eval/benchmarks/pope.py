@@ -1,0 +1,314 @@
+"""POPE (object hallucination, COCO random / popular / adversarial) scored like LLaVA's eval_pope.py.
+
+Semantics kept from LLaVA's `llava/eval/eval_pope.py`:
+
+* an answer is cut at its first '.', commas are deleted, the rest is split on single spaces, and
+  it counts as "no" when one of the words is exactly 'No', 'not' or 'no'; anything else is "yes"
+  (so "Nope" and "NO" are "yes", as in the official script);
+* per split: TP/FP/TN/FN with "yes" as the positive class, accuracy, precision, recall, F1 and the
+  share of "yes" answers; somflow's headline is the mean F1 over the splits.
+
+Where somflow differs, and why:
+
+* LLaVA pairs the i-th answer of a split with the i-th line of `coco_pope_<split>.json` by
+  position. somflow pairs each question of LLaVA's question file (`llava_pope_test.jsonl`) with
+  the label whose (image, question) is the same, so answers may come in any order, a partial run
+  is scored on what it answered, and a label file from another POPE commit cannot silently shift
+  the pairs. On LLaVA's files both pairings give identical numbers.
+* Malformed input raises `FormatError` naming the file and line; an empty split or a run with no
+  "yes" answers scores 0 where the official script divides by zero.
+
+Label files at two AoiDragon/POPE commits (checked against ../shared/reference/pope/):
+
+* e3e3926 (pinned by LLaVA): random has 2910 questions (1500 yes / 1410 no); popular and
+  adversarial have 3000. `llava_pope_test.jsonl` lists exactly these, line for line.
+* 08d957b (HEAD): fixes the "imange" typo in 44 popular / 58 adversarial questions (labels
+  unchanged) and regenerates random with 3000 questions: the same 2910 plus 90 new "no" questions
+  interleaved. LLaVA's positional pairing therefore scores LLaVA-1.5-13B's random answers at
+  F1 45.65 with HEAD labels instead of 87.14 (mean F1 72.12 instead of the published 85.9).
+  somflow's (image, question) pairing (typo-tolerant) gives 87.14 / 85.95 with either commit and
+  reports the 90 HEAD questions nobody asked as `unmatched_labels`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from som.eval.benchmarks import FormatError, field as require, iter_jsonl, text_field
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("random", "popular", "adversarial")
+"""The COCO splits in the order reports list them."""
+
+PROMPT_SUFFIX = "Answer the question using a single word or phrase."
+"""LLaVA's short-answer instruction, appended on its own line to each POPE question."""
+
+LABEL_GLOB = "coco_pope_*.json"
+
+_NO_WORDS = frozenset({"No", "not", "no"})
+
+
+def normalize_answer(text: str) -> str:
+    """Map a free-form answer to 'yes' or 'no' exactly as LLaVA's eval_pope.py does."""
+    if "." in text:
+        text = text.split(".")[0]
+    words = text.replace(",", "").split(" ")
+    return "no" if _NO_WORDS.intersection(words) else "yes"
+
+
+def question_key(image: str, text: str) -> tuple[str, str]:
+    """Identity of a POPE question across files: image name plus question text.
+
+    Only the first line of the text counts (LLaVA appends its instruction on a second line),
+    case and spacing are ignored, and the "imange" typo fixed in later POPE commits is undone.
+    """
+    first_line = text.strip().split("\n", 1)[0]
+    question = " ".join(first_line.lower().split()).replace("imange", "image")
+    return Path(image).name, question
+
+
+@dataclass(frozen=True)
+class PopeQuestion:
+    """One line of a LLaVA-style question file (`llava_pope_test.jsonl`)."""
+
+    question_id: str
+    image: str
+    text: str
+    category: str
+    line: int
+
+
+@dataclass(frozen=True)
+class PopeLabels:
+    """One `coco_pope_<split>.json` file: question key -> True when the object is present."""
+
+    split: str
+    path: Path
+    labels: Mapping[tuple[str, str], bool]
+
+
+@dataclass(frozen=True)
+class PopeSplitScore:
+    """Confusion counts and the metrics eval_pope.py prints for one split."""
+
+    split: str
+    n: int
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    yes_ratio: float
+
+
+@dataclass(frozen=True)
+class PopeScores:
+    """All splits plus the headline mean F1 (fractions in 0..1, like eval_pope.py)."""
+
+    splits: dict[str, PopeSplitScore]
+    mean_f1: float
+    unanswered: dict[str, int] = field(default_factory=dict)
+    unmatched_labels: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "benchmark": "pope",
+            "mean_f1": self.mean_f1,
+            "splits": {name: asdict(score) for name, score in self.splits.items()},
+            "unanswered": self.unanswered,
+            "unmatched_labels": self.unmatched_labels,
+        }
+
+
+def load_questions(path: str | Path) -> list[PopeQuestion]:
+    """Read a question file with question_id, image, text and category on every line."""
+    questions = []
+    seen: dict[str, int] = {}
+    for line, record in iter_jsonl(path):
+        question_id = str(require(record, "question_id", path, line))
+        if question_id in seen:
+            raise FormatError(path, f"question_id {question_id} repeats line {seen[question_id]}", line)
+        seen[question_id] = line
+        questions.append(
+            PopeQuestion(
+                question_id=question_id,
+                image=text_field(record, "image", path, line),
+                text=text_field(record, "text", path, line),
+                category=text_field(record, "category", path, line),
+                line=line,
+            )
+        )
+    return questions
+
+
+def load_answers(path: str | Path) -> dict[str, str]:
+    """Read model answers (question_id, text), e.g. LLaVA's model_vqa_loader output."""
+    answers: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for line, record in iter_jsonl(path):
+        question_id = str(require(record, "question_id", path, line))
+        if question_id in answers:
+            raise FormatError(path, f"second answer to question_id {question_id} (first on line {first_line[question_id]})", line)
+        answers[question_id] = text_field(record, "text", path, line)
+        first_line[question_id] = line
+    return answers
+
+
+def load_labels(path: str | Path, split: str | None = None) -> PopeLabels:
+    """Read one POPE label file (JSON Lines with image, text and label 'yes'/'no')."""
+    path = Path(path)
+    if split is None:
+        split = split_of(path)
+    labels: dict[tuple[str, str], bool] = {}
+    for line, record in iter_jsonl(path):
+        label = text_field(record, "label", path, line).strip().lower()
+        if label not in ("yes", "no"):
+            raise FormatError(path, f"label must be 'yes' or 'no', got {label!r}", line)
+        key = question_key(text_field(record, "image", path, line), text_field(record, "text", path, line))
+        if key in labels and labels[key] != (label == "yes"):
+            raise FormatError(path, f"question {key[1]!r} on {key[0]} appears twice with different labels", line)
+        labels[key] = label == "yes"
+    return PopeLabels(split=split, path=path, labels=labels)
+
+
+def split_of(path: Path) -> str:
+    """'coco_pope_random.json' -> 'random' (the naming LLaVA's script asserts)."""
+    stem = path.name
+    if not (stem.startswith("coco_pope_") and stem.endswith(".json")):
+        raise FormatError(path, "POPE label files are named coco_pope_<split>.json")
+    return stem[len("coco_pope_") : -len(".json")]
+
+
+def load_label_dir(directory: str | Path) -> list[PopeLabels]:
+    """All `coco_pope_<split>.json` files in a folder (AoiDragon/POPE's output/coco)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FormatError(directory, "not a folder (expected the folder holding coco_pope_<split>.json)")
+    paths = sorted(directory.glob(LABEL_GLOB))
+    if not paths:
+        raise FormatError(directory, f"no {LABEL_GLOB} label files in this folder")
+    return [load_labels(p) for p in paths]
+
+
+def split_score(split: str, predictions: Sequence[bool], labels: Sequence[bool]) -> PopeSplitScore:
+    """Metrics for one split; predictions and labels are True for "yes", in matching order."""
+    if len(predictions) != len(labels):
+        raise ValueError(f"{len(predictions)} predictions but {len(labels)} labels")
+    tp = sum(p and g for p, g in zip(predictions, labels))
+    fp = sum(p and not g for p, g in zip(predictions, labels))
+    tn = sum(not p and not g for p, g in zip(predictions, labels))
+    fn = sum(not p and g for p, g in zip(predictions, labels))
+    n = len(labels)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return PopeSplitScore(
+        split=split,
+        n=n,
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        accuracy=(tp + tn) / n if n else 0.0,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        yes_ratio=sum(predictions) / n if n else 0.0,
+    )
+
+
+def _ordered(splits: Iterable[str]) -> list[str]:
+    names = set(splits)
+    return [s for s in SPLITS if s in names] + sorted(names.difference(SPLITS))
+
+
+def score_pope(
+    questions: Sequence[PopeQuestion],
+    answers: Mapping[str, str],
+    label_sets: Sequence[PopeLabels],
+    *,
+    allow_partial: bool = False,
+    questions_path: str | Path = "questions",
+) -> PopeScores:
+    """Score answers per split; each split's questions are those whose category names it.
+
+    With `allow_partial`, unanswered questions are left out (and counted in `unanswered`);
+    otherwise any unanswered question is an error, since the official numbers need all of them.
+    """
+    known_ids = {q.question_id for q in questions}
+    strays = [qid for qid in answers if qid not in known_ids]
+    if strays:
+        raise FormatError(questions_path, f"{len(strays)} answered question_ids are not in this question file, e.g. {strays[:3]}")
+    by_split = {labels.split: labels for labels in label_sets}
+    ignored = sorted({q.category for q in questions} - set(by_split))
+    if ignored:
+        log.warning("no label file for question categories %s; they are not scored", ignored)
+
+    splits: dict[str, PopeSplitScore] = {}
+    unanswered: dict[str, int] = {}
+    unmatched: dict[str, int] = {}
+    for split in _ordered(by_split):
+        labels = by_split[split]
+        split_questions = [q for q in questions if q.category == split]
+        if not split_questions:
+            raise FormatError(questions_path, f"no question has category {split!r} (label file {labels.path})")
+        predictions: list[bool] = []
+        truths: list[bool] = []
+        asked: set[tuple[str, str]] = set()
+        missing = 0
+        for q in split_questions:
+            key = question_key(q.image, q.text)
+            if key not in labels.labels:
+                raise FormatError(
+                    questions_path,
+                    f"question_id {q.question_id} ({key[1]!r} on {key[0]}) is not in {labels.path}; "
+                    "are the label files from the POPE commit this question file was built from?",
+                    q.line,
+                )
+            asked.add(key)
+            if q.question_id not in answers:
+                missing += 1
+                continue
+            predictions.append(normalize_answer(answers[q.question_id]) == "yes")
+            truths.append(labels.labels[key])
+        if missing and not allow_partial:
+            example = next(q.question_id for q in split_questions if q.question_id not in answers)
+            raise FormatError(
+                questions_path,
+                f"{missing} of {len(split_questions)} {split} questions have no answer (e.g. question_id {example}); "
+                "pass allow_partial to score only the answered ones",
+            )
+        unanswered[split] = missing
+        unmatched[split] = len(labels.labels) - len(asked)
+        if unmatched[split]:
+            log.info("%s: %d labelled questions are not in the question file", labels.path, unmatched[split])
+        if not predictions:
+            log.warning("split %s has no answered question; it is left out of the mean", split)
+            continue
+        splits[split] = split_score(split, predictions, truths)
+
+    if not splits:
+        raise FormatError(questions_path, "no split could be scored")
+    mean_f1 = sum(s.f1 for s in splits.values()) / len(splits)
+    return PopeScores(splits=splits, mean_f1=mean_f1, unanswered=unanswered, unmatched_labels=unmatched)
+
+
+def score_pope_files(
+    questions: str | Path, answers: str | Path, labels_dir: str | Path, *, allow_partial: bool = False
+) -> PopeScores:
+    """Score an answers JSONL against a question JSONL and a folder of coco_pope_*.json files."""
+    return score_pope(
+        load_questions(questions),
+        load_answers(answers),
+        load_label_dir(labels_dir),
+        allow_partial=allow_partial,
+        questions_path=questions,
+    )
