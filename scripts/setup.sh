@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
 stamp=.venv/.somflow-setup
-wanted=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+# Re-install when the dependencies or the set of top-level packages change (editable installs
+# map only the packages that existed when they were made).
+wanted=$( (cat pyproject.toml constraints.txt scripts/setup.sh; ls -d */__init__.py) | sha256sum | cut -d' ' -f1)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
     exit 0

@@ -18,7 +18,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
-"""Images with more pixels are refused before decoding (a 10k x 10k photo still loads)."""
+"""Images with more pixels are refused before decoding (a 10k x 10k photo still loads).
+
+Pillow refuses anything over 2 x Image.MAX_IMAGE_PIXELS (about 179 M) on its own; raising
+`max_pixels` beyond that also needs that Pillow setting raised by the caller."""
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -80,7 +83,7 @@ def decode_image(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXE
         except UnidentifiedImageError as exc:
             raise ImageLoadError(source, "not a recognised image format") from exc
         except Image.DecompressionBombError as exc:
-            raise ImageLoadError(source, f"too many pixels (limit {max_pixels})") from exc
+            raise ImageLoadError(source, f"too many pixels: exceeds the limit of {max_pixels}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             # A recognised format whose header is cut short or malformed (PIL raises these
             # from its plugins' _open, e.g. "Truncated File Read" for a JPEG cut in its markers).

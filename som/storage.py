@@ -207,7 +207,8 @@ def s3_options(options: Options | None = None,
     extra = {k: v for k, v in options.items()
              if k not in _SETTING_ALIASES and k != "config_file"}
     client_kwargs = dict(extra.pop("client_kwargs", None) or {})
-    config_kwargs = {**resolved.pop("config_kwargs", {}), **(extra.pop("config_kwargs", None) or {})}
+    config_kwargs = {**resolved.pop("config_kwargs", {}),
+                     **(extra.pop("config_kwargs", None) or {})}
     if "region_name" in client_kwargs:
         config_kwargs.setdefault("region_name", client_kwargs.pop("region_name"))
         log.debug("moved client_kwargs.region_name to config_kwargs (no LocationConstraint)")
@@ -244,10 +245,18 @@ def protocol_of(url: str) -> str:
     return "s3" if protocol == "s3a" else protocol
 
 
+_S3_ONLY_OPTIONS = frozenset(_SETTING_ALIASES) | {"config_file", "client_kwargs", "config_kwargs"}
+
+
 def filesystem(protocol: str, options: Options | None = None) -> AbstractFileSystem:
-    """This process's filesystem for `protocol` and `options` (made on first use)."""
-    kwargs = s3_options(options) if protocol in S3_PROTOCOLS else dict(options or {})
-    kwargs.pop("config_file", None)
+    """This process's filesystem for `protocol` and `options` (made on first use).
+
+    One `options` mapping can serve every URL of a job: S3 settings in it are ignored for
+    other protocols (a local source and an S3 destination share it)."""
+    if protocol in S3_PROTOCOLS:
+        kwargs = s3_options(options)
+    else:
+        kwargs = {k: v for k, v in (options or {}).items() if k not in _S3_ONLY_OPTIONS}
     token = json.dumps(kwargs, sort_keys=True, default=repr)
     cache_key = (os.getpid(), protocol, token)
     with _LOCK:

@@ -158,31 +158,35 @@ def write_atomic(path: Path, data: bytes) -> None:
 _WORKER_MARKER: Marker | None = None
 
 
+def _start_worker(marker: Marker) -> None:
+    import cv2
+
+    global _WORKER_MARKER
+    _WORKER_MARKER = marker
+    cv2.setNumThreads(1)  # one process per core already
+
+
 def _run_in_worker(job: MarkJob) -> ImageReport:
     assert _WORKER_MARKER is not None
     return _WORKER_MARKER(job)
 
 
 def run_jobs(marker: Marker, jobs: Sequence[MarkJob], workers: int) -> Iterable[ImageReport]:
-    """Yield one report per job; with workers > 1, forked processes share the marker."""
+    """Yield one report per job, from `workers` processes when more than one.
+
+    Workers come from a fork server: forking this process directly would copy whatever
+    threads it runs (an s3fs event loop, torch's pools) into children that can deadlock on
+    their locks. The marker (segmenter included, e.g. a parsed COCO index) is sent to each
+    worker once, at start-up.
+    """
     if workers <= 1 or len(jobs) <= 1:
         yield from map(marker, jobs)
         return
-    global _WORKER_MARKER
-    _WORKER_MARKER = marker  # inherited by the forked workers: no pickling, no reloading
-    try:
-        context = multiprocessing.get_context("fork")
-        chunk = max(1, min(8, len(jobs) // (workers * 4)))
-        with context.Pool(workers, initializer=_limit_threads) as pool:
-            yield from pool.imap_unordered(_run_in_worker, jobs, chunksize=chunk)
-    finally:
-        _WORKER_MARKER = None
-
-
-def _limit_threads() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["som.mark.batch"])
+    chunk = max(1, min(8, len(jobs) // (workers * 4)))
+    with context.Pool(min(workers, len(jobs)), initializer=_start_worker, initargs=(marker,)) as pool:
+        yield from pool.imap_unordered(_run_in_worker, jobs, chunksize=chunk)
 
 
 def mark_paths(

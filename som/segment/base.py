@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -65,6 +67,19 @@ def build_segmenter(name: str, params: Mapping[str, Any] | None = None) -> Segme
         raise ValueError(f"unknown segmenter {name!r}; choose one of: {', '.join(specs)}")
     spec = specs[name]
     return spec.factory(parse_params(spec.params_type, params or {}))
+
+
+def resident_segmenter(name: str, params: Mapping[str, Any] | None = None) -> Segmenter:
+    """This process's segmenter for (name, params), built on first use and then reused.
+
+    Workers that mark many shards load a model once, not once per shard.
+    """
+    return _resident(name, json.dumps(dict(params or {}), sort_keys=True))
+
+
+@lru_cache(maxsize=4)
+def _resident(name: str, params_json: str) -> Segmenter:
+    return build_segmenter(name, json.loads(params_json))
 
 
 def parse_params(params_type: type, values: Mapping[str, Any]) -> Any:

@@ -60,7 +60,7 @@ def read_json(path: str | Path) -> Any:
         raise FormatError(path, f"not valid JSON ({exc.msg})", exc.lineno) from exc
 
 
-def field(record: Mapping[str, Any], key: str, path: str | Path, line: int | None) -> Any:
+def require(record: Mapping[str, Any], key: str, path: str | Path, line: int | None) -> Any:
     """`record[key]`, or a FormatError saying which file and line lacks it."""
     try:
         return record[key]
@@ -70,7 +70,7 @@ def field(record: Mapping[str, Any], key: str, path: str | Path, line: int | Non
 
 def text_field(record: Mapping[str, Any], key: str, path: str | Path, line: int | None) -> str:
     """A field that must hold a string (model answers, questions, labels)."""
-    value = field(record, key, path, line)
+    value = require(record, key, path, line)
     if not isinstance(value, str):
         raise FormatError(path, f"field {key!r} must be a string, got {type(value).__name__}", line)
     return value

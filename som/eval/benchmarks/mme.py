@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from som.eval.benchmarks import FormatError, field as require, iter_jsonl, text_field
+from som.eval.benchmarks import FormatError, iter_jsonl, require, text_field
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,9 @@ def read_task_file(path: str | Path, *, columns: int = 4) -> list[tuple[int, lis
     """(line number, fields) for each non-blank line; `columns` is 4 for results, 3 for a template."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # Universal newlines, as calculation.py's readlines(); not str.splitlines, which would
+        # also break a response at characters such as U+2028.
+        lines = path.read_text(encoding="utf-8").split("\n")
     except OSError as exc:
         raise FormatError(path, f"cannot open: {exc.strerror or exc}") from exc
     rows = []
@@ -372,6 +374,7 @@ def llava_rows(
         by_order[question_id].append(response)
 
     rows: dict[str, list[MMERow]] = defaultdict(list)
+    used: set[tuple[str, str]] = set()
     seen: dict[str, int] = defaultdict(int)
     unanswered: list[_Question] = []
     no_truth: list[tuple[_Question, str]] = []
@@ -379,6 +382,8 @@ def llava_rows(
         nth = seen[q.question_id]
         seen[q.question_id] += 1
         response = by_prompt.get((q.question_id, q.text))
+        if response is not None:
+            used.add((q.question_id, q.text))
         if response is None and not by_prompt and nth < len(by_order[q.question_id]):
             response = by_order[q.question_id][nth]
         if response is None:
@@ -391,6 +396,8 @@ def llava_rows(
         image, answer = truth
         rows[q.category].append(MMERow(image, question, answer, response))
 
+    if by_prompt and len(used) < len(by_prompt):
+        log.warning("%d answers in %s match no question and are ignored", len(by_prompt) - len(used), answers_path)
     if unanswered:
         q = unanswered[0]
         raise FormatError(answers_path, f"{len(unanswered)} questions have no answer, e.g. {q.question_id} (questions line {q.line})")
@@ -399,7 +406,7 @@ def llava_rows(
         raise FormatError(
             gt.source,
             f"no ground truth for {len(no_truth)} questions, e.g. {q.category}/{_stem(q.question_id)}: {question!r} "
-            f"(questions line {q.line}); pass skip_missing to leave them out",
+            f"(questions line {q.line}); pass skip_missing (--skip-missing-gt) to leave them out",
         )
     if no_truth:
         log.warning("left out %d questions without ground truth in %s", len(no_truth), gt.source)

@@ -33,12 +33,11 @@ Label files at two AoiDragon/POPE commits (checked against ../shared/reference/p
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from som.eval.benchmarks import FormatError, field as require, iter_jsonl, text_field
+from som.eval.benchmarks import FormatError, iter_jsonl, require, text_field
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +283,7 @@ def score_pope(
             raise FormatError(
                 questions_path,
                 f"{missing} of {len(split_questions)} {split} questions have no answer (e.g. question_id {example}); "
-                "pass allow_partial to score only the answered ones",
+                "pass allow_partial (--allow-partial) to score only the answered ones",
             )
         unanswered[split] = missing
         unmatched[split] = len(labels.labels) - len(asked)

@@ -1,0 +1,1 @@
+"""Prefect flows: each composes `tasks/` over `som/` in the order data moves."""

@@ -1,0 +1,79 @@
+"""`som dataset ...`: run the dataset flows from the command line."""
+
+from __future__ import annotations
+
+import click
+
+
+def _key_values(pairs: tuple[str, ...]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
+        values[key.strip().replace("-", "_")] = value.strip()
+    return values
+
+
+@click.group("dataset", context_settings={"help_option_names": ["-h", "--help"]})
+def dataset() -> None:
+    """Build Set-of-Mark datasets in object storage with Prefect over Dask.
+
+    Outputs under DEST: marks/<sha256>.jpg|.json, manifests/<version>.parquet (+ _latest) and
+    dataset.json (the marking config, reused by later runs). Uses PREFECT_API_URL when set,
+    else starts a local Prefect server for the run. S3 credentials come from the AWS_*
+    variables or $SOMFLOW_STORAGE_CONFIG (for the local SeaweedFS: source <state>/s3.env).
+    """
+
+
+@dataset.command("build")
+@click.argument("source")
+@click.argument("dest")
+@click.option("--segmenter", default=None, help="sam | slic | felzenszwalb | coco | auto (default: the dataset's recorded one, or auto).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Segmenter parameter (repeatable).")
+@click.option("--coco", default=None, help="COCO instances JSON (path or URL): only its images, under SOURCE as image root.")
+@click.option("--shard-size", type=int, default=200, show_default=True, help="Images per Prefect task.")
+@click.option("--workers", type=int, default=None, help="Local Dask worker processes (default: one per GPU, else per core).")
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (e.g. a dask-jobqueue SLURMCluster).")
+@click.option("--short-side", type=int, default=None, help="Marking size (default 640 for a new dataset).")
+@click.option("--label-mode", type=click.Choice(["number", "alpha"]), default=None)
+@click.option("--modes", default=None, help="Comma-separated draw modes: mark, mask, box, contour.")
+@click.option("--format", "image_format", type=click.Choice(["jpg", "png"]), default=None)
+@click.option("--full", is_flag=True, help="Re-check every image, not only those missing from the latest manifest.")
+def build(source, dest, segmenter, params, coco, shard_size, workers, scheduler, short_side, label_mode, modes, image_format, full) -> None:
+    """Mark the images under SOURCE (folder or s3:// prefix) into the dataset at DEST.
+
+    \b
+    Examples:
+      som dataset build photos/ s3://somflow/datasets/photos --workers 2
+      som dataset build s3://raw/val2017 s3://som/coco-val --coco s3://raw/instances_val2017.json
+      som dataset build s3://raw/new s3://som/big --scheduler tcp://10.0.0.5:8786
+
+    Only images that are new or changed since the latest manifest are marked; the closing
+    line says what was done. Exits 1 when shards failed (rerun to retry just those).
+    """
+    from flows.prefect_api import prefect_api
+    from flows.som_dataset import build_som_dataset
+
+    with prefect_api():
+        state = build_som_dataset(
+            source=source,
+            dest=dest,
+            segmenter=segmenter,
+            segmenter_params=_key_values(params) or None,
+            coco=coco,
+            shard_size=shard_size,
+            workers=workers,
+            scheduler=scheduler,
+            short_side=short_side,
+            label_mode=label_mode,
+            modes=[m.strip() for m in modes.split(",")] if modes else None,
+            image_format=image_format,
+            incremental=not full,
+            return_state=True,
+        )
+    click.echo(state.message or state.name)
+    if state.is_completed():
+        click.echo(f"outputs: {dest.rstrip('/')}/marks/  manifest: {dest.rstrip('/')}/manifests/")
+    else:
+        raise SystemExit(1)

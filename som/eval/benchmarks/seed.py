@@ -1,0 +1,247 @@
+"""SEED-Bench (image dimensions) scored like LLaVA's convert_seed_for_submission.py.
+
+Official (LLaVA) semantics: a question is right when the model's answer text is exactly the
+answer letter ("B" is right, "B." and " B" are not); a question without an answer counts as
+wrong; accuracy is given per question type (SEED-Bench's 12 dimensions, 1-9 on images) and over
+all questions of the data type, both in percent.
+
+The answer letters come from the official annotation file `SEED-Bench.json` ({"question_type":
+{name: id}, "questions": [{"question_id", "answer", "question_type_id", "data_type",
+"choice_a".."choice_d", ...}]}); a JSON list or JSON Lines file of such question records works too.
+Model answers are JSON Lines with question_id plus either `prediction` (the upload format LLaVA
+writes, as in ../shared/reference/seed/) or `text` (LLaVA's raw answers).
+
+`lenient_letter` is a separate, non-official extractor for chatty models ("(B) a dog", "The
+answer is B", or the option's own text); its accuracy is reported next to the exact one, never
+mixed into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from som.eval.benchmarks import FormatError, iter_jsonl, read_json
+
+log = logging.getLogger(__name__)
+
+LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
+PROMPT_SUFFIX = "Answer with the option's letter from the given choices directly."
+
+QUESTION_TYPES: dict[int, str] = {
+    1: "Scene Understanding",
+    2: "Instance Identity",
+    3: "Instance Attributes",
+    4: "Instance Location",
+    5: "Instances Counting",
+    6: "Spatial Relation",
+    7: "Instance Interaction",
+    8: "Visual Reasoning",
+    9: "Text Understanding",
+    10: "Action Recognition",
+    11: "Action Prediction",
+    12: "Procedure Understanding",
+}
+"""SEED-Bench v1 dimension names, used when the annotation file does not name them."""
+
+
+@dataclass(frozen=True)
+class SeedQuestion:
+    """What scoring needs from one annotation record."""
+
+    question_id: str
+    answer: str
+    question_type_id: int
+    data_type: str
+    choices: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SeedAccuracy:
+    """Accuracy (percent) per question type name and over all scored questions."""
+
+    overall: float
+    correct: int
+    total: int
+    per_type: dict[str, float]
+
+
+@dataclass(frozen=True)
+class SeedScores:
+    """Exact-letter accuracy (official) and, when asked for, the lenient one."""
+
+    data_type: str
+    exact: SeedAccuracy
+    lenient: SeedAccuracy | None
+    unanswered: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "benchmark": "seed",
+            "data_type": self.data_type,
+            "accuracy": self.exact.overall,
+            "exact": asdict(self.exact),
+            "lenient": asdict(self.lenient) if self.lenient is not None else None,
+            "unanswered": self.unanswered,
+        }
+
+
+def _question(record: Mapping[str, Any], path: str | Path, line: int | None) -> SeedQuestion:
+    for key in ("question_id", "answer", "question_type_id"):
+        if key not in record:
+            where = f"question {record.get('question_id', '?')}: " if line is None else ""
+            raise FormatError(path, f"{where}missing field {key!r}", line)
+    try:
+        type_id = int(record["question_type_id"])
+    except (TypeError, ValueError):
+        raise FormatError(path, f"question {record['question_id']}: question_type_id must be an integer", line) from None
+    choices = {
+        letter: str(record[f"choice_{letter.lower()}"]) for letter in LETTERS if f"choice_{letter.lower()}" in record
+    }
+    return SeedQuestion(
+        question_id=str(record["question_id"]),
+        answer=str(record["answer"]),
+        question_type_id=type_id,
+        data_type=str(record.get("data_type", "image")),
+        choices=choices,
+    )
+
+
+def load_questions(path: str | Path) -> tuple[list[SeedQuestion], dict[int, str]]:
+    """Questions and type names from SEED-Bench.json, a JSON list, or JSON Lines."""
+    path = Path(path)
+    names = dict(QUESTION_TYPES)
+    if path.suffix == ".jsonl":
+        return [_question(record, path, line) for line, record in iter_jsonl(path)], names
+    data = read_json(path)
+    if isinstance(data, dict):
+        if "questions" not in data:
+            raise FormatError(path, "expected SEED-Bench.json with a 'questions' list")
+        types = data.get("question_type", {})
+        if isinstance(types, dict):
+            names.update({int(i): str(n) for n, i in types.items()})
+        data = data["questions"]
+    if not isinstance(data, list):
+        raise FormatError(path, "expected a list of question records")
+    questions = []
+    for record in data:
+        if not isinstance(record, dict):
+            raise FormatError(path, "every question must be a JSON object")
+        questions.append(_question(record, path, None))
+    return questions, names
+
+
+def load_predictions(path: str | Path) -> dict[str, str]:
+    """question_id -> answer text, from the upload format (`prediction`) or LLaVA's (`text`)."""
+    predictions: dict[str, str] = {}
+    for line, record in iter_jsonl(path):
+        if "question_id" not in record:
+            raise FormatError(path, "missing field 'question_id'", line)
+        value = record.get("prediction", record.get("text"))
+        if not isinstance(value, str):
+            raise FormatError(path, "expected a string 'prediction' (upload format) or 'text' (LLaVA answers)", line)
+        question_id = str(record["question_id"])
+        if question_id in predictions and predictions[question_id] != value:
+            # SEED-Bench v1 lists question_id 49914 twice, so an upload file repeats it; only a
+            # repeat with a different answer is ambiguous.
+            raise FormatError(path, f"second, different answer to question_id {question_id}", line)
+        predictions[question_id] = value
+    return predictions
+
+
+_LEADING_LETTER = re.compile(r"^[(\[]?([A-D])(?:[)\].:,]|$)")
+_STATED_LETTER = re.compile(r"(?i:answer|option|choice)\s*(?:(?i:is)\s*)?[:：]?\s*[(\[]?([A-D])(?![A-Za-z])")
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.casefold().split()).rstrip(".")
+
+
+def lenient_letter(response: str, choices: Mapping[str, str] | None = None) -> str | None:
+    """The option letter a free-form answer most plausibly means, or None.
+
+    Tries, in order: a leading letter set off by punctuation ("B", "B.", "(B) ...", "B: ...");
+    a stated letter ("The answer is B", "Option (C)"); the text of exactly one option. A bare
+    leading "A " is not taken as a letter, since it is usually the article.
+    """
+    text = response.strip()
+    match = _LEADING_LETTER.match(text)
+    if match:
+        return match.group(1)
+    match = _STATED_LETTER.search(text)
+    if match:
+        return match.group(1)
+    if choices:
+        said = _plain(text)
+        hits = [letter for letter, option in choices.items() if said and _plain(option) == said]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def _accuracy(
+    questions: Sequence[SeedQuestion], right: Sequence[bool], names: Mapping[int, str]
+) -> SeedAccuracy:
+    totals: Counter[int] = Counter()
+    correct: Counter[int] = Counter()
+    for question, ok in zip(questions, right):
+        totals[question.question_type_id] += 1
+        correct[question.question_type_id] += ok
+    per_type = {
+        names.get(t, str(t)): correct[t] / totals[t] * 100 for t in sorted(totals)
+    }
+    n = sum(totals.values())
+    hits = sum(correct.values())
+    return SeedAccuracy(overall=hits / n * 100 if n else 0.0, correct=hits, total=n, per_type=per_type)
+
+
+def score_seed(
+    questions: Sequence[SeedQuestion],
+    predictions: Mapping[str, str],
+    *,
+    type_names: Mapping[int, str] = QUESTION_TYPES,
+    data_type: str = "image",
+    lenient: bool = False,
+) -> SeedScores:
+    """Exact-letter accuracy over questions of `data_type` ("image", "video" or "all")."""
+    selected = [q for q in questions if data_type == "all" or q.data_type == data_type]
+    if not selected:
+        raise ValueError(f"no {data_type} questions to score")
+    unanswered = sum(q.question_id not in predictions for q in selected)
+    if unanswered:
+        log.warning("%d of %d %s questions have no answer; they count as wrong", unanswered, len(selected), data_type)
+    exact = [predictions.get(q.question_id) == q.answer for q in selected]
+    loose = None
+    if lenient:
+        loose_right = [
+            q.question_id in predictions and lenient_letter(predictions[q.question_id], q.choices) == q.answer
+            for q in selected
+        ]
+        loose = _accuracy(selected, loose_right, type_names)
+    return SeedScores(
+        data_type=data_type,
+        exact=_accuracy(selected, exact, type_names),
+        lenient=loose,
+        unanswered=unanswered,
+    )
+
+
+def score_seed_files(
+    questions: str | Path, answers: str | Path, *, data_type: str = "image", lenient: bool = False
+) -> SeedScores:
+    """Score an answers JSONL against SEED-Bench.json (or an equivalent question list)."""
+    records, names = load_questions(questions)
+    predictions = load_predictions(answers)
+    known = {q.question_id for q in records}
+    strays = [qid for qid in predictions if qid not in known]
+    if strays:
+        log.warning("%d answers are for question_ids not in %s (e.g. %s)", len(strays), questions, strays[:3])
+    try:
+        return score_seed(records, predictions, type_names=names, data_type=data_type, lenient=lenient)
+    except ValueError as exc:
+        raise FormatError(questions, str(exc)) from None

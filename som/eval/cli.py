@@ -1,0 +1,160 @@
+"""`som eval`: evaluation commands. `som eval score ...` scores existing answer files, no model.
+
+Only click and the standard library are imported here, so `som eval --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from som.eval.benchmarks import FormatError
+
+T = TypeVar("T")
+
+_FILE = click.Path(exists=True, dir_okay=False)
+_DIR = click.Path(exists=True, file_okay=False)
+
+
+def _emit(result: Any) -> None:
+    """Print a scores object as JSON (the one thing these commands write to stdout)."""
+    click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+
+
+def _run(compute: Callable[[], T]) -> T:
+    """Turn a malformed-input error into a one-line CLI error naming the file and line."""
+    try:
+        return compute()
+    except FormatError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
+def eval_group() -> None:
+    """Evaluate models on POPE, MME, SEED-Bench and MM-Vet.
+
+    `som eval score BENCHMARK ...` recomputes a benchmark's scores from answer files with the
+    official scripts' rules and prints them as JSON; no model or GPU is needed.
+    """
+
+
+@eval_group.group("score")
+def score() -> None:
+    """Score existing answers exactly as the official scripts do (JSON on stdout).
+
+    \b
+    pope   LLaVA question JSONL + answers JSONL + folder of coco_pope_<split>.json
+    mme    an eval_tool results folder, or LLaVA questions/answers JSONL + ground truth
+    mmvet  mm-vet.json + the official grader's grade JSON
+    seed   SEED-Bench.json + answers JSONL (upload format or LLaVA answers)
+    """
+
+
+@score.command("pope")
+@click.option("--questions", required=True, type=_FILE, help="LLaVA's llava_pope_test.jsonl: question_id, image, text, category (random/popular/adversarial) per line.")
+@click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id and text per line (LLaVA's model_vqa_loader output).")
+@click.option("--labels", required=True, type=_DIR, help="Folder with AoiDragon/POPE's coco_pope_random.json, coco_pope_popular.json, coco_pope_adversarial.json.")
+@click.option("--allow-partial", is_flag=True, help="Score only the answered questions instead of failing on unanswered ones.")
+def score_pope(questions: str, answers: str, labels: str, allow_partial: bool) -> None:
+    """POPE: per-split accuracy, precision, recall, F1 and yes-ratio; headline mean F1.
+
+    Answers are normalised as LLaVA's eval_pope.py does (a 'no'/'not'/'No' word in the first
+    sentence means no, anything else yes). Questions are matched to labels by image and question
+    text, so label files from either POPE commit work with LLaVA's question file.
+
+    \b
+    Example:
+      som eval score pope --questions llava_pope_test.jsonl \\
+          --answers answers/llava-v1.5-13b.jsonl --labels POPE/output/coco
+    """
+    from som.eval.benchmarks.pope import score_pope_files
+
+    _emit(_run(lambda: score_pope_files(questions, answers, labels, allow_partial=allow_partial)))
+
+
+@score.command("mme")
+@click.option("--results-dir", type=_DIR, help="eval_tool results folder: one <task>.txt per task, lines image<TAB>question<TAB>answer<TAB>response.")
+@click.option("--questions", type=_FILE, help="LLaVA's llava_mme.jsonl (question_id, text, category); optional with --answers, whose prompts then serve as questions.")
+@click.option("--answers", type=_FILE, help="Model answers JSONL: question_id, prompt, text per line (LLaVA's model_vqa_loader output).")
+@click.option("--gt", "gt_dir", type=_DIR, help="Ground truth for --answers: the eval_tool template folder (Your_Results/) or MME_Benchmark_release_version/.")
+@click.option("--write-results-dir", type=click.Path(file_okay=False), help="With --answers: also write the eval_tool <task>.txt files here, to compare with other tools.")
+@click.option("--skip-missing-gt", is_flag=True, help="With --answers: leave out questions the ground truth lacks instead of failing.")
+def score_mme(
+    results_dir: str | None,
+    questions: str | None,
+    answers: str | None,
+    gt_dir: str | None,
+    write_results_dir: str | None,
+    skip_missing_gt: bool,
+) -> None:
+    """MME: 100*acc + 100*acc+ per task; Perception and Cognition sums.
+
+    Give either --results-dir (what the official `calculation.py --results_dir` reads), or
+    --answers with --gt (and usually --questions), which converts LLaVA answers the way LLaVA's
+    convert_answer_to_mme.py does before scoring.
+
+    \b
+    Examples:
+      som eval score mme --results-dir eval_tool/answers/llava-v1.5-7b
+      som eval score mme --questions llava_mme.jsonl --answers answers/llava-v1.5-7b.jsonl \\
+          --gt MME_Benchmark_release_version --write-results-dir eval_tool/answers/llava-v1.5-7b
+    """
+    from som.eval.benchmarks import mme
+
+    if results_dir is not None:
+        if answers or questions or gt_dir or write_results_dir or skip_missing_gt:
+            raise click.UsageError("--results-dir cannot be combined with --questions/--answers/--gt options")
+        _emit(_run(lambda: mme.score_results_dir(results_dir)))
+        return
+    if answers is None or gt_dir is None:
+        raise click.UsageError("give --results-dir, or --answers with --gt (ground truth folder)")
+    scores, _ = _run(
+        lambda: mme.score_llava_answers(
+            questions, answers, gt_dir, skip_missing=skip_missing_gt, write_dir=write_results_dir
+        )
+    )
+    _emit(scores)
+
+
+@score.command("mmvet")
+@click.option("--gt", required=True, type=_FILE, help="The official mm-vet.json (question, answer and capability list per sample).")
+@click.option("--grades", required=True, type=_FILE, help="The official grader's output, e.g. results/<model>_gpt-4-grade-1runs.json ({id: {model, content, score: [...]}}).")
+@click.option("--subset", type=_FILE, help="Optional JSON list of sample ids to score, e.g. bard_set.json.")
+@click.option("--runs", type=int, help="Use the first N grading runs (default: all runs every sample has).")
+def score_mmvet(gt: str, grades: str, subset: str | None, runs: int | None) -> None:
+    """MM-Vet: mean grade x100 per capability, per capability integration and in total.
+
+    Grades come from a GPT judge (the official grader or somflow's); this command only adds
+    them up. `official_rounding` repeats the numbers rounded as the official CSVs print them.
+
+    \b
+    Example:
+      som eval score mmvet --gt mm-vet.json --grades results/llava-v1.5-13b_gpt-4-grade-1runs.json
+    """
+    from som.eval.benchmarks.mmvet import score_mmvet_files
+
+    _emit(_run(lambda: score_mmvet_files(gt, grades, subset=subset, runs=runs)))
+
+
+@score.command("seed")
+@click.option("--questions", required=True, type=_FILE, help="SEED-Bench.json (official annotation with answer letters), or a JSON/JSONL list of its question records.")
+@click.option("--answers", required=True, type=_FILE, help="Answers JSONL: question_id plus prediction (upload format) or text (LLaVA answers).")
+@click.option("--data-type", type=click.Choice(["image", "video", "all"]), default="image", show_default=True, help="Which SEED-Bench questions to score.")
+@click.option("--lenient", is_flag=True, help="Also report accuracy with a forgiving letter extractor (kept separate from the official exact-letter score).")
+def score_seed(questions: str, answers: str, data_type: str, lenient: bool) -> None:
+    """SEED-Bench: exact-letter accuracy per question type and overall, as LLaVA computes it.
+
+    \b
+    Example:
+      som eval score seed --questions SEED-Bench.json --answers answers_upload/llava-v1.5-13b.jsonl
+    """
+    from som.eval.benchmarks.seed import score_seed_files
+
+    _emit(_run(lambda: score_seed_files(questions, answers, data_type=data_type, lenient=lenient)))
+
+
+if __name__ == "__main__":
+    eval_group()

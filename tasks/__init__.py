@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over `som` functions adding retries, caching and reporting."""

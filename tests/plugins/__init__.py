@@ -1,0 +1,1 @@
+"""Reusable pytest plugins (register with pytest_plugins or -p)."""
