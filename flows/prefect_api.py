@@ -42,6 +42,15 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = START_TIM
     raise RuntimeError(f"the Prefect server at {url} did not become healthy within {timeout:.0f} s")
 
 
+def flush_to_api() -> None:
+    """Send queued logs and events now, while the server still answers (not at exit)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+
+
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str]:
     """Yield the API URL flows should use, starting a local server when none is configured."""
@@ -60,7 +69,10 @@ def prefect_api() -> Iterator[str]:
     try:
         wait_healthy(url, process)
         with temporary_settings({PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                flush_to_api()
     finally:
         process.terminate()
         try:

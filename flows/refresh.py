@@ -9,7 +9,7 @@ config is the one the dataset recorded at its first build (<dest>/dataset.json).
 from __future__ import annotations
 
 from prefect import flow
-from prefect.states import State
+from prefect.states import Completed, Failed, State
 
 from flows.som_dataset import build_som_dataset
 
@@ -23,7 +23,7 @@ def refresh_som_dataset(
     workers: int | None = None,
     scheduler: str | None = None,
 ) -> State:
-    return build_som_dataset(
+    build = build_som_dataset(
         source=source,
         dest=dest,
         coco=coco,
@@ -33,3 +33,7 @@ def refresh_som_dataset(
         incremental=True,
         return_state=True,
     )
+    report = build.result(raise_on_failure=False)
+    if build.is_completed():
+        return Completed(message=build.message, data=report)
+    return Failed(message=build.message, data=report)

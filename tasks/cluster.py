@@ -34,10 +34,26 @@ def worker_environment() -> dict[str, str]:
     """
     from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL
 
-    env = {"PREFECT_API_URL": PREFECT_API_URL.value() or ""}
+    env = {
+        "PREFECT_API_URL": PREFECT_API_URL.value() or "",
+    }
     if PREFECT_API_KEY.value():
         env["PREFECT_API_KEY"] = PREFECT_API_KEY.value()
     return {k: v for k, v in env.items() if v}
+
+
+def keep_malloc_defaults() -> None:
+    """Spawn local workers without Dask's MALLOC_TRIM_THRESHOLD_=65536.
+
+    Dask sets it so workers hand memory back to the OS quickly; for marking, which allocates
+    and frees image-sized arrays all the time, it made every image ~12% slower here (measured:
+    plain loop 11.1-12.4 s vs 12.5-14.0 s with it). Thread limits for BLAS/OpenMP stay.
+    """
+    import dask
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
 
 
 def dask_task_runner(workers: int | None = None, scheduler: str | None = None) -> DaskTaskRunner:
@@ -48,6 +64,7 @@ def dask_task_runner(workers: int | None = None, scheduler: str | None = None) -
     """
     if scheduler:
         return DaskTaskRunner(address=scheduler)
+    keep_malloc_defaults()
     gpus = visible_gpus()
     if gpus:
         try:

@@ -146,3 +146,19 @@ def test_storage_outage_mid_run_is_carried_by_retries(prefect_api, seaweed_facto
     rows = read_manifest(storage.join(prefix, "dataset"))
     assert len(rows) == len(images) and all(row.status == "marked" for row in rows)
     assert len(objects(prefix)) == 2 * len(images)
+
+
+def test_refresh_marks_only_new_images_with_the_recorded_config(prefect_api, s3_server, s3_prefix, monkeypatch):
+    from flows.refresh import refresh_som_dataset
+
+    use_s3(monkeypatch, s3_server)
+    upload(s3_prefix, derived_photos(2))
+    assert build(s3_prefix)[0].is_completed()
+    source, dest = storage.join(s3_prefix, "images"), storage.join(s3_prefix, "dataset")
+    state = refresh_som_dataset(source=source, dest=dest, workers=1, return_state=True)
+    assert state.is_completed() and state.message.startswith("nothing new")
+    upload(s3_prefix, derived_photos(1, start=50))
+    state = refresh_som_dataset(source=source, dest=dest, workers=1, return_state=True)
+    report = state.result()
+    assert state.is_completed() and len(report.rows) == 1
+    assert min(report.rows[0].width, report.rows[0].height) == 96, "marked at the recorded short side"

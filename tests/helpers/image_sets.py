@@ -18,6 +18,9 @@ def derived_photos(count: int, size: int = 160, start: int = 0) -> dict[str, byt
     out = {}
     for index in range(start, start + count):
         photo = photos[index % 2]
+        grow = max(1.0, 1.7 * size / photo.width, 1.2 * size / photo.height)
+        if grow > 1:
+            photo = photo.resize((round(photo.width * grow), round(photo.height * grow)))
         rng = np.random.default_rng(index)
         width, height = int(size * rng.uniform(1.0, 1.6)), size
         x = int(rng.integers(0, photo.width - width))

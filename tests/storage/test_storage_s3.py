@@ -131,6 +131,11 @@ def _child_round_trip(url: str, opts: dict[str, Any], queue: Any) -> None:
                                            options=opts))))
     except BaseException as exc:  # report, never hang the parent
         queue.put(("error", repr(exc), 0))
+    # Leave without the interpreter's exit handlers: a test session's process has inherited
+    # handlers of its own (Prefect, Dask) that are not what this test is about.
+    queue.close()
+    queue.join_thread()
+    os._exit(0)
 
 
 def test_filesystem_works_in_forked_child(s3_server: Any, s3_prefix: str) -> None:
