@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import click
 
-
-def _key_values(pairs: tuple[str, ...]) -> dict[str, str]:
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
-        values[key.strip().replace("-", "_")] = value.strip()
-    return values
+from som.cli import parse_key_values
 
 
 @click.group("dataset", context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,7 +52,7 @@ def build(source, dest, segmenter, params, coco, shard_size, workers, scheduler,
             source=source,
             dest=dest,
             segmenter=segmenter,
-            segmenter_params=_key_values(params) or None,
+            segmenter_params=parse_key_values(params) or None,
             coco=coco,
             shard_size=shard_size,
             workers=workers,

@@ -22,6 +22,7 @@ def refresh_som_dataset(
     shard_size: int = 200,
     workers: int | None = None,
     scheduler: str | None = None,
+    storage_secret: str | None = None,
 ) -> State:
     build = build_som_dataset(
         source=source,
@@ -30,6 +31,7 @@ def refresh_som_dataset(
         shard_size=shard_size,
         workers=workers,
         scheduler=scheduler,
+        storage_secret=storage_secret,
         incremental=True,
         return_state=True,
     )

@@ -26,6 +26,7 @@ from som.dataset.report import BuildReport
 from som.dataset.shard import MarkConfig, ShardResult
 from som.dataset.sources import list_sources, split_into_shards
 from tasks.cluster import dask_task_runner
+from tasks.credentials import use_storage_secret
 from tasks.marking import mark_shard_task
 from tasks.reports import Progress, publish_report
 from tasks.result_storage import result_storage_for
@@ -46,6 +47,7 @@ def build_som_dataset(
     modes: list[str] | None = None,
     image_format: str | None = None,
     incremental: bool = True,
+    storage_secret: str | None = None,
 ) -> State:
     """Mark every new image under `source` into `dest` and write a new manifest version.
 
@@ -60,9 +62,13 @@ def build_som_dataset(
       coco: a COCO instances JSON: only its images are used (and its masks, with `coco`).
       shard_size: images per Prefect task. workers / scheduler: the Dask cluster (see
         tasks/cluster.py). incremental: skip images already in the latest manifest.
+      storage_secret: name of a Prefect Secret block with S3 settings (JSON), when they are
+        not in the environment (see tasks/credentials.py).
     """
     log = get_run_logger()
     started = time.perf_counter()
+    if storage_secret:
+        log.info("S3 settings from Secret block %r: %r", storage_secret, use_storage_secret(storage_secret))
     style = {"short_side": short_side, "label_mode": label_mode, "modes": modes}
     try:
         config = resolve_dataset_config(

@@ -19,7 +19,8 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _parse_key_values(pairs: tuple[str, ...]) -> dict[str, str]:
+def parse_key_values(pairs: tuple[str, ...]) -> dict[str, str]:
+    """--param KEY=VALUE pairs as a dict (dashes in keys become underscores)."""
     values = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -124,7 +125,7 @@ def mark(
     from som.segment import build_segmenter
     from som.segment.auto import choose_segmenter
 
-    parsed = _parse_key_values(params)
+    parsed = parse_key_values(params)
     if masks:
         if segmenter not in ("auto", "coco"):
             raise click.UsageError("--masks uses the coco segmenter; drop --segmenter or set it to coco")

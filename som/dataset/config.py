@@ -7,6 +7,7 @@ two styles (or two segmenters) would be two datasets under one name.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ from som import storage
 from som.dataset.shard import MarkConfig
 from som.mark.options import MarkOptions
 from som.segment.auto import choose_segmenter
+from som.segment.base import available, parse_params
 
 CONFIG_NAME = "dataset.json"
 
@@ -64,9 +66,17 @@ def resolve_dataset_config(
         params.setdefault("annotations", coco)
     if "modes" in style:
         style["modes"] = tuple(style["modes"])
-    config = MarkConfig(name, params, MarkOptions(**style), image_format or "jpg")  # type: ignore[arg-type]
+    config = MarkConfig(name, typed_params(name, params), MarkOptions(**style), image_format or "jpg")  # type: ignore[arg-type]
     write_dataset_config(dest, config)
     return config
+
+
+def typed_params(segmenter: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of `segmenter`, typed ("20" from a CLI and 20 from Python are the same)."""
+    specs = available()
+    if segmenter not in specs:
+        raise ValueError(f"unknown segmenter {segmenter!r}; choose one of: {', '.join(specs)}")
+    return dataclasses.asdict(parse_params(specs[segmenter].params_type, params))
 
 
 def _check_matches(dest: str, recorded: MarkConfig, segmenter, segmenter_params, style, image_format) -> None:
@@ -78,7 +88,7 @@ def _check_matches(dest: str, recorded: MarkConfig, segmenter, segmenter_params,
     ]
     if segmenter not in (None, "auto", recorded.segmenter):
         conflicts.append(f"segmenter={segmenter!r} (recorded {recorded.segmenter!r})")
-    if segmenter_params and segmenter_params != recorded.segmenter_params:
+    if segmenter_params and typed_params(recorded.segmenter, segmenter_params) != recorded.segmenter_params:
         conflicts.append(f"segmenter_params={segmenter_params!r} (recorded {recorded.segmenter_params!r})")
     if image_format not in (None, recorded.image_format):
         conflicts.append(f"image_format={image_format!r} (recorded {recorded.image_format!r})")

@@ -162,3 +162,21 @@ def test_refresh_marks_only_new_images_with_the_recorded_config(prefect_api, s3_
     report = state.result()
     assert state.is_completed() and len(report.rows) == 1
     assert min(report.rows[0].width, report.rows[0].height) == 96, "marked at the recorded short side"
+
+
+def test_credentials_from_a_prefect_secret_block(prefect_api, s3_server, s3_prefix, monkeypatch, caplog):
+    import json
+
+    from prefect.blocks.system import Secret
+
+    use_s3(monkeypatch, s3_server)
+    upload(s3_prefix, derived_photos(2))
+    settings = {"key": s3_server.access_key, "secret": s3_server.secret_key, "endpoint_url": s3_server.endpoint_url, "region": s3_server.region}
+    Secret(value=json.dumps(settings)).save("somflow-test-s3", overwrite=True)
+    for name in s3_server.env:
+        monkeypatch.delenv(name)
+    storage.clear_filesystems()
+    state, report = build(s3_prefix, workers=1, storage_secret="somflow-test-s3")
+    assert state.is_completed(), state.message
+    assert len(report.rows) == 2 and all(row.status == "marked" for row in report.rows)
+    assert s3_server.secret_key not in caplog.text, "the secret is never logged"
