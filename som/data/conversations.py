@@ -296,7 +296,9 @@ def size_order(a: TagGeometry, b: TagGeometry, config: QAConfig) -> int:
     return 0
 
 
-def tag_gaps(target: TagGeometry, others: Iterable[TagGeometry], limit: float, shape: tuple[int, int]) -> dict[int, float]:
+def tag_gaps(
+    target: TagGeometry, others: Iterable[TagGeometry], limit: float, shape: tuple[int, int]
+) -> dict[int, float]:
     """Smallest pixel-centre distance from `target` to each other tag, for gaps <= limit.
 
     The distance transform runs only over target's bbox grown by `limit`: every pixel outside
@@ -460,7 +462,9 @@ class _Scene:
             return None
         near_tags = tuple(t for _, t in near)
         label = self.shapes[tag].label
-        question = self.rng.choice([f"What is near tag {label}?", f"Which tagged objects are close to tag {label}?"])
+        question = self.rng.choice(
+            [f"What is near tag {label}?", f"Which tagged objects are close to tag {label}?"]
+        )
         refs = _join([self.ref(t) for t in near_tags])
         verb = "is" if len(near_tags) == 1 else "are"
         answer = f"{refs[0].upper()}{refs[1:]} {verb} close to tag {label}."

@@ -3,17 +3,20 @@
 Inputs are JSON arrays of LLaVA records (e.g. llava_v1_5_mix665k.json, ~1 GB). They are read
 as streams, one record at a time (`iter_json_array`), and never held whole.
 
-Shuffle (bucketed, two passes): pass 1 writes each record as one compact JSON line to one of
-B temporary bucket files on local disk, chosen uniformly at random; pass 2 loads one bucket
-at a time, shuffles it in memory and appends it to the output. Uniform bucket choice plus a
-uniform shuffle inside each bucket gives a uniform random permutation; both RNGs derive from
-the seed, so the output is the same for the same inputs and seed.
+Shuffle (bucketed, two passes): pass 1 writes each record as one line (its source text with
+the line breaks between tokens removed) to one of B temporary bucket files on local disk,
+chosen uniformly at random; pass 2 loads one bucket at a time, shuffles it in memory and
+appends it to the output. Uniform bucket choice plus a uniform shuffle inside each bucket
+gives a uniform random permutation; both RNGs derive from the seed, so the output is the
+same for the same inputs and seed.
 
 Memory bound: peak ≈ one bucket's lines (B is chosen so a bucket holds about `bucket_bytes`
 of input, default 32 MiB, plus ~100 bytes of list/bytes overhead per record) + 8 bytes per
 record for the id hashes + the reader's buffer (one chunk plus the record being parsed, at
-most `max_record_chars`) + one batch of records awaiting their image checks. Disk: about the
-compact size of all records, under the temporary directory.
+most `max_record_chars`) + one batch of records awaiting their image checks. Measured
+(tests/instructions/test_mixing.py, tracemalloc): a 50k-record, 12 MiB base plus 2k SoM
+records with 1 MiB buckets peaks at ~5.3 MiB, where json.load of the base alone takes ~5x
+the file size. Disk: about the size of all inputs, under the temporary directory.
 
 Ids: each record's id is hashed (64-bit BLAKE2b) into a flat array; duplicated hashes are
 resolved exactly (the ids are re-read from the buckets and compared as strings). The first
@@ -121,6 +124,8 @@ def iter_json_array(
         elif buffer[pos : pos + 1] == "]":
             pos += 1
             break
+        elif pos >= len(buffer):
+            raise fail("unexpected end of input inside the array")
         else:
             raise fail("expected ',' or ']' after an element")
     skip_space()
@@ -169,6 +174,7 @@ class MixConfig:
     bucket_bytes: target input bytes per shuffle bucket (the memory bound, see module doc).
     check_workers: threads calling `exists` (object storage answers one HEAD at a time).
     keep_missing: how many missing (id, path) examples the result keeps for the report.
+    tmp_dir: where the bucket files go (default: the system's temporary directory).
     """
 
     seed: int = 0
@@ -200,6 +206,8 @@ class SourceCounts:
 
 @dataclass(frozen=True)
 class MixResult:
+    """What a mix wrote: per-source counts, missing images; the card and card.json from it."""
+
     output: str
     seed: int
     image_root: str | None
@@ -231,7 +239,8 @@ class MixResult:
             "",
             "## Sources",
             "",
-            "| source | kind | read | written | with image | text only | multi-turn | missing image | renamed ids | sha256 |",
+            "| source | kind | read | written | with image | text only | multi-turn "
+            "| missing image | renamed ids | sha256 |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for s in self.sources:
@@ -337,7 +346,9 @@ class _Pass1:
 
     BATCH = 512
 
-    def __init__(self, config: MixConfig, exists: Callable[[str], bool], counts: list[SourceCounts], paths: list[str]) -> None:
+    def __init__(
+        self, config: MixConfig, exists: Callable[[str], bool], counts: list[SourceCounts], paths: list[str]
+    ) -> None:
         self.config, self.exists, self.counts, self.paths = config, exists, counts, paths
         self.rng = _seeded(config.seed, "buckets")
         self.hashes = array("Q")
@@ -381,7 +392,9 @@ class _Pass1:
         root = self.config.image_root
         return storage.join(root, image) if root else image
 
-    def _flush(self, batch: list[tuple[dict[str, Any], str]], counts: SourceCounts, files: list[IO[bytes]]) -> None:
+    def _flush(
+        self, batch: list[tuple[dict[str, Any], str]], counts: SourceCounts, files: list[IO[bytes]]
+    ) -> None:
         locations = sorted({self._locate(i) for r, _ in batch for i in _images(r)})
         found = dict(zip(locations, (self.pool.map if self.pool else map)(self.exists, locations)))
         for record, text in batch:
@@ -411,7 +424,11 @@ def _source_of(index: int, starts: list[int]) -> int:
 
 
 def _resolve_ids(
-    hashes: np.ndarray, starts: list[int], sources: Sequence[MixSource], paths: list[str], counts: list[SourceCounts]
+    hashes: np.ndarray,
+    starts: list[int],
+    sources: Sequence[MixSource],
+    paths: list[str],
+    counts: list[SourceCounts],
 ) -> dict[int, str]:
     """New ids for later duplicates (by global record index); MixError when one cannot be renamed."""
     ordered = np.sort(hashes)
@@ -477,7 +494,12 @@ def _open_output(url: str) -> Iterator[IO[bytes]]:
 
 
 def _write_shuffled(
-    paths: list[str], output: str, renames: dict[int, str], starts: list[int], counts: list[SourceCounts], seed: int
+    paths: list[str],
+    output: str,
+    renames: dict[int, str],
+    starts: list[int],
+    counts: list[SourceCounts],
+    seed: int,
 ) -> None:
     """Pass 2: each bucket loaded, shuffled and appended, as one JSON array."""
     separator = b"[\n"

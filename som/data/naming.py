@@ -194,7 +194,8 @@ def _tag_rle(mark: Mapping[str, Any], height: int, width: int) -> dict[str, Any]
 
 def _instance_rle(mask: Mask) -> dict[str, Any]:
     runs = rle.crop_runs(mask.crop, mask.x0, mask.y0, mask.height, mask.width)
-    return mask_utils.frPyObjects({"size": [mask.height, mask.width], "counts": runs.tolist()}, mask.height, mask.width)
+    size = {"size": [mask.height, mask.width], "counts": runs.tolist()}
+    return mask_utils.frPyObjects(size, mask.height, mask.width)
 
 
 def _annotation_ids(index: CocoIndex, record: Mapping[str, Any], include_crowd: bool) -> list[Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from itertools import combinations
 
@@ -72,9 +71,15 @@ def test_listing_keeps_unlabeled_and_adds_descriptions(scene):
     marks, names, _ = scene
     by_id = names.by_id()
     by_id[3] = TagName(3, "3", "dog", "describer", description="a small brown terrier")
-    answer = build_listing(marks, by_id, URI, config=ListingConfig(keep_unlabeled=True))["conversations"][1]["value"]
-    assert answer.splitlines() == [
-        "1. ball", "2. cup", "3. dog: a small brown terrier", "4. dog", "5. unlabeled object", "6. table", "7. person",
+    record = build_listing(marks, by_id, URI, config=ListingConfig(keep_unlabeled=True))
+    assert record["conversations"][1]["value"].splitlines() == [
+        "1. ball",
+        "2. cup",
+        "3. dog: a small brown terrier",
+        "4. dog",
+        "5. unlabeled object",
+        "6. table",
+        "7. person",
     ]
 
 
@@ -98,19 +103,20 @@ def test_nothing_to_list_gives_no_record(scene):
     assert build_listing(dict(marks, marks=[], skipped="no masks"), names, URI) is None
 
 
-def test_listing_question_is_deterministic_per_image_and_seed():
+def test_listing_question_is_deterministic_per_image_and_seed(scene):
+    marks, names, _ = scene
     pool = load_question_pool()
     assert 35 <= len(pool) <= 50 and len(set(pool)) == len(pool)
-    chosen = {}
-    for k in range(60):
-        marks = scene_marks(SCENE[:2], sha_seed=f"img{k}")
-        names = name_tags(marks)
-        first = build_listing(marks, names, "x.jpg", config=ListingConfig(seed=3))
-        assert build_listing(marks, names, "x.jpg", config=ListingConfig(seed=3)) == first
-        chosen[k] = first["conversations"][0]["value"]
-    assert len(set(chosen.values())) >= 20  # the pool is actually used
-    other = {k: build_listing(scene_marks(SCENE[:2], sha_seed=f"img{k}"), name_tags(scene_marks(SCENE[:2], sha_seed=f"img{k}")), "x.jpg", config=ListingConfig(seed=4))["conversations"][0]["value"] for k in range(10)}
-    assert any(other[k] != chosen[k] for k in range(10))  # the seed matters
+
+    def question(k, seed):
+        image = dict(marks, sha256=f"{k:064x}")  # another image: only its hash matters here
+        record = build_listing(image, names, "x.jpg", config=ListingConfig(seed=seed))
+        return record["conversations"][0]["value"]
+
+    chosen = [question(k, 3) for k in range(60)]
+    assert chosen == [question(k, 3) for k in range(60)]
+    assert len(set(chosen)) >= 20  # the pool is actually used
+    assert chosen != [question(k, 4) for k in range(60)]  # the seed matters
 
 
 def test_custom_question_pool_file(tmp_path):
@@ -139,7 +145,8 @@ def test_llava_record_refuses_image_token_inside_turns():
         llava_record("x", "a.jpg", [("what is <image>?", "a dog")])
     with pytest.raises(ValueError):
         llava_record("x", "a.jpg", [])
-    assert record_problems({"id": "x", "image": "a.jpg", "conversations": [{"from": "human", "value": "no token"}, {"from": "gpt", "value": "a"}]})
+    no_token = [{"from": "human", "value": "no token"}, {"from": "gpt", "value": "a"}]
+    assert record_problems({"id": "x", "image": "a.jpg", "conversations": no_token})
 
 
 # ----------------------------------------------------------------------------- QA
@@ -170,7 +177,8 @@ def test_qa_is_deterministic_and_seeded(scene):
 def test_what_is_answers_name_the_box_under_the_tag(scene):
     marks, names, boxes = scene
     items = [i for i in every_item(marks, names, kinds=("what_is",))]
-    assert sorted(i.tags[0] for i in items) == [t for t, b in sorted(boxes.items()) if b.name]  # unnamed never asked
+    named = [t for t, b in sorted(boxes.items()) if b.name]
+    assert sorted(i.tags[0] for i in items) == named  # the unnamed box is never asked about
     for item in items:
         name = boxes[item.tags[0]].name
         assert item.truth == name
@@ -180,15 +188,18 @@ def test_what_is_answers_name_the_box_under_the_tag(scene):
 def test_which_tag_and_count_with_unique_and_repeated_names(scene):
     marks, names, boxes = scene
     items = every_item(marks, names, kinds=("which_tag", "count"))
-    expected = {n: tuple(t for t, b in sorted(boxes.items()) if b.name == n) for n in ("dog", "person", "ball", "table", "cup")}
-    assert {(i.kind, i.tags) for i in items} == {(k, tags) for k in ("which_tag", "count") for tags in expected.values()}
+    names_ = ("dog", "person", "ball", "table", "cup")
+    expected = {n: tuple(t for t, b in sorted(boxes.items()) if b.name == n) for n in names_}
+    kinds = ("which_tag", "count")
+    assert {(i.kind, i.tags) for i in items} == {(k, tags) for k in kinds for tags in expected.values()}
     by = {(i.kind, i.tags): i for i in items}
     person = expected["person"][0]
     assert by[("which_tag", (person,))].question in ("Which tag is the person?", "Which tag marks the person?")
     assert by[("which_tag", (person,))].answer == f"The person is tag {person}."
     dogs = by[("which_tag", expected["dog"])]
     assert "dogs" in dogs.question and dogs.answer == "There are 2 dogs, tagged 3 and 4."
-    assert by[("count", expected["dog"])].truth == 2 and by[("count", expected["dog"])].answer == "2: tags 3 and 4."
+    dog_count = by[("count", expected["dog"])]
+    assert dog_count.truth == 2 and dog_count.answer == "2: tags 3 and 4."
     assert by[("count", (person,))].question in ("How many people are tagged?", "How many tags mark people?")
     assert by[("count", (person,))].answer == f"One: tag {person} is the only person."
 
@@ -204,7 +215,9 @@ def rule_order(a: Box, b: Box, axis: int, margin=0.05, overlap_max=0.25) -> int:
     return -1 if ca < cb else 1
 
 
-@pytest.mark.parametrize("kind,axis,words", [("left_of", 0, ("to the left of", "to the right of")), ("above", 1, ("above", "below"))])
+@pytest.mark.parametrize(
+    "kind,axis,words", [("left_of", 0, ("to the left of", "to the right of")), ("above", 1, ("above", "below"))]
+)
 def test_position_answers_are_true_and_ambiguous_pairs_skipped(scene, kind, axis, words):
     marks, names, boxes = scene
     items = every_item(marks, names, kinds=(kind,))
@@ -268,7 +281,8 @@ def test_near_answers(scene):
     person, ball, cup, table = tag[("person", 125)], tag[("ball", 181)], tag[("cup", 70)], tag[("table", 20)]
     items = {i.tags[0]: i for i in every_item(marks, names, kinds=("near",))}
     # near = within 5% of the 200 px short side (10 px); nothing else within 20 px of these.
-    assert items[ball].truth == (person,) and items[ball].answer == f"Tag {person} (person) is close to tag {ball}."
+    assert items[ball].truth == (person,)
+    assert items[ball].answer == f"Tag {person} (person) is close to tag {ball}."
     assert items[person].truth == (ball,)
     assert items[cup].truth == (table,) and items[table].truth == (cup,)
     assert set(items) == {person, ball, cup, table}  # the dogs and the unnamed box have no neighbour

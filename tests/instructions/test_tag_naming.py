@@ -95,7 +95,8 @@ def test_tags_take_the_category_of_the_instance_they_overlap(proposals_marks):
 def test_reported_iou_equals_the_decoded_masks_iou(proposals_marks):
     index = coco(GT)
     names = name_tags(proposals_marks, index)
-    gt_masks = {m.category: m.full() for m in index.masks_for(index.lookup(PHOTO), proposals_marks["height"], proposals_marks["width"])}
+    size = proposals_marks["height"], proposals_marks["width"]
+    gt_masks = {m.category: m.full() for m in index.masks_for(index.lookup(PHOTO), *size)}
     checked = 0
     for mark in proposals_marks["marks"]:
         tag = names.by_id()[mark["id"]]
