@@ -69,3 +69,38 @@ def build(source, dest, segmenter, params, coco, shard_size, workers, scheduler,
         click.echo(f"outputs: {dest.rstrip('/')}/marks/  manifest: {dest.rstrip('/')}/manifests/")
     else:
         raise SystemExit(1)
+
+
+@click.group("data", context_settings={"help_option_names": ["-h", "--help"]})
+def data() -> None:
+    """Build "list items one by one" instruction data (LLaVA JSON) from SoM datasets."""
+
+
+@data.command("build")
+@click.argument("dest")
+@click.option("--coco", default=None, help="COCO instances JSON: names tags by mask IoU with its ground truth.")
+@click.option("--base-mix", default=None, help="Base LLaVA instruction JSON to mix into (writes mix.json).")
+@click.option("--image-root", default="", help="Record image paths are relative to this (default: DEST).")
+@click.option("--base-image-root", default=None, help="Where the base mix's image paths resolve (default: --image-root).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--iou-threshold", type=float, default=0.5, show_default=True)
+@click.option("--keep-unlabeled", is_flag=True, help='List unnamed tags as "unlabeled object".')
+def data_build(dest, coco, base_mix, image_root, base_image_root, seed, iou_threshold, keep_unlabeled) -> None:
+    """Write DEST/datasets/<version>/{som_listing,som_qa,mix}.json + card from the SoM dataset at DEST.
+
+    \b
+    Example:
+      som data build s3://som/coco-train --coco s3://raw/instances_train2017.json \\
+          --base-mix /data/llava_v1_5_mix665k.json --image-root /data/llava-images
+    """
+    from flows.instruction_data import build_instruction_dataset
+    from flows.prefect_api import prefect_api
+
+    with prefect_api():
+        state = build_instruction_dataset(
+            dest=dest, coco=coco, base_mix=base_mix, image_root=image_root or "", base_image_root=base_image_root,
+            seed=seed, iou_threshold=iou_threshold, keep_unlabeled=keep_unlabeled, return_state=True,
+        )
+    click.echo(state.message or state.name)
+    if not state.is_completed():
+        raise SystemExit(1)

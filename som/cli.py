@@ -38,6 +38,7 @@ class LazyGroup(click.Group):
     """
 
     lazy: dict[str, tuple[str, str]] = {
+        "data": ("flows.cli:data", "Build listing + QA instruction data (LLaVA JSON) from a SoM dataset."),
         "dataset": ("flows.cli:dataset", "Build and refresh SoM datasets in object storage (Prefect + Dask)."),
         "eval": ("som.eval.cli:eval_group", "Score benchmark answers exactly as the official scripts do."),
     }

@@ -389,8 +389,11 @@ class _Pass1:
         counts.sha256 = reader.sha256.hexdigest()
 
     def _locate(self, image: str) -> str:
+        """Where an image is: relative paths under the image root; full URLs and paths as given."""
         root = self.config.image_root
-        return storage.join(root, image) if root else image
+        if not root or "://" in image or image.startswith("/"):
+            return image
+        return storage.join(root, image)
 
     def _flush(
         self, batch: list[tuple[dict[str, Any], str]], counts: SourceCounts, files: list[IO[bytes]]

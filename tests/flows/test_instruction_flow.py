@@ -1,0 +1,31 @@
+"""The instruction-data flow and `som data build` on a small real SoM dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from flows.instruction_data import build_instruction_dataset
+from som.cli import cli
+from tests.helpers.som_datasets import som_dataset
+
+
+def test_flow_writes_a_version_and_its_card(prefect_api, tmp_path: Path):
+    dest, _ = som_dataset(tmp_path)
+    state = build_instruction_dataset(dest=dest, seed=1, return_state=True)
+    assert state.is_completed(), state.message
+    card = state.result()
+    folder = Path(dest) / "datasets" / card["version"]
+    assert card["records"]["som_listing"] == 2 and (folder / "som_qa.json").exists()
+    assert "2 listing" in state.message
+
+
+def test_cli_uses_the_configured_prefect_api(prefect_api, tmp_path: Path):
+    dest, _ = som_dataset(tmp_path)
+    result = CliRunner().invoke(cli, ["data", "build", dest, "--seed", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    version = (Path(dest) / "datasets" / "_latest").read_text()
+    card = json.loads((Path(dest) / "datasets" / version / "card.json").read_text())
+    assert card["config"]["seed"] == 2 and "listing" in result.output

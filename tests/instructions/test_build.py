@@ -1,0 +1,37 @@
+"""A versioned instruction dataset built from a real (small) SoM dataset on local storage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from som.data.build import InstructionConfig, build_instruction_data
+from tests.helpers.som_datasets import som_dataset
+
+
+def test_listing_qa_mix_and_card_are_written_as_a_version(tmp_path: Path):
+    dest, rows = som_dataset(tmp_path)
+    base = tmp_path / "llava_mix.json"
+    relative = rows[0].marked_uri[len(dest) + 1 :]
+    base.write_text(json.dumps([
+        {"id": "text-1", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+        {"id": "img-1", "image": relative, "conversations": [{"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "A photo."}]},
+    ]))
+    build = build_instruction_data(dest, InstructionConfig(base_mix=str(base), seed=3))
+    folder = Path(build.folder)
+    listing = json.loads((folder / "som_listing.json").read_text())
+    qa = json.loads((folder / "som_qa.json").read_text())
+    mixed = json.loads((folder / "mix.json").read_text())
+    assert build.images == 2 and len(listing) == 2 and len(qa) == build.qa_records > 0
+    for record in listing:
+        assert record["image"].startswith("marks/") and record["conversations"][0]["value"].startswith("<image>\n")
+        answer = record["conversations"][1]["value"].splitlines()
+        assert [line.split(". ", 1)[1] for line in answer] == ["person", "person", "car"], "smallest tag first"
+    assert len(mixed) == 2 + len(listing) + len(qa) and len({r["id"] for r in mixed}) == len(mixed)
+    card = json.loads((folder / "card.json").read_text())
+    assert card["records"] == {"som_listing": 2, "som_qa": len(qa)} and card["tag_name_sources"] == {"segmenter-category": 6}
+    assert "som_qa.json" in (folder / "card.md").read_text()
+    assert (Path(dest) / "datasets" / "_latest").read_text() == build.version
+    again = build_instruction_data(dest, InstructionConfig(base_mix=str(base), seed=3))
+    assert again.version != build.version
+    assert (Path(again.folder) / "som_qa.json").read_text() == (folder / "som_qa.json").read_text(), "seeded: same records"
