@@ -33,6 +33,11 @@ def build_instruction_dataset(
     keep_unlabeled: bool = False,
     manifest_version: str | None = None,
     storage_secret: str | None = None,
+    fill_unlabeled: list[str] | None = None,
+    describer_model: str | None = None,
+    describer_base_url: str | None = None,
+    clip_model: str = "openai/clip-vit-large-patch14",
+    clip_labels: str | None = None,
 ) -> State:
     """Write <dest>/datasets/<version>/ from the SoM dataset at `dest`.
 
@@ -42,6 +47,10 @@ def build_instruction_dataset(
         its image paths resolve (default: image_root).
       image_root: record image paths are relative to it ("" = dest; None = full URLs).
       keep_unlabeled: list unnamed tags as "unlabeled object" instead of leaving them out.
+      fill_unlabeled: namers tried in order for tags still unnamed: "describer" (an
+        OpenAI-compatible chat model: describer_model / describer_base_url, else
+        SOMFLOW_CHAT_MODEL / SOMFLOW_CHAT_BASE_URL, key OPENAI_API_KEY; answers cached under
+        <dest>/_cache/describer) and "clip" (clip_model, labels from clip_labels or COCO's 80).
     """
     if storage_secret:
         use_storage_secret(storage_secret)
@@ -55,7 +64,8 @@ def build_instruction_dataset(
         base_image_root=base_image_root,
         seed=seed,
     )
-    build = build_instruction_data(dest, config, manifest_version=manifest_version)
+    namers = fallback_namers(dest, fill_unlabeled or [], describer_model, describer_base_url, clip_model, clip_labels)
+    build = build_instruction_data(dest, config, manifest_version=manifest_version, fallback_namers=namers)
     create_markdown_artifact(build.card_markdown(config), key=artifact_key(dest, "instructions"), description=f"instruction data {build.version}")
     message = (
         f"instruction data {build.folder}: {build.listing_records} listing + {build.qa_records} QA records "
@@ -63,3 +73,28 @@ def build_instruction_dataset(
     )
     get_run_logger().info(message)
     return Completed(message=message, data=build.card(config))
+
+
+def fallback_namers(
+    dest: str, names: list[str], describer_model: str | None, describer_base_url: str | None, clip_model: str, clip_labels: str | None
+) -> list:
+    """Build the configured fallback namers (models load once per run)."""
+    from som import storage
+
+    namers = []
+    for name in names:
+        if name == "describer":
+            from som.chat_api import ChatClient
+            from som.data.describer import Describer
+            from som.data.fallback import DescriberFallback
+
+            client = ChatClient(describer_base_url, describer_model, cache_url=storage.join(dest, "_cache", "describer"))
+            namers.append(DescriberFallback(Describer(client)))
+        elif name == "clip":
+            from som.data.clip_namer import ClipNamer
+            from som.data.fallback import ClipFallback
+
+            namers.append(ClipFallback(ClipNamer(model_id=clip_model, labels=clip_labels)))
+        else:
+            raise ValueError(f"unknown namer {name!r}: use describer and/or clip")
+    return namers

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from som import storage
 from som.data.conversations import ListingConfig, QAConfig, build_listing, build_qa
 from som.data.mixing import MixConfig, MixResult, MixSource, mix
-from som.data.naming import NamingConfig, TagName, TagNames, name_tags
+from som.data.naming import NamingConfig, TagNames, name_tags
 from som.dataset.manifest import latest_version, new_version_name, read_manifest
 from som.segment.coco import CocoIndex
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class FallbackNamer(Protocol):
     """Names tags that earlier sources left unlabeled (a describer model, CLIP, ...)."""
 
-    def name_unlabeled(self, marks: dict[str, Any], names: TagNames) -> TagNames: ...
+    def name_unlabeled(self, marks: dict[str, Any], names: TagNames, marked_image_url: str) -> TagNames: ...
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def build_instruction_data(
             names = name_tags(marks, None, config.naming)
         for namer in fallback_namers:
             if any(not tag.labeled for tag in names.tags):
-                names = namer.name_unlabeled(marks, names)
+                names = namer.name_unlabeled(marks, names, row.marked_uri)
         build.images += 1
         build.name_sources.update(names.source_counts())
         record = build_listing(marks, names, row.marked_uri, image_root=image_root, config=config.listing)
@@ -179,7 +179,3 @@ def write_json_array(url: str, records: list[dict[str, Any]]) -> None:
     buffer.write("\n]\n")
     storage.write_bytes_atomic(url, buffer.getvalue().encode("utf-8"))
 
-
-def relabel(names: TagNames, updates: dict[int, TagName]) -> TagNames:
-    """`names` with the tags in `updates` replaced (for fallback namers)."""
-    return dataclasses.replace(names, tags=tuple(updates.get(t.tag, t) for t in names.tags))

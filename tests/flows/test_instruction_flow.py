@@ -29,3 +29,17 @@ def test_cli_uses_the_configured_prefect_api(prefect_api, tmp_path: Path):
     version = (Path(dest) / "datasets" / "_latest").read_text()
     card = json.loads((Path(dest) / "datasets" / version / "card.json").read_text())
     assert card["config"]["seed"] == 2 and "listing" in result.output
+
+
+def test_cli_fills_unlabeled_tags_with_clip(prefect_api, tmp_path: Path):
+    from tests.helpers.tiny_clip import build_tiny_clip
+
+    dest, _ = som_dataset(tmp_path, segmenter="slic")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    model = build_tiny_clip(tmp_path / "clip")
+    result = CliRunner().invoke(cli, ["data", "build", dest, "--fill-unlabeled", "clip", "--clip-model", model, "--clip-labels", str(labels)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    version = (Path(dest) / "datasets" / "_latest").read_text()
+    card = json.loads((Path(dest) / "datasets" / version / "card.json").read_text())
+    assert set(card["tag_name_sources"]) == {"clip"}

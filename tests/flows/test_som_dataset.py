@@ -83,7 +83,15 @@ def test_a_conflicting_marking_config_is_refused(prefect_api, s3_server, s3_pref
 
 
 def dask_worker_processes() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if any("spawn_main" in part for part in p.cmdline())]
+    """Live Dask worker processes started by this test process (zombies of earlier tests skipped)."""
+    workers = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and any("spawn_main" in part for part in process.cmdline()):
+                workers.append(process)
+        except psutil.Error:
+            continue
+    return workers
 
 
 def after_first_outputs(prefix: str, action) -> threading.Thread:

@@ -13,8 +13,8 @@ from som.segment.base import build_segmenter
 from tests.helpers.image_sets import derived_photos
 
 
-def som_dataset(tmp_path: Path) -> tuple[str, list]:
-    """Two photos marked with COCO-style masks (so every tag carries its category)."""
+def som_dataset(tmp_path: Path, segmenter: str = "coco") -> tuple[str, list]:
+    """Two photos marked with COCO-style masks (every tag carries its category), or by `segmenter`."""
     raw = tmp_path / "raw"
     raw.mkdir()
     photos = derived_photos(2, size=200)
@@ -27,7 +27,8 @@ def som_dataset(tmp_path: Path) -> tuple[str, list]:
             coco["annotations"].append({"id": number * 10 + ann, "image_id": number, "category_id": category, "iscrowd": 0, "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]})
     (tmp_path / "instances.json").write_text(json.dumps(coco))
     dest = str(tmp_path / "som")
-    config = resolve_dataset_config(dest, segmenter="coco", coco=str(tmp_path / "instances.json"), style={"short_side": 200})
+    params = {"n_segments": 8} if segmenter == "slic" else None
+    config = resolve_dataset_config(dest, segmenter=segmenter, segmenter_params=params, coco=str(tmp_path / "instances.json"), style={"short_side": 200})
     segmenter = build_segmenter(config.segmenter, config.segmenter_params)
     rows = [mark_source(source, dest, config, segmenter) for source in list_sources(str(raw))]
     write_manifest(dest, rows)

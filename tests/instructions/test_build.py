@@ -35,3 +35,32 @@ def test_listing_qa_mix_and_card_are_written_as_a_version(tmp_path: Path):
     again = build_instruction_data(dest, InstructionConfig(base_mix=str(base), seed=3))
     assert again.version != build.version
     assert (Path(again.folder) / "som_qa.json").read_text() == (folder / "som_qa.json").read_text(), "seeded: same records"
+
+
+def test_unlabeled_tags_are_filled_by_the_describer_then_clip(tmp_path: Path):
+    """Without categories or ground truth, the describer names what it answers for; CLIP the rest."""
+    from som.chat_api import ChatClient
+    from som.data.clip_namer import ClipNamer
+    from som.data.describer import Describer
+    from som.data.fallback import ClipFallback, DescriberFallback
+    from tests.api.chat_server import ChatServer, Reply
+    from tests.helpers.tiny_clip import build_tiny_clip
+
+    dest, rows = som_dataset(tmp_path, segmenter="slic")
+    server = ChatServer().start()
+    try:
+        # A valid answer for the first image's tags only; the second image's answers stay malformed.
+        first = json.loads(Path(rows[0].json_uri).read_text())
+        good = "\n".join(f"{m['label']}. thing {m['label']}: a described region" for m in first["marks"])
+        server.script = lambda body, index: Reply(good if index == 0 else "no idea")
+        describer = Describer(ChatClient(server.url, "test-model", cache_url=str(tmp_path / "cache")))
+        clip = ClipNamer(model_id=build_tiny_clip(tmp_path / "clip"), labels=["cat", "dog", "car"])
+        build = build_instruction_data(dest, InstructionConfig(), fallback_namers=[DescriberFallback(describer), ClipFallback(clip)])
+    finally:
+        server.stop()
+    sources = build.name_sources
+    assert sources["describer"] == len(first["marks"]) and sources["clip"] > 0 and "unlabeled" not in sources
+    listing = json.loads((Path(build.folder) / "som_listing.json").read_text())
+    answers = [r["conversations"][1]["value"] for r in listing]
+    assert any("thing 1: a described region" in a for a in answers)
+    assert any(line.split(". ", 1)[1] in {"cat", "dog", "car"} for a in answers for line in a.splitlines())
