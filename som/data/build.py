@@ -14,7 +14,7 @@ Everything is seeded, so the same manifest and config give the same files.
 from __future__ import annotations
 
 import dataclasses
-import io
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -26,6 +26,7 @@ from som import storage
 from som.data.conversations import ListingConfig, QAConfig, build_listing, build_qa
 from som.data.mixing import MixConfig, MixResult, MixSource, mix
 from som.data.naming import NamingConfig, TagNames, name_tags
+from som.dataset.config import read_dataset_config
 from som.dataset.manifest import latest_version, new_version_name, read_manifest
 from som.segment.coco import CocoIndex
 
@@ -71,6 +72,9 @@ class InstructionBuild:
     qa_kinds: Counter = field(default_factory=Counter)
     name_sources: Counter = field(default_factory=Counter)
     naming_errors: list[str] = field(default_factory=list)
+    listing_templates: Counter = field(default_factory=Counter)
+    file_hashes: dict[str, str] = field(default_factory=dict)
+    marking: dict[str, Any] | None = None
     mix: MixResult | None = None
 
     @property
@@ -84,6 +88,9 @@ class InstructionBuild:
             "manifest_version": self.manifest_version,
             "images": self.images,
             "records": {"som_listing": self.listing_records, "som_qa": self.qa_records},
+            "files_sha256": self.file_hashes,
+            "marking": self.marking,
+            "listing_templates": dict(self.listing_templates),
             "qa_kinds": dict(self.qa_kinds),
             "tag_name_sources": dict(self.name_sources),
             "naming_errors": self.naming_errors[:50],
@@ -100,6 +107,8 @@ class InstructionBuild:
             f"- listing records (`som_listing.json`): {self.listing_records}",
             f"- QA records (`som_qa.json`): {self.qa_records}",
             f"- seed: {config.seed}; COCO ground truth: `{config.coco or 'none'}`",
+            f"- marked with: {json.dumps(self.marking) if self.marking else 'unknown'}",
+            f"- listing questions used: {len(self.listing_templates)} distinct templates",
             "",
             "| tag names by source | tags |",
             "|---|---:|",
@@ -148,18 +157,24 @@ def build_instruction_data(
         record = build_listing(marks, names, row.marked_uri, image_root=image_root, config=config.listing)
         if record is not None:
             listing.append(record)
+            build.listing_templates[record["conversations"][0]["value"].removeprefix("<image>\n")] += 1
         for qa_record in build_qa(marks, names, row.marked_uri, image_root=image_root, config=config.qa):
             qa.append(qa_record.record)
             build.qa_kinds.update(qa_record.kinds)
     build.listing_records, build.qa_records = len(listing), len(qa)
     folder = build.folder
-    write_json_array(storage.join(folder, "som_listing.json"), listing)
-    write_json_array(storage.join(folder, "som_qa.json"), qa)
+    build.file_hashes = {
+        "som_listing.json": write_json_array(storage.join(folder, "som_listing.json"), listing),
+        "som_qa.json": write_json_array(storage.join(folder, "som_qa.json"), qa),
+    }
+    recorded = read_dataset_config(dest)
+    if recorded is not None:
+        build.marking = {"segmenter": recorded.segmenter, "segmenter_params": recorded.segmenter_params, "style": recorded.options.as_metadata()}
     if config.base_mix:
         sources = [
             MixSource(config.base_mix, kind="base"),
-            MixSource(storage.join(folder, "som_listing.json"), kind="som-listing", id_prefix="som"),
-            MixSource(storage.join(folder, "som_qa.json"), kind="som-qa", id_prefix="som"),
+            MixSource(storage.join(folder, "som_listing.json"), kind="som-listing", id_prefix="som-"),
+            MixSource(storage.join(folder, "som_qa.json"), kind="som-qa", id_prefix="som-"),
         ]
         mix_config = MixConfig(seed=config.seed, image_root=config.base_image_root or image_root)
         build.mix = mix(sources, storage.join(folder, "mix.json"), mix_config, exists=exists)
@@ -171,11 +186,9 @@ def build_instruction_data(
     return build
 
 
-def write_json_array(url: str, records: list[dict[str, Any]]) -> None:
-    """A JSON array with one record per line (LLaVA's loaders read it as one array)."""
-    buffer = io.StringIO()
-    buffer.write("[\n")
-    buffer.write(",\n".join(json.dumps(r, ensure_ascii=False) for r in records))
-    buffer.write("\n]\n")
-    storage.write_bytes_atomic(url, buffer.getvalue().encode("utf-8"))
+def write_json_array(url: str, records: list[dict[str, Any]]) -> str:
+    """Write a JSON array, one record per line (LLaVA's loaders read it as one array); returns its sha256."""
+    data = ("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]\n").encode("utf-8")
+    storage.write_bytes_atomic(url, data)
+    return hashlib.sha256(data).hexdigest()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -31,6 +32,9 @@ def test_listing_qa_mix_and_card_are_written_as_a_version(tmp_path: Path):
     card = json.loads((folder / "card.json").read_text())
     assert card["records"] == {"som_listing": 2, "som_qa": len(qa)} and card["tag_name_sources"] == {"segmenter-category": 6}
     assert "som_qa.json" in (folder / "card.md").read_text()
+    assert card["marking"]["segmenter"] == "coco" and card["marking"]["style"]["short_side"] == 200
+    assert sum(card["listing_templates"].values()) == 2
+    assert card["files_sha256"]["som_qa.json"] == hashlib.sha256((folder / "som_qa.json").read_bytes()).hexdigest()
     assert (Path(dest) / "datasets" / "_latest").read_text() == build.version
     again = build_instruction_data(dest, InstructionConfig(base_mix=str(base), seed=3))
     assert again.version != build.version
@@ -64,3 +68,22 @@ def test_unlabeled_tags_are_filled_by_the_describer_then_clip(tmp_path: Path):
     answers = [r["conversations"][1]["value"] for r in listing]
     assert any("thing 1: a described region" in a for a in answers)
     assert any(line.split(". ", 1)[1] in {"cat", "dog", "car"} for a in answers for line in a.splitlines())
+
+
+def test_data_mix_command(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from som.cli import cli
+
+    (tmp_path / "img.jpg").write_bytes(b"x")
+    base = [{"id": "a", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]
+    som = [{"id": "a", "image": "img.jpg", "conversations": [{"from": "human", "value": "<image>\nList the tags."}, {"from": "gpt", "value": "1. cat"}]}]
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "som.json").write_text(json.dumps(som))
+    args = ["data", "mix", "--base", str(tmp_path / "base.json"), "--add", str(tmp_path / "som.json"), "--out", str(tmp_path / "mix.json"), "--image-root", str(tmp_path)]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1 and "a" in refused.output and not (tmp_path / "mix.json").exists()
+    done = CliRunner().invoke(cli, [*args, "--prefix", "som-"])
+    assert done.exit_code == 0, done.output
+    assert sorted(r["id"] for r in json.loads((tmp_path / "mix.json").read_text())) == ["a", "som-a"]
+    assert "| som.json | som | 1 | 1 |" in done.output
