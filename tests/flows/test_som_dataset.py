@@ -26,9 +26,10 @@ def objects(prefix: str) -> dict[str, str]:
     """Every object under the dataset's marks/ with its ETag (changes whenever it is rewritten)."""
     fs, root = storage.resolve(storage.join(prefix, "dataset", "marks"))
     try:
-        return {path: info["ETag"] for path, info in fs.find(root, detail=True).items()}
+        found = fs.find(root, detail=True)
     except FileNotFoundError:
         return {}
+    return {path: info.get("ETag") for path, info in found.items() if info.get("type") != "directory"}
 
 
 def build(prefix: str, **kwargs):
@@ -99,7 +100,12 @@ def after_first_outputs(prefix: str, action) -> threading.Thread:
 
     def watch() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not objects(prefix):
+        while time.monotonic() < deadline:
+            try:
+                if objects(prefix):
+                    break
+            except OSError:  # a listing racing with writes: look again
+                pass
             time.sleep(0.05)
         action()
 
