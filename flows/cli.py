@@ -88,9 +88,13 @@ def data() -> None:
 @click.option("--fill-unlabeled", default=None, help="Comma-separated namers for tags still unnamed, in order: describer, clip.")
 @click.option("--describer-model", default=None, help="Chat model for the describer (default $SOMFLOW_CHAT_MODEL).")
 @click.option("--describer-url", default=None, help="OpenAI-compatible base URL (default $SOMFLOW_CHAT_BASE_URL); key from $OPENAI_API_KEY.")
+@click.option("--describer-secret", default=None, help="Prefect Secret block holding the describer's API key.")
 @click.option("--clip-model", default="openai/clip-vit-large-patch14", show_default=True, help="CLIP hub id or local folder.")
 @click.option("--clip-labels", default=None, help="Label vocabulary file for CLIP (default: COCO's 80 categories).")
-def data_build(dest, coco, base_mix, image_root, base_image_root, seed, iou_threshold, keep_unlabeled, fill_unlabeled, describer_model, describer_url, clip_model, clip_labels) -> None:
+def data_build(
+    dest, coco, base_mix, image_root, base_image_root, seed, iou_threshold, keep_unlabeled,
+    fill_unlabeled, describer_model, describer_url, describer_secret, clip_model, clip_labels,
+) -> None:
     """Write DEST/datasets/<version>/{som_listing,som_qa,mix}.json + card from the SoM dataset at DEST.
 
     \b
@@ -106,7 +110,8 @@ def data_build(dest, coco, base_mix, image_root, base_image_root, seed, iou_thre
             dest=dest, coco=coco, base_mix=base_mix, image_root=image_root or "", base_image_root=base_image_root,
             seed=seed, iou_threshold=iou_threshold, keep_unlabeled=keep_unlabeled,
             fill_unlabeled=[n.strip() for n in fill_unlabeled.split(",")] if fill_unlabeled else None,
-            describer_model=describer_model, describer_base_url=describer_url, clip_model=clip_model, clip_labels=clip_labels,
+            describer_model=describer_model, describer_base_url=describer_url, describer_secret=describer_secret,
+            clip_model=clip_model, clip_labels=clip_labels,
             return_state=True,
         )
     click.echo(state.message or state.name)

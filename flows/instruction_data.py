@@ -36,6 +36,7 @@ def build_instruction_dataset(
     fill_unlabeled: list[str] | None = None,
     describer_model: str | None = None,
     describer_base_url: str | None = None,
+    describer_secret: str | None = None,
     clip_model: str = "openai/clip-vit-large-patch14",
     clip_labels: str | None = None,
 ) -> State:
@@ -50,7 +51,8 @@ def build_instruction_dataset(
       fill_unlabeled: namers tried in order for tags still unnamed: "describer" (an
         OpenAI-compatible chat model: describer_model / describer_base_url, else
         SOMFLOW_CHAT_MODEL / SOMFLOW_CHAT_BASE_URL, key OPENAI_API_KEY; answers cached under
-        <dest>/_cache/describer) and "clip" (clip_model, labels from clip_labels or COCO's 80).
+        <dest>/_cache/describer; describer_secret names a Prefect Secret block holding the
+        API key instead) and "clip" (clip_model, labels from clip_labels or COCO's 80).
     """
     if storage_secret:
         use_storage_secret(storage_secret)
@@ -64,7 +66,12 @@ def build_instruction_dataset(
         base_image_root=base_image_root,
         seed=seed,
     )
-    namers = fallback_namers(dest, fill_unlabeled or [], describer_model, describer_base_url, clip_model, clip_labels)
+    api_key = None
+    if describer_secret:
+        from prefect.blocks.system import Secret
+
+        api_key = Secret.load(describer_secret).get()
+    namers = fallback_namers(dest, fill_unlabeled or [], describer_model, describer_base_url, api_key, clip_model, clip_labels)
     build = build_instruction_data(dest, config, manifest_version=manifest_version, fallback_namers=namers)
     create_markdown_artifact(build.card_markdown(config), key=artifact_key(dest, "instructions"), description=f"instruction data {build.version}")
     message = (
@@ -76,7 +83,13 @@ def build_instruction_dataset(
 
 
 def fallback_namers(
-    dest: str, names: list[str], describer_model: str | None, describer_base_url: str | None, clip_model: str, clip_labels: str | None
+    dest: str,
+    names: list[str],
+    describer_model: str | None,
+    describer_base_url: str | None,
+    api_key: str | None,
+    clip_model: str,
+    clip_labels: str | None,
 ) -> list:
     """Build the configured fallback namers (models load once per run)."""
     from som import storage
@@ -88,7 +101,7 @@ def fallback_namers(
             from som.data.describer import Describer
             from som.data.fallback import DescriberFallback
 
-            client = ChatClient(describer_base_url, describer_model, cache_url=storage.join(dest, "_cache", "describer"))
+            client = ChatClient(describer_base_url, describer_model, api_key, cache_url=storage.join(dest, "_cache", "describer"))
             namers.append(DescriberFallback(Describer(client)))
         elif name == "clip":
             from som.data.clip_namer import ClipNamer

@@ -43,3 +43,23 @@ def test_cli_fills_unlabeled_tags_with_clip(prefect_api, tmp_path: Path):
     version = (Path(dest) / "datasets" / "_latest").read_text()
     card = json.loads((Path(dest) / "datasets" / version / "card.json").read_text())
     assert set(card["tag_name_sources"]) == {"clip"}
+
+
+def test_describer_key_from_a_prefect_secret(prefect_api, tmp_path: Path):
+    from prefect.blocks.system import Secret
+
+    from tests.api.chat_server import ChatServer, Reply
+
+    dest, rows = som_dataset(tmp_path, segmenter="slic")
+    server = ChatServer().start()
+    try:
+        server.script = [Reply("not a listing")]  # the answer does not matter here, the key does
+        Secret(value="sk-test-describer").save("somflow-test-describer", overwrite=True)
+        state = build_instruction_dataset(
+            dest=dest, fill_unlabeled=["describer"], describer_model="m", describer_base_url=server.url,
+            describer_secret="somflow-test-describer", return_state=True,
+        )
+    finally:
+        server.stop()
+    assert state.is_completed(), state.message
+    assert server.requests and all(r.headers.get("Authorization") == "Bearer sk-test-describer" for r in server.requests)
