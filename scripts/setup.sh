@@ -15,6 +15,15 @@ stamp=.venv/.somflow-setup
 # map only the packages that existed when they were made).
 wanted=$( (cat pyproject.toml constraints.txt scripts/setup.sh; ls -d */__init__.py) | sha256sum | cut -d' ' -f1)
 
+# The local Slurm cluster (infra/slurm) needs Debian's slurm-wlm, munge and MariaDB.
+if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
+    if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
+        infra/slurm/install.sh
+    else
+        echo "note: Slurm packages missing and no root: Slurm tests will be skipped (see infra/slurm/install.sh)" >&2
+    fi
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
     exit 0
 fi

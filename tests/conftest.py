@@ -1,3 +1,3 @@
-"""Shared fixtures: the session's local S3 server (tests/plugins/s3.py)."""
+"""Shared fixtures: the session's local S3 server and Slurm cluster (tests/plugins/)."""
 
-pytest_plugins = ["tests.plugins.s3"]
+pytest_plugins = ["tests.plugins.s3", "tests.plugins.slurm"]

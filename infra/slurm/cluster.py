@@ -1,0 +1,743 @@
+#!/usr/bin/env python3
+"""Start, stop and inspect a real local Slurm cluster (with accounting) for somflow.
+
+One machine plays every role: munged, MariaDB + slurmdbd (submitit reads job states with
+``sacct``), slurmctld and N slurmd "nodes" (Debian's slurm-wlm is built with
+MULTIPLE_SLURMD). Everything is bound to 127.0.0.1 and lives in one state folder, so
+several clusters (a developer's, a test session's) can run side by side:
+
+    STATE/slurm.conf      generated cluster config (clients: ``export SLURM_CONF=...``)
+    STATE/slurmdbd.conf   accounting daemon config (mode 600; slurmdbd reads it beside
+                          $SLURM_CONF, it has no -f option)
+    STATE/slurm.env       ``export SLURM_CONF=...`` to ``source``
+    STATE/state.json      ports, node names and pids of the last start
+    STATE/hosts           /etc/hosts + node names, bind-mounted over /etc/hosts for slurmd
+    STATE/munge/          munge key, socket (folder mode 755), log, seed
+    STATE/mysql/          MariaDB data folder, socket, log
+    STATE/spool/ ...      slurmctld state, slurmd spools, logs, pid files
+
+Usage:
+    python infra/slurm/cluster.py up --state .state/slurm [--nodes 2] [--cpus-per-node 2]
+    source .state/slurm/slurm.env && sinfo
+    python infra/slurm/cluster.py status --state .state/slurm    # exit 0 up, 3 down
+    python infra/slurm/cluster.py down --state .state/slurm
+
+Needs the Debian packages (``infra/slurm/install.sh``) and root (slurmd runs jobs as
+their submitter and starts under a private mount namespace). Python standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("slurm-cluster")
+
+HOST = "127.0.0.1"
+CLUSTER_NAME = "somflow"
+PORT_RANGE = (12000, 30000)  # below the ephemeral range (32768+)
+SOCKET_PATH_MAX = 100  # unix socket paths are limited to ~107 bytes
+APT_COMMAND = ("apt-get update && apt-get install -y --no-install-recommends "
+               "slurmctld slurmd slurm-client slurmdbd munge mariadb-server")
+REQUIRED_BINARIES = ("munged", "mungekey", "mariadbd", "mariadb-install-db", "mariadb",
+                     "slurmdbd", "slurmctld", "slurmd", "sinfo", "sacctmgr", "scontrol",
+                     "squeue", "scancel", "unshare", "mount")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_STOPPED = 3  # `status` on a cluster that is not running (LSB convention)
+
+# Start order; `down` stops in reverse.
+DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld")
+
+
+class ClusterError(RuntimeError):
+    """A failure the user can act on; the message says what to do next."""
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+class Layout:
+    """Every path of one state folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    conf = property(lambda self: self.root / "slurm.conf")
+    dbd_conf = property(lambda self: self.root / "slurmdbd.conf")
+    env = property(lambda self: self.root / "slurm.env")
+    state = property(lambda self: self.root / "state.json")
+    hosts = property(lambda self: self.root / "hosts")
+    munge = property(lambda self: self.root / "munge")
+    munge_key = property(lambda self: self.root / "munge" / "munge.key")
+    mysql = property(lambda self: self.root / "mysql")
+    mysql_data = property(lambda self: self.root / "mysql" / "data")
+    spool = property(lambda self: self.root / "spool")
+    logs = property(lambda self: self.root / "log")
+    run = property(lambda self: self.root / "run")
+
+    @property
+    def munge_socket_dir(self) -> Path:
+        """munged wants its socket folder mode 755 and every parent searchable by all; a
+        pytest tmp folder (/tmp/pytest-of-root is 700) is not, and long paths overflow the
+        unix socket limit, so fall back to a short folder in /tmp named after the state."""
+        local = self.munge / "sock"
+        if len(str(local / "munge.socket")) <= SOCKET_PATH_MAX and _searchable_by_all(local):
+            return local
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
+        return Path("/tmp") / f"somflow-munge-{digest}"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.munge_socket_dir / "munge.socket"
+
+    @property
+    def mysql_socket(self) -> Path:
+        local = self.mysql / "mysqld.sock"
+        if len(str(local)) <= SOCKET_PATH_MAX:
+            return local
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
+        return Path("/tmp") / f"somflow-mysql-{digest}.sock"
+
+    def log_of(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def pid_of(self, name: str) -> Path:
+        return self.run / f"{name}.pid"
+
+
+def _searchable_by_all(path: Path) -> bool:
+    for parent in [*reversed(path.parents)]:
+        with contextlib.suppress(FileNotFoundError):
+            if not parent.stat().st_mode & 0o001:
+                return False
+    return True
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def load_state(layout: Layout) -> dict[str, Any]:
+    try:
+        return json.loads(layout.state.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def save_state(layout: Layout, state: dict[str, Any]) -> None:
+    _write(layout.state, json.dumps(state, indent=2) + "\n", 0o600)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_prerequisites() -> None:
+    missing = [b for b in REQUIRED_BINARIES if not _which(b)]
+    if missing:
+        raise ClusterError(
+            f"missing Slurm/munge/MariaDB programs: {', '.join(missing)}. Install the Debian "
+            f"packages (as root): {APT_COMMAND}   (or run infra/slurm/install.sh)")
+    if os.geteuid() != 0:
+        raise ClusterError("the local Slurm cluster must be started as root (slurmd, "
+                           "unshare --mount and SlurmUser=root need it)")
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+# ----------------------------------------------------------------------------- ports
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def plan_ports(previous: dict[str, int], names: list[str]) -> dict[str, int]:
+    """A free port per name: the previous one if still free, else a random free one."""
+    ports: dict[str, int] = {}
+    taken: set[int] = set()
+    for name in names:
+        old = previous.get(name)
+        if old and old not in taken and _port_free(old):
+            port = old
+        else:
+            for _ in range(1000):
+                port = random.randint(*PORT_RANGE)
+                if port not in taken and _port_free(port):
+                    break
+            else:
+                raise ClusterError(f"no free port found in {PORT_RANGE}")
+        ports[name] = port
+        taken.add(port)
+    return ports
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def _real_memory_mb(nodes: int) -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return max(256, int(line.split()[1]) // 1024 // max(nodes, 1) * 8 // 10)
+    except OSError:
+        pass
+    return 1024
+
+
+def write_configs(layout: Layout, nodes: int, cpus: int, ports: dict[str, int],
+                  db_password: str) -> list[str]:
+    host = socket.gethostname().split(".")[0]
+    node_names = [f"node{k}" for k in range(1, nodes + 1)]
+    mem = _real_memory_mb(nodes)
+    r = layout.root
+    conf = [
+        "# Generated by infra/slurm/cluster.py; regenerated on every `up`.",
+        f"ClusterName={CLUSTER_NAME}",
+        f"SlurmctldHost={host}({HOST})",
+        f"SlurmctldPort={ports['slurmctld']}",
+        "SlurmUser=root",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"AuthInfo=socket={layout.munge_socket}",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core",
+        "SlurmdParameters=config_overrides",
+        "ReturnToService=2",
+        "JobRequeue=1",
+        "MailProg=/bin/true",
+        "SchedulerType=sched/backfill",
+        "MpiDefault=none",
+        "SwitchType=switch/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/slurmdbd",
+        f"AccountingStorageHost={HOST}",
+        f"AccountingStoragePort={ports['slurmdbd']}",
+        f"AccountingStoragePass={layout.munge_socket}",
+        f"StateSaveLocation={r / 'spool' / 'ctld'}",
+        f"SlurmdSpoolDir={r / 'spool' / '%n'}",
+        f"SlurmctldPidFile={layout.pid_of('slurmctld-daemon')}",
+        f"SlurmdPidFile={r / 'run' / 'slurmd-%n-daemon.pid'}",
+        f"SlurmctldLogFile={layout.log_of('slurmctld')}",
+        f"SlurmdLogFile={r / 'log' / 'slurmd-%n.log'}",
+        "SlurmctldDebug=info",
+        "SlurmdDebug=info",
+        "SlurmctldTimeout=30",
+        "SlurmdTimeout=60",
+        "InactiveLimit=0",
+        "MinJobAge=300",
+        "KillWait=5",
+        "Waittime=0",
+        "MessageTimeout=20",
+    ]
+    for name in node_names:
+        conf.append(f"NodeName={name} NodeHostname={host} NodeAddr={HOST} "
+                    f"Port={ports[name]} CPUs={cpus} RealMemory={mem} State=UNKNOWN")
+    conf.append(f"PartitionName=debug Nodes={','.join(node_names)} Default=YES "
+                "MaxTime=INFINITE State=UP OverSubscribe=NO")
+    _write(layout.conf, "\n".join(conf) + "\n")
+
+    dbd = [
+        "# Generated by infra/slurm/cluster.py.",
+        "AuthType=auth/munge",
+        f"AuthInfo=socket={layout.munge_socket}",
+        f"DbdHost={host}",
+        f"DbdAddr={HOST}",
+        f"DbdPort={ports['slurmdbd']}",
+        "SlurmUser=root",
+        "DebugLevel=info",
+        f"LogFile={layout.log_of('slurmdbd')}",
+        f"PidFile={layout.pid_of('slurmdbd-daemon')}",
+        "StorageType=accounting_storage/mysql",
+        f"StorageHost={HOST}",
+        f"StoragePort={ports['mariadb']}",
+        "StorageUser=slurm",
+        f"StoragePass={db_password}",
+        "StorageLoc=slurm_acct_db",
+    ]
+    _write(layout.dbd_conf, "\n".join(dbd) + "\n", 0o600)
+
+    hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
+    _write(layout.hosts, hosts.rstrip("\n") + "\n# somflow local Slurm nodes\n"
+           + f"{HOST} {' '.join(node_names)}\n")
+
+    env = [
+        "# Local Slurm cluster started by infra/slurm/cluster.py; `source` this file.",
+        f"export SLURM_CONF={layout.conf}",
+        f"export PATH=\"$PATH:/usr/sbin\"",
+    ]
+    _write(layout.env, "\n".join(env) + "\n")
+    return node_names
+
+
+def client_env(layout: Layout) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SLURM_CONF"] = str(layout.conf)
+    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
+    return env
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _alive(pid: int) -> bool:
+    state = _proc_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return {}
+    out = {}
+    for item in raw.split(b"\0"):
+        k, sep, v = item.decode(errors="replace").partition("=")
+        if sep:
+            out[k] = v
+    return out
+
+
+def _is_ours(pid: int, layout: Layout) -> bool:
+    """Guard against pid reuse: the process must name this state folder on its command
+    line or carry its SLURM_CONF / marker in its environment."""
+    if not _alive(pid):
+        return False
+    if any(str(layout.root) in a for a in _cmdline(pid)):
+        return True
+    env = _environ(pid)
+    return env.get("SOMFLOW_SLURM_STATE") == str(layout.root)
+
+
+def running_pids(layout: Layout) -> dict[str, int]:
+    """The daemons of this state folder that are alive: {name: pid}."""
+    state = load_state(layout)
+    alive = {}
+    for name, pid in state.get("pids", {}).items():
+        if _is_ours(int(pid), layout):
+            alive[name] = int(pid)
+    return alive
+
+
+def _spawn(name: str, cmd: list[str], layout: Layout, env: dict[str, str]) -> int:
+    out = open(layout.log_of(f"{name}.stdout"), "ab")  # noqa: SIM115 - handed to child
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=layout.root)
+    finally:
+        out.close()
+    _write(layout.pid_of(name), f"{proc.pid}\n")
+    return proc.pid
+
+
+def _wait_for(what: str, check, timeout: float, layout: Layout, name: str,
+              pid: int | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if pid is not None and not _alive(pid):
+            break
+        time.sleep(0.1)
+    raise ClusterError(f"{what} did not come up within {timeout:.0f} s"
+                       f"{' (process exited)' if pid and not _alive(pid) else ''}; "
+                       f"log tail:\n{_tail(layout, name)}")
+
+
+def _tail(layout: Layout, name: str, lines: int = 20) -> str:
+    out = []
+    for path in (layout.log_of(name), layout.log_of(f"{name}.stdout")):
+        with contextlib.suppress(OSError):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            if text:
+                out.append(f"--- {path}\n" + "\n".join(text))
+    return "\n".join(out) or "(no log)"
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float = 30,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+                            check=False)
+    if check and result.returncode != 0:
+        raise ClusterError(f"`{' '.join(cmd)}` failed ({result.returncode}):\n"
+                           f"{result.stdout}{result.stderr}")
+    return result
+
+
+def terminate(pid: int, timeout: float = 10) -> str:
+    """SIGTERM the process (and its group), wait, then SIGKILL."""
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+    send(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return "terminated"
+        time.sleep(0.05)
+    send(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return "killed"
+        time.sleep(0.05)
+    raise ClusterError(f"pid {pid} survived SIGKILL")
+
+
+# ----------------------------------------------------------------------------- up
+
+
+def _ensure_munge_key(layout: Layout, env: dict[str, str]) -> None:
+    if layout.munge_key.exists():
+        return
+    _run(["mungekey", "--create", f"--keyfile={layout.munge_key}"], env)
+    os.chmod(layout.munge_key, 0o600)
+
+
+def _ensure_mariadb_data(layout: Layout, env: dict[str, str]) -> None:
+    if (layout.mysql_data / "mysql").is_dir():
+        return
+    if layout.mysql_data.exists():
+        shutil.rmtree(layout.mysql_data)  # a half-initialised folder from a failed start
+    layout.mysql_data.mkdir(parents=True)
+    _run(["mariadb-install-db", "--no-defaults", f"--datadir={layout.mysql_data}",
+          "--user=root", "--skip-test-db", "--auth-root-authentication-method=socket"],
+         env, timeout=120)
+
+
+def up(layout: Layout, nodes: int, cpus: int) -> dict[str, Any]:
+    check_prerequisites()
+    layout.root.mkdir(parents=True, exist_ok=True)
+    state = load_state(layout)
+    alive = running_pids(layout)
+    expected = {*DAEMONS, *state.get("nodes", [])}
+    if alive and set(alive) == expected and state.get("nodes") \
+            and len(state["nodes"]) == nodes and state.get("cpus_per_node") == cpus \
+            and _nodes_ready(layout, state["nodes"]):
+        report = _report(layout, state, alive)
+        report["already_running"] = True
+        return report
+    if alive:
+        log.info("restarting a partially running cluster (%s)", ", ".join(alive))
+        down(layout)
+        state = load_state(layout)
+
+    started = time.monotonic()
+    for d in (layout.munge, layout.mysql, layout.spool / "ctld", layout.logs, layout.run):
+        d.mkdir(parents=True, exist_ok=True)
+    node_names = [f"node{k}" for k in range(1, nodes + 1)]
+    for name in node_names:
+        (layout.spool / name).mkdir(parents=True, exist_ok=True)
+    ports = plan_ports(state.get("ports", {}), ["slurmctld", "slurmdbd", "mariadb",
+                                                 *node_names])
+    db_password = state.get("db_password") or secrets.token_hex(16)
+    write_configs(layout, nodes, cpus, ports, db_password)
+    state = {"nodes": node_names, "cpus_per_node": cpus, "ports": ports,
+             "db_password": db_password, "cluster_name": CLUSTER_NAME, "pids": {}}
+    save_state(layout, state)
+
+    env = client_env(layout)
+    env["SOMFLOW_SLURM_STATE"] = str(layout.root)
+    pids: dict[str, int] = state["pids"]
+
+    def record(name: str, pid: int) -> None:
+        pids[name] = pid
+        save_state(layout, state)
+
+    try:
+        # munge
+        _ensure_munge_key(layout, env)
+        sock_dir = layout.munge_socket_dir
+        sock_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(sock_dir, 0o755)
+        layout.munge_socket.unlink(missing_ok=True)
+        pid = _spawn("munged", ["munged", "--foreground", "--force",
+                                f"--socket={layout.munge_socket}",
+                                f"--key-file={layout.munge_key}",
+                                f"--pid-file={layout.pid_of('munged-daemon')}",
+                                f"--log-file={layout.log_of('munged')}",
+                                f"--seed-file={layout.munge / 'munged.seed'}"], layout, env)
+        record("munged", pid)
+        _wait_for("munged", lambda: layout.munge_socket.is_socket(), 15, layout, "munged", pid)
+
+        # MariaDB
+        _ensure_mariadb_data(layout, env)
+        layout.mysql_socket.unlink(missing_ok=True)
+        pid = _spawn("mariadbd", ["mariadbd", "--no-defaults",
+                                  f"--datadir={layout.mysql_data}",
+                                  f"--socket={layout.mysql_socket}",
+                                  f"--port={ports['mariadb']}", f"--bind-address={HOST}",
+                                  f"--pid-file={layout.mysql / 'mariadbd.pid'}",
+                                  f"--log-error={layout.log_of('mariadbd')}",
+                                  "--user=root", "--skip-name-resolve",
+                                  "--innodb-buffer-pool-size=64M",
+                                  "--innodb-log-file-size=48M"], layout, env)
+        record("mariadbd", pid)
+        mysql = ["mariadb", "--no-defaults", f"--socket={layout.mysql_socket}", "-uroot"]
+        _wait_for("mariadbd", lambda: _run([*mysql, "-e", "SELECT 1"], env,
+                                            check=False).returncode == 0,
+                  60, layout, "mariadbd", pid)
+        sql = (f"CREATE USER IF NOT EXISTS 'slurm'@'{HOST}' IDENTIFIED BY '{db_password}'; "
+               f"ALTER USER 'slurm'@'{HOST}' IDENTIFIED BY '{db_password}'; "
+               f"GRANT ALL ON slurm_acct_db.* TO 'slurm'@'{HOST}'; FLUSH PRIVILEGES;")
+        _run([*mysql, "-e", sql], env)
+
+        # slurmdbd
+        pid = _spawn("slurmdbd", ["slurmdbd", "-D"], layout, env)
+        record("slurmdbd", pid)
+        _wait_for("slurmdbd", lambda: _port_listening(ports["slurmdbd"]), 60, layout,
+                  "slurmdbd", pid)
+        listed = _run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], env,
+                      check=False)
+        if CLUSTER_NAME not in listed.stdout.split():
+            _run(["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME], env)
+
+        # slurmctld
+        pid = _spawn("slurmctld", ["slurmctld", "-D", "-f", str(layout.conf)], layout, env)
+        record("slurmctld", pid)
+        _wait_for("slurmctld", lambda: _run(["scontrol", "ping"], env, check=False,
+                                            timeout=10).stdout.count("UP") > 0,
+                  30, layout, "slurmctld", pid)
+
+        # slurmd nodes, each in a private mount namespace where node names resolve
+        for name in node_names:
+            script = (f"mount --bind {_sh(layout.hosts)} /etc/hosts && "
+                      f"exec slurmd -D -N {name} -f {_sh(layout.conf)}")
+            pid = _spawn(name, ["unshare", "--mount", "--propagation", "private",
+                                "sh", "-c", script], layout, env)
+            record(name, pid)
+        _wait_for("the slurmd nodes", lambda: _nodes_ready(layout, node_names), 60, layout,
+                  f"slurmd-{node_names[0]}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            down(layout)
+        raise
+    report = _report(layout, state, running_pids(layout))
+    report["already_running"] = False
+    report["startup_s"] = round(time.monotonic() - started, 2)
+    return report
+
+
+def _sh(path: Path) -> str:
+    import shlex
+    return shlex.quote(str(path))
+
+
+def _port_listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def node_states(layout: Layout) -> dict[str, str]:
+    result = _run(["sinfo", "-h", "-N", "-o", "%N %T"], client_env(layout), check=False,
+                  timeout=10)
+    if result.returncode != 0:
+        return {}
+    states = {}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            states[parts[0]] = parts[1]
+    return states
+
+
+def _nodes_ready(layout: Layout, names: list[str]) -> bool:
+    states = node_states(layout)
+    return all(states.get(n, "").rstrip("*") in ("idle", "mixed", "allocated")
+               for n in names)
+
+
+def _report(layout: Layout, state: dict[str, Any], alive: dict[str, int]) -> dict[str, Any]:
+    return {
+        "state_dir": str(layout.root),
+        "slurm_conf": str(layout.conf),
+        "env_file": str(layout.env),
+        "cluster_name": state.get("cluster_name", CLUSTER_NAME),
+        "nodes": state.get("nodes", []),
+        "cpus_per_node": state.get("cpus_per_node"),
+        "ports": state.get("ports", {}),
+        "pids": alive,
+        "env": {"SLURM_CONF": str(layout.conf)},
+    }
+
+
+# ----------------------------------------------------------------------------- down
+
+
+def _job_processes(layout: Layout) -> list[int]:
+    """slurmstepd and job processes this cluster started (found through their SLURM_CONF),
+    never this process or its ancestors."""
+    conf = str(layout.conf)
+    protected = {os.getpid()}
+    pid = os.getpid()
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        protected.add(pid)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in protected:
+            continue
+        pid = int(entry.name)
+        env = _environ(pid)
+        if env.get("SOMFLOW_SLURM_STATE") == str(layout.root) or (
+                env.get("SLURM_CONF") == conf and "SLURM_JOB_ID" in env):
+            if _alive(pid):
+                found.append(pid)
+    return found
+
+
+def down(layout: Layout) -> dict[str, Any]:
+    state = load_state(layout)
+    alive = running_pids(layout)
+    stopped: dict[str, str] = {}
+    env = client_env(layout)
+    if "slurmctld" in alive:
+        with contextlib.suppress(Exception):  # let running jobs end before their nodes go
+            _run(["scancel", "--full", "--quiet", f"--partition=debug"], env, check=False,
+                 timeout=10)
+            _run(["scancel", "--quiet", "--state=PENDING"], env, check=False, timeout=10)
+    order = [*state.get("nodes", []), "slurmctld", "slurmdbd", "mariadbd", "munged"]
+    for name in order + [n for n in alive if n not in order]:
+        pid = alive.get(name)
+        if pid is not None:
+            stopped[name] = terminate(pid, timeout=15)
+    # Left-overs: slurmstepd and job steps (they leave slurmd's process group).
+    for pid in _job_processes(layout):
+        with contextlib.suppress(ClusterError):
+            stopped[f"pid {pid}"] = terminate(pid, timeout=5)
+    if state:
+        state["pids"] = {}
+        save_state(layout, state)
+    for sock in (layout.munge_socket, layout.mysql_socket):
+        with contextlib.suppress(OSError):
+            sock.unlink()
+    with contextlib.suppress(OSError):
+        if layout.munge_socket_dir.parent == Path("/tmp"):
+            layout.munge_socket_dir.rmdir()
+    return {"state_dir": str(layout.root), "stopped": stopped,
+            "remaining": _job_processes(layout) + list(running_pids(layout).values())}
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def status(layout: Layout) -> tuple[int, dict[str, Any]]:
+    state = load_state(layout)
+    alive = running_pids(layout)
+    nodes = state.get("nodes", [])
+    expected = {*DAEMONS, *nodes}
+    report = _report(layout, state, alive)
+    report["node_states"] = node_states(layout) if "slurmctld" in alive else {}
+    report["missing"] = sorted(expected - set(alive)) if state else sorted(DAEMONS)
+    running = bool(nodes) and not report["missing"] and _nodes_ready(layout, nodes)
+    report["running"] = running
+    return (EXIT_OK if running else EXIT_STOPPED), report
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--state", type=Path, default=Path(".state/slurm"),
+                        help="state folder (default: .state/slurm)")
+    parser.add_argument("--nodes", type=int, default=2, help="slurmd nodes (default 2)")
+    parser.add_argument("--cpus-per-node", type=int, default=2,
+                        help="CPUs each node announces (default 2)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(name)s: %(message)s")
+    if args.nodes < 1 or args.cpus_per_node < 1:
+        parser.error("--nodes and --cpus-per-node must be >= 1")
+    layout = Layout(args.state)
+    code = EXIT_OK
+    try:
+        if args.command == "up":
+            report = up(layout, args.nodes, args.cpus_per_node)
+        elif args.command == "down":
+            report = down(layout)
+            if report["remaining"]:
+                code = EXIT_ERROR
+        else:
+            code, report = status(layout)
+    except ClusterError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(report))
+    elif args.command == "up":
+        verb = "already running" if report.get("already_running") else "started"
+        print(f"Slurm cluster {verb}: {len(report['nodes'])} nodes "
+              f"({', '.join(report['nodes'])}), slurmctld port {report['ports']['slurmctld']}"
+              f"\n  source {report['env_file']}")
+    elif args.command == "down":
+        print(f"stopped: {', '.join(report['stopped']) or 'nothing was running'}")
+        if report["remaining"]:
+            print(f"still running: {report['remaining']}", file=sys.stderr)
+    else:
+        print(f"{'running' if report['running'] else 'not running'}; nodes: "
+              f"{report['node_states'] or '-'}; missing: {report['missing'] or '-'}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
