@@ -20,21 +20,22 @@ _DIR = click.Path(exists=True, file_okay=False)
 
 
 def _emit(result: Any) -> None:
-    """Print a scores object as JSON (the one thing these commands write to stdout)."""
-    click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    """Print a scores object (or dict) as JSON (the one thing these commands write to stdout)."""
+    data = result if isinstance(result, dict) else result.to_dict()
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _run(compute: Callable[[], T]) -> T:
     """Turn a malformed-input error into a one-line CLI error naming the file and line."""
     try:
         return compute()
-    except FormatError as exc:
+    except (FormatError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
 @click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
 def eval_group() -> None:
-    """Evaluate models on POPE, MME, SEED-Bench and MM-Vet.
+    """Evaluate models on POPE, MME, SEED-Bench, MM-Vet, LLaVA-Bench and the SoM listing probe.
 
     `som eval score BENCHMARK ...` recomputes a benchmark's scores from answer files with the
     official scripts' rules and prints them as JSON; no model or GPU is needed.
@@ -50,6 +51,8 @@ def score() -> None:
     mme    an eval_tool results folder, or LLaVA questions/answers JSONL + ground truth
     mmvet  mm-vet.json + the official grader's grade JSON
     seed   SEED-Bench.json + answers JSONL (upload format or LLaVA answers)
+    llava-bench  LLaVA's review JSONL, or the benchmark folder + answers + a judge model
+    listing      a folder of marked images (som mark --masks) + answers JSONL
     """
 
 
@@ -154,6 +157,65 @@ def score_seed(questions: str, answers: str, data_type: str, lenient: bool) -> N
     from som.eval.benchmarks.seed import score_seed_files
 
     _emit(_run(lambda: score_seed_files(questions, answers, data_type=data_type, lenient=lenient)))
+
+
+@score.command("llava-bench")
+@click.option("--reviews", type=_FILE, help="LLaVA's review JSONL (eval_gpt_review_bench.py output: question_id, category, content, tuple); summarised without a judge.")
+@click.option("--source", help="With --answers: the LLaVA-Bench folder or URL (questions.jsonl, context.jsonl, answers_gpt4.jsonl; or the COCO qa90 files).")
+@click.option("--answers", type=_FILE, help="Model answers JSONL: question_id and text per line.")
+@click.option("--judge-model", help="The pinned judge model for --answers (LLaVA used gpt-4-0314).")
+@click.option("--judge-url", help="Judge API root (default $SOMFLOW_CHAT_BASE_URL); key from $OPENAI_API_KEY.")
+@click.option("--judge-cache", help="Folder/URL where judge replies are cached (a rerun sends no request).")
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="The judge's first temperature (LLaVA: 0.2).")
+@click.option("--allow-partial", is_flag=True, help="Score only the answered questions instead of failing on unanswered ones.")
+def score_llava_bench(reviews: str | None, source: str | None, answers: str | None, judge_model: str | None,
+                      judge_url: str | None, judge_cache: str | None, temperature: float, allow_partial: bool) -> None:
+    """LLaVA-Bench: mean(model) / mean(reference) judge score x100, per category and overall.
+
+    Unparsable judge replies are asked again at higher temperatures and, failing that, left
+    out (`unparsed`); `llava_compat` repeats the numbers with LLaVA's (-1, -1) rule.
+
+    \b
+    Examples:
+      som eval score llava-bench --reviews reviews/llava-v1.5-13b.jsonl
+      som eval score llava-bench --source llava-bench-in-the-wild --answers answers/llava-v1.5-13b.jsonl \\
+          --judge-model gpt-4-0314 --judge-cache s3://bucket/judge-cache
+    """
+    from som.eval.benchmarks import llava_bench
+
+    if reviews is not None:
+        if source or answers or judge_model:
+            raise click.UsageError("--reviews cannot be combined with --source/--answers/--judge-model")
+        _emit(_run(lambda: llava_bench.scores_from_reviews(llava_bench.load_reviews(reviews))))
+        return
+    if not (source and answers and judge_model):
+        raise click.UsageError("give --reviews, or --source with --answers and --judge-model")
+    from som.eval.items import load_answers
+    from som.eval.judge import Judge
+
+    bench = llava_bench.LlavaBenchBenchmark(temperature=temperature)
+    with Judge(judge_url, judge_model, cache_url=judge_cache) as judge:
+        _emit(_run(lambda: bench.score(bench.load_items(source), load_answers(answers), judge=judge,
+                                       allow_partial=allow_partial)))
+
+
+@score.command("listing")
+@click.option("--source", required=True, help="Folder or URL of marked images: <name>.json + <name>.jpg as `som mark --masks` writes (or a SoM dataset with marks/).")
+@click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id (the image name) and text per line.")
+@click.option("--allow-partial", is_flag=True, help="Score only the answered images instead of failing on unanswered ones.")
+def score_listing(source: str, answers: str, allow_partial: bool) -> None:
+    """SoM listing probe: tag-level precision / recall / F1 of (number, name) and exact-order accuracy.
+
+    \b
+    Example:
+      som mark heldout/ --out heldout-marked/ --masks instances_val2017.json
+      som eval score listing --source heldout-marked --answers answers/listing.jsonl
+    """
+    from som.eval.benchmarks.listing import ListingBenchmark
+    from som.eval.items import load_answers
+
+    bench = ListingBenchmark()
+    _emit(_run(lambda: bench.score(bench.load_items(source), load_answers(answers), allow_partial=allow_partial)))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,23 @@ the third-party LLaVA-1.5-7B run scores Perception 1508.67 / Cognition 355.71 (i
 MME_results.txt agrees), not the 1510.7 LLaVA publishes; its eval_tool scene file has 378 lines
 where its question file has 396 and the MME template 400; the template lacks two landmark images
 that both LLaVA runs answered.
+
+Items (`MMEBenchmark.load_items(source)`), from the folder or URL of LLaVA's layout
+(`playground/data/eval/MME/`) or of the MME release itself:
+
+* questions: `llava_mme.jsonl` (LLaVA's prompts, already ending in LLAVA_SUFFIX) when present;
+  otherwise every question of the release folder, its " Please answer yes or no." replaced by
+  LLaVA's suffix on a new line, exactly as in llava_mme.jsonl;
+* ground truth: `MME_Benchmark_release_version/` (`<task>/questions_answers_YN/<stem>.txt` +
+  `<task>/images/`, or `<task>/<stem>.txt` + images beside them), `eval_tool/Your_Results/`
+  (the template), or the source folder itself in either layout; questions the ground truth
+  lacks are left out with a warning (the template copy misses two landmark images);
+* images: `MME_Benchmark_release_version/<task>/...` (or the `images` folder/URL given).
+
+Item ids are LLaVA's question_id (the image path, shared by its two questions) plus `#0` /
+`#1` for the first and second question of the image. `MMEBenchmark.score` builds the eval_tool
+rows and scores them with `score_task`; `eval_tool_rows` gives the rows for
+`write_results_dir`, so a run can also be scored by the official calculation.py.
 """
 
 from __future__ import annotations
@@ -39,7 +56,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING, Any
+
 from som.eval.benchmarks import FormatError, iter_jsonl, require, text_field
+
+if TYPE_CHECKING:
+    from som.eval.items import EvalItem, Source
+    from som.eval.judge import Judge
 
 log = logging.getLogger(__name__)
 
@@ -429,3 +452,129 @@ def score_llava_answers(
         write_results_dir(results, write_dir)
     return score_results(results, source=write_dir), skipped
 
+
+
+# --- items ----------------------------------------------------------------------------------
+
+QUESTIONS_FILE = "llava_mme.jsonl"
+RELEASE_FOLDER = "MME_Benchmark_release_version"
+TEMPLATE_FOLDER = "eval_tool/Your_Results"
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def llava_prompt(mme_question: str) -> str:
+    """An MME question -> LLaVA's prompt (the yes/no request replaced by LLaVA's suffix)."""
+    return mme_question.replace(MME_SUFFIX.strip(), "").strip() + "\n" + LLAVA_SUFFIX
+
+
+def _ground_truth_folder(src: Source) -> str:
+    for candidate in (RELEASE_FOLDER, TEMPLATE_FOLDER, ""):
+        parts = [candidate] if candidate else []
+        names = src.files(*parts, suffixes=(".txt",))
+        if any(name.split("/", 1)[0] in TASKS or name[:-4] in TASKS for name in names):
+            return candidate
+    raise FormatError(src.url, f"no MME ground truth: expected {RELEASE_FOLDER}/, {TEMPLATE_FOLDER}/ "
+                      "or the release / eval_tool layout in the folder itself")
+
+
+def _release_images(src: Source, folder: str) -> dict[tuple[str, str], str]:
+    """(task, image stem) -> image path relative to the release folder."""
+    found = {}
+    for relative in src.files(*([folder] if folder else []), suffixes=_IMAGE_SUFFIXES):
+        task = relative.split("/", 1)[0]
+        found[(task, _stem(relative))] = relative
+    return found
+
+
+@dataclass(frozen=True)
+class MMEBenchmark:
+    """MME for the runner: items with their ground truth, scores by calculation.py's rules.
+
+    Arguments:
+    images: folder/URL of the release images (default: the release folder in the source).
+    """
+
+    name: str = "mme"
+    needs_judge: bool = False
+    images: str | None = None
+
+    def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
+        from som import storage
+        from som.eval.items import EvalItem, Source, check_unique, take
+
+        src = Source(source)
+        gt_folder = _ground_truth_folder(src)
+        gt = load_ground_truth(src.local_dir(*([gt_folder] if gt_folder else []), suffixes=(".txt",)))
+        release = RELEASE_FOLDER if src.exists(RELEASE_FOLDER) else ("" if gt_folder == "" else RELEASE_FOLDER)
+        image_root = self.images or src.url_of(*([release] if release else []))
+        if src.exists(QUESTIONS_FILE):
+            records = [(q.question_id, q.category, q.text) for q in _load_questions(src.local(QUESTIONS_FILE))]
+        else:
+            records = self._release_records(src, release, gt)
+        items: list[EvalItem] = []
+        nth: dict[str, int] = defaultdict(int)
+        missing = 0
+        for question_id, task, text in records:
+            k = nth[question_id]
+            nth[question_id] += 1
+            question, truth = _lookup(gt, task, _stem(question_id), text)
+            if truth is None:
+                missing += 1
+                continue
+            image_name, answer = truth
+            items.append(EvalItem(
+                id=f"{question_id}#{k}",
+                prompt=text,
+                image=storage.join(image_root, question_id),
+                meta={"task": task, "image_name": image_name, "question": question, "answer": answer},
+            ))
+        if missing:
+            log.warning("MME: %d questions have no ground truth in %s and are left out", missing, gt.source)
+        check_unique(items, src.url)
+        return take(items, limit)
+
+    @staticmethod
+    def _release_records(src: Source, release: str, gt: GroundTruth) -> list[tuple[str, str, str]]:
+        """(question_id, task, LLaVA prompt) for every ground-truth question, release order."""
+        images = _release_images(src, release)
+        records = []
+        for (task, stem, question), _ in gt.entries.items():
+            image = images.get((task, stem))
+            if image is None:
+                raise FormatError(gt.source, f"{task}: no image file for {stem} under {src.url_of(release)}")
+            records.append((image, task, llava_prompt(question)))
+        return records
+
+    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
+              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, Any]:
+        from som.eval.items import answers_for
+
+        answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
+        rows = eval_tool_rows(items, answered)
+        tasks = {t: score_task(t, rows[t]) for t in TASKS if rows.get(t)}
+        missing = [t for t in TASKS if t not in tasks]
+        if missing:
+            log.warning("MME: no scored questions for tasks %s; Perception/Cognition are partial sums", missing)
+        perception = 0.0
+        for t in PERCEPTION_TASKS:
+            perception += tasks[t].score if t in tasks else 0.0
+        cognition = 0.0
+        for t in COGNITION_TASKS:
+            cognition += tasks[t].score if t in tasks else 0.0
+        scores = MMEScores(perception=perception, cognition=cognition, tasks=tasks)
+        return {**scores.to_dict(), "missing_tasks": missing, "headline": perception}
+
+
+def eval_tool_rows(items: Sequence[EvalItem], answers: Mapping[str, str]) -> dict[str, list[MMERow]]:
+    """eval_tool rows per task, in item order; an image loses both rows when one is unanswered."""
+    by_image: dict[tuple[str, str], list[EvalItem]] = defaultdict(list)
+    for item in items:
+        by_image[(item.meta["task"], item.id.rsplit("#", 1)[0])].append(item)
+    rows: dict[str, list[MMERow]] = defaultdict(list)
+    for (task, _), pair in by_image.items():
+        if not all(item.id in answers for item in pair):
+            continue
+        for item in pair:
+            meta = item.meta
+            rows[task].append(MMERow(meta["image_name"], meta["question"], meta["answer"], answers[item.id]))
+    return dict(rows)

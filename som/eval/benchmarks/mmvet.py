@@ -22,7 +22,14 @@ Semantics kept from the official MM-Vet evaluator (`mm-vet_evaluator.py`):
   `CAPABILITIES`.
 
 The judge HTTP client lives elsewhere: `grade` takes any callable that sends one prompt at one
-temperature and returns the reply text, so the retry rule is testable without a network.
+temperature and returns the reply text, so the retry rule is testable without a network;
+`grade_answers` runs it with a som.eval.judge.Judge (one user message, max 3 tokens, cached).
+
+Items (`MMVetBenchmark.load_items(source)`), from the folder or URL of the official release
+(`mm-vet/`, LLaVA's `playground/data/eval/mm-vet/`): `mm-vet.json` and the images in `images/`
+(or the `images` folder/URL given). Ids are the sample ids ("v1_0"); the prompt is the
+question as is, as LLaVA asks it. `MMVetBenchmark.score` grades every answer with the judge,
+then scores the grades with `score_mmvet`; the judge model is recorded with the scores.
 """
 
 from __future__ import annotations
@@ -36,7 +43,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from som.eval.benchmarks import FormatError, iter_jsonl, read_json, text_field
+
+if TYPE_CHECKING:
+    from som.eval.items import EvalItem
+    from som.eval.judge import Judge as JudgeModel
 
 log = logging.getLogger(__name__)
 
@@ -382,3 +395,78 @@ def score_mmvet_files(
         grades_path=grades,
     )
     return replace(scores, judge_models=judge_models_of(grades))
+
+
+# --- judging and items ----------------------------------------------------------------------
+
+GT_FILE = "mm-vet.json"
+IMAGE_FOLDER = "images"
+
+
+def grade_answers(samples: Mapping[str, MMVetSample], answers: Mapping[str, str], judge: JudgeModel) -> dict[str, Grade]:
+    """Grade every answered sample with the official rule, `judge.max_concurrency` at a time."""
+    def ask(prompt: str, temperature: float) -> str:
+        return judge.ask(prompt, temperature, max_tokens=JUDGE_MAX_TOKENS)
+
+    ids = [sample_id for sample_id in samples if sample_id in answers]
+    grades = judge.map(lambda s: grade(samples[s].question, samples[s].answer, answers[s], ask), ids)
+    return dict(zip(ids, grades, strict=True))
+
+
+def grader_output(grades: Mapping[str, Grade], model: str) -> dict[str, dict[str, list[Any]]]:
+    """The official grader's file format ({id: {model, content, score}}), one run; `load_grades` reads it."""
+    return {sample_id: {"model": [model], "content": [g.content], "score": [g.score]} for sample_id, g in grades.items()}
+
+
+@dataclass(frozen=True)
+class MMVetBenchmark:
+    """MM-Vet for the runner: a judge grades each answer, capabilities are averaged.
+
+    Arguments:
+    images: folder/URL of the MM-Vet images (default: `<source>/images`).
+    """
+
+    name: str = "mmvet"
+    needs_judge: bool = True
+    images: str | None = None
+
+    def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
+        from som import storage
+        from som.eval.items import EvalItem, Source, take
+
+        src = Source(source)
+        samples = load_samples(src.local(GT_FILE))
+        image_root = self.images or src.url_of(IMAGE_FOLDER)
+        items = [
+            EvalItem(id=s.sample_id, prompt=s.question, image=storage.join(image_root, s.image) if s.image else None,
+                     meta={"answer": s.answer, "capabilities": sorted(s.capabilities)})
+            for s in samples.values()
+        ]
+        return take(items, limit)
+
+    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: JudgeModel | None = None,
+              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, Any]:
+        from som.eval.items import answers_for
+
+        if judge is None:
+            raise ValueError("mmvet: scoring needs a judge (som.eval.judge.Judge, e.g. model gpt-4-0613)")
+        answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
+        samples = {item.id: MMVetSample(item.id, item.prompt, item.meta["answer"],
+                                        frozenset(item.meta["capabilities"]), item.image or "")
+                   for item in items if item.id in answered}
+        cached = judge.with_cache(cache_url)
+        try:
+            grades = grade_answers(samples, answered, cached)
+            record = cached.record()
+        finally:
+            if cached is not judge:
+                cached.close()
+        scores = score_mmvet(samples, {s: [g.score] for s, g in grades.items()}, grades_path="<judge>")
+        scores = replace(scores, judge_models=[judge.model])
+        return {
+            **scores.to_dict(),
+            "headline": scores.total,
+            "judge": record,
+            "unparsed_grades": sum(not g.parsed for g in grades.values()),
+            "grades": grader_output(grades, judge.model),
+        }

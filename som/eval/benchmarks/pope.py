@@ -28,6 +28,20 @@ Label files at two AoiDragon/POPE commits (checked against ../shared/reference/p
   F1 45.65 with HEAD labels instead of 87.14 (mean F1 72.12 instead of the published 85.9).
   somflow's (image, question) pairing (typo-tolerant) gives 87.14 / 85.95 with either commit and
   reports the 90 HEAD questions nobody asked as `unmatched_labels`.
+
+Items (`PopeBenchmark.load_items(source)`), from the folder or URL of the published files in
+LLaVA's layout (`playground/data/eval/pope/`):
+
+* `llava_pope_test.jsonl`: LLaVA's questions (ids 1..8910, prompts with PROMPT_SUFFIX); when
+  absent, the questions are those of the label files, ids `<split>/<question_id>`, and the
+  suffix is appended on its own line as LLaVA does;
+* labels `coco_pope_<split>.json` in `coco/` (LLaVA's), `output/coco/` (POPE's repository) or
+  the source folder itself;
+* images in `val2014/` (COCO val2014 file names), or the `images` folder/URL given to
+  `PopeBenchmark`.
+
+`PopeBenchmark.score` rebuilds the question and label records from the items and calls
+`score_pope`, so scores are those of `som eval score pope` on the same answers.
 """
 
 from __future__ import annotations
@@ -37,7 +51,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING, Any
+
 from som.eval.benchmarks import FormatError, iter_jsonl, require, text_field
+
+if TYPE_CHECKING:
+    from som.eval.items import EvalItem, Source
+    from som.eval.judge import Judge
 
 log = logging.getLogger(__name__)
 
@@ -311,3 +331,92 @@ def score_pope_files(
         allow_partial=allow_partial,
         questions_path=questions,
     )
+
+
+# --- items ----------------------------------------------------------------------------------
+
+QUESTIONS_FILE = "llava_pope_test.jsonl"
+LABEL_FOLDERS: tuple[str, ...] = ("coco", "output/coco", "")
+IMAGE_FOLDER = "val2014"
+
+
+def _with_suffix(text: str) -> str:
+    return text if PROMPT_SUFFIX in text else f"{text}\n{PROMPT_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class PopeBenchmark:
+    """POPE for the runner: items from the published files, scores from `score_pope`.
+
+    Arguments:
+    images: folder/URL of the COCO val2014 images (default: `<source>/val2014`).
+    """
+
+    name: str = "pope"
+    needs_judge: bool = False
+    images: str | None = None
+
+    def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
+        from som.eval.items import EvalItem, Source, check_unique, take
+
+        src = Source(source)
+        label_sets = _source_labels(src)
+        by_split = {labels.split: labels for labels in label_sets}
+        if src.exists(QUESTIONS_FILE):
+            questions_path: str | Path = src.local(QUESTIONS_FILE)
+            questions = load_questions(questions_path)
+        else:
+            questions_path = src.url
+            questions = [
+                PopeQuestion(f"{labels.split}/{record['question_id']}", text_field(record, "image", labels.path, line),
+                             _with_suffix(text_field(record, "text", labels.path, line)), labels.split, line)
+                for labels in label_sets
+                for line, record in iter_jsonl(labels.path)
+            ]
+        image_root = self.images or src.url_of(IMAGE_FOLDER)
+        from som import storage
+
+        items = []
+        for q in questions:
+            labels = by_split.get(q.category)
+            if labels is None:
+                log.warning("%s: question %s has category %r without a label file; left out",
+                            questions_path, q.question_id, q.category)
+                continue
+            key = question_key(q.image, q.text)
+            if key not in labels.labels:
+                raise FormatError(questions_path, f"question_id {q.question_id} ({key[1]!r} on {key[0]}) is not in "
+                                  f"{labels.path}", q.line)
+            items.append(EvalItem(
+                id=q.question_id,
+                prompt=_with_suffix(q.text),
+                image=storage.join(image_root, q.image),
+                meta={"split": q.category, "image_name": q.image, "label": "yes" if labels.labels[key] else "no"},
+            ))
+        check_unique(items, str(questions_path))
+        return take(items, limit)
+
+    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
+              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, Any]:
+        from som.eval.items import answers_for
+
+        answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
+        questions = [PopeQuestion(item.id, item.meta["image_name"], item.prompt, item.meta["split"], index)
+                     for index, item in enumerate(items, start=1)]
+        labels: dict[str, dict[tuple[str, str], bool]] = {}
+        for item in items:
+            labels.setdefault(item.meta["split"], {})[question_key(item.meta["image_name"], item.prompt)] = (
+                item.meta["label"] == "yes")
+        label_sets = [PopeLabels(split, Path(f"<items:{split}>"), split_labels) for split, split_labels in labels.items()]
+        scores = score_pope(questions, answered, label_sets, allow_partial=True, questions_path="<items>")
+        return {**scores.to_dict(), "headline": scores.mean_f1 * 100}
+
+
+def _source_labels(src: Source) -> list[PopeLabels]:
+    """The coco_pope_<split>.json files of the first label folder that has any."""
+    for folder in LABEL_FOLDERS:
+        names = [name for name in src.files(*([folder] if folder else []), suffixes=(".json",))
+                 if "/" not in name and name.startswith("coco_pope_")]
+        if names:
+            return [load_labels(src.local(*([folder] if folder else []), name)) for name in names]
+    raise FormatError(src.url, "no POPE label files (coco_pope_<split>.json) in coco/, output/coco/ or the folder itself")

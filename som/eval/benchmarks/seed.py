@@ -14,6 +14,13 @@ writes, as in ../shared/reference/seed/) or `text` (LLaVA's raw answers).
 `lenient_letter` is a separate, non-official extractor for chatty models ("(B) a dog", "The
 answer is B", or the option's own text); its accuracy is reported next to the exact one, never
 mixed into it.
+
+Items (`SeedBenchmark.load_items(source)`), from the folder or URL of the published files
+(LLaVA's `playground/data/eval/seed_bench/`): `SEED-Bench.json` and the images in
+`SEED-Bench-image/` (or the `images` folder/URL given). Only `data_type == "image"` questions
+are items (SEED-Bench-1's image part, as LLaVA evaluates it); the prompt is the question, then
+one "A. option" line per choice, then PROMPT_SUFFIX, each on its own line. SEED-Bench v1 lists
+question_id 49914 twice; items keep the first (ids must be unique).
 """
 
 from __future__ import annotations
@@ -26,7 +33,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from som.eval.benchmarks import FormatError, iter_jsonl, read_json
+
+if TYPE_CHECKING:
+    from som.eval.items import EvalItem
+    from som.eval.judge import Judge
 
 log = logging.getLogger(__name__)
 
@@ -245,3 +258,75 @@ def score_seed_files(
         return score_seed(records, predictions, type_names=names, data_type=data_type, lenient=lenient)
     except ValueError as exc:
         raise FormatError(questions, str(exc)) from None
+
+
+# --- items ----------------------------------------------------------------------------------
+
+QUESTIONS_FILE = "SEED-Bench.json"
+IMAGE_FOLDER = "SEED-Bench-image"
+
+
+def seed_prompt(question: str, choices: Mapping[str, str]) -> str:
+    """Question, "A. option" lines, the letter instruction: LLaVA's multiple-choice prompt."""
+    lines = [question.strip()] + [f"{letter}. {choices[letter]}" for letter in LETTERS if letter in choices]
+    return "\n".join(lines + [PROMPT_SUFFIX])
+
+
+@dataclass(frozen=True)
+class SeedBenchmark:
+    """SEED-Bench (image) for the runner; exact-letter accuracy as LLaVA computes it.
+
+    Arguments:
+    images: folder/URL of the SEED-Bench images (default: `<source>/SEED-Bench-image`).
+    """
+
+    name: str = "seed"
+    needs_judge: bool = False
+    images: str | None = None
+
+    def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
+        from som import storage
+        from som.eval.items import EvalItem, Source, take
+
+        src = Source(source)
+        path = src.local(QUESTIONS_FILE)
+        data = read_json(path)
+        records = data.get("questions") if isinstance(data, dict) else data
+        if not isinstance(records, list):
+            raise FormatError(path, "expected SEED-Bench.json with a 'questions' list")
+        _, names = load_questions(path)
+        image_root = self.images or src.url_of(IMAGE_FOLDER)
+        items: list[EvalItem] = []
+        seen: set[str] = set()
+        for record in records:
+            if not isinstance(record, dict) or record.get("data_type", "image") != "image":
+                continue
+            q = _question(record, path, None)
+            if q.question_id in seen:
+                log.info("%s: question_id %s repeats; keeping the first", path, q.question_id)
+                continue
+            seen.add(q.question_id)
+            for key in ("question", "data_id"):
+                if not isinstance(record.get(key), str):
+                    raise FormatError(path, f"question {q.question_id}: missing text field {key!r}")
+            items.append(EvalItem(
+                id=q.question_id,
+                prompt=seed_prompt(record["question"], q.choices),
+                image=storage.join(image_root, record["data_id"]),
+                meta={"answer": q.answer, "question_type_id": q.question_type_id,
+                      "question_type": names.get(q.question_type_id, str(q.question_type_id)),
+                      "choices": q.choices},
+            ))
+        return take(items, limit)
+
+    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
+              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, object]:
+        from som.eval.items import answers_for
+
+        answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
+        questions = [SeedQuestion(item.id, item.meta["answer"], int(item.meta["question_type_id"]), "image",
+                                  dict(item.meta["choices"])) for item in items]
+        names = {int(item.meta["question_type_id"]): item.meta["question_type"] for item in items}
+        scores = score_seed([q for q in questions if q.question_id in answered] if allow_partial else questions,
+                            answered, type_names=names, lenient=True)
+        return {**scores.to_dict(), "headline": scores.exact.overall}

@@ -1,0 +1,77 @@
+"""Every benchmark by name, behind one protocol the evaluation runner drives.
+
+The runner needs four things from a benchmark: its items (`load_items` from the published
+files), whether scoring needs a GPT judge (`needs_judge`), and JSON-able scores with one
+`headline` number for tables (`score`). Headlines, each on the scale its paper reports:
+
+| name          | headline                                         |
+|---------------|--------------------------------------------------|
+| `pope`        | mean F1 over the COCO splits, in percent         |
+| `mme`         | Perception score (sum of 10 tasks, max 2000)     |
+| `seed`        | exact-letter accuracy on image questions, %      |
+| `mmvet`       | GPT-graded total, 0-100                          |
+| `llava_bench` | GPT-judged score relative to the reference, %    |
+| `listing`     | tag-level F1 of the SoM listing probe, in percent |
+
+Each benchmark's module docstring lists the source layouts `load_items` accepts. The "w/ tags"
+variant of any benchmark is `som.eval.tagging.with_tags(items, TagConfig(...))`.
+Importing this module stays light (standard library only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from som.eval.benchmarks.listing import ListingBenchmark
+from som.eval.benchmarks.llava_bench import LlavaBenchBenchmark
+from som.eval.benchmarks.mme import MMEBenchmark
+from som.eval.benchmarks.mmvet import MMVetBenchmark
+from som.eval.benchmarks.pope import PopeBenchmark
+from som.eval.benchmarks.seed import SeedBenchmark
+
+if TYPE_CHECKING:
+    from som.eval.items import EvalItem
+    from som.eval.judge import Judge
+
+
+@runtime_checkable
+class Benchmark(Protocol):
+    """What the runner drives; see each benchmark's module for its source layouts."""
+
+    name: str
+    needs_judge: bool
+
+    def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
+        """Items from the published files at `source` (folder, storage URL or hf://datasets/...)."""
+        ...
+
+    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
+              cache_url: str | None = None) -> dict[str, Any]:
+        """JSON-able scores with a "headline" float; `answers` maps item id -> model answer."""
+        ...
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    bench.name: bench
+    for bench in (PopeBenchmark(), MMEBenchmark(), SeedBenchmark(), MMVetBenchmark(), LlavaBenchBenchmark(),
+                  ListingBenchmark())
+}
+
+_ALIASES = {"llava-bench": "llava_bench", "llava_wild": "llava_bench", "mm-vet": "mmvet", "seed_bench": "seed",
+            "seed-bench": "seed", "som_listing": "listing"}
+
+
+def get_benchmark(name: str, **options: Any) -> Benchmark:
+    """The benchmark called `name`; `options` set its fields (e.g. images="s3://coco/val2014")."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    bench = BENCHMARKS[key]
+    if not options:
+        return bench
+    fields = {f.name for f in dataclasses.fields(bench)} - {"name", "needs_judge"}  # type: ignore[arg-type]
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"{key}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields)) or 'none'}")
+    return dataclasses.replace(bench, **options)  # type: ignore[type-var]

@@ -1,0 +1,138 @@
+"""The "w/ tags" variant of every benchmark: the model sees the Set-of-Mark image, not the plain one.
+
+SoM-LLaVA reports each benchmark with and without tags on the input image; the tagged image
+is what `som mark` would draw (som.mark.annotate: resize, segment, number the masks), with a
+configurable segmenter ("auto" = SAM when its checkpoint is cached, else SLIC) and
+granularity, which is the segmenter's own knobs (SAM `points_per_side`, SLIC `n_segments`,
+...) plus the marking options (`MarkOptions`: `min_tag_area`, `label_mode`, ...).
+
+Marking costs a segmenter pass per image and the same images recur across runs and models,
+so tagged images are cached under `cache_url` by the sha256 of (image bytes, segmenter,
+params, mark options). `with_tags` turns plain items into tagged ones without reading any
+image: it records the settings in `meta["tagging"]`, and `som.eval.items.read_image_bytes`
+marks the image when the runner reads it, on whichever worker that is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from som.eval.items import TAGGING_KEY, EvalItem, with_meta
+
+log = logging.getLogger(__name__)
+
+PREMARKED_KEY = "premarked"
+"""meta flag of items whose image already is a Set-of-Mark image (the listing probe)."""
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    """How the tagged images of a "w/ tags" run are made.
+
+    Arguments:
+    segmenter: a som.segment name ("auto", "sam", "slic", "felzenszwalb", ...).
+    params: the segmenter's parameters (its granularity), strings or typed values.
+    mark_options: som.mark.MarkOptions fields (short_side, min_tag_area, label_mode, ...).
+    cache_url: where marked images are kept (any som.storage URL); None marks every time.
+    """
+
+    segmenter: str = "auto"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    mark_options: Mapping[str, Any] = field(default_factory=dict)
+    cache_url: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"segmenter": self.segmenter, "params": dict(self.params),
+                "mark_options": dict(self.mark_options), "cache_url": self.cache_url}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TagConfig:
+        return cls(segmenter=str(data.get("segmenter", "auto")), params=dict(data.get("params") or {}),
+                   mark_options=dict(data.get("mark_options") or {}), cache_url=data.get("cache_url"))
+
+
+def _mark_options(values: Mapping[str, Any]) -> Any:
+    from som.mark import MarkOptions
+
+    known = set(MarkOptions.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown mark option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values = dict(values)
+    if "modes" in values:
+        values["modes"] = tuple(values["modes"])
+    return MarkOptions(**values)
+
+
+def _resolve_segmenter(name: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    if name != "auto":
+        return name, dict(params)
+    chosen, chosen_json = _choose_auto(json.dumps({k: str(v) for k, v in params.items()}, sort_keys=True))
+    return chosen, json.loads(chosen_json)
+
+
+@lru_cache(maxsize=8)
+def _choose_auto(params_json: str) -> tuple[str, str]:
+    """'auto' resolved once per process (its SLIC fallback warning is loud by design)."""
+    from som.segment.auto import choose_segmenter
+
+    chosen, chosen_params = choose_segmenter(json.loads(params_json))
+    return chosen, json.dumps(chosen_params, sort_keys=True)
+
+
+def tag_key(image: bytes, segmenter: str, params: Mapping[str, Any], options: Any) -> str:
+    """Cache key: sha256 over the image's sha256 and every setting that changes the drawing."""
+    payload = {"image": hashlib.sha256(image).hexdigest(), "segmenter": segmenter,
+               "params": {k: params[k] for k in sorted(params)}, "style": options.as_metadata()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tag_image(image: bytes, *, segmenter: str = "auto", params: Mapping[str, Any] | None = None,
+              cache_url: str | None = None, **mark_options: Any) -> bytes:
+    """The Set-of-Mark JPEG of `image` (encoded bytes), from the cache when there.
+
+    When the segmenter finds nothing to tag, the plain image is returned (logged): a
+    "w/ tags" run then asks about the untagged image rather than dropping the question."""
+    from som import storage
+    from som.images import decode_image
+    from som.mark import annotate
+    from som.segment.base import resident_segmenter
+
+    options = _mark_options(mark_options)
+    name, resolved = _resolve_segmenter(segmenter, params or {})
+    key = tag_key(image, name, resolved, options)
+    url = storage.join(cache_url, key[:2], f"{key}.jpg") if cache_url else None
+    if url is not None:
+        try:
+            return storage.read_bytes(url)
+        except FileNotFoundError:
+            pass
+    loaded = decode_image(image, f"sha256:{key[:12]}")
+    output = annotate(loaded, resident_segmenter(name, resolved), options, image_format="jpg")
+    if output.image_bytes is None:
+        log.warning("Set-of-Mark skipped an image (%s); the model gets it untagged", output.skipped)
+        return image
+    if url is not None:
+        storage.write_bytes_atomic(url, output.image_bytes, durable=False)
+    return output.image_bytes
+
+
+def with_tags(items: Sequence[EvalItem], config: TagConfig) -> list[EvalItem]:
+    """The "w/ tags" variant of `items`: same ids and prompts, the image marked when read.
+
+    Items whose image already is a Set-of-Mark image (meta["premarked"], the listing probe)
+    are returned unchanged: marking them again would bury their tags under new ones."""
+    settings = config.to_dict()
+    tagged = []
+    for item in items:
+        if item.image is None or item.meta.get(PREMARKED_KEY):
+            tagged.append(item)
+        else:
+            tagged.append(with_meta(item, **{TAGGING_KEY: settings}))
+    return tagged
