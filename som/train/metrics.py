@@ -1,0 +1,89 @@
+"""Training metrics: one JSON line per optimizer step in ``metrics.jsonl`` (and a log line), and
+the end-of-run ``summary.json``.
+
+Why the file is cut back on resume: a run killed after step 57 with its last checkpoint at 50
+has logged 51..57 already; the resumed run logs them again from the checkpoint. Dropping the
+lines past the checkpoint first keeps exactly one line per step, so a resumed run's curve is
+the same file an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from som.storage import write_bytes_atomic
+
+log = logging.getLogger(__name__)
+
+
+class MetricsLog:
+    """Append-only per-step records in a local JSON-lines file (rank 0 writes it)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every record; a torn last line (the process died mid-write) is ignored."""
+        if not self.path.exists():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: skipping a torn line", self.path)
+        return records
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only records of steps <= `step` (atomically)."""
+        kept = [r for r in self.read() if r.get("step", 0) <= step]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        write_bytes_atomic(str(self.path), text.encode())
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+        log.info("step %d loss %.4f lr %.3g grad_norm %s %.1f samples/s %.0f tokens/s",
+                 record["step"], record["loss"], record["lr"],
+                 _fmt(record.get("grad_norm")), record["samples_per_s"], record["tokens_per_s"])
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def step_record(*, step: int, epoch: int, loss: float, lr: float, grad_norm: float | None,
+                samples: int, tokens: int, seconds: float) -> dict[str, Any]:
+    """The line logged for one optimizer step (samples and tokens over all ranks)."""
+    seconds = max(seconds, 1e-9)
+    return {
+        "step": step, "epoch": epoch, "loss": loss, "lr": lr,
+        "grad_norm": None if grad_norm is None or not math.isfinite(grad_norm) else grad_norm,
+        "samples": samples, "tokens": tokens, "step_time_s": seconds,
+        "samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds, "time": time.time(),
+    }
+
+
+def summarize(records: list[dict[str, Any]], *, wall_time_s: float,
+              **extra: Any) -> dict[str, Any]:
+    """The run summary: steps, first and final loss, throughput over the logged steps (those of
+    the attempt that finished are all there, resumed or not), wall time, plus `extra`."""
+    step_time = sum(r["step_time_s"] for r in records)
+    samples = sum(r["samples"] for r in records)
+    tokens = sum(r["tokens"] for r in records)
+    return {
+        "steps": records[-1]["step"] if records else 0,
+        "first_loss": records[0]["loss"] if records else None,
+        "final_loss": records[-1]["loss"] if records else None,
+        "samples_per_s": samples / step_time if step_time else None,
+        "tokens_per_s": tokens / step_time if step_time else None,
+        "wall_time_s": wall_time_s,
+        **extra,
+    }

@@ -1,0 +1,240 @@
+"""The LLaVA-1.5 model through transformers' own Llava classes: assembled from a vision tower and
+a language model (stage 1, or stage 2 from parts), or loaded from an existing LLaVA checkpoint
+(a llava-hf model, or our own stage-1 export), with the parts a stage trains unfrozen.
+
+Why transformers' classes rather than LLaVA's own modules: the export is then a plain
+``LlavaForConditionalGeneration`` folder that every transformers tool (and our evaluation)
+loads and generates with, with no custom code. Their pieces map one to one: the vision tower's
+penultimate hidden layer with the CLS token dropped (``vision_feature_layer=-2``,
+``vision_feature_select_strategy="default"``) and ``LlavaMultiModalProjector`` (Linear, GELU,
+Linear) is LLaVA's ``mlp2x_gelu``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from som.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+IMAGE_TOKEN = "<image>"
+# Towers whose hidden states start with a CLS token (LLaVA drops it); others keep every token.
+CLS_TOWERS = frozenset({"clip_vision_model", "vit", "dinov2"})
+# Where each trainable part lives in a LlavaForConditionalGeneration's parameter names.
+PART_PREFIXES = {
+    "vision_tower": ("model.vision_tower.",),
+    "projector": ("model.multi_modal_projector.",),
+    "language_model": ("model.language_model.", "lm_head."),
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A model part could not be loaded; the message names the part and the id."""
+
+
+@dataclass
+class BuiltModel:
+    """The model to train (a PeftModel when LoRA is on) and the processor that feeds it."""
+
+    model: nn.Module
+    processor: Any  # LlavaProcessor
+
+
+def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32) -> BuiltModel:
+    """The model of `config`: loaded or assembled, parts frozen per stage, LoRA and gradient
+    checkpointing applied. Deterministic for a given `config.seed` (the projector's init)."""
+    torch.manual_seed(config.seed)
+    if config.init_checkpoint:
+        model, processor = load_llava(config.init_checkpoint, dtype=dtype,
+                                      local_files_only=config.local_files_only)
+    else:
+        assert config.vision_tower and config.language_model  # validated by load_config
+        model, processor = assemble_llava(
+            config.vision_tower, config.language_model, dtype=dtype,
+            feature_layer=config.vision_feature_layer,
+            strategy=config.vision_feature_select_strategy,
+            local_files_only=config.local_files_only)
+    set_trainable(model, config.trainable, lora=config.lora.enabled)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if config.lora.enabled:
+        model = apply_lora(model, config)
+    log.info("model ready: %s trainable of %s parameters (%s)", f"{count_parameters(model, True):,}",
+             f"{count_parameters(model, False):,}", ", ".join(config.trainable))
+    return BuiltModel(model=model, processor=processor)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _load(part: str, model_id: str, loader: Any, **kwargs: Any) -> Any:
+    try:
+        return loader(model_id, **kwargs)
+    except (OSError, ValueError) as exc:
+        where = " (local_files_only: only the local cache and folders are searched)" \
+            if kwargs.get("local_files_only") else ""
+        raise ModelLoadError(f"{part} {model_id!r} could not be loaded{where}: {exc}") from exc
+
+
+def load_llava(checkpoint: str, *, dtype: torch.dtype = torch.float32,
+               local_files_only: bool = False) -> tuple[nn.Module, Any]:
+    """An existing LLaVA checkpoint (llava-hf layout) and its processor."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    model = _load("init_checkpoint", checkpoint, LlavaForConditionalGeneration.from_pretrained,
+                  dtype=dtype, local_files_only=local_files_only)
+    processor = _load("init_checkpoint processor", checkpoint, AutoProcessor.from_pretrained,
+                      local_files_only=local_files_only)
+    return model, processor
+
+
+def _vision_config(vision_id: str, local_files_only: bool) -> Any:
+    """The vision part of a tower's config (a full CLIP/SigLIP checkpoint holds both towers)."""
+    from transformers import AutoConfig
+
+    config = _load("vision_tower", vision_id, AutoConfig.from_pretrained,
+                   local_files_only=local_files_only)
+    return getattr(config, "vision_config", None) or config
+
+
+def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.float32,
+                   feature_layer: int = -2, strategy: str | None = None,
+                   local_files_only: bool = False) -> tuple[nn.Module, Any]:
+    """A LlavaForConditionalGeneration made of a pretrained vision tower, a pretrained causal LM
+    and a freshly initialised ``mlp2x_gelu`` projector, plus a LlavaProcessor for both."""
+    from transformers import (MODEL_MAPPING, AutoImageProcessor, AutoModelForCausalLM,
+                              AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaProcessor)
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    vision_config = _vision_config(vision_id, local_files_only)
+    has_cls = vision_config.model_type in CLS_TOWERS
+    strategy = strategy or ("default" if has_cls else "full")
+    try:
+        vision_class = MODEL_MAPPING[type(vision_config)]
+    except KeyError as exc:
+        raise ModelLoadError(f"vision_tower {vision_id!r}: transformers has no vision model for "
+                             f"config type {type(vision_config).__name__}") from exc
+    vision = _load("vision_tower", vision_id, vision_class.from_pretrained, config=vision_config,
+                   dtype=dtype, local_files_only=local_files_only)
+    image_processor = _load("vision_tower image processor", vision_id,
+                            AutoImageProcessor.from_pretrained, local_files_only=local_files_only)
+    tokenizer = _load("language_model tokenizer", lm_id, AutoTokenizer.from_pretrained,
+                      local_files_only=local_files_only)
+    lm = _load("language_model", lm_id, AutoModelForCausalLM.from_pretrained, dtype=dtype,
+               local_files_only=local_files_only)
+    _prepare_tokenizer(tokenizer)
+    if len(tokenizer) > lm.get_input_embeddings().weight.shape[0]:
+        lm.resize_token_embeddings(len(tokenizer))
+
+    patches = (vision_config.image_size // vision_config.patch_size) ** 2
+    config = LlavaConfig(
+        vision_config=vision_config, text_config=lm.config,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=patches + (1 if has_cls and strategy == "full" else 0),
+        projector_hidden_act="gelu", vision_feature_layer=feature_layer,
+        vision_feature_select_strategy=strategy, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)))
+    # The shell is made on the meta device: its random tower and LM would be thrown away.
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower = vision
+    model.model.language_model = lm.get_decoder()
+    model.lm_head = lm.get_output_embeddings()
+    model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
+    model.generation_config = lm.generation_config
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer,
+        patch_size=vision_config.patch_size, vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=1 if has_cls else 0, image_token=IMAGE_TOKEN)
+    log.info("assembled LLaVA from vision tower %s (%s, layer %d, %s) and LM %s",
+             vision_id, vision_config.model_type, feature_layer, strategy, lm_id)
+    return model, processor
+
+
+def _prepare_tokenizer(tokenizer: Any) -> None:
+    """Add the image placeholder; pad with <unk> as LLaVA's Vicuna runs do, else a new <pad>."""
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if tokenizer.pad_token is None:
+        if tokenizer.unk_token is not None:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+
+
+# ----------------------------------------------------------------------------- what trains
+
+
+def set_trainable(model: nn.Module, parts: tuple[str, ...], lora: bool = False) -> None:
+    """Freeze everything but `parts`; with LoRA the language model's own weights stay frozen
+    (its adapters, added afterwards, are what trains)."""
+    prefixes = tuple(p for part in parts if not (lora and part == "language_model")
+                     for p in PART_PREFIXES[part])
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(prefixes))
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute activations in the backward pass (non-reentrant, so frozen inputs are fine)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # transformers < 5
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False
+
+
+def lora_target_pattern(targets: tuple[str, ...]) -> str:
+    """A regex matching the target layers inside the language model only (never the tower)."""
+    names = "|".join(sorted(targets))
+    return rf".*language_model\..*\.({names})"
+
+
+def apply_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """Wrap `model` with LoRA adapters on the language model; trainable parts other than the LM
+    (the projector) keep training in full."""
+    from peft import LoraConfig, get_peft_model
+
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    settings = config.lora
+    peft_config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
+                             lora_dropout=settings.dropout, bias="none",
+                             target_modules=lora_target_pattern(settings.targets))
+    wrapped = get_peft_model(model, peft_config)
+    for name, param in model.named_parameters():
+        if name in trainable:
+            param.requires_grad_(True)
+    if not any("lora_" in n for n, _ in wrapped.named_parameters()):
+        raise ModelLoadError(f"lora.targets {list(settings.targets)} match no layer of the "
+                             "language model")
+    return wrapped
+
+
+def count_parameters(model: nn.Module, trainable_only: bool) -> int:
+    """Parameter count (ZeRO-3 partitioned parameters report their full size in ds_numel)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()
+               if p.requires_grad or not trainable_only)
+
+
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Optimizer groups: the projector at `projector_lr` when set (LLaVA's LoRA recipe trains it
+    at 2e-5 beside adapters at 2e-4), everything else at `lr`."""
+    projector, rest = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (projector if "multi_modal_projector." in name else rest).append(param)
+    groups = []
+    if rest:
+        groups.append({"params": rest, "lr": config.lr, "weight_decay": config.weight_decay})
+    if projector:
+        groups.append({"params": projector, "lr": config.projector_lr or config.lr,
+                       "weight_decay": config.weight_decay})
+    return groups

@@ -1,0 +1,155 @@
+"""Fixtures of the training tests: tiny model parts and a tiny LLaVA saved once per session, a
+synthetic Set-of-Mark listing dataset, and a launcher that runs `python -m som.train.entry` as N
+real processes (each its own interpreter, gloo on a free port, OMP_NUM_THREADS=1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from som.train.distributed import free_port
+from tests.helpers.tiny_clip import build_tiny_clip
+from tests.helpers.tiny_llava import build_tiny_llava
+from tests.helpers.tiny_train import build_tiny_lm, build_tiny_siglip, make_listing_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 180
+
+
+@dataclass(frozen=True)
+class Parts:
+    clip: str
+    siglip: str
+    lm: str
+
+
+@pytest.fixture(scope="session")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Parts:
+    root = tmp_path_factory.mktemp("parts")
+    return Parts(clip=build_tiny_clip(root / "clip"), siglip=build_tiny_siglip(root / "siglip"),
+                 lm=build_tiny_lm(root / "lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"))
+
+
+@pytest.fixture(scope="session")
+def listing_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 marked images with listing answers, plus 4 text-only records (LLaVA mixes both).
+    ``images.json`` beside it holds the image records alone (stage 1's plain template takes
+    no text-only record)."""
+    folder = tmp_path_factory.mktemp("listing")
+    path = make_listing_dataset(folder, count=16)
+    records = json.loads(path.read_text())
+    (folder / "images.json").write_text(json.dumps(records))
+    for index in range(4):
+        records.append({"id": f"text-{index}", "conversations": [
+            {"from": "human", "value": "Name a tagged item."},
+            {"from": "gpt", "value": ["person", "dog", "cat", "car"][index]}]})
+    path.write_text(json.dumps(records))
+    return path
+
+
+@pytest.fixture
+def base_config(parts: Parts, listing_data: Path) -> dict[str, Any]:
+    """A fast fine-tuning config of the parts on the listing data (override what a test needs)."""
+    return {
+        "stage": "finetune", "vision_tower": parts.clip, "language_model": parts.lm,
+        "local_files_only": True, "data_url": str(listing_data),
+        "image_root": str(listing_data.parent), "zero_stage": 2, "global_batch_size": 4,
+        "micro_batch_size": 2, "max_length": 256, "lr": 1e-3, "gradient_checkpointing": False,
+        "save_every": 4, "keep_last": 2, "dataloader_workers": 0, "max_steps": 12,
+    }
+
+
+def write_config(values: dict[str, Any], path: Path) -> Path:
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def training_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT),
+           "TOKENIZERS_PARALLELISM": "false"}
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    env.update(extra or {})
+    return env
+
+
+def start_ranks(config: Path, run_dir: str, world_size: int, log_dir: Path,
+                env: dict[str, str] | None = None) -> list[subprocess.Popen]:
+    """`world_size` training processes as a launcher starts them (RANK, WORLD_SIZE, ...)."""
+    port = str(free_port())
+    procs = []
+    for rank in range(world_size):
+        launcher = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port} if world_size > 1 else {}
+        log = (log_dir / f"rank{rank}.log").open("ab")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "som.train.entry", "--config", str(config), "--run-dir",
+             run_dir], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**training_env(env), **launcher}))
+    return procs
+
+
+def wait_ranks(procs: list[subprocess.Popen], log_dir: Path, timeout: float = RUN_TIMEOUT_S) -> list[int]:
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            logs = "\n".join(p.read_text()[-3000:] for p in sorted(log_dir.glob("rank*.log")))
+            pytest.fail(f"training did not finish in {timeout:.0f} s:\n{logs}")
+    return codes
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Callable[..., list[int]]:
+    """Run a training config as N processes to the end; returns their exit codes. Logs go to
+    `<tmp>/logs-<name>/rank<N>.log`."""
+    def run(values: dict[str, Any], run_dir: str, *, world_size: int = 1, name: str = "run",
+            env: dict[str, str] | None = None) -> list[int]:
+        log_dir = tmp_path / f"logs-{name}"
+        log_dir.mkdir(exist_ok=True)
+        config = write_config(values, tmp_path / f"{name}.yaml")
+        return wait_ranks(start_ranks(config, run_dir, world_size, log_dir, env), log_dir)
+    return run
+
+
+def read_log(tmp_path: Path, name: str = "run") -> str:
+    return "\n".join(p.read_text() for p in sorted((tmp_path / f"logs-{name}").glob("rank*.log")))
+
+
+def losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def generate_listing(export: str | Path) -> str:
+    """Load an export as any transformers user would and generate a few tokens for an image."""
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(export).eval()
+    processor = AutoProcessor.from_pretrained(export)
+    image = Image.new("RGB", (40, 40), (120, 30, 200))
+    inputs = processor(images=image, text="USER: <image>\nList the items. ASSISTANT:",
+                       return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1]:]
+    assert len(new) >= 1
+    return processor.decode(new)
