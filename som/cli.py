@@ -40,7 +40,8 @@ class LazyGroup(click.Group):
     lazy: dict[str, tuple[str, str]] = {
         "data": ("flows.cli:data", "Build listing + QA instruction data (LLaVA JSON) from a SoM dataset."),
         "dataset": ("flows.cli:dataset", "Build and refresh SoM datasets in object storage (Prefect + Dask)."),
-        "eval": ("som.eval.cli:eval_group", "Score benchmark answers exactly as the official scripts do."),
+        "eval": ("som.eval.cli:eval_group", "Evaluate models on the benchmarks; score answers exactly as the official scripts do."),
+        "train": ("flows.train_cli:train", "Train a LLaVA-style model on Slurm or locally (DeepSpeed); prints the export."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from som.cli import LazyGroup
 from som.eval.benchmarks import FormatError
 
 T = TypeVar("T")
@@ -33,12 +34,21 @@ def _run(compute: Callable[[], T]) -> T:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
+class _EvalGroup(LazyGroup):
+    """`run` lives with the Prefect flow it starts, so it is imported only when invoked."""
+
+    lazy = {"run": ("flows.eval_cli:run", "Answer and score benchmarks with a model (Slurm job arrays or local).")}
+
+
+@click.group("eval", cls=_EvalGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def eval_group() -> None:
     """Evaluate models on POPE, MME, SEED-Bench, MM-Vet, LLaVA-Bench and the SoM listing probe.
 
-    `som eval score BENCHMARK ...` recomputes a benchmark's scores from answer files with the
-    official scripts' rules and prints them as JSON; no model or GPU is needed.
+    `som eval run --model M --benchmark pope --data pope=DIR --run-dir RUN` answers the
+    benchmarks with the model, sharded over Slurm job arrays (or local processes), with and
+    without Set-of-Mark tags, then scores them. `som eval score BENCHMARK ...` recomputes a
+    benchmark's scores from existing answer files with the official scripts' rules and prints
+    them as JSON; no model or GPU is needed.
     """
 
 

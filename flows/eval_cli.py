@@ -1,0 +1,76 @@
+"""`som eval run`: evaluate a model on benchmarks as Slurm job arrays through the Prefect flow.
+
+Only click is imported at module level so `som eval --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from som.cli import parse_key_values
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@click.command("run")
+@click.option("--model", required=True, help="Model spec: a hub id, a local folder (an exported run), or openai:<model>@<base-url>.")
+@click.option("--benchmark", "benchmarks", multiple=True, required=True, help="Benchmark name (repeatable): pope, mme, seed, mmvet, llava_bench, listing.")
+@click.option("--data", "data", multiple=True, metavar="BENCH=SOURCE", help="Where a benchmark's published files are (folder or URL; repeatable).")
+@click.option("--variants", default="plain,tags", show_default=True, help="Comma-separated: plain (the benchmark's images), tags (Set-of-Mark images).")
+@click.option("--shards", type=int, default=2, show_default=True, help="Array tasks per benchmark and variant.")
+@click.option("--run-dir", required=True, help="Run folder (path or s3:// URL); answers and scores go under RUN_DIR/eval/.")
+@click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True, help="auto: Slurm when a controller answers, else local processes.")
+@click.option("--partition", default=None, help="Slurm partition.")
+@click.option("--account", default=None, help="Slurm account.")
+@click.option("--gpus-per-task", type=int, default=None, help="GPUs per array task (default 0).")
+@click.option("--cpus-per-task", type=int, default=None, help="CPUs per array task (default 1).")
+@click.option("--time", "time_min", type=int, default=None, help="Time limit per array task, in minutes (default 60).")
+@click.option("--judge", default=None, help="Judge model for MM-Vet / LLaVA-Bench: <model>[@<base-url>] (key from $OPENAI_API_KEY).")
+@click.option("--limit", type=int, default=None, help="Only the first N items of each benchmark (smoke runs).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Questions per model call and per write of a shard's answers.")
+@click.option("--segmenter", default=None, help="Segmenter of the tags variant (default auto: SAM when cached, else SLIC).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Segmenter parameter of the tags variant (repeatable).")
+def run(model, benchmarks, data, variants, shards, run_dir, executor, partition, account, gpus_per_task,
+        cpus_per_task, time_min, judge, limit, batch_size, segmenter, params) -> None:
+    """Answer every benchmark question with MODEL in sharded Slurm job arrays, then score.
+
+    One job array per benchmark and variant, SHARDS tasks each; every task appends its
+    answers to RUN_DIR/eval/<benchmark>/<variant>/responses-<shard>.jsonl and skips questions
+    already answered, so rerunning the same command after a failure (or a killed task)
+    answers only what is missing. Scores go to RUN_DIR/eval/<benchmark>/scores.json and a
+    table beside the published numbers to the Prefect UI (and stdout).
+
+    \b
+    Examples:
+      som eval run --model llava-hf/llava-1.5-13b-hf --benchmark pope --benchmark mme \\
+          --data pope=/data/eval/pope --data mme=/data/eval/MME --run-dir runs/llava13b \\
+          --shards 8 --partition gpu --gpus-per-task 1 --time 120
+      som eval run --model runs/som-13b/hf --benchmark mmvet --data mmvet=s3://bench/mm-vet \\
+          --judge gpt-4-0613 --variants plain --run-dir s3://runs/som-13b
+    """
+    from flows.evaluate import evaluate
+    from flows.prefect_api import prefect_api
+
+    sources = parse_key_values(data)
+    slurm = {"partition": partition, "account": account, "gpus_per_node": gpus_per_task,
+             "cpus_per_task": cpus_per_task, "timeout_min": time_min}
+    tag_options = {"segmenter": segmenter, "params": parse_key_values(params)} if segmenter or params else None
+    with prefect_api():
+        state = evaluate(
+            model=model, benchmarks=list(benchmarks), run_dir=run_dir, data=sources,
+            variants=_split(variants), shards=shards, executor=executor,
+            slurm={k: v for k, v in slurm.items() if v is not None} or None, judge=judge,
+            limit=limit, batch_size=batch_size,
+            tag_options={k: v for k, v in (tag_options or {}).items() if v} or None,
+            return_state=True,
+        )
+    if not state.is_completed():
+        click.echo(state.message or state.name, err=True)
+        raise SystemExit(1)
+    result = state.result()
+    click.echo(json.dumps(result["table"], indent=2, ensure_ascii=False))
+    click.echo(f"scores: {run_dir.rstrip('/')}/eval/<benchmark>/scores.json")

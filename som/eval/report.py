@@ -1,0 +1,55 @@
+"""The evaluation table: this model's headline scores (plain / tags) beside published numbers.
+
+Why a data file (`published.json`) rather than constants: every number carries its source,
+unchecked numbers stay null (shown as "–", never as 0), and adding a paper is a JSON edit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+MISSING = "–"
+
+
+@lru_cache(maxsize=1)
+def published() -> dict[str, Any]:
+    """The contents of som/eval/published.json."""
+    return json.loads(resources.files("som.eval").joinpath("published.json").read_text("utf-8"))
+
+
+def headline(scores: Mapping[str, Any] | None) -> float | None:
+    """A benchmark's headline number from its scores dict (None when not scored)."""
+    if not scores or scores.get("headline") is None:
+        return None
+    return float(scores["headline"])
+
+
+def _cell(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def comparison_rows(scores: Mapping[str, Mapping[str, Mapping[str, Any]]], model: str,
+                    variants: Sequence[str]) -> list[dict[str, str]]:
+    """One row per benchmark: its metric, this model's headline per variant, then each
+    published model's number. `scores` is benchmark -> variant -> scores dict."""
+    paper = published()
+    rows = []
+    for benchmark, by_variant in scores.items():
+        row = {"benchmark": benchmark, "metric": paper["metrics"].get(benchmark, "headline")}
+        for variant in variants:
+            row[f"{model} ({variant})"] = _cell(headline(by_variant.get(variant)))
+        for entry in paper["models"]:
+            row[f"{entry['name']} (paper)"] = _cell(entry["scores"].get(benchmark))
+        rows.append(row)
+    return rows
+
+
+def sources_markdown() -> str:
+    """Where the published numbers come from, for the artifact's description."""
+    lines = [f"- {m['name']}: {m['source']}" + (f" ({m['note']})" if m.get("note") else "")
+             for m in published()["models"]]
+    return "Published numbers ('–': not checked, see som/eval/published.json):\n" + "\n".join(lines)
