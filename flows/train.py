@@ -1,0 +1,209 @@
+"""Train a LLaVA-style model as one Slurm job (or local processes) and return its export.
+
+The flow resolves the training config (stage preset, YAML, overrides, then the data given
+here), submits `som.train.entry.TrainJob` through submitit with one task per GPU (per CPU slot
+without GPUs), streams the job's state and log into the flow run, and publishes a summary of
+the run. The job is cached on (data content hash, config fingerprint, trainer code version):
+calling the flow again with the same inputs and run folder returns the export without
+submitting anything. Interrupted jobs resume from the run folder's checkpoints: Slurm
+requeues them on preemption and time-outs, Prefect retries them after failures.
+
+    som train --data runs/data/mix.json --image-root /data/images --config finetune.yaml \\
+        --run-dir /shared/runs/som-7b --nodes 2 --tasks-per-node 8 --gpus-per-node 8 \\
+        --partition gpu --account my-project --time 1440
+    python -m flows.train DATA RUN_DIR           # the same with defaults, from Python
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, State
+
+from som import storage
+from som.jobs import JobSpec, jobs_folder
+from tasks.reports import artifact_key
+from tasks.slurm import FlowRunCancelled, run_job
+
+# Job options that have their own flow arguments (and CLI flags).
+OWN_ARGUMENTS = ("executor", "nodes", "tasks_per_node", "gpus_per_node")
+CURVE_ROWS = 10
+
+
+def code_version() -> str:
+    """A hash of the trainer's sources: a changed trainer trains again."""
+    import som.train
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(som.train.__file__).parent.rglob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def absolute(url: str) -> str:
+    """Local paths made absolute; object-store URLs unchanged."""
+    if storage.protocol_of(url) in storage.LOCAL_PROTOCOLS:
+        return str(Path(storage.resolve(url)[1]).absolute())
+    return url
+
+
+def training_cache_key(data_sha256: str, config_fingerprint: str, code: str) -> str:
+    """Same data bytes, same weight-affecting config, same trainer code: same model."""
+    blob = f"{data_sha256}\0{config_fingerprint}\0{code}".encode()
+    return "som-train-" + hashlib.sha256(blob).hexdigest()
+
+
+def job_spec(executor: str, nodes: int, tasks_per_node: int, gpus_per_node: int,
+             slurm: dict[str, Any] | None) -> JobSpec:
+    """The job's resources: the flow's own arguments plus `slurm` (other `JobSpec` fields)."""
+    clashing = sorted(set(slurm or {}) & set(OWN_ARGUMENTS))
+    if clashing:
+        raise ValueError(f"slurm: set {', '.join(clashing)} with the flow's own argument(s), not in slurm")
+    return JobSpec.from_mapping({**(slurm or {}), "executor": executor, "nodes": nodes,
+                                 "tasks_per_node": tasks_per_node, "gpus_per_node": gpus_per_node})
+
+
+def _stage(config: str | dict | None, overrides: dict | None) -> str:
+    """The stage named by the overrides or config (for the run name; the config decides)."""
+    if overrides and "stage" in overrides:
+        return str(overrides["stage"])
+    if isinstance(config, dict):
+        return str(config.get("stage", "finetune"))
+    if config:
+        import yaml
+
+        try:
+            return str((yaml.safe_load(Path(config).read_text()) or {}).get("stage", "finetune"))
+        except (OSError, yaml.YAMLError, AttributeError):
+            return "?"
+    return "finetune"
+
+
+def _run_name() -> str:
+    params = flow_run.parameters
+    run_id = str(params["run_dir"]).rstrip("/").rsplit("/", 1)[-1]
+    return f"som-train {run_id} {_stage(params.get('config'), params.get('overrides'))}"
+
+
+@flow(name="som-train", flow_run_name=_run_name)
+def train_llava(
+    data: str,
+    run_dir: str,
+    image_root: str | None = None,
+    config: str | dict | None = None,
+    overrides: dict | None = None,
+    nodes: int = 1,
+    tasks_per_node: int = 1,
+    gpus_per_node: int = 0,
+    slurm: dict | None = None,
+    executor: str = "auto",
+    retries: int = 2,
+) -> str | State:
+    """Train on `data` into `run_dir`; returns the exported model's folder or URL.
+
+    Arguments:
+      data: the LLaVA JSON to train on (path or URL; overrides the config's data_url).
+      run_dir: the run folder (path on a shared file system, or s3://...): checkpoints,
+        metrics.jsonl, summary.json and the export `hf/`. Reuse it to resume or hit the cache.
+      image_root: where the records' image paths resolve (overrides the config's).
+      config: a YAML file or a mapping of `som.train.config.TrainConfig` fields; overrides:
+        more fields on top (dotted keys such as lora.rank, values as typed on a command line).
+      nodes, tasks_per_node, gpus_per_node: the job's shape, one task per GPU (with no GPUs,
+        per CPU slot); the global batch stays the config's at every size.
+      slurm: other `som.jobs.JobSpec` fields: partition, account, qos, constraint, timeout_min,
+        cpus_per_task, mem_gb, setup, extra, max_requeues, signal_delay_s.
+      executor: slurm | local | auto (Slurm when a controller answers, else local processes).
+      retries: how many times a failed job is resubmitted (it resumes from its checkpoints).
+    """
+    from som.train.config import load_config
+    from som.train.entry import TrainJob
+
+    logger = get_run_logger()
+    # Jobs may start in another directory (or on another node): paths travel absolute.
+    data, run_dir = absolute(data), absolute(run_dir)
+    train_config = load_config(config, {**(overrides or {}), "data_url": data,
+                                        **({"image_root": absolute(image_root)} if image_root else {})})
+    spec = job_spec(executor, nodes, tasks_per_node, gpus_per_node, slurm)
+
+    # The cache key: the data's bytes, what the config computes, and the trainer's code.
+    started = time.perf_counter()
+    data_sha256 = storage.sha256_of(data)
+    key = training_cache_key(data_sha256, train_config.fingerprint(), code_version())
+    logger.info("training %s stage on %s (sha256 %s..., hashed in %.1f s), config %s, %d node(s) x %d task(s)",
+                train_config.stage, data, data_sha256[:12], time.perf_counter() - started,
+                train_config.fingerprint(), nodes, tasks_per_node)
+
+    # One job; every task runs TrainJob; rank 0's return value is the export.
+    run_id = run_dir.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        export = run_job(TrainJob(train_config, run_dir), spec=spec, folder=str(jobs_folder(run_dir, "slurm")),
+                         name=f"som-train-{run_id}", cache_key=key, retries=retries, result_storage=run_dir)
+    except FlowRunCancelled as exc:
+        return Cancelled(message=str(exc))
+
+    publish_summary(run_dir, export)
+    logger.info("exported model: %s", export)
+    return export
+
+
+def _read_json(url: str) -> Any:
+    try:
+        return json.loads(storage.read_bytes(url))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _read_metrics(url: str) -> list[dict[str, Any]]:
+    try:
+        text = storage.read_bytes(url).decode()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line
+    return records
+
+
+def summary_markdown(run_dir: str, export: str) -> str:
+    """The run's numbers (summary.json) and a few points of its loss curve (metrics.jsonl)."""
+    summary = _read_json(storage.join(run_dir, "summary.json")) or {}
+    records = _read_metrics(storage.join(run_dir, "metrics.jsonl"))
+    lines = [f"# som-train {run_dir.rstrip('/').rsplit('/', 1)[-1]}", "", f"Exported model: `{export}`", "",
+             "| steps | first loss | final loss | samples/s | tokens/s | wall time |", "|---|---|---|---|---|---|"]
+
+    def number(key: str, fmt: str) -> str:
+        value = summary.get(key)
+        return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
+
+    lines.append(f"| {summary.get('steps', 'n/a')} | {number('first_loss', '.4f')} | {number('final_loss', '.4f')} "
+                 f"| {number('samples_per_s', '.1f')} | {number('tokens_per_s', '.0f')} "
+                 f"| {number('wall_time_s', '.0f')} s |")
+    if records:
+        stride = max(1, len(records) // CURVE_ROWS)
+        picked = records[::stride][:CURVE_ROWS - 1]
+        if picked[-1] is not records[-1]:
+            picked.append(records[-1])
+        lines += ["", "| step | loss | lr |", "|---|---|---|"]
+        lines += [f"| {r.get('step')} | {r.get('loss', float('nan')):.4f} | {r.get('lr', float('nan')):.3g} |"
+                  for r in picked]
+    return "\n".join(lines)
+
+
+def publish_summary(run_dir: str, export: str) -> None:
+    create_markdown_artifact(summary_markdown(run_dir, export), key=artifact_key(run_dir, "train"),
+                             description=f"training summary and export of {run_dir}")
+
+
+if __name__ == "__main__":
+    train_llava(sys.argv[1], sys.argv[2])
