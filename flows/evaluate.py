@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -39,11 +37,11 @@ from prefect.runtime import flow_run
 from som import storage
 from som.eval import report, runner
 from som.eval.registry import get_benchmark
+from som import jobs as som_jobs
 from som.jobs import JobSpec
 from tasks.reports import artifact_key
 from tasks.slurm import run_job_array
 
-JOBS_DIR_ENV = "SOMFLOW_JOBS_DIR"
 """Where submitit's pickles and logs go when the run folder is not a local path."""
 
 
@@ -58,14 +56,8 @@ def _run_name() -> str:
 
 
 def jobs_folder(run_dir: str, benchmark: str, variant: str) -> str:
-    """submitit's folder for one array: under the run folder when that is a local path (it
-    must be visible to every node), else under $SOMFLOW_JOBS_DIR or ~/.cache/somflow/jobs."""
-    if storage.protocol_of(run_dir) in storage.LOCAL_PROTOCOLS:
-        base = Path(storage.resolve(run_dir)[1]) / "eval" / "_jobs"
-    else:
-        slug = artifact_key(run_dir, "eval")
-        base = Path(os.environ.get(JOBS_DIR_ENV) or Path.home() / ".cache" / "somflow" / "jobs") / slug
-    return str(base / f"{benchmark}-{variant}")
+    """submitit's folder for one array (see `som.jobs.jobs_folder` for remote run folders)."""
+    return str(som_jobs.jobs_folder(run_dir, "eval", "_jobs", f"{benchmark}-{variant}"))
 
 
 def make_judge(spec: str | None) -> Any:
