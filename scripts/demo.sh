@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults, on one machine:
-#   1. a local S3 server (SeaweedFS) on 127.0.0.1, state under .state/s3;
+# The main job on embedded defaults, on one machine, through the local stack:
+#   1. infra/stack.py up: SeaweedFS S3, a Prefect server (UI) with the `somflow` process pool and
+#      a worker, and the local Slurm cluster when its packages are installed; state under
+#      .state/stack;
 #   2. the sample photos uploaded to s3://somflow/raw/samples;
-#   3. the Set-of-Mark dataset flow (Prefect + a local Dask cluster) marking them into
+#   3. prefect.yaml deployed, and its `som-dataset/samples` deployment run by the worker: the
+#      Set-of-Mark dataset flow (Prefect + a local Dask cluster) marks them into
 #      s3://somflow/datasets/samples, with SAM if its checkpoint is cached, else SLIC.
-# Run it again: nothing new is marked. Stop the S3 server: python infra/storage/seaweed.py down --state .state/s3
+# Run it again: nothing new is marked. The stack stays up for the UI; stop it with
+#   .venv/bin/python infra/stack.py down
 set -euo pipefail
 cd "$(dirname "$0")/.."
-state=${SOMFLOW_STATE:-.state}
+state=${SOMFLOW_STATE:-.state}/stack
 python=.venv/bin/python
 
-"$python" infra/storage/seaweed.py up --state "$state/s3" --bucket somflow
+stack_args=(up --state "$state")
+if [ "$(id -u)" -ne 0 ] || ! PATH="$PATH:/usr/sbin" command -v slurmctld >/dev/null 2>&1; then
+    stack_args+=(--no-slurm)  # the dataset flow does not need Slurm
+fi
+"$python" infra/stack.py "${stack_args[@]}"
 set -a
-. "$state/s3/s3.env"
+. "$state/stack.env"
 set +a
 
 samples=(tests/data)
@@ -29,5 +37,7 @@ storage.write_many({storage.join("s3://somflow/raw/samples", name): p.read_bytes
 print(f"uploaded {len(files)} sample images to s3://somflow/raw/samples")
 PY
 
-.venv/bin/som dataset build s3://somflow/raw/samples s3://somflow/datasets/samples --workers 2
-echo "browse: source $state/s3/s3.env, then e.g. .venv/bin/python -c \"from som.dataset.manifest import read_manifest; [print(r.status, r.n_marks, r.source_uri) for r in read_manifest('s3://somflow/datasets/samples')]\""
+.venv/bin/prefect --no-prompt deploy --all >/dev/null
+echo "deployed prefect.yaml; running som-dataset/samples through the worker..."
+.venv/bin/prefect deployment run som-dataset/samples --watch --watch-timeout 3600 | tail -n 3
+echo "browse the runs and artifacts: ${PREFECT_API_URL%/api}/runs   (stop everything: $python infra/stack.py down --state $state)"

@@ -24,6 +24,18 @@ if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
     fi
 fi
 
+# The Prefect UI tests (tests/operate/test_ui.py) drive Debian's chromium headless.
+if ! command -v chromium >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if [ -z "$sudo" ] || command -v sudo >/dev/null 2>&1; then
+        $sudo apt-get update
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+    else
+        echo "note: chromium missing and no root: the UI tests will be skipped (apt-get install chromium)" >&2
+    fi
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
     exit 0
 fi

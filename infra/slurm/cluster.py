@@ -230,6 +230,8 @@ def write_configs(layout: Layout, nodes: int, cpus: int, ports: dict[str, int],
         "ReturnToService=2",
         "JobRequeue=1",
         "MailProg=/bin/true",
+        # bind slurmctld/slurmd to their 127.0.0.1 addresses, not every interface
+        "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny",
         "SchedulerType=sched/backfill",
         "MpiDefault=none",
         "SwitchType=switch/none",
@@ -288,7 +290,7 @@ def write_configs(layout: Layout, nodes: int, cpus: int, ports: dict[str, int],
     env = [
         "# Local Slurm cluster started by infra/slurm/cluster.py; `source` this file.",
         f"export SLURM_CONF={layout.conf}",
-        f"export PATH=\"$PATH:/usr/sbin\"",
+        "export PATH=\"$PATH:/usr/sbin\"",
     ]
     _write(layout.env, "\n".join(env) + "\n")
     return node_names
@@ -605,7 +607,7 @@ def down(layout: Layout) -> dict[str, Any]:
     env = client_env(layout)
     if "slurmctld" in alive:
         with contextlib.suppress(Exception):  # let running jobs end before their nodes go
-            _run(["scancel", "--full", "--quiet", f"--partition=debug"], env, check=False,
+            _run(["scancel", "--full", "--quiet", "--partition=debug"], env, check=False,
                  timeout=10)
             _run(["scancel", "--quiet", "--state=PENDING"], env, check=False, timeout=10)
     order = [*state.get("nodes", []), "slurmctld", "slurmdbd", "mariadbd", "munged"]
