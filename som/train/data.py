@@ -270,6 +270,16 @@ def pad_to_square(rgb: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
 # ----------------------------------------------------------------------------- dataset
 
 
+@dataclass(frozen=True)
+class Scan:
+    """What `SupervisedDataset.scan` found: the usable records' positions, their signed token
+    lengths (negative without an image) and the report."""
+
+    kept: np.ndarray
+    lengths: np.ndarray
+    report: DataReport
+
+
 class SupervisedDataset(torch.utils.data.Dataset):
     """LLaVA records for training, prepared one at a time.
 
@@ -356,6 +366,12 @@ class SupervisedDataset(torch.utils.data.Dataset):
         """Tokenize every record once (images are not read), keep the good ones and report the
         others by kind and id. Raises DataQualityError when more than `max_error_fraction` of
         the records, or all of them, are bad."""
+        return self.apply_scan(self.scan(), max_error_fraction)
+
+    def scan(self) -> Scan:
+        """The work of `validate` without changing the dataset: which records are usable, their
+        token lengths and the report. Distributed runs scan on one rank and send the result to
+        the others (`apply_scan`), instead of every rank tokenizing the whole file."""
         report = DataReport(total=len(self.records), used=0)
         kept: list[int] = []
         lengths: list[int] = []
@@ -381,12 +397,18 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 lengths.append(len(encoded.input_ids) if image else -len(encoded.input_ids))
                 if encoded.truncated:
                     report.truncated.append(sample_id)
-        self._index = np.asarray(kept, dtype=np.int64)
-        self._lengths = np.asarray(lengths, dtype=np.int64)
         report.used = len(kept)
-        self.report = report
+        return Scan(np.asarray(kept, dtype=np.int64), np.asarray(lengths, dtype=np.int64), report)
+
+    def apply_scan(self, scan: Scan, max_error_fraction: float = 0.01) -> DataReport:
+        """Keep the records `scan` found usable; raise DataQualityError as `validate` does."""
+        if scan.report.total != len(self.records):
+            raise ValueError(f"the scan covers {scan.report.total} records, this dataset has "
+                             f"{len(self.records)}: it was made from another file")
+        self._index, self._lengths, self.report = scan.kept, scan.lengths, scan.report
+        report = scan.report
         log.log(logging.WARNING if report.errors else logging.INFO, "training data: %s", report.summary())
-        if report.error_fraction > max_error_fraction or (self.records and not kept):
+        if report.error_fraction > max_error_fraction or (self.records and not report.used):
             raise DataQualityError(report, max_error_fraction)
         return report
 

@@ -124,14 +124,17 @@ class _Collate:
         return self.collator(good)
 
 
-def build_data(config: TrainConfig, processor: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """The validated dataset, its collator and the data report."""
+def build_data(config: TrainConfig, processor: Any, env: DistEnv) -> tuple[Any, Any, dict[str, Any]]:
+    """The validated dataset, its collator and the data report. Rank 0 tokenizes the whole
+    file once and sends the result to the other ranks, which would otherwise all do the same
+    work at once (minutes for LLaVA's 665k mix, on CPUs the data loaders need)."""
     from som.train.data import SupervisedCollator, SupervisedDataset
 
     dataset = SupervisedDataset.from_url(
         config.data_url, processor, image_root=config.image_root, template=config.template,
         max_length=config.max_length, pad_to_square=config.pad_to_square)
-    report = dataset.validate(config.max_error_fraction).as_dict()
+    scan = _broadcast(dataset.scan() if env.rank == 0 else None)
+    report = dataset.apply_scan(scan, config.max_error_fraction).as_dict()
     return dataset, SupervisedCollator(processor.tokenizer.pad_token_id), report
 
 
@@ -170,7 +173,7 @@ class Trainer:
         self.dtype = resolve_precision(config, env.device)
         built = build_model(config, dtype=self.dtype)
         self.processor = built.processor
-        self.dataset, collator, self.data_report = build_data(config, built.processor)
+        self.dataset, collator, self.data_report = build_data(config, built.processor, env)
         self.collate = _Collate(collator)
         self.sampler = make_sampler(config, self.dataset, env)
         self.steps_per_epoch = self.sampler.batches_per_epoch // self.grad_accum

@@ -223,6 +223,19 @@ def test_validate_fails_when_nothing_is_usable(processor: Any) -> None:
     assert info.value.report.errors == {"malformed": ["x"]}
 
 
+def test_a_scan_sent_to_another_rank_gives_the_same_dataset_and_is_checked(processor: Any) -> None:
+    """Distributed runs scan on rank 0 and apply the (pickled) scan on every rank."""
+    records = [record(f"t{k}", "Describe the scene.", "A busy street.") for k in range(3)]
+    records.append(record("bad", "q"))
+    scanned, validated = (SupervisedDataset(records, processor) for _ in range(2))
+    report = scanned.apply_scan(pickle.loads(pickle.dumps(scanned.scan())), max_error_fraction=0.5)
+    assert report == validated.validate(max_error_fraction=0.5)
+    assert len(scanned) == len(validated) == 3 and scanned.modality_lengths == validated.modality_lengths
+    other = SupervisedDataset(records[:2], processor)
+    with pytest.raises(ValueError, match="made from another file"):
+        other.apply_scan(scanned.scan())
+
+
 def test_modality_lengths_before_validation_are_llavas_word_counts(processor: Any) -> None:
     dataset = SupervisedDataset([record("a", "<image>\nTwo words", "three more words", image="a.png"),
                                  record("b", "one", "two words")], processor)
