@@ -11,6 +11,8 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -87,3 +89,39 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def ancestors() -> set[int]:
+    """This process and its ancestors: never to be signalled by our own clean-up."""
+    pids, pid = {os.getpid()}, os.getpid()
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        pids.add(pid)
+    return pids
+
+
+def start_watchdog(script: Path, state: Path, pid_file: Path, owner_pid: int) -> None:
+    """A detached `script _watch --state STATE --owner PID` that takes the service down once
+    owner_pid exits, so a killed test session leaves nothing running."""
+    stop_watchdog(pid_file)
+    proc = subprocess.Popen([sys.executable, str(script), "_watch", "--state", str(state),
+                             "--owner", str(owner_pid)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, close_fds=True)
+    proc.returncode = 0  # detached on purpose: no "still running" warning when this object goes
+    pid_file.write_text(f"{proc.pid}\n")
+
+
+def stop_watchdog(pid_file: Path) -> None:
+    """Stop the watchdog `pid_file` names, if it is still one (pid reuse is checked)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return
+    if pid not in ancestors() and alive(pid) and "_watch" in cmdline(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    pid_file.unlink(missing_ok=True)

@@ -50,7 +50,8 @@ from typing import Any
 log = logging.getLogger("stack")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # infra/, for procs
-from procs import ProcessError, alive, cmdline, port_free, terminate  # noqa: E402
+from procs import (ProcessError, alive, ancestors, cmdline, port_free, start_watchdog,  # noqa: E402
+                   stop_watchdog, terminate)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEAWEED = REPO_ROOT / "infra" / "storage" / "seaweed.py"
@@ -234,20 +235,9 @@ def _is_ours(pid: int | None, layout: Layout, word: str) -> bool:
             and any(word in part for part in cmdline(pid)))
 
 
-def _ancestors() -> set[int]:
-    pids, pid = {os.getpid()}, os.getpid()
-    while pid > 1:
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-        pids.add(pid)
-    return pids
-
-
 def member_processes(layout: Layout, flow_runs_only: bool = False) -> list[int]:
     """Live processes carrying this stack's marker (never this process or its ancestors)."""
-    protected = _ancestors()
+    protected = ancestors()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in protected:
@@ -412,7 +402,7 @@ def cmd_up(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     finally:
         save_state(layout, state)
     if args.stop_with_pid:
-        start_watchdog(layout, args.stop_with_pid)
+        start_watchdog(Path(__file__).resolve(), layout.root, layout.watchdog_pid, args.stop_with_pid)
     report.update(api_url=state.api_url, ui_url=state.api_url.removesuffix("/api"), pool=state.pool,
                   env_file=str(layout.env), logs=str(layout.prefect), seconds=round(time.monotonic() - started, 1))
     return report
@@ -420,7 +410,7 @@ def cmd_up(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
 
 def cmd_down(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     """Stop in dependency order; a part that fails to stop does not keep the others running."""
-    stop_watchdog(layout)
+    stop_watchdog(layout.watchdog_pid)
     state = load_state(layout)
     env = process_env(layout, state)
     stopped: dict[str, str] = {}
@@ -471,28 +461,6 @@ def cmd_status(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- watchdog
-
-
-def start_watchdog(layout: Layout, owner_pid: int) -> None:
-    """A detached helper that runs `down` once owner_pid exits (e.g. a killed test session)."""
-    stop_watchdog(layout)
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_watch", "--state", str(layout.root),
-                             "--owner", str(owner_pid)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True)
-    proc.returncode = 0
-    layout.watchdog_pid.write_text(f"{proc.pid}\n")
-
-
-def stop_watchdog(layout: Layout) -> None:
-    try:
-        pid = int(layout.watchdog_pid.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return
-    if pid not in _ancestors() and alive(pid) and "_watch" in cmdline(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    layout.watchdog_pid.unlink(missing_ok=True)
 
 
 def watch(layout: Layout, owner: int) -> None:

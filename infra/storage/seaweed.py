@@ -32,7 +32,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import socket
 import string
 import subprocess
@@ -49,7 +48,8 @@ from typing import Any
 log = logging.getLogger("seaweed")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # infra/, for procs
-from procs import ProcessError, alive, cmdline, port_free, terminate  # noqa: E402
+from procs import (ProcessError, alive, cmdline, port_free, start_watchdog, stop_watchdog,  # noqa: E402
+                   terminate)
 
 HOST = "127.0.0.1"
 DEFAULT_REGION = "us-east-1"
@@ -519,7 +519,7 @@ def cmd_up(args: argparse.Namespace) -> Report:
         status = "started"
     write_env_file(layout, creds, state)
     if args.stop_with_pid:
-        start_watchdog(layout, args.stop_with_pid)
+        start_watchdog(Path(__file__).resolve(), layout.root, layout.watchdog_pid, args.stop_with_pid)
     return Report(status=status, state_dir=str(layout.root), pid=pid,
                   endpoint_url=state.endpoint_url, port=state.ports["s3"], region=state.region,
                   buckets=buckets, env_file=str(layout.env), log_file=str(layout.log),
@@ -528,7 +528,7 @@ def cmd_up(args: argparse.Namespace) -> Report:
 
 def cmd_down(args: argparse.Namespace) -> Report:
     layout = Layout(Path(args.state).resolve())
-    stop_watchdog(layout)
+    stop_watchdog(layout.watchdog_pid)
     pid = running_pid(layout)
     t0 = time.monotonic()
     if pid is None:
@@ -555,29 +555,6 @@ def cmd_status(args: argparse.Namespace) -> Report:
 
 
 # ----------------------------------------------------------------------------- watchdog
-
-
-def start_watchdog(layout: Layout, owner_pid: int) -> None:
-    """A detached helper that runs `down` once owner_pid exits (e.g. a killed pytest)."""
-    stop_watchdog(layout)
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "_watch", "--state", str(layout.root),
-         "--owner", str(owner_pid)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True)
-    proc.returncode = 0
-    layout.watchdog_pid.write_text(f"{proc.pid}\n")
-
-
-def stop_watchdog(layout: Layout) -> None:
-    try:
-        pid = int(layout.watchdog_pid.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return
-    if pid != os.getpid() and alive(pid) and "_watch" in cmdline(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    layout.watchdog_pid.unlink(missing_ok=True)
 
 
 def cmd_watch(args: argparse.Namespace) -> None:

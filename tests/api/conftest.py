@@ -1,25 +1,13 @@
-"""Fixtures of the chat API tests: the local server (chat_server.py) and a marked image."""
+"""Fixtures of the chat API tests: a marked image and its marks (the server is tests/plugins/chat.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.api.chat_server import ChatServer
-
 DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-@pytest.fixture
-def chat_server() -> Iterator[ChatServer]:
-    server = ChatServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ MM-Vet scored end to end from judge replies."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,6 @@ from som.eval.items import EvalItem
 from som.eval.judge import Judge
 from tests.api.chat_server import ChatServer, Reply
 from tests.eval.reference import reference
-
-
-@pytest.fixture
-def chat_server() -> Iterator[ChatServer]:
-    server = ChatServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def judge_for(server: ChatServer, **kwargs: Any) -> Judge:

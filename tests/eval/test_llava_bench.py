@@ -4,7 +4,6 @@ numbers, failure handling, and items from the real COCO files plus an In-the-Wil
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,6 @@ from som.eval.cli import eval_group
 from som.eval.judge import Judge
 from tests.api.chat_server import ChatServer, Reply
 from tests.eval.reference import reference
-
-
-@pytest.fixture
-def chat_server() -> Iterator[ChatServer]:
-    server = ChatServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize(

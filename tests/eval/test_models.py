@@ -4,7 +4,6 @@ real from_pretrained path, and the API adapter against a local chat-completions 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +37,6 @@ def llava_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def hf_model(llava_folder: str) -> HFModel:
     return HFModel(llava_folder, batch_size=8, max_new_tokens=6, local_files_only=True)
-
-
-@pytest.fixture
-def chat_server() -> Iterator[ChatServer]:
-    server = ChatServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # ----------------------------------------------------------------------------- HFModel
