@@ -24,20 +24,12 @@ from prefect.states import Cancelled, Cancelling, State
 from flows.prefect_api import flush_to_api
 from som.jobs import JobSpec
 from tasks.slurm import FlowRunCancelled, run_job, run_job_array
-from tests.plugins.slurm import SlurmCluster
 from tests.slurm.jobs import fail_once, sleep_recording_pid, square
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLURM = JobSpec(executor="slurm", timeout_min=5, partition="debug")
 LOCAL = JobSpec(executor="local", timeout_min=5)
 POLL_S = 0.3
-
-
-@pytest.fixture
-def slurm_env(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
-    for key, value in slurm_cluster.env.items():
-        monkeypatch.setenv(key, value)
-    return slurm_cluster
 
 
 @flow(name="slurm-task-probe")

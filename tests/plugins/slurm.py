@@ -1,12 +1,13 @@
 """pytest plugin: a real local Slurm cluster (with accounting) for the whole test session.
 
 Register it with ``pytest_plugins = ["tests.plugins.slurm"]`` in a conftest (or
-``-p tests.plugins.slurm`` on the command line). Fixture:
+``-p tests.plugins.slurm`` on the command line). Fixtures:
 
 - ``slurm_cluster`` (session): a cluster started through ``infra/slurm/cluster.py`` exactly
   as users start theirs (2 nodes x 2 CPUs), stopped with ``down`` at the end of the session.
   ``.env`` holds ``SLURM_CONF`` (and a PATH with /usr/sbin) for clients and submitit;
   ``.state_dir`` is the cluster's state folder.
+- ``slurm_env``: the same cluster with its environment set in the test's process.
 
 The tests using it are skipped, with the install command in the reason, only when the
 Debian packages are not installed (``infra/slurm/install.sh``); any other failure to start
@@ -113,3 +114,12 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def slurm_env(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
+    """The cluster, with its environment set in this process for the test: submitit calls
+    sbatch/sacct/scancel with it, and jobs inherit it."""
+    for key, value in slurm_cluster.env.items():
+        monkeypatch.setenv(key, value)
+    return slurm_cluster

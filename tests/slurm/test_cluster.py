@@ -23,14 +23,6 @@ DAEMON_NAMES = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "slurms
 
 
 @pytest.fixture
-def slurm_env(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
-    """submitit calls sbatch/sacct/scancel with this process's environment."""
-    for key, value in slurm_cluster.env.items():
-        monkeypatch.setenv(key, value)
-    return slurm_cluster
-
-
-@pytest.fixture
 def executor(slurm_env: SlurmCluster, tmp_path: Path) -> "submitit.AutoExecutor":
     ex = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="slurm")
     ex.update_parameters(timeout_min=5, slurm_partition="debug", cpus_per_task=1, nodes=1,

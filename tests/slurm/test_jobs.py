@@ -14,19 +14,11 @@ import pytest
 
 from som import jobs
 from som.jobs import JobFailed, JobSpec
-from tests.plugins.slurm import SlurmCluster
 from tests.slurm.jobs import fail, report, sleep_long, square, square_or_fail
 
 submitit = pytest.importorskip("submitit")
 
 POLL_S = 0.3
-
-
-@pytest.fixture
-def slurm_env(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
-    for key, value in slurm_cluster.env.items():
-        monkeypatch.setenv(key, value)
-    return slurm_cluster
 
 
 SLURM = JobSpec(executor="slurm", timeout_min=5, partition="debug")
