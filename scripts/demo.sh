@@ -39,5 +39,19 @@ PY
 
 .venv/bin/prefect --no-prompt deploy --all >/dev/null
 echo "deployed prefect.yaml; running som-dataset/samples through the worker..."
-.venv/bin/prefect deployment run som-dataset/samples --watch --watch-timeout 3600 | tail -n 3
+.venv/bin/prefect deployment run som-dataset/samples --watch --watch-timeout 3600 | tail -n 1
+"$python" - <<'PY'
+from collections import Counter
+
+from som.dataset.manifest import latest_version, read_manifest
+
+dest = "s3://somflow/datasets/samples"
+rows = read_manifest(dest)
+counts = Counter(row.status for row in rows)
+print(f"{dest} (manifest {latest_version(dest)}): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+      + f"; {sum(row.n_marks for row in rows)} marks")
+for row in rows:
+    if row.status == "failed":
+        print(f"  quarantined {row.source_uri}: {row.error}")
+PY
 echo "browse the runs and artifacts: ${PREFECT_API_URL%/api}/runs   (stop everything: $python infra/stack.py down --state $state)"
