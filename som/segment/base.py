@@ -128,4 +128,4 @@ def _is_union(hint: Any) -> bool:
 
 def _load_builtin() -> None:
     # Importing registers them; each module imports its heavy libraries lazily.
-    from som.segment import coco, sam, superpixel  # noqa: F401
+    from som.segment import coco, hf_sam, sam, superpixel  # noqa: F401

@@ -1,0 +1,145 @@
+"""Segment Anything through transformers (SamModel) behind the segmenter protocol.
+
+Models come from the Hugging Face hub or a local folder (any SamModel checkpoint: the
+facebook/sam-vit-* family, SlimSAM, a fine-tune), so no separate checkpoint download code is
+needed. Automatic mask generation is transformers' own "mask-generation" pipeline: point grid,
+per-crop image embeddings, IoU and stability filtering and NMS all happen there.
+torch and transformers are imported only when an hf-sam segmenter is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from som.segment.base import register
+from som.segment.mask import Mask
+from som.segment.sam import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HfSamParams:
+    """Model choice plus the knobs of segment-anything's automatic generator that transformers'
+    pipeline supports (min_mask_region_area is not: SAM's post-processing there has no
+    small-region removal)."""
+
+    model: str = "facebook/sam-vit-base"  # a hub id or a local folder
+    local_files_only: bool = False  # never touch the network; the model must be cached
+    cache_dir: str | None = None  # None = the Hugging Face cache
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    autocast: Literal["none", "bf16", "fp16"] = "none"
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    mask_threshold: float = 0.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+
+
+class HfSamSegmenter:
+    """The mask-generation pipeline over a SamModel loaded once, when the segmenter is built."""
+
+    name = "hf-sam"
+
+    def __init__(self, params: HfSamParams) -> None:
+        from transformers import pipeline
+
+        self.params = params
+        self.device = resolve_device(params.device)
+        log.info("loading SAM model %s for %s", params.model, self.device)
+        model, processor = load_model(params.model, params.local_files_only, params.cache_dir)
+        self.pipeline = pipeline(
+            "mask-generation",
+            model=model.eval(),
+            image_processor=processor.image_processor,
+            device=self.device,
+        )
+
+    def generate(self, image: np.ndarray, *, source: str | None = None) -> list[Mask]:
+        from PIL import Image
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"hf-sam needs an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}"
+                + (f" for {source}" if source else "")
+            )
+        p = self.params
+        with self._autocast():
+            output = self.pipeline(
+                Image.fromarray(image),
+                points_per_crop=p.points_per_side,
+                points_per_batch=p.points_per_batch,
+                pred_iou_thresh=p.pred_iou_thresh,
+                stability_score_thresh=p.stability_score_thresh,
+                stability_score_offset=p.stability_score_offset,
+                mask_threshold=p.mask_threshold,
+                crops_nms_thresh=p.box_nms_thresh,
+                crops_n_layers=p.crop_n_layers,
+                crop_overlap_ratio=p.crop_overlap_ratio,
+                crop_n_points_downscale_factor=p.crop_n_points_downscale_factor,
+            )
+        masks = [
+            # The predicted IoU estimates an IoU, so it is clamped to [0, 1], the range of what
+            # it estimates (the regression head can stray slightly outside it).
+            Mask.from_full(mask.cpu().numpy(), score=min(max(float(score), 0.0), 1.0))
+            for mask, score in zip(output["masks"], output["scores"], strict=True)
+        ]
+        return [mask for mask in masks if mask.area > 0]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        import torch
+
+        if self.params.autocast == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.params.autocast == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
+
+    def describe(self) -> dict[str, Any]:
+        """Params without machine-specific paths: a local model folder is recorded by name."""
+        params = dataclasses.asdict(self.params)
+        params.pop("cache_dir")
+        if Path(params["model"]).is_dir():
+            params["model"] = Path(params["model"]).name
+        return {"name": self.name, "params": params}
+
+
+def load_model(model: str, local_files_only: bool, cache_dir: str | None) -> tuple[Any, Any]:
+    """SamModel and SamProcessor from a hub id or folder, with an error that names the model
+    and says what to do when it is neither cached nor downloadable."""
+    from transformers import SamModel, SamProcessor
+
+    options = {"local_files_only": local_files_only, "cache_dir": cache_dir}
+    try:
+        return (
+            SamModel.from_pretrained(model, **options),
+            SamProcessor.from_pretrained(model, **options),
+        )
+    except (OSError, ValueError) as exc:
+        where = "in the local Hugging Face cache" if local_files_only else "locally or on the hub"
+        raise RuntimeError(
+            f"cannot load the SAM model {model!r} {where} ({exc}). Offline? Download it on a "
+            f"machine with network (huggingface-cli download {model}) and copy the cache or "
+            "the folder here, then pass model=FOLDER; or use a CPU segmenter (--segmenter slic) "
+            "that needs no weights."
+        ) from exc
+
+
+@register(
+    "hf-sam",
+    HfSamParams,
+    "Segment Anything via transformers SamModel (hub id or folder; GPU if present)",
+)
+def _build_hf_sam(params: HfSamParams) -> HfSamSegmenter:
+    return HfSamSegmenter(params)
