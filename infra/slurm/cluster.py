@@ -47,7 +47,8 @@ from typing import Any
 log = logging.getLogger("slurm-cluster")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # infra/, for procs
-from procs import ProcessError, alive, cmdline, port_free, terminate  # noqa: E402
+from procs import (ProcessError, alive, cmdline, port_free, start_watchdog, stop_watchdog,  # noqa: E402
+                   terminate)
 
 HOST = "127.0.0.1"
 CLUSTER_NAME = "somflow"
@@ -92,6 +93,7 @@ class Layout:
     spool = property(lambda self: self.root / "spool")
     logs = property(lambda self: self.root / "log")
     run = property(lambda self: self.root / "run")
+    watchdog_pid = property(lambda self: self.root / "watchdog.pid")
 
     @property
     def munge_socket_dir(self) -> Path:
@@ -648,17 +650,30 @@ def status(layout: Layout) -> tuple[int, dict[str, Any]]:
     return (EXIT_OK if running else EXIT_STOPPED), report
 
 
+def watch(layout: Layout, owner: int) -> None:
+    """Take the cluster down once `owner` exits (a killed test session leaves no daemon)."""
+    while alive(owner):
+        if not running_pids(layout):
+            return  # taken down already
+        time.sleep(1)
+    log.info("owner %d exited; taking the cluster down", owner)
+    down(layout)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("command", choices=("up", "down", "status", "_watch"))
     parser.add_argument("--state", type=Path, default=Path(".state/slurm"),
                         help="state folder (default: .state/slurm)")
     parser.add_argument("--nodes", type=int, default=2, help="slurmd nodes (default 2)")
     parser.add_argument("--cpus-per-node", type=int, default=2,
                         help="CPUs each node announces (default 2)")
+    parser.add_argument("--stop-with-pid", type=int, metavar="PID",
+                        help="up: take the cluster down when process PID exits (tests use it)")
+    parser.add_argument("--owner", type=int, help=argparse.SUPPRESS)  # _watch: see start_watchdog
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -667,11 +682,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.nodes < 1 or args.cpus_per_node < 1:
         parser.error("--nodes and --cpus-per-node must be >= 1")
     layout = Layout(args.state)
+    if args.command == "_watch":
+        watch(layout, args.owner)
+        return EXIT_OK
     code = EXIT_OK
     try:
         if args.command == "up":
             report = up(layout, args.nodes, args.cpus_per_node)
+            if args.stop_with_pid:
+                start_watchdog(Path(__file__).resolve(), layout.root, layout.watchdog_pid, args.stop_with_pid)
         elif args.command == "down":
+            stop_watchdog(layout.watchdog_pid)
             report = down(layout)
             if report["remaining"]:
                 code = EXIT_ERROR

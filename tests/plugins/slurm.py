@@ -77,9 +77,12 @@ class SlurmCluster:
     def env_file(self) -> Path:
         return self.state_dir / "slurm.env"
 
-    def start(self, nodes: int = 2, cpus_per_node: int = 2) -> dict[str, Any]:
+    def start(self, nodes: int = 2, cpus_per_node: int = 2, owner: int | None = None) -> dict[str, Any]:
+        """`up`; the cluster goes down by itself once process `owner` (default: this test
+        session) exits, so a killed session leaves no daemon behind."""
         result = run_script("up", "--state", str(self.state_dir), "--nodes", str(nodes),
-                            "--cpus-per-node", str(cpus_per_node), "--json")
+                            "--cpus-per-node", str(cpus_per_node), "--json",
+                            "--stop-with-pid", str(owner or os.getpid()))
         if result.returncode != 0:
             raise SlurmScriptError(f"cluster.py up failed ({result.returncode}):\n"
                                    f"{result.stdout}{result.stderr}")

@@ -139,3 +139,26 @@ def test_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path) -> None:
     status = cluster.status()
     assert status.returncode == 3, status.stdout
     assert json.loads(status.stdout)["running"] is False
+
+
+def test_cluster_goes_down_when_its_owner_process_dies(tmp_path: Path) -> None:
+    """A test session killed before its teardown must not leave Slurm daemons running."""
+    if not slurm_packages_installed():
+        pytest.skip(INSTALL_HINT)
+    owner = subprocess.Popen(["sleep", "300"])
+    cluster = SlurmCluster(state_dir=tmp_path / "owned")
+    try:
+        pids = cluster.start(nodes=1, cpus_per_node=1, owner=owner.pid)["pids"]
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 60
+        while _our_processes(tmp_path / "owned") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _our_processes(tmp_path / "owned") == []
+        for pid in pids.values():
+            stat = Path(f"/proc/{pid}/stat")
+            assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    finally:
+        owner.kill()
+        cluster.stop()
+
