@@ -7,6 +7,7 @@ sys.path to import it, so they need nothing of the project installed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -125,3 +127,27 @@ def stop_watchdog(pid_file: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     pid_file.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `path` whole or not at all, with `mode` from the start (0o600 for files holding
+    keys: they are never readable by others, not even for a moment)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)  # os.open's mode is masked by the umask
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Serialise up/down on one state folder (two `up`s at once would start everything twice)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -42,7 +41,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,7 @@ log = logging.getLogger("stack")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # infra/, for procs
 from procs import (ProcessError, alive, ancestors, cmdline, port_free, start_watchdog,  # noqa: E402
-                   stop_watchdog, terminate)
+                   locked, stop_watchdog, terminate, write_atomic)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEAWEED = REPO_ROOT / "infra" / "storage" / "seaweed.py"
@@ -122,29 +120,8 @@ def load_state(layout: Layout) -> State:
     return State(**known)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically, readable by the owner only (the env file holds S3 keys)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def save_state(layout: Layout, state: State) -> None:
-    _write_private(layout.state, json.dumps(asdict(state), indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def locked(layout: Layout) -> Iterator[None]:
-    """Serialise up/down on one state folder."""
-    layout.root.mkdir(parents=True, exist_ok=True)
-    with open(layout.root / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    write_atomic(layout.state, json.dumps(asdict(state), indent=2) + "\n", 0o600)
 
 
 # ----------------------------------------------------------------------------- environment
@@ -181,7 +158,7 @@ def write_env_file(layout: Layout, state: State) -> None:
     lines += [f"export {name}={shlex.quote(value)}" for name, value in stack_variables(layout, state).items()]
     if state.slurm:
         lines.append('export PATH="$PATH:/usr/sbin"  # slurmctld and friends live there on Debian')
-    _write_private(layout.env, "\n".join(lines) + "\n")
+    write_atomic(layout.env, "\n".join(lines) + "\n", 0o600)
 
 
 def process_env(layout: Layout, state: State, **extra: str) -> dict[str, str]:
@@ -466,7 +443,7 @@ def cmd_status(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
 def watch(layout: Layout, owner: int) -> None:
     while alive(owner):
         time.sleep(1)
-    with locked(layout):
+    with locked(layout.root):
         log.info("owner %d exited; taking the stack down", owner)
         cmd_down(argparse.Namespace(), layout)
 
@@ -548,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             report = args.func(args, layout)
         else:
-            with locked(layout):
+            with locked(layout.root):
                 report = args.func(args, layout)
     except (StackError, ProcessError) as exc:
         if args.json:

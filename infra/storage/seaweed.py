@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -41,7 +40,6 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +47,7 @@ log = logging.getLogger("seaweed")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # infra/, for procs
 from procs import (ProcessError, alive, cmdline, port_free, start_watchdog, stop_watchdog,  # noqa: E402
-                   terminate)
+                   locked, terminate, write_atomic)
 
 HOST = "127.0.0.1"
 DEFAULT_REGION = "us-east-1"
@@ -128,15 +126,6 @@ class Credentials:
 # ----------------------------------------------------------------------------- files
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file readable by the owner only, atomically (it may hold secrets)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def load_state(layout: Layout) -> State | None:
     if not layout.state.exists():
         return None
@@ -147,7 +136,7 @@ def load_state(layout: Layout) -> State | None:
 
 
 def save_state(layout: Layout, state: State) -> None:
-    _write_private(layout.state, json.dumps(asdict(state), indent=2) + "\n")
+    write_atomic(layout.state, json.dumps(asdict(state), indent=2) + "\n", 0o600)
 
 
 def load_or_create_credentials(layout: Layout) -> Credentials:
@@ -168,7 +157,7 @@ def load_or_create_credentials(layout: Layout) -> Credentials:
             }
         ]
     }
-    _write_private(layout.identity, json.dumps(identity, indent=2) + "\n")
+    write_atomic(layout.identity, json.dumps(identity, indent=2) + "\n", 0o600)
     return creds
 
 
@@ -181,7 +170,7 @@ def write_env_file(layout: Layout, creds: Credentials, state: State) -> None:
         f"export AWS_DEFAULT_REGION={state.region}",
         f"export AWS_ENDPOINT_URL={state.endpoint_url}",
     ]
-    _write_private(layout.env, "\n".join(lines) + "\n")
+    write_atomic(layout.env, "\n".join(lines) + "\n", 0o600)
 
 
 # ----------------------------------------------------------------------------- ports
@@ -429,18 +418,6 @@ def _validate_bucket(name: str) -> str:
 # ----------------------------------------------------------------------------- commands
 
 
-@contextlib.contextmanager
-def locked(layout: Layout) -> Iterator[None]:
-    """Serialise up/down on one state folder (two `up`s at once would start two servers)."""
-    layout.root.mkdir(parents=True, exist_ok=True)
-    with open(layout.root / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @dataclass
 class Report:
     status: str
@@ -565,7 +542,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
         if pid is None:
             return
         if not alive(args.owner):
-            with locked(layout):
+            with locked(layout.root):
                 pid = running_pid(layout)
                 if pid is None:
                     return
@@ -633,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             report: Report = args.func(args)
         else:
-            with locked(Layout(Path(args.state).resolve())):
+            with locked(Path(args.state).resolve()):
                 report = args.func(args)
     except (SeaweedError, ProcessError) as exc:
         log.error("%s", exc)
