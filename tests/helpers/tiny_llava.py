@@ -30,16 +30,23 @@ _CORPUS = [
 ]
 
 
-def _tokenizer():  # -> PreTrainedTokenizerFast
+def train_byte_level_bpe(corpus: list[str], special_tokens: list[str], vocab_size: int):  # -> Tokenizer
+    """A byte-level BPE (LLaMA-like merges, no prefix space) trained offline on `corpus`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(_CORPUS, trainer)
+    bpe.train_from_iterator(corpus, trainer)
+    return bpe
+
+
+def _tokenizer():  # -> PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = train_byte_level_bpe(_CORPUS, SPECIALS, vocab_size=400)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", bos_token="<s>",
                                         eos_token="</s>", unk_token="<unk>")
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})

@@ -12,6 +12,8 @@ import json
 import random
 from pathlib import Path
 
+from tests.helpers.tiny_llava import train_byte_level_bpe
+
 NAMES = ("person", "dog", "cat", "car", "tree", "cup", "chair", "bird")
 QUESTIONS = ("List the items in the image one by one.",
              "Name each tagged item in order.",
@@ -28,16 +30,9 @@ _CORPUS = [
 
 def _tokenizer():  # -> PreTrainedTokenizerFast
     """Vicuna-like: <s>, </s>, <unk>, no pad token and no <image> token (the builder adds them)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=360, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    bpe.train_from_iterator(_CORPUS, trainer)
+    bpe = train_byte_level_bpe(_CORPUS, ["<unk>", "<s>", "</s>"], vocab_size=360)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>")
 
