@@ -201,11 +201,15 @@ def supervise(text: str, spans: Sequence[Span], ids: Sequence[int], offsets: Seq
 
 
 def _trained_tokens(text: str, spans: Sequence[Span], offsets: np.ndarray, sample_id: str) -> np.ndarray:
-    """Which tokens hold answer text. Whitespace at a span's edge may go either way (" He"
-    is one BPE token after "ASSISTANT:"); anything else straddling an edge is a mismatch."""
+    """Which tokens hold answer text. Whitespace just before an answer is the answer's, as in
+    LLaVA's ``preprocess_v1``, whose instruction ends at "ASSISTANT:" (so a lone " " token is
+    trained); whitespace at a span's edge may also go with the prompt's token. Anything else
+    straddling an edge is a mismatch."""
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     inside = np.zeros(len(text), dtype=bool)
     for start, end in spans:
+        while start > 0 and text[start - 1].isspace():
+            start -= 1
         inside[start:end] = True
     solid = ~_IS_SPACE[np.minimum(codes, _LAST_SPACE + 1)]
 

@@ -9,6 +9,7 @@ LLaVA checkpoint with no peft needed to load it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from som import storage
+from som.train.templates import VICUNA_SYSTEM
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,7 @@ _LORA_A = re.compile(r"^(?P<layer>.+)\.lora_A\.(?P<adapter>[^.]+)\.weight$")
 # LLaVA-1.5's vicuna_v1 prompt as a chat template, so `apply_chat_template` on the export gives
 # exactly the text the model was trained on (som.train.templates, "two" style).
 VICUNA_CHAT_TEMPLATE = (
-    "{{ 'A chat between a curious human and an artificial intelligence assistant. The assistant "
-    "gives helpful, detailed, and polite answers to the human\\'s questions. ' }}"
+    "{{ " + json.dumps(VICUNA_SYSTEM + " ") + " }}"
     "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
     "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %} "

@@ -9,11 +9,13 @@ render the whole conversation once, tokenize it once and mask by character offse
 
 The text is LLaVA-1.5's, byte for byte:
 - ``vicuna_v1`` (LLaVA's ``conv_vicuna_v1``, ``SeparatorStyle.TWO``):
-  ``"{system} USER: {q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>"``; supervised are
-  each answer with the space before it and its ``</s>``. The space is trained because LLaVA's
-  Llama tokenizer makes it part of the answer's first token ("▁He"), and generation starts
-  right after "ASSISTANT:". On image records the ``<image>`` placeholder is moved to the
-  start of the first question, followed by a newline (``preprocess_multimodal``).
+  ``"{system} USER: {q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>"``; the supervised
+  spans are each ``{answer}</s>``. The space before an answer is the one character either
+  side may own: LLaVA's Llama tokenizer makes it part of the answer's first token ("▁He"),
+  which is trained, as LLaVA's ``preprocess_v1`` trains it (its instruction length stops at
+  "ASSISTANT:"); `som.train.data` lets edge whitespace go with the token that holds it. On
+  image records the ``<image>`` placeholder is moved to the start of the first question,
+  followed by a newline (``preprocess_multimodal``).
 - ``plain`` (``conv_llava_plain``, stage-1 pretraining): ``"<image>" + caption + "\\n"``; the
   question's text is dropped, as LLaVA drops it, and caption + newline are supervised.
 """
@@ -43,9 +45,11 @@ class Template:
     style: str = "two"
 
 
-VICUNA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
-                 "The assistant gives helpful, detailed, and polite answers to the human's "
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's "
                  "questions.")
+"""LLaVA's ``conv_vicuna_v1`` system message (``--version v1`` in LLaVA-1.5's finetune script).
+Not the "curious user ... human's questions" wording of ``conv_llava_v1`` / Vicuna v0."""
 
 TEMPLATES: dict[str, Template] = {
     "vicuna_v1": Template(name="vicuna_v1", system=VICUNA_SYSTEM, roles=("USER", "ASSISTANT"),
@@ -112,8 +116,8 @@ def _render_two(values: list[str], template: Template) -> tuple[str, list[Span]]
     for number in range(0, len(values), 2):
         question = first if number == 0 else values[number]
         prompt = f"{user}: {question}{template.sep}{assistant}:"
-        answer = f" {values[number + 1]}{template.sep2}"  # the space is the answer's: see above
-        spans.append((length + len(prompt), length + len(prompt) + len(answer)))
+        answer = f" {values[number + 1]}{template.sep2}"
+        spans.append((length + len(prompt) + 1, length + len(prompt) + len(answer)))  # no space
         parts += [prompt, answer]
         length += len(prompt) + len(answer)
     return "".join(parts), spans

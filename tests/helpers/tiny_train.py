@@ -20,8 +20,8 @@ QUESTIONS = ("List the items in the image one by one.",
              "What are the marked objects?")
 # Words the tokenizer learns merges for; LLaVA's template words included.
 _CORPUS = [
-    "A chat between a curious human and an artificial intelligence assistant. The assistant "
-    "gives helpful, detailed, and polite answers to the human's questions.",
+    "A chat between a curious user and an artificial intelligence assistant. The assistant "
+    "gives helpful, detailed, and polite answers to the user's questions.",
     "USER: <image>\nList the items in the image one by one. ASSISTANT: 1. person\n2. dog",
     *[f"{i}. {name}\n" for i, name in enumerate(NAMES, 1)],
     *QUESTIONS,

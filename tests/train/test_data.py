@@ -116,6 +116,21 @@ def test_exact_masks(processor: Any, case: str) -> None:
     assert all(label == IGNORE_INDEX for token, label in zip(ids, labels) if token == image_id)
 
 
+def test_two_turn_image_conversation_trains_exactly_each_answer_and_its_eos(processor: Any) -> None:
+    """LLaVA's preprocess_v1 on "{system} USER: <image>\\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:
+    A2</s>": everything up to each "ASSISTANT:" is masked, each answer and its </s> is trained."""
+    tokenizer = processor.tokenizer
+    text, spans = render(turns("<image>\nQ1", "A1", "Q2", "A2"), "vicuna_v1")
+    assert text.endswith(" USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>")
+    ids, labels = tokenize_supervised(text, spans, tokenizer, max_length=2048, image_seq_length=N_IMAGE)
+    runs = supervised_runs(ids, labels)
+    assert [tokenizer.decode(run).lstrip() for run in runs] == ["A1</s>", "A2</s>"]
+    masked = tokenizer.decode([t for t, label in zip(ids, labels) if label == IGNORE_INDEX
+                               and t != tokenizer.convert_tokens_to_ids("<image>")])
+    assert masked.replace(" ", "") == text.replace("<image>", "").replace("A1</s>", "").replace(
+        "A2</s>", "").replace(" ", "")
+
+
 def test_image_seq_length_is_what_the_processor_expands_to(processor: Any) -> None:
     assert image_seq_length(processor) == N_IMAGE
 
@@ -194,7 +209,7 @@ def test_validate_counts_bad_records_by_id_and_enforces_the_threshold(llava_fold
         {"id": "gpt-first", "conversations": turns("q", "a")[::-1]},
         record("no-image-token", "What is it?", "A dog.", image="a.png"),
     ]
-    dataset = SupervisedDataset(records, processor, image_root=str(tmp_path), max_length=134)
+    dataset = SupervisedDataset(records, processor, image_root=str(tmp_path), max_length=132)
     with pytest.raises(DataQualityError, match=r"41\.67% of records are bad") as info:
         dataset.validate(max_error_fraction=0.4)
     expected = {"too_long": ["img-long"], "no_target": ["no-answer"], "mismatch": ["yes"],
@@ -202,8 +217,8 @@ def test_validate_counts_bad_records_by_id_and_enforces_the_threshold(llava_fold
     assert info.value.report.errors == expected
     assert "gpt-first" in str(info.value) and "turn 0 must be from 'human'" in str(info.value)
     assert info.value.report.examples["too_long"] == [
-        "[too_long] sample 'img-long': 151 tokens with image tokens up to position 134: "
-        "max_length 134 would cut the image"]
+        "[too_long] sample 'img-long': 149 tokens with image tokens up to position 132: "
+        "max_length 132 would cut the image"]
     assert pickle.loads(pickle.dumps(info.value)).report == info.value.report
 
     report = dataset.validate(max_error_fraction=0.5)
@@ -211,7 +226,7 @@ def test_validate_counts_bad_records_by_id_and_enforces_the_threshold(llava_fold
     assert set(report.as_dict()["examples"]) == set(expected)
     assert report.as_dict()["error_fraction"] == pytest.approx(5 / 12)
     assert [dataset[k]["id"] for k in range(len(dataset))] == [f"t{k}" for k in range(6)] + ["cut"]
-    assert len(dataset[6]["input_ids"]) == 134
+    assert len(dataset[6]["input_ids"]) == 132
     lengths = dataset.modality_lengths
     assert lengths == [-len(dataset[k]["input_ids"]) for k in range(len(dataset))]  # exact, text-only
 

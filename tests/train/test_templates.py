@@ -8,8 +8,9 @@ import pytest
 
 from som.train.templates import TEMPLATES, VICUNA_SYSTEM, Template, get_template, render
 
-SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant "
-          "gives helpful, detailed, and polite answers to the human's questions.")
+# llava/conversation.py, conv_vicuna_v1 (conv_templates["v1"], LLaVA-1.5's --version v1)
+SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant "
+          "gives helpful, detailed, and polite answers to the user's questions.")
 
 
 def turns(*values: str) -> list[dict]:
@@ -28,7 +29,7 @@ def test_vicuna_v1_is_llavas_conversation() -> None:
 def test_single_turn_text_only() -> None:
     text, spans = render(turns("Hi there?", "Hello."), "vicuna_v1")
     assert text == f"{SYSTEM} USER: Hi there? ASSISTANT: Hello.</s>"
-    assert [text[a:b] for a, b in spans] == [" Hello.</s>"]
+    assert [text[a:b] for a, b in spans] == ["Hello.</s>"]
 
 
 def test_multi_turn_with_image_moved_to_the_front() -> None:
@@ -36,7 +37,15 @@ def test_multi_turn_with_image_moved_to_the_front() -> None:
                          TEMPLATES["vicuna_v1"])
     assert text == (f"{SYSTEM} USER: <image>\nWhat is he doing? ASSISTANT: Ironing.</s>"
                     "USER: Where? ASSISTANT: On a taxi. </s>")
-    assert [text[a:b] for a, b in spans] == [" Ironing.</s>", " On a taxi. </s>"]  # values verbatim
+    assert [text[a:b] for a, b in spans] == ["Ironing.</s>", "On a taxi. </s>"]  # values verbatim
+
+
+def test_two_turns_with_an_image_are_llavas_layout_string_for_string() -> None:
+    """Conversation.get_prompt (SeparatorStyle.TWO) of conv_vicuna_v1 with the image moved to
+    the front: "{system} USER: <image>\\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>"."""
+    text, spans = render(turns("<image>\nQ1", "A1", "Q2", "A2"), "vicuna_v1")
+    assert text == SYSTEM + " USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>"
+    assert [text[a:b] for a, b in spans] == ["A1</s>", "A2</s>"]
 
 
 def test_image_alone_in_the_question() -> None:
@@ -80,4 +89,21 @@ def test_unknown_template_lists_the_known_ones() -> None:
         get_template("llama_3")
     custom = Template(name="mine", system="Sys.", roles=("Q", "A"), sep="\n", sep2="<end>")
     text, spans = render(turns("x", "y"), custom)
-    assert (text, [text[a:b] for a, b in spans]) == ("Sys.\nQ: x\nA: y<end>", [" y<end>"])
+    assert (text, [text[a:b] for a, b in spans]) == ("Sys.\nQ: x\nA: y<end>", ["y<end>"])
+
+
+def test_exported_chat_template_renders_the_training_text() -> None:
+    """A somflow export's chat template gives the vicuna_v1 text the model was trained on, so
+    a chat-template client asks it exactly as training and evaluation do."""
+    from jinja2 import Environment
+
+    from som.train.export import VICUNA_CHAT_TEMPLATE
+
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q1"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "A1"}]},
+                {"role": "user", "content": [{"type": "text", "text": "Q2"}]}]
+    rendered = Environment().from_string(VICUNA_CHAT_TEMPLATE).render(
+        messages=messages, add_generation_prompt=True)
+    text, _ = render(turns("<image>\nQ1", "A1", "Q2", "A2"), "vicuna_v1")
+    assert rendered == SYSTEM + " USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:"
+    assert text.startswith(rendered)
