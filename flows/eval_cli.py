@@ -32,17 +32,24 @@ def _split(value: str) -> list[str]:
 @click.option("--judge", default=None, help="Judge model for MM-Vet / LLaVA-Bench: <model>[@<base-url>] (key from $OPENAI_API_KEY).")
 @click.option("--limit", type=int, default=None, help="Only the first N items of each benchmark (smoke runs).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Questions per model call and per write of a shard's answers.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Answer length limit (default each benchmark's: 128 for short answers, 1024 for MM-Vet, LLaVA-Bench and listing).")
+@click.option("--prompt-profile", default=None, help="How questions are prompted: auto (default: llava-1.5 for LLaVA-1.5 models, else the chat template), llava-1.5, chat-template, paligemma, fuyu.")
+@click.option("--dtype", default=None, help="Model dtype, e.g. bfloat16, float16, float32 (default auto: bfloat16 on GPU, float32 on CPU).")
+@click.option("--device", default=None, help="Model device, e.g. cuda, cpu (default auto).")
+@click.option("--local-files-only", is_flag=True, help="Load the model from local folders and the Hugging Face cache only (no download).")
 @click.option("--segmenter", default=None, help="Segmenter of the tags variant (default auto: SAM when cached, else SLIC).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Segmenter parameter of the tags variant (repeatable).")
 def run(model, benchmarks, data, variants, shards, run_dir, executor, partition, account, gpus_per_task,
-        cpus_per_task, time_min, judge, limit, batch_size, segmenter, params) -> None:
+        cpus_per_task, time_min, judge, limit, batch_size, max_new_tokens, prompt_profile, dtype, device,
+        local_files_only, segmenter, params) -> None:
     """Answer every benchmark question with MODEL in sharded Slurm job arrays, then score.
 
     One job array per benchmark and variant, SHARDS tasks each; every task appends its
     answers to RUN_DIR/eval/<benchmark>/<variant>/responses-<shard>.jsonl and skips questions
     already answered, so rerunning the same command after a failure (or a killed task)
     answers only what is missing. Scores go to RUN_DIR/eval/<benchmark>/scores.json and a
-    table beside the published numbers to the Prefect UI (and stdout).
+    table beside the published numbers to the Prefect UI (and stdout). MODEL is checked (folder
+    files, hub cache when offline, prompt profile) before anything is submitted.
 
     \b
     Examples:
@@ -52,10 +59,18 @@ def run(model, benchmarks, data, variants, shards, run_dir, executor, partition,
       som eval run --model runs/som-13b/hf --benchmark mmvet --data mmvet=s3://bench/mm-vet \\
           --judge gpt-4-0613 --variants plain --run-dir s3://runs/som-13b
     """
+    from som.eval.model_check import check_model_spec
+
+    try:
+        check_model_spec(model, local_files_only=local_files_only, prompt_profile=prompt_profile)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
     from flows.evaluate import evaluate
     from flows.prefect_api import prefect_api
 
     sources = parse_key_values(data)
+    model_kwargs = {"max_new_tokens": max_new_tokens, "prompt_profile": prompt_profile, "dtype": dtype,
+                    "device": device, "local_files_only": local_files_only or None}
     slurm = {"partition": partition, "account": account, "gpus_per_node": gpus_per_task,
              "cpus_per_task": cpus_per_task, "timeout_min": time_min}
     tag_options = {"segmenter": segmenter, "params": parse_key_values(params)} if segmenter or params else None
@@ -65,6 +80,7 @@ def run(model, benchmarks, data, variants, shards, run_dir, executor, partition,
             variants=_split(variants), shards=shards, executor=executor,
             slurm={k: v for k, v in slurm.items() if v is not None} or None, judge=judge,
             limit=limit, batch_size=batch_size,
+            model_kwargs={k: v for k, v in model_kwargs.items() if v is not None} or None,
             tag_options={k: v for k, v in (tag_options or {}).items() if v} or None,
             return_state=True,
         )

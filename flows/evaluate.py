@@ -2,8 +2,8 @@
 
 The flow reads top to bottom in the order data moves:
 
-1. check the inputs (benchmark names, sources, variants, a judge where one is needed) before
-   anything is submitted;
+1. check the inputs (benchmark names, sources, variants, a judge where one is needed, the
+   model: som.eval.model_check) before anything is submitted;
 2. answer: one Slurm job array per (benchmark, variant), `shards` tasks each, every task
    running `som.eval.runner.answer_shard` on its stride of the questions. A task appends to
    its own ``<run_dir>/eval/<benchmark>/<variant>/responses-<shard>.jsonl`` and skips what is
@@ -36,18 +36,15 @@ from prefect.runtime import flow_run
 
 from som import storage
 from som.eval import report, runner
+from som.eval.model_check import check_model_spec
 from som.eval.registry import get_benchmark
+from som.eval.report import model_label
 from som import jobs as som_jobs
 from som.jobs import JobSpec
 from tasks.reports import artifact_key
 from tasks.slurm import run_job_array
 
 """Where submitit's pickles and logs go when the run folder is not a local path."""
-
-
-def model_label(model: str) -> str:
-    """A short name for a model spec: the folder or hub name, no API prefix or URL."""
-    return model.removeprefix("openai:").removeprefix("hf:").partition("@")[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 def _run_name() -> str:
@@ -169,13 +166,16 @@ def evaluate(
         timeout_min, ...) applied to every task; executor: auto | slurm | local.
       judge: ``<model>[@<base_url>]`` for benchmarks graded by a judge (MM-Vet, LLaVA-Bench).
       limit: only the first `limit` items per benchmark; batch_size: questions per model call.
-      model_kwargs: extra `load_model` arguments (dtype, device, local_files_only, ...).
+      model_kwargs: extra `load_model` arguments (dtype, device, local_files_only, prompt_profile,
+        max_new_tokens: default each benchmark's own); the model is checked before any job.
       retries: Prefect retries of an array whose tasks failed (finished shards are skipped).
       poll_s: seconds between two looks at the arrays' states (one sacct call each).
     Returns ``{"scores": {benchmark: {variant: scores}}, "answered": {benchmark: {variant:
     questions answered by this run}}, "table": rows}``.
     """
     sources = check_inputs(benchmarks, data, variants, shards, judge)
+    check_model_spec(model, local_files_only=bool((model_kwargs or {}).get("local_files_only")),
+                     prompt_profile=(model_kwargs or {}).get("prompt_profile"))
     eval_dir = storage.join(run_dir, "eval")
     spec = JobSpec.from_mapping({"executor": executor, **(slurm or {})})
 

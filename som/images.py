@@ -144,3 +144,16 @@ def resize_short_side(rgb: np.ndarray, short_side: int) -> tuple[np.ndarray, flo
         size = (short_side, int(short_side * height / width))
     interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
     return cv2.resize(rgb, size, interpolation=interpolation), scale
+
+
+def expand2square(image: Image.Image, background: tuple[int, ...]) -> Image.Image:
+    """`image` centred on a square canvas of its longer side filled with `background`: LLaVA's
+    ``mm_utils.expand2square`` (offsets ``(long - short) // 2``), the ``image_aspect_ratio pad``
+    that LLaVA-1.5 trains and evaluates with. Training, evaluation and serving all call this."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), background)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas

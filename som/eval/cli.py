@@ -69,14 +69,18 @@ def score() -> None:
 @score.command("pope")
 @click.option("--questions", required=True, type=_FILE, help="LLaVA's llava_pope_test.jsonl: question_id, image, text, category (random/popular/adversarial) per line.")
 @click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id and text per line (LLaVA's model_vqa_loader output).")
-@click.option("--labels", required=True, type=_DIR, help="Folder with AoiDragon/POPE's coco_pope_random.json, coco_pope_popular.json, coco_pope_adversarial.json.")
-@click.option("--allow-partial", is_flag=True, help="Score only the answered questions instead of failing on unanswered ones.")
-def score_pope(questions: str, answers: str, labels: str, allow_partial: bool) -> None:
+@click.option("--labels", required=True, type=_DIR, help="Folder with AoiDragon/POPE's coco_pope_random.json, coco_pope_popular.json, coco_pope_adversarial.json (all three are needed; LLaVA pins POPE commit e3e3926).")
+@click.option("--pairing", type=click.Choice(["question", "positional"]), default="question", show_default=True, help="question: match answers to labels by image + question text. positional: zip each split's answers (file order) with the label lines, exactly as LLaVA's eval_pope.py does.")
+@click.option("--allow-partial", is_flag=True, help="Score what is there instead of failing on unanswered questions or a missing label split (reported as unanswered / missing_splits).")
+def score_pope(questions: str, answers: str, labels: str, pairing: str, allow_partial: bool) -> None:
     """POPE: per-split accuracy, precision, recall, F1 and yes-ratio; headline mean F1.
 
     Answers are normalised as LLaVA's eval_pope.py does (a 'no'/'not'/'No' word in the first
-    sentence means no, anything else yes). Questions are matched to labels by image and question
-    text, so label files from either POPE commit work with LLaVA's question file.
+    sentence means no, anything else yes). By default questions are matched to labels by image
+    and question text, so label files from either POPE commit work with LLaVA's question file.
+    `--pairing positional` gives eval_pope.py's numbers even where its pairing is wrong: with
+    POPE's newest random split, 90 extra label lines shift the pairs (F1 0.46 instead of 0.87);
+    `mismatched_pairs` in the JSON counts such pairs. The JSON's `pairing` says which was used.
 
     \b
     Example:
@@ -85,16 +89,17 @@ def score_pope(questions: str, answers: str, labels: str, allow_partial: bool) -
     """
     from som.eval.benchmarks.pope import score_pope_files
 
-    _emit(_run(lambda: score_pope_files(questions, answers, labels, allow_partial=allow_partial)))
+    _emit(_run(lambda: score_pope_files(questions, answers, labels, allow_partial=allow_partial, pairing=pairing)))
 
 
 @score.command("mme")
 @click.option("--results-dir", type=_DIR, help="eval_tool results folder: one <task>.txt per task, lines image<TAB>question<TAB>answer<TAB>response.")
-@click.option("--questions", type=_FILE, help="LLaVA's llava_mme.jsonl (question_id, text, category); optional with --answers, whose prompts then serve as questions.")
-@click.option("--answers", type=_FILE, help="Model answers JSONL: question_id, prompt, text per line (LLaVA's model_vqa_loader output).")
-@click.option("--gt", "gt_dir", type=_DIR, help="Ground truth for --answers: the eval_tool template folder (Your_Results/) or MME_Benchmark_release_version/.")
-@click.option("--write-results-dir", type=click.Path(file_okay=False), help="With --answers: also write the eval_tool <task>.txt files here, to compare with other tools.")
-@click.option("--skip-missing-gt", is_flag=True, help="With --answers: leave out questions the ground truth lacks instead of failing.")
+@click.option("--questions", type=_FILE, help="LLaVA's llava_mme.jsonl (question_id, text, category). Optional check that every question was answered; answers it lacks are still scored (reported as conversion.not_in_questions).")
+@click.option("--answers", type=_FILE, help="Model answers JSONL: question_id (image path, e.g. landmark/images/x.jpg), prompt and text per line (LLaVA's model_vqa_loader output).")
+@click.option("--gt", "gt_dir", type=_DIR, help="Ground truth for --answers: MME's eval_tool template folder (Your_Results/ from eval_tool.zip) or MME_Benchmark_release_version/.")
+@click.option("--write-results-dir", type=click.Path(file_okay=False), help="With --answers: also write the eval_tool <task>.txt files here, for the official calculation.py.")
+@click.option("--skip-missing-gt", is_flag=True, help="With --answers: leave out answers the ground truth lacks (counted as conversion.missing_gt) instead of failing.")
+@click.option("--allow-duplicates", is_flag=True, help="With --answers: keep the last of repeated (question_id, prompt) lines (counted as conversion.duplicates) instead of failing.")
 def score_mme(
     results_dir: str | None,
     questions: str | None,
@@ -102,34 +107,42 @@ def score_mme(
     gt_dir: str | None,
     write_results_dir: str | None,
     skip_missing_gt: bool,
+    allow_duplicates: bool,
 ) -> None:
     """MME: 100*acc + 100*acc+ per task; Perception and Cognition sums.
 
     Give either --results-dir (what the official `calculation.py --results_dir` reads), or
-    --answers with --gt (and usually --questions), which converts LLaVA answers the way LLaVA's
-    convert_answer_to_mme.py does before scoring.
+    --answers with --gt, which converts every answer line the way LLaVA's
+    convert_answer_to_mme.py does (from its own question_id and prompt) before scoring. An
+    answer without ground truth or a repeated answer is an error unless the matching flag is
+    given; the JSON's `conversion` block counts answers read, scored and set aside.
 
     \b
     Examples:
       som eval score mme --results-dir eval_tool/answers/llava-v1.5-7b
-      som eval score mme --questions llava_mme.jsonl --answers answers/llava-v1.5-7b.jsonl \\
-          --gt MME_Benchmark_release_version --write-results-dir eval_tool/answers/llava-v1.5-7b
+      som eval score mme --questions llava_mme.jsonl --answers answers/llava-v1.5-13b.jsonl \\
+          --gt eval_tool/Your_Results --write-results-dir eval_tool/answers/llava-v1.5-13b
     """
     from som.eval.benchmarks import mme
 
     if results_dir is not None:
-        if answers or questions or gt_dir or write_results_dir or skip_missing_gt:
+        if answers or questions or gt_dir or write_results_dir or skip_missing_gt or allow_duplicates:
             raise click.UsageError("--results-dir cannot be combined with --questions/--answers/--gt options")
         _emit(_run(lambda: mme.score_results_dir(results_dir)))
         return
     if answers is None or gt_dir is None:
         raise click.UsageError("give --results-dir, or --answers with --gt (ground truth folder)")
-    scores, _ = _run(
+    scores, conversion = _run(
         lambda: mme.score_llava_answers(
-            questions, answers, gt_dir, skip_missing=skip_missing_gt, write_dir=write_results_dir
+            questions,
+            answers,
+            gt_dir,
+            skip_missing=skip_missing_gt,
+            allow_duplicates=allow_duplicates,
+            write_dir=write_results_dir,
         )
     )
-    _emit(scores)
+    _emit({**scores.to_dict(), "conversion": conversion.to_dict()})
 
 
 @score.command("mmvet")
@@ -154,15 +167,22 @@ def score_mmvet(gt: str, grades: str, subset: str | None, runs: int | None) -> N
 
 @score.command("seed")
 @click.option("--questions", required=True, type=_FILE, help="SEED-Bench.json (official annotation with answer letters), or a JSON/JSONL list of its question records.")
-@click.option("--answers", required=True, type=_FILE, help="Answers JSONL: question_id plus prediction (upload format) or text (LLaVA answers).")
+@click.option("--answers", required=True, type=_FILE, help="Answers JSONL: question_id plus prediction (upload format, ids matched as text) or text (LLaVA answers, ids matched as LLaVA's converter does: numeric ids must be JSON numbers).")
 @click.option("--data-type", type=click.Choice(["image", "video", "all"]), default="image", show_default=True, help="Which SEED-Bench questions to score.")
 @click.option("--lenient", is_flag=True, help="Also report accuracy with a forgiving letter extractor (kept separate from the official exact-letter score).")
 def score_seed(questions: str, answers: str, data_type: str, lenient: bool) -> None:
     """SEED-Bench: exact-letter accuracy per question type and overall, as LLaVA computes it.
 
+    A question counts as right only when the answer is exactly its letter ("B"); unanswered
+    questions count as wrong. LLaVA answers are matched like convert_seed_for_submission.py
+    does: it looks "101669" up as the integer 101669, so an answers file with string ids
+    scores 0% there and here. `unmatched_answers` and `id_type_mismatches` in the JSON (and a
+    warning) show when that happened.
+
     \b
-    Example:
+    Examples:
       som eval score seed --questions SEED-Bench.json --answers answers_upload/llava-v1.5-13b.jsonl
+      som eval score seed --questions SEED-Bench.json --answers answers/llava-v1.5-13b.jsonl --lenient
     """
     from som.eval.benchmarks.seed import score_seed_files
 
@@ -170,40 +190,45 @@ def score_seed(questions: str, answers: str, data_type: str, lenient: bool) -> N
 
 
 @score.command("llava-bench")
-@click.option("--reviews", type=_FILE, help="LLaVA's review JSONL (eval_gpt_review_bench.py output: question_id, category, content, tuple); summarised without a judge.")
+@click.option("--reviews", type=_FILE, multiple=True, help="LLaVA's review JSONL (eval_gpt_review_bench.py output: question_id, category, content, tuple); summarised without a judge. Repeat for several runs (LLaVA reports the mean of 3): each file's scores plus the mean and std.")
 @click.option("--source", help="With --answers: the LLaVA-Bench folder or URL (questions.jsonl, context.jsonl, answers_gpt4.jsonl; or the COCO qa90 files).")
 @click.option("--answers", type=_FILE, help="Model answers JSONL: question_id and text per line.")
 @click.option("--judge-model", help="The pinned judge model for --answers (LLaVA used gpt-4-0314).")
 @click.option("--judge-url", help="Judge API root (default $SOMFLOW_CHAT_BASE_URL); key from $OPENAI_API_KEY.")
 @click.option("--judge-cache", help="Folder/URL where judge replies are cached (a rerun sends no request).")
-@click.option("--temperature", type=float, default=0.0, show_default=True, help="The judge's first temperature (LLaVA: 0.2).")
+@click.option("--temperature", type=float, default=0.2, show_default=True, help="The judge's temperature (LLaVA's 0.2).")
+@click.option("--retry-unparsable", is_flag=True, help="Ask again at higher temperatures when a reply has no score pair (LLaVA keeps it as -1 -1).")
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Reviews per answer, averaged (LLaVA reports 3).")
 @click.option("--allow-partial", is_flag=True, help="Score only the answered questions instead of failing on unanswered ones.")
-def score_llava_bench(reviews: str | None, source: str | None, answers: str | None, judge_model: str | None,
-                      judge_url: str | None, judge_cache: str | None, temperature: float, allow_partial: bool) -> None:
+def score_llava_bench(reviews: tuple[str, ...], source: str | None, answers: str | None, judge_model: str | None,
+                      judge_url: str | None, judge_cache: str | None, temperature: float, retry_unparsable: bool,
+                      runs: int, allow_partial: bool) -> None:
     """LLaVA-Bench: mean(model) / mean(reference) judge score x100, per category and overall.
 
-    Unparsable judge replies are asked again at higher temperatures and, failing that, left
-    out (`unparsed`); `llava_compat` repeats the numbers with LLaVA's (-1, -1) rule.
+    Numbers follow summarize_gpt_review.py (unparsable reviews count as -1 -1;
+    `excluding_unparsed` leaves them out); with several runs, `categories` holds the mean over
+    runs and `runs` each run's scores.
 
     \b
     Examples:
       som eval score llava-bench --reviews reviews/llava-v1.5-13b.jsonl
+      som eval score llava-bench --reviews eval1.jsonl --reviews eval2.jsonl --reviews eval3.jsonl
       som eval score llava-bench --source llava-bench-in-the-wild --answers answers/llava-v1.5-13b.jsonl \\
-          --judge-model gpt-4-0314 --judge-cache s3://bucket/judge-cache
+          --judge-model gpt-4-0314 --judge-cache s3://bucket/judge-cache --runs 3
     """
     from som.eval.benchmarks import llava_bench
 
-    if reviews is not None:
+    if reviews:
         if source or answers or judge_model:
             raise click.UsageError("--reviews cannot be combined with --source/--answers/--judge-model")
-        _emit(_run(lambda: llava_bench.scores_from_reviews(llava_bench.load_reviews(reviews))))
+        _emit(_run(lambda: llava_bench.scores_from_runs([llava_bench.load_reviews(r) for r in reviews], reviews)))
         return
     if not (source and answers and judge_model):
         raise click.UsageError("give --reviews, or --source with --answers and --judge-model")
     from som.eval.items import load_answers
     from som.eval.judge import Judge
 
-    bench = llava_bench.LlavaBenchBenchmark(temperature=temperature)
+    bench = llava_bench.LlavaBenchBenchmark(temperature=temperature, retry_unparsable=retry_unparsable, runs=runs)
     with Judge(judge_url, judge_model, cache_url=judge_cache) as judge:
         _emit(_run(lambda: bench.score(bench.load_items(source), load_answers(answers), judge=judge,
                                        allow_partial=allow_partial)))

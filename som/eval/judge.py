@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from som.chat_api import ChatClient
+from som.chat_api import ChatClient, ChatRequest
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,21 @@ class Judge:
         return f"Judge({self.client!r})"
 
     def ask(self, prompt: str, temperature: float = 0.0, *, system: str | None = None,
-            max_tokens: int | None = None) -> str:
-        """The judge's reply to one user prompt (after an optional system message)."""
+            max_tokens: int | None = None, run: int = 0) -> str:
+        """The judge's reply to one user prompt (after an optional system message).
+
+        `run` numbers repeated gradings of the same request (MM-Vet's paper averages 5 runs,
+        LLaVA-Bench 3): without it every repeat would be a cache hit returning the first reply.
+        Run 0 keeps the plain request key, so caches written before runs existed stay valid."""
         messages: list[Mapping[str, Any]] = []
         if system is not None:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": prompt})
-        return self.client.complete(messages, temperature=temperature, max_tokens=max_tokens)
+        cache_key = None
+        if run:
+            plain = self.client.cache_key_for(ChatRequest(messages, temperature, max_tokens))
+            cache_key = f"{plain}/run{run}"
+        return self.client.complete(messages, temperature=temperature, max_tokens=max_tokens, cache_key=cache_key)
 
     def map(self, function: Callable[[T], R], inputs: Iterable[T]) -> list[R]:
         """`function` over `inputs` on `max_concurrency` threads, results in input order.

@@ -9,29 +9,23 @@ answers and scores are comparable with the published ones.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from som.chat_api import ChatClient, ChatRequest, image_content, text_content
+from som.eval.profiles import AUTO, Prompt, PromptProfile, Question, processor_inputs, resolve_profile
+
+__all__ = ["API_PREFIX", "HF_PREFIX", "APIModel", "HFModel", "Question", "VisionLanguageModel", "load_model"]
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "openai:"
 HF_PREFIX = "hf:"
-LLAVA_PROMPT = "USER: <image>\n{prompt} ASSISTANT:"
-LLAVA_TEXT_PROMPT = "USER: {prompt} ASSISTANT:"
-
-
-@dataclass(frozen=True)
-class Question:
-    """One question: `image` is encoded JPEG/PNG bytes (None for a text-only question)."""
-
-    image: bytes | None
-    prompt: str
-    id: str
+DEFAULT_MAX_NEW_TOKENS = 128
+"""LLaVA's model_vqa_loader.py default; the runner passes each benchmark's own."""
+NOT_MODEL_INPUTS = frozenset({"labels"})
+"""Processor outputs generate() must not get (PaliGemma's processor adds training labels)."""
 
 
 @runtime_checkable
@@ -44,23 +38,19 @@ class VisionLanguageModel(Protocol):
 # ----------------------------------------------------------------------------- transformers
 
 
-def _decode_image(data: bytes) -> Any:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        return img.convert("RGB")
-
-
 class HFModel:
     """A transformers image-text-to-text model (hub id or local folder, e.g. somflow's exports).
 
-    Batches are generated with left padding so every row's new tokens start at the same
-    position and the batched answers equal the one-by-one answers."""
+    A question becomes the model's input through a prompt profile (som.eval.profiles, shared
+    with serving): "auto" picks LLaVA-1.5's own format for LLaVA-1.5 models and the chat
+    template for the other families. Batches are generated with left padding so every row's
+    new tokens start at the same position and the batched answers equal the one-by-one answers."""
 
     def __init__(self, model_id: str, *, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 8, max_new_tokens: int = 128, local_files_only: bool = False) -> None:
+                 batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 local_files_only: bool = False, prompt_profile: str | None = AUTO) -> None:
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -77,46 +67,52 @@ class HFModel:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:  # some LLaMA tokenizers ship without one
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        config = AutoConfig.from_pretrained(model_id, local_files_only=local_files_only)
+        self.profile: PromptProfile = resolve_profile(prompt_profile, config, self.processor)  # before the weights
         self.model = AutoModelForImageTextToText.from_pretrained(
             model_id, dtype=self.dtype, local_files_only=local_files_only).to(self.device).eval()
-        log.info("loaded %s on %s (%s)", model_id, self.device, self.dtype)
+        log.info("loaded %s on %s (%s), prompt profile %s", model_id, self.device, self.dtype, self.profile.name)
+
+    def prompt(self, question: Question) -> Prompt:
+        """The model's input for `question`: the profile's text and image(s)."""
+        return self.profile.render_question(self.processor, question)
 
     def prompt_text(self, question: Question) -> str:
-        """The model's input text: its processor's chat template, else LLaVA-1.5's format."""
-        if getattr(self.processor, "chat_template", None):
-            content: list[dict[str, str]] = [{"type": "image"}] if question.image is not None else []
-            content.append({"type": "text", "text": question.prompt})
-            return self.processor.apply_chat_template(
-                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
-        template = LLAVA_PROMPT if question.image is not None else LLAVA_TEXT_PROMPT
-        return template.format(prompt=question.prompt)
+        """The model's input text for `question`, as the processor receives it."""
+        return self.prompt(question).text
 
     def answer(self, requests: list[Question]) -> list[str]:
         answers: list[str] = [""] * len(requests)
+        prompts = [self.prompt(q) for q in requests]  # a question the profile refuses fails before any generation
         # Image and text-only questions go in separate batches: processors want all or none.
         for with_image in (True, False):
             index = [i for i, q in enumerate(requests) if (q.image is not None) == with_image]
             for start in range(0, len(index), self.batch_size):
                 chunk = index[start:start + self.batch_size]
-                for i, text in zip(chunk, self._generate([requests[i] for i in chunk]), strict=True):
+                for i, text in zip(chunk, self._generate([prompts[i] for i in chunk]), strict=True):
                     answers[i] = text
         return answers
 
-    def _generate(self, batch: Sequence[Question]) -> list[str]:
+    def _generate(self, batch: Sequence[Prompt]) -> list[str]:
         import torch
 
-        texts = [self.prompt_text(q) for q in batch]
-        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
-        if batch[0].image is not None:
-            kwargs["images"] = [_decode_image(q.image) for q in batch if q.image is not None]
-        inputs = self.processor(**kwargs)
-        inputs = {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
-                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        encoded = processor_inputs(self.processor, self.profile, batch)
+        inputs = {k: self._to_device(v) for k, v in encoded.items() if k not in NOT_MODEL_INPUTS}
         with torch.inference_mode():
             output = self.model.generate(**inputs, do_sample=False, max_new_tokens=self.max_new_tokens,
                                          pad_token_id=self.tokenizer.pad_token_id)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def _to_device(self, value: Any) -> Any:
+        """Tensors (and Fuyu's lists of image patches) on the model's device, floats in its dtype."""
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            return value.to(self.device, self.dtype) if torch.is_floating_point(value) else value.to(self.device)
+        if isinstance(value, list):
+            return [self._to_device(v) for v in value]
+        return value
 
 
 # ----------------------------------------------------------------------------- API
@@ -124,7 +120,10 @@ class HFModel:
 
 class APIModel:
     """Any OpenAI-compatible chat endpoint through som.chat_api (concurrency limit, retries on
-    429/5xx, response cache), one chat completion per question at temperature 0."""
+    429/5xx, response cache), one chat completion per question at temperature 0.
+
+    API models receive the raw question, no prompt profile: the endpoint applies its model's
+    own chat format."""
 
     def __init__(self, base_url: str | None, model: str | None, api_key: str | None = None, *,
                  max_concurrency: int = 4, cache_url: str | None = None, max_tokens: int = 128,
@@ -152,14 +151,21 @@ class APIModel:
 # ----------------------------------------------------------------------------- specs
 
 
-def load_model(spec: str, **kwargs: Any) -> VisionLanguageModel:
+def load_model(spec: str, *, prompt_profile: str | None = None, **kwargs: Any) -> VisionLanguageModel:
     """A model from its spec.
 
     ``openai:<model>@<base_url>`` (or ``openai:<model>`` / ``openai:`` with the rest from
     $SOMFLOW_CHAT_BASE_URL / $SOMFLOW_CHAT_MODEL) gives an `APIModel`; anything else (a hub
-    id, a local folder, optionally prefixed ``hf:``) an `HFModel`. `kwargs` go to the class."""
+    id, a local folder, optionally prefixed ``hf:``) an `HFModel` prompted by `prompt_profile`
+    (None or "auto": chosen from the model, see som.eval.profiles). `kwargs` go to the class;
+    ``max_new_tokens`` becomes an API model's ``max_tokens``, so one setting serves both."""
     if spec.startswith(API_PREFIX):
+        if prompt_profile not in (None, AUTO):
+            raise ValueError(f"prompt profile {prompt_profile!r} given for {spec!r}: API models receive "
+                             "the raw question")
+        if "max_new_tokens" in kwargs:
+            kwargs.setdefault("max_tokens", kwargs.pop("max_new_tokens"))
         rest = spec[len(API_PREFIX):]
         model, _, base_url = rest.partition("@")
         return APIModel(base_url or None, model or None, **kwargs)  # None: ChatClient reads env
-    return HFModel(spec.removeprefix(HF_PREFIX), **kwargs)
+    return HFModel(spec.removeprefix(HF_PREFIX), prompt_profile=prompt_profile, **kwargs)

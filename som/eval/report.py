@@ -13,6 +13,19 @@ from importlib import resources
 from typing import Any
 
 MISSING = "–"
+EXPORT_FOLDER = "hf"
+"""The folder a training run exports its model to (som.train.checkpoints.EXPORT, not imported:
+that module loads torch)."""
+
+
+def model_label(model: str) -> str:
+    """A short name for a model spec in tables: the hub name or folder name, no API prefix or
+    URL; a run's export (``<runs>/<run-id>/hf``) is named by its run folder."""
+    spec = model.removeprefix("openai:").removeprefix("hf:").partition("@")[0].rstrip("/")
+    parts = [part for part in spec.split("/") if part]
+    if len(parts) > 1 and parts[-1] == EXPORT_FOLDER:
+        return parts[-2]
+    return parts[-1] if parts else spec
 
 
 @lru_cache(maxsize=1)

@@ -4,7 +4,8 @@ Layout (DESIGN.md): ``<run_dir>/eval/<benchmark>/<variant>/responses-<shard>.jso
 per answered question::
 
     {"id": "...", "answer": "...", "model": "...", "variant": "plain", "prompt_hash": "...",
-     "time": "2026-11-21T10:00:00+00:00"}
+     "time": "2026-11-21T10:00:00+00:00",
+     "generation": {"input_format": 2, "max_new_tokens": 128, "prompt_profile": "auto"}}
 
 Why whole-file rewrites: object storage has no append, and numbered part files would multiply
 the objects a reader lists. A shard file is owned by the one array task answering that shard,
@@ -22,8 +23,10 @@ changed between runs and the question was re-asked), the newest record wins, tie
 later line in shard order, so every reader sees the same answer.
 
 An answer counts as already given only when it was made by the same model for the same prompt
-(`prompt_hash`): changing a benchmark's prompt or the tagging options re-asks its questions,
-and a run folder that already holds another model's answers is refused.
+(`prompt_hash`) with the same generation settings (`generation`: prompt profile, token limit
+and the version of somflow's input format): changing a benchmark's prompt, the tagging
+options, the profile or the limit re-asks its questions, and so does an answer from before
+the settings were recorded. A run folder that already holds another model's answers is refused.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +62,8 @@ class Response:
     variant: str
     prompt_hash: str
     time: str
+    generation: dict[str, Any] = field(default_factory=dict)
+    """What besides the prompt decided the answer (`som.eval.runner.generation_settings`)."""
 
     def to_line(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
@@ -101,7 +106,8 @@ def parse_lines(text: str, source: str) -> list[Response]:
             continue
         try:
             data = json.loads(line)
-            record = Response(**{name: data[name] for name in _FIELDS})
+            record = Response(**{name: data[name] for name in _FIELDS},
+                              generation=data.get("generation") or {})
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             if torn_tail and number == len(lines):
                 log.warning("%s: dropping a torn last line (its question is asked again)", source)

@@ -15,6 +15,7 @@ answers into the benchmark's scores (no model needed).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -57,7 +58,10 @@ def variant_items(benchmark: str, source: str, variant: str, eval_dir: str, *,
 
 
 def item_hash(item: EvalItem) -> str:
-    """What the model is shown, hashed: prompt, image and how it is tagged (cache aside)."""
+    """What the model is shown, hashed: prompt, image and how it is tagged (cache aside).
+
+    Generation settings are recorded beside it (`generation_settings`), not in it: scoring
+    recomputes this hash with no model at hand."""
     from som.eval.items import TAGGING_KEY
 
     tagging = {k: v for k, v in (item.meta.get(TAGGING_KEY) or {}).items() if k != "cache_url"}
@@ -88,7 +92,8 @@ def answer_shard(model: str, benchmark: str, source: str, variant: str, shard: i
         responses-<shard>.jsonl`` (any som.storage URL).
     limit: only the first `limit` items of the benchmark (smoke runs).
     batch_size: questions per model call and per write of the shard file.
-    model_kwargs: extra `load_model` arguments (device, dtype, local_files_only, ...).
+    model_kwargs: extra `load_model` arguments (device, dtype, local_files_only, prompt_profile,
+        max_new_tokens: default the benchmark's own, as LLaVA's scripts generate).
     tag_options: `TagConfig` fields for the "tags" variant.
     """
     if batch_size < 1:
@@ -100,8 +105,10 @@ def answer_shard(model: str, benchmark: str, source: str, variant: str, shard: i
     hashes = {item.id: item_hash(item) for item in items}
     existing = responses.read_responses(folder)  # every shard's file: the shard count may have changed
     responses.check_model(existing.values(), model, folder)
+    settings = generation_settings(model, benchmark, model_kwargs)
     todo = [item for item in items
-            if item.id not in existing or existing[item.id].prompt_hash != hashes[item.id]]
+            if item.id not in existing or existing[item.id].prompt_hash != hashes[item.id]
+            or existing[item.id].generation != settings]
     counts: dict[str, Any] = {"benchmark": benchmark, "variant": variant, "shard": shard,
                               "num_shards": num_shards, "total": len(items),
                               "skipped": len(items) - len(todo), "answered": 0}
@@ -109,27 +116,44 @@ def answer_shard(model: str, benchmark: str, source: str, variant: str, shard: i
              num_shards, len(items), counts["skipped"])
     if todo:
         writer = responses.ShardWriter(responses.shard_url(folder, shard))
-        vlm = _load(model, batch_size, model_kwargs)
+        vlm = _load(model, batch_size, {**(model_kwargs or {}), "max_new_tokens": settings["max_new_tokens"]})
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            counts["answered"] += writer.append(_answer(vlm, batch, model, variant, hashes))
+            counts["answered"] += writer.append(_answer(vlm, batch, model, variant, hashes, settings))
             log.info("%s/%s shard %d: %d/%d answered", benchmark, variant, shard,
                      counts["answered"], len(todo))
     counts["seconds"] = round(time.monotonic() - started, 3)
     return counts
 
 
-def _load(model: str, batch_size: int, model_kwargs: Mapping[str, Any] | None) -> Any:
+def generation_settings(model: str, benchmark: str, model_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What besides the prompt decides an answer, recorded with it so that a rerun with other
+    settings (or an answer from an older input format) is asked again: the input format's
+    version, the token limit (the benchmark's own unless overridden, as LLaVA's scripts:
+    `model_vqa.py` 1024, `model_vqa_loader.py` 128) and, for local models, the prompt profile."""
+    from som.eval.models import API_PREFIX
+    from som.eval.profiles import AUTO, INPUT_FORMAT
+    from som.eval.registry import get_benchmark
+
+    kwargs = model_kwargs or {}
+    limit = kwargs.get("max_new_tokens") or get_benchmark(benchmark).max_new_tokens
+    settings: dict[str, Any] = {"input_format": INPUT_FORMAT, "max_new_tokens": int(limit)}
+    if not model.startswith(API_PREFIX):
+        settings["prompt_profile"] = kwargs.get("prompt_profile") or AUTO
+    return settings
+
+
+def _load(model: str, batch_size: int, model_kwargs: Mapping[str, Any]) -> Any:
     from som.eval.models import API_PREFIX, load_model
 
-    kwargs = dict(model_kwargs or {})
+    kwargs = dict(model_kwargs)
     if not model.startswith(API_PREFIX):  # API models take no batch size (they run concurrently)
         kwargs.setdefault("batch_size", batch_size)
     return load_model(model, **kwargs)
 
 
 def _answer(vlm: Any, batch: Sequence[EvalItem], model: str, variant: str,
-            hashes: Mapping[str, str]) -> list[responses.Response]:
+            hashes: Mapping[str, str], settings: Mapping[str, Any]) -> list[responses.Response]:
     from som.eval.models import Question
 
     questions = [Question(image=read_image_bytes(item), prompt=item.prompt, id=item.id) for item in batch]
@@ -139,7 +163,7 @@ def _answer(vlm: Any, batch: Sequence[EvalItem], model: str, variant: str,
                            f"(first id {batch[0].id})")
     stamp = responses.now()
     return [responses.Response(id=item.id, answer=text, model=model, variant=variant,
-                               prompt_hash=hashes[item.id], time=stamp)
+                               prompt_hash=hashes[item.id], time=stamp, generation=dict(settings))
             for item, text in zip(batch, texts, strict=True)]
 
 
@@ -163,6 +187,10 @@ def score_variant(benchmark: str, source: str, variant: str, eval_dir: str, *,
     current = {item.id for item in items
                if item.id in records and records[item.id].prompt_hash == item_hash(item)}
     missing = [item.id for item in items if item.id not in current]
+    mixed = sorted({json.dumps(records[i].generation, sort_keys=True) for i in current})
+    if len(mixed) > 1:
+        raise ValueError(f"{benchmark}/{variant}: the answers in {folder} were made with different "
+                         f"generation settings ({'; '.join(mixed)}); rerun the evaluation with one setting")
     if missing and not allow_partial:
         raise ValueError(f"{benchmark}/{variant}: {len(missing)} of {len(items)} items have no current "
                          f"answer in {folder} (e.g. {missing[:3]}); rerun the evaluation to answer them")

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from som import storage
-from som.images import ImageLoadError, decode_image
+from som.images import ImageLoadError, decode_image, expand2square
 from som.train.templates import IMAGE_TOKEN, Span, get_template, render
 
 log = logging.getLogger(__name__)
@@ -261,16 +261,6 @@ def check_against_processor(processor: Any, template: str, seq_length: int) -> N
 # ----------------------------------------------------------------------------- images
 
 
-def pad_to_square(rgb: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    """The image centred on a square of `colour` (LLaVA's expand2square)."""
-    height, width = rgb.shape[:2]
-    side = max(height, width)
-    square = np.tile(np.asarray(colour, dtype=np.uint8), (side, side, 1))
-    top, left = (side - height) // 2, (side - width) // 2
-    square[top:top + height, left:left + width] = rgb
-    return square
-
-
 # ----------------------------------------------------------------------------- dataset
 
 
@@ -459,9 +449,10 @@ class SupervisedDataset(torch.utils.data.Dataset):
             rgb = decode_image(storage.read_bytes(url, self.storage_options), url).rgb
         except (ImageLoadError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
             raise SampleError(f"image {url}: {exc}", kind="image", sample_id=sample_id) from exc
+        picture = Image.fromarray(rgb)
         if self.pad_to_square:
-            rgb = pad_to_square(rgb, self.pad_colour)
-        processed = self.processor.image_processor(images=Image.fromarray(rgb), return_tensors="pt")
+            picture = expand2square(picture, self.pad_colour)
+        processed = self.processor.image_processor(images=picture, return_tensors="pt")
         return processed["pixel_values"][0]
 
 

@@ -130,3 +130,24 @@ def test_replaying_the_official_grades_reproduces_llava_13b(chat_server: ChatSer
     assert round(scores["total"], 1) == 36.1
     assert scores["official_rounding"]["total"] == 36.1
     assert {k: v["score"] for k, v in scores["grades"].items()} == {k: v["score"] for k, v in official.items()}
+
+
+def test_mmvet_runs_are_separate_requests_averaged_and_cached(chat_server: ChatServer, tmp_path: Path) -> None:
+    """runs=3 (the paper's 5, smaller): each run is a fresh request at temperature 0, not a
+    cache hit of the first; the scores are the mean over runs and the population std."""
+    chat_server.script = [Reply("1.0"), Reply("0.5"), Reply("0.0")]
+    cache = str(tmp_path / "judge-cache")
+    bench = MMVetBenchmark(runs=3)
+    with judge_for(chat_server, max_concurrency=1, cache_url=cache) as judge:
+        scores = bench.score(mmvet_items()[:1], {"v1_0": "x = -1"}, judge=judge)
+    bodies = [r.body for r in chat_server.requests]
+    assert len(bodies) == 3 and len({json.dumps(b, sort_keys=True) for b in bodies}) == 1
+    assert bodies[0]["temperature"] == 0.0 and [m["role"] for m in bodies[0]["messages"]] == ["user"]
+    assert scores["grades"]["v1_0"] == {"model": ["gpt-4-0613"] * 3, "content": ["1.0", "0.5", "0.0"],
+                                        "score": [1.0, 0.5, 0.0]}
+    assert scores["run_totals"] == pytest.approx([100.0, 50.0, 0.0])
+    assert scores["total"] == pytest.approx(50.0) and scores["std"] == pytest.approx((5000 / 3) ** 0.5)
+    with judge_for(chat_server, cache_url=cache) as judge:
+        again = bench.score(mmvet_items()[:1], {"v1_0": "x = -1"}, judge=judge)
+        assert judge.record()["cache_hits"] == 3
+    assert len(chat_server.requests) == 3 and again["grades"] == scores["grades"]

@@ -9,17 +9,21 @@ What the reference copies reproduce (../shared/reference/mme/, third-party LLaVA
 * Converting its answers JSONL with the ground truth taken from that eval_tool folder
   reproduces the folder byte for byte (the 18 scene questions it lacks are skipped). With the
   official template Your_Results/ as ground truth instead, 7B scores 1507.29 / 355.71.
-* LLaVA-1.5-13B answers with Your_Results/ plus the two landmark images the template lacks
-  (03dc7df1f1df7b8f, whose answers appear in the 7B eval_tool file, and 03d5e3bfc958be38, the
-  Pietrarsa railway museum photo MME asks users to download by hand: "Yes" for Pietrarsa, "No"
-  for Washita) give Perception 1531.32 = the published 1531.3, and Cognition 295.36.
+* LLaVA-1.5-13B answers with the official template (eval_tool_official/Your_Results, from MME's
+  eval_tool.zip) give Perception 1531.32 = the published 1531.3, and Cognition 295.36, exactly
+  what LLaVA's convert_answer_to_mme.py + calculation.py compute. 6 of its 2374 answers (landmark
+  03d5e3bfc958be38, scene Places365_val_00000130/131) are not in llava_mme.jsonl; the converter
+  never reads that file, so they count (dropping them gave 1531.54).
+* The older template copy eval_tool/Your_Results lacks landmark 03dc7df1f1df7b8f and
+  03d5e3bfc958be38: 13B then has 4 answers without ground truth (1531.78 if they are skipped).
+  With the official template, 7B scores 1507.48 / 355.71.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,7 @@ from som.eval.benchmarks.mme import (
     COGNITION_TASKS,
     PERCEPTION_TASKS,
     TASKS,
+    MMEConversion,
     MMERow,
     load_ground_truth,
     parse_prediction,
@@ -42,7 +47,8 @@ from som.eval.benchmarks.mme import (
 from tests.eval.reference import reference
 
 EVAL_7B = ("mme", "eval_tool", "answers_llava-v1.5-7b")
-TEMPLATE = ("mme", "eval_tool", "Your_Results")
+TEMPLATE = ("mme", "eval_tool", "Your_Results")  # older copy: lacks two landmark images
+OFFICIAL = ("mme", "eval_tool_official", "Your_Results")  # MME eval_tool.zip
 
 
 @pytest.mark.parametrize(
@@ -154,11 +160,11 @@ def test_llava_answers_convert_with_suffixes_and_order(tmp_path: Path) -> None:
     ))
     from som.eval.benchmarks.mme import llava_rows
 
-    rows, skipped = llava_rows(questions, answers, load_ground_truth(gt_dir))
-    assert skipped == 0
-    assert [r.question for r in rows["OCR"]] == [
-        'Is the word "cold"? Please answer yes or no.',
+    rows, report = llava_rows(questions, answers, load_ground_truth(gt_dir))
+    assert report == MMEConversion(answers=2, scored=2, not_in_questions=0, missing_gt=0, duplicates=0)
+    assert [r.question for r in rows["OCR"]] == [  # answer-file order, as the converter writes
         'Is the word "hot"?  Please answer yes or no.',
+        'Is the word "cold"? Please answer yes or no.',
     ]
     assert score_task("OCR", rows["OCR"]).acc == 0.5
 
@@ -191,14 +197,14 @@ def test_llava_7b_eval_tool_files_reproduce_official_results() -> None:
 
 
 def test_converting_llava_7b_answers_reproduces_eval_tool_files(tmp_path: Path) -> None:
-    scores, skipped = score_llava_answers(
+    scores, report = score_llava_answers(
         reference("mme", "llava_mme.jsonl"),
         reference("mme", "answers_llava-v1.5-7b.jsonl"),
         reference(*EVAL_7B),
         skip_missing=True,
         write_dir=tmp_path,
     )
-    assert skipped == 18  # scene questions the third-party eval_tool folder lacks
+    assert report.missing_gt == 18  # scene questions the third-party eval_tool folder lacks
     for task in TASKS:
         assert (tmp_path / f"{task}.txt").read_bytes() == reference(*EVAL_7B, f"{task}.txt").read_bytes(), task
     assert round(scores.perception, 2) == 1508.67
@@ -206,35 +212,126 @@ def test_converting_llava_7b_answers_reproduces_eval_tool_files(tmp_path: Path) 
 
 
 def test_llava_7b_answers_against_official_template() -> None:
-    with pytest.raises(FormatError, match="no ground truth for 2 questions, e.g. landmark/03dc7df1f1df7b8f"):
+    with pytest.raises(FormatError, match="no ground truth for 2 answers, e.g. landmark/images/03dc7df1f1df7b8f"):
         score_llava_answers(
             reference("mme", "llava_mme.jsonl"), reference("mme", "answers_llava-v1.5-7b.jsonl"), reference(*TEMPLATE)
         )
-    scores, skipped = score_llava_answers(
+    scores, report = score_llava_answers(
         reference("mme", "llava_mme.jsonl"),
         reference("mme", "answers_llava-v1.5-7b.jsonl"),
         reference(*TEMPLATE),
         skip_missing=True,
     )
-    assert skipped == 2
+    assert report.missing_gt == 2 and report.scored == 2366
     assert round(scores.perception, 2) == 1507.29
     assert round(scores.cognition, 2) == 355.71
 
 
-def test_llava_13b_reproduces_published_mme_with_complete_ground_truth(tmp_path: Path) -> None:
-    gt = tmp_path / "gt"
-    shutil.copytree(reference(*TEMPLATE), gt)
-    with (gt / "landmark.txt").open("a") as handle:
-        # In the MME release but not in this template copy (see the module docstring).
-        handle.write("03d5e3bfc958be38.jpg\tIs this an image of Pietrarsa railway museum? Please answer yes or no.\tYes\n")
-        handle.write("03d5e3bfc958be38.jpg\tIs this an image of Washita Battlefield National Historic Site? Please answer yes or no.\tNo\n")
-        for line in reference(*EVAL_7B, "landmark.txt").read_text().splitlines():
-            if line.startswith("03dc7df1f1df7b8f"):
-                handle.write("\t".join(line.split("\t")[:3]) + "\n")
-    # The 13B run used an older question list, so its own prompts serve as the questions.
-    scores, skipped = score_llava_answers(None, reference("mme", "answers_llava-v1.5-13b.jsonl"), gt)
-    assert skipped == 0
+def test_llava_7b_answers_against_complete_official_template() -> None:
+    scores, report = score_llava_answers(
+        reference("mme", "llava_mme.jsonl"), reference("mme", "answers_llava-v1.5-7b.jsonl"), reference(*OFFICIAL)
+    )
+    assert report == MMEConversion(answers=2368, scored=2368, not_in_questions=0, missing_gt=0, duplicates=0)
+    assert round(scores.perception, 2) == 1507.48
+    assert round(scores.cognition, 2) == 355.71
+
+
+@pytest.mark.parametrize("questions", [True, False], ids=["with-questions", "answers-only"])
+def test_llava_13b_reproduces_published_mme_counting_every_answer(questions: bool) -> None:
+    scores, report = score_llava_answers(
+        reference("mme", "llava_mme.jsonl") if questions else None,
+        reference("mme", "answers_llava-v1.5-13b.jsonl"),
+        reference(*OFFICIAL),
+    )
+    # The 6 answers outside llava_mme.jsonl are scored, as LLaVA's converter does.
+    assert report == MMEConversion(
+        answers=2374, scored=2374, not_in_questions=6 if questions else 0, missing_gt=0, duplicates=0
+    )
     assert round(scores.perception, 2) == 1531.32
     assert round(scores.perception, 1) == PUBLISHED_13B_PERCEPTION
     assert round(scores.cognition, 2) == 295.36
     assert scores.tasks["landmark"].images == 200 and scores.tasks["scene"].images == 200
+
+
+def test_llava_13b_with_older_template_reports_answers_without_ground_truth() -> None:
+    args = (reference("mme", "llava_mme.jsonl"), reference("mme", "answers_llava-v1.5-13b.jsonl"), reference(*TEMPLATE))
+    with pytest.raises(FormatError, match=r"no ground truth for 4 answers, e.g. landmark/images/03d5e3bfc958be38\.jpg"):
+        score_llava_answers(*args)
+    scores, report = score_llava_answers(*args, skip_missing=True)
+    assert report == MMEConversion(answers=2374, scored=2370, not_in_questions=6, missing_gt=4, duplicates=0)
+    assert round(scores.perception, 2) == 1531.78
+    assert scores.tasks["landmark"].images == 198
+
+
+def _copy_answers(tmp_path: Path, edit: Callable[[list[str]], list[str]]) -> Path:
+    """The 13B answers file, its lines changed by `edit`, written to tmp_path."""
+    lines = reference("mme", "answers_llava-v1.5-13b.jsonl").read_text().splitlines(keepends=True)
+    path = tmp_path / "answers.jsonl"
+    path.write_text("".join(edit(lines)))
+    return path
+
+
+def test_duplicate_answer_lines_fail_unless_allowed_then_the_last_wins(tmp_path: Path) -> None:
+    def repeat_first_with_other_text(lines: list[str]) -> list[str]:
+        first = json.loads(lines[0])
+        assert first["text"] == "Yes"  # code_reasoning/0020.png, a right answer
+        return lines + [json.dumps({**first, "text": "No"}) + "\n"]
+
+    answers = _copy_answers(tmp_path, repeat_first_with_other_text)
+    with pytest.raises(FormatError, match=r"answers.jsonl:2375: second answer to question_id code_reasoning/0020.png "
+                                          r"with the same prompt \(first on line 1\); pass allow_duplicates"):
+        score_llava_answers(None, answers, reference(*OFFICIAL))
+    scores, report = score_llava_answers(None, answers, reference(*OFFICIAL), allow_duplicates=True)
+    assert report == MMEConversion(answers=2375, scored=2374, not_in_questions=0, missing_gt=0, duplicates=1)
+    # The later (wrong) answer replaces the right one in its place, so the image's pair stays intact.
+    original, _ = score_llava_answers(None, reference("mme", "answers_llava-v1.5-13b.jsonl"), reference(*OFFICIAL))
+    assert scores.tasks["code_reasoning"].acc == pytest.approx(original.tasks["code_reasoning"].acc - 1 / 40)
+
+
+def test_unanswered_question_and_half_answered_image_are_errors(tmp_path: Path) -> None:
+    answers = _copy_answers(tmp_path, lambda lines: lines[1:])
+    with pytest.raises(FormatError, match=r"1 questions have no answer, e.g. code_reasoning/0020.png \(questions line 1\)"):
+        score_llava_answers(reference("mme", "llava_mme.jsonl"), answers, reference(*OFFICIAL))
+    with pytest.raises(FormatError, match=r"code_reasoning/0020.png has 1 answered questions with ground truth"):
+        score_llava_answers(None, answers, reference(*OFFICIAL))
+
+
+def mme_runner_source(folder: Path, truth: tuple[str, ...]) -> Path:
+    """The real llava_mme.jsonl (2368 questions), a ground-truth template, and release images
+    only for the ground-truth images that question file lacks."""
+    import shutil
+
+    shutil.copy(reference("mme", "llava_mme.jsonl"), folder / "llava_mme.jsonl")
+    shutil.copytree(reference(*truth), folder / "eval_tool" / "Your_Results")
+    release = folder / "MME_Benchmark_release_version"
+    for image in ("landmark/images/03d5e3bfc958be38.jpg", "scene/images/Places365_val_00000130.jpg",
+                  "scene/images/Places365_val_00000131.jpg"):
+        (release / image).parent.mkdir(parents=True, exist_ok=True)
+        (release / image).write_bytes(b"")
+    return folder
+
+
+def test_runner_asks_every_ground_truth_question_even_those_the_question_file_lacks(tmp_path: Path) -> None:
+    """`som eval run` asks what LLaVA's answer files answer: all 2374 questions of the official
+    template, 6 of them missing from the shipped llava_mme.jsonl (the score is defined on all)."""
+    from som.eval.benchmarks.mme import MMEBenchmark
+
+    items = MMEBenchmark().load_items(str(mme_runner_source(tmp_path, OFFICIAL)))
+    assert len(items) == 2374
+    added = [item for item in items if item.meta["image_name"] in ("03d5e3bfc958be38.jpg",
+                                                                   "Places365_val_00000130.jpg")]
+    assert len(added) == 4
+    assert all(item.prompt.endswith("\nAnswer the question using a single word or phrase.") for item in added)
+    assert {item.image.split("MME_Benchmark_release_version/")[1] for item in added} == {
+        "landmark/images/03d5e3bfc958be38.jpg", "scene/images/Places365_val_00000130.jpg"}
+
+
+def test_runner_refuses_questions_without_ground_truth_unless_told(tmp_path: Path) -> None:
+    """The older template lacks two landmark images: an error, not a silently smaller MME."""
+    from som.eval.benchmarks.mme import MMEBenchmark
+
+    source = str(mme_runner_source(tmp_path, TEMPLATE))
+    with pytest.raises(FormatError, match=r"questions have no ground truth here.*skip_missing_gt"):
+        MMEBenchmark().load_items(source)
+    kept = MMEBenchmark(skip_missing_gt=True).load_items(source)
+    assert 2360 < len(kept) < 2374

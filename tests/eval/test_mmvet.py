@@ -17,13 +17,13 @@ import pytest
 
 from som.eval.benchmarks import FormatError
 from som.eval.benchmarks.mmvet import (
-    FEW_SHOT_EXAMPLES,
     MMVetSample,
     grade,
     grading_prompt,
     integration_name,
     llava_answers_to_results,
     load_samples,
+    official_prompt,
     parse_grade,
     round_like_numpy,
     score_mmvet,
@@ -57,14 +57,56 @@ def test_parse_grade(reply: str, expected: float | None) -> None:
     assert parse_grade(reply) == expected
 
 
-def test_grading_prompt_has_examples_spaced_truth_and_an_open_row() -> None:
-    prompt = grading_prompt("What is x in the equation?", "-1<AND>-5", "x = 2")
-    assert prompt.endswith("\nWhat is x in the equation? | -1 <AND> -5 | x = 2 | ")
-    for question, truth, prediction, score in FEW_SHOT_EXAMPLES:
-        assert f"{question} | {truth} | {prediction} | {score}" in prompt
-    assert "<AND>" in prompt and "<OR>" in prompt
-    retry = grading_prompt("Q", "a<OR>b", "p", retry=True)
-    assert retry.endswith("Q | a <OR> b | p | \nPredict the correctness of the answer (digit): ")
+# The module-level `prompt` of yuweihao/MM-Vet mm-vet_evaluator.py (acde843), copied verbatim.
+OFFICIAL_PROMPT = """Compare the ground truth and prediction from AI models, to give a correctness score for the prediction. <AND> in the ground truth means it is totally right only when all elements in the ground truth are present in the prediction, and <OR> means it is totally right when any one element in the ground truth is present in the prediction. The correctness score is 0.0 (totally wrong), 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, or 1.0 (totally right). Just complete the last space of the correctness score.
+
+Question | Ground truth | Prediction | Correctness
+--- | --- | --- | ---
+What is x in the equation? | -1 <AND> -5 | x = 3 | 0.0
+What is x in the equation? | -1 <AND> -5 | x = -1 | 0.5
+What is x in the equation? | -1 <AND> -5 | x = -5 | 0.5
+What is x in the equation? | -1 <AND> -5 | x = -5 or 5 | 0.5
+What is x in the equation? | -1 <AND> -5 | x = -1 or x = -5 | 1.0
+Can you explain this meme? | This meme is poking fun at the fact that the names of the countries Iceland and Greenland are misleading. Despite its name, Iceland is known for its beautiful green landscapes, while Greenland is mostly covered in ice and snow. The meme is saying that the person has trust issues because the names of these countries do not accurately represent their landscapes. | The meme talks about Iceland and Greenland. It's pointing out that despite their names, Iceland is not very icy and Greenland isn't very green. | 0.4
+Can you explain this meme? | This meme is poking fun at the fact that the names of the countries Iceland and Greenland are misleading. Despite its name, Iceland is known for its beautiful green landscapes, while Greenland is mostly covered in ice and snow. The meme is saying that the person has trust issues because the names of these countries do not accurately represent their landscapes. | The meme is using humor to point out the misleading nature of Iceland's and Greenland's names. Iceland, despite its name, has lush green landscapes while Greenland is mostly covered in ice and snow. The text 'This is why I have trust issues' is a playful way to suggest that these contradictions can lead to distrust or confusion. The humor in this meme is derived from the unexpected contrast between the names of the countries and their actual physical characteristics. | 1.0
+"""
+
+
+def official_query(prompt: str, line: dict[str, str], model_pred: str) -> str:
+    """The evaluator's first request text for one sample (its `question` variable), verbatim logic."""
+    return (
+        prompt
+        + "\n"
+        + " | ".join(
+            [
+                line["question"],
+                line["answer"].replace("<AND>", " <AND> ").replace("<OR>", " <OR> "),
+                model_pred,
+                "",
+            ]
+        )
+    )
+
+
+def test_packaged_prompt_is_the_official_one() -> None:
+    assert official_prompt() == OFFICIAL_PROMPT
+    assert OFFICIAL_PROMPT.startswith("Compare the ground truth and prediction from AI models, to give a correctness")
+    assert OFFICIAL_PROMPT.endswith("their actual physical characteristics. | 1.0\n")
+
+
+@pytest.mark.parametrize("sample_id", ["v1_0", "v1_1"])  # an <AND> and an <OR> ground truth
+def test_request_for_a_real_sample_is_the_official_evaluators(sample_id: str) -> None:
+    data = json.loads(reference("mmvet", "mm-vet.json").read_text())
+    results = json.loads(reference("mmvet", "results", "llava-v1.5-13b.json").read_text())
+    line, model_pred = data[sample_id], results[sample_id]
+    expected = official_query(OFFICIAL_PROMPT, line, model_pred)
+    assert grading_prompt(line["question"], line["answer"], model_pred) == expected
+    retry = expected + "\nPredict the correctness of the answer (digit): "
+    assert grading_prompt(line["question"], line["answer"], model_pred, retry=True) == retry
+    if sample_id == "v1_0":  # spelled out once: blank line after the table, trailing " | "
+        assert expected.endswith(" | 1.0\n\nWhat is x in the equation? | -1 <AND> -5 | " + model_pred + " | ")
+    else:
+        assert " | 1.25 <OR> =1.25 <OR> 5/4 | " in expected
 
 
 class FakeJudge:

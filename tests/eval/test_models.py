@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
+from som.eval.model_check import ModelSpecError, check_model_spec
 from som.eval.models import APIModel, HFModel, Question, VisionLanguageModel, load_model
+from som.eval.profiles import ProfileError
+from som.train.templates import VICUNA_SYSTEM
 from tests.api.chat_server import ChatServer, Reply
 from tests.helpers.data import data_path
 from tests.helpers.tiny_llava import build_tiny_llava
@@ -75,16 +78,15 @@ def test_text_only_questions_keep_their_place(hf_model: HFModel, questions: list
     assert answers[2] == hf_model.answer([questions[1]])[0]
 
 
-def test_prompt_uses_chat_template_else_llava_format(hf_model: HFModel, image: bytes) -> None:
+def test_llava_models_get_llava15_prompt_unless_overridden(hf_model: HFModel, llava_folder: str,
+                                                          image: bytes) -> None:
+    """A LLaVA-1.5 model is asked as LLaVA's model_vqa_loader asks it, not by its chat template."""
     question = Question(image, "What is it?", "p")
-    assert hf_model.prompt_text(question) == "USER: <image>\nWhat is it? ASSISTANT:"
-    template = hf_model.processor.chat_template
-    try:
-        hf_model.processor.chat_template = None
-        assert hf_model.prompt_text(question) == "USER: <image>\nWhat is it? ASSISTANT:"
-        assert hf_model.prompt_text(Question(None, "Hi", "t")) == "USER: Hi ASSISTANT:"
-    finally:
-        hf_model.processor.chat_template = template
+    assert hf_model.profile.name == "llava-1.5"
+    assert hf_model.prompt_text(question) == f"{VICUNA_SYSTEM} USER: <image>\nWhat is it? ASSISTANT:"
+    assert hf_model.prompt_text(Question(None, "Hi", "t")) == f"{VICUNA_SYSTEM} USER: Hi ASSISTANT:"
+    templated = load_model(llava_folder, prompt_profile="chat-template", max_new_tokens=2, local_files_only=True)
+    assert templated.prompt_text(question) == "USER: <image>\nWhat is it? ASSISTANT:"
 
 
 @pytest.mark.gpu
@@ -175,3 +177,62 @@ def test_load_model_dispatch(llava_folder: str, monkeypatch: pytest.MonkeyPatch)
     for spec in (llava_folder, f"hf:{llava_folder}"):
         hf = load_model(spec, max_new_tokens=2, local_files_only=True)
         assert isinstance(hf, HFModel) and hf.name == llava_folder
+
+
+def test_load_model_generation_settings(llava_folder: str) -> None:
+    api = load_model("openai:gpt-4o@http://127.0.0.1:9/v1", max_new_tokens=1024)
+    assert isinstance(api, APIModel) and api.max_tokens == 1024
+    with pytest.raises(ValueError, match="API models receive the raw question"):
+        load_model("openai:gpt-4o@http://127.0.0.1:9/v1", prompt_profile="llava-1.5")
+    hf = load_model(llava_folder, max_new_tokens=3, prompt_profile="auto", local_files_only=True)
+    assert isinstance(hf, HFModel) and hf.max_new_tokens == 3 and hf.profile.name == "llava-1.5"
+
+
+# ----------------------------------------------------------------------------- model check
+
+
+def test_model_check_accepts_a_folder_and_api_specs(llava_folder: str) -> None:
+    check_model_spec(llava_folder, local_files_only=True)
+    check_model_spec(f"hf:{llava_folder}", prompt_profile="chat-template")
+    check_model_spec("openai:gpt-4o@http://127.0.0.1:9/v1")
+
+
+def test_model_check_names_what_is_missing(llava_folder: str, tmp_path: Path) -> None:
+    with pytest.raises(ModelSpecError, match=r"model folder '.*runs/som-13b/hf' does not exist"):
+        check_model_spec(str(tmp_path / "runs" / "som-13b" / "hf"))
+    with pytest.raises(ModelSpecError, match="does not exist"):
+        check_model_spec("runs/som-13b/hf")
+    weights_only = tmp_path / "weights-only"
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (weights_only / name).write_bytes((Path(llava_folder) / name).read_bytes())
+    with pytest.raises(ModelSpecError, match="is missing processor_config.json or preprocessor_config.json; "
+                                             "tokenizer.json or tokenizer.model"):
+        check_model_spec(str(weights_only))
+    with pytest.raises(ModelSpecError, match="is a file"):
+        check_model_spec(str(weights_only / "config.json"))
+    with pytest.raises(ProfileError, match="unknown prompt profile 'vicuna'"):
+        check_model_spec(llava_folder, prompt_profile="vicuna")
+    with pytest.raises(ProfileError, match="'paligemma' is for paligemma models"):
+        check_model_spec(llava_folder, prompt_profile="paligemma")
+    with pytest.raises(ProfileError, match="API models receive the raw question"):
+        check_model_spec("openai:gpt-4o", prompt_profile="chat-template")
+
+
+def test_model_check_offline_hub_id_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = str(tmp_path / "hub")
+    with pytest.raises(ModelSpecError, match="not in the local Hugging Face cache and --local-files-only .*"
+                                             "hf download llava-hf/llava-1.5-7b-hf"):
+        check_model_spec("llava-hf/llava-1.5-7b-hf", local_files_only=True, cache_dir=cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelSpecError, match="HF_HUB_OFFLINE=1 forbids"):
+        check_model_spec("llava-hf/llava-1.5-7b-hf", cache_dir=cache)
+    # a cached snapshot passes (huggingface_hub's cache layout: refs/main -> snapshots/<commit>/)
+    repo = tmp_path / "hub" / "models--llava-hf--llava-1.5-7b-hf"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    check_model_spec("llava-hf/llava-1.5-7b-hf", cache_dir=cache)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    check_model_spec("someone/not-cached-but-online", cache_dir=cache)

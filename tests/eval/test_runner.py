@@ -135,6 +135,32 @@ def test_stale_prompts_are_asked_again_and_other_models_refused(tiny_model: str,
         answer_shard("another/model", "pope", pope, "plain", 0, 1, str(eval_dir), limit=3)
 
 
+def test_other_generation_settings_or_unrecorded_ones_are_asked_again(tiny_model: str, pope: str,
+                                                                      tmp_path: Path) -> None:
+    """Answers remember the profile, token limit and input format; a rerun that changes any of
+    them (or finds an answer from before they were recorded) asks again, and scoring refuses a
+    variant whose answers mix settings."""
+    eval_dir = tmp_path / "eval"
+    answer_shard(tiny_model, "pope", pope, "plain", 0, 1, str(eval_dir), limit=3, model_kwargs=FAST)
+    assert [r["generation"] for r in shard_lines(eval_dir)] == [
+        {"input_format": 2, "max_new_tokens": 4, "prompt_profile": "auto"}] * 3
+    counts = answer_shard(tiny_model, "pope", pope, "plain", 0, 1, str(eval_dir), limit=3,
+                          model_kwargs={**FAST, "prompt_profile": "llava-1.5"})
+    assert (counts["answered"], counts["skipped"]) == (3, 0)
+
+    path = Path(responses.shard_url(str(eval_dir / "pope" / "plain"), 0))
+    lines = shard_lines(eval_dir)
+    del lines[0]["generation"]  # written before settings were recorded
+    lines[2]["generation"]["max_new_tokens"] = 128
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(ValueError, match="different generation settings"):
+        score_variant("pope", pope, "plain", str(eval_dir), limit=3)
+    counts = answer_shard(tiny_model, "pope", pope, "plain", 0, 1, str(eval_dir), limit=3,
+                          model_kwargs={**FAST, "prompt_profile": "llava-1.5"})
+    assert (counts["answered"], counts["skipped"]) == (2, 1)
+    assert score_variant("pope", pope, "plain", str(eval_dir), limit=3)["splits"]["adversarial"]["n"] == 3
+
+
 def test_tags_variant_answers_about_marked_images(tiny_model: str, pope: str, tmp_path: Path) -> None:
     eval_dir = tmp_path / "eval"
     tags = {"segmenter": "slic", "params": {"n_segments": 6}, "mark_options": {"short_side": 0, "min_tag_area": 10}}
@@ -208,7 +234,8 @@ def test_answers_and_tag_cache_in_object_storage(tiny_model: str, pope: str, s3_
     assert [u.rsplit("/", 1)[-1] for u in responses.shard_files(folder)] == ["responses-00000.jsonl",
                                                                               "responses-00001.jsonl"]
     assert storage.list_images(storage.join(eval_dir, "_cache", "tags"))  # marked images cached in S3
-    again = answer_shard(tiny_model, "pope", pope, "tags", 0, 1, eval_dir, limit=4, tag_options=tags)
+    again = answer_shard(tiny_model, "pope", pope, "tags", 0, 1, eval_dir, limit=4, model_kwargs=FAST,
+                         tag_options=tags)
     assert (again["answered"], again["skipped"]) == (0, 4)
     assert score_variant("pope", pope, "tags", eval_dir, limit=4, tag_options=tags)["headline"] >= 0
 

@@ -1,7 +1,10 @@
 """SEED-Bench image scoring: LLaVA's exact-letter rule and the separate lenient extractor.
 
 ../shared/reference/seed/ holds only LLaVA-1.5-13B's upload file (predictions, no answer key),
-so the published SEED numbers cannot be checked here; the file is used to test loading.
+so the published SEED numbers cannot be checked here; the file is used to test loading and to
+rebuild LLaVA answer files whose question_ids are JSON numbers (as LLaVA writes them) or strings.
+The converter (convert_seed_for_submission.py) looks numeric annotation ids up as integers, so
+string ids score every image question wrong; somflow reproduces that and reports why.
 """
 
 from __future__ import annotations
@@ -115,7 +118,9 @@ def test_malformed_seed_files(tmp_path: Path) -> None:
 
 
 def test_reference_upload_file_loads() -> None:
-    predictions = load_predictions(reference("seed", "answers_upload_llava-v1.5-13b.jsonl"))
+    read = load_predictions(reference("seed", "answers_upload_llava-v1.5-13b.jsonl"))
+    assert read.format == "upload"
+    predictions = read.by_id
     # 19242 lines = SEED-Bench v1's 14233 image + 5009 video ("v0"...) questions; the annotation
     # lists question_id 49914 twice, so there are 19241 distinct ids.
     assert len(predictions) == 19241
@@ -130,7 +135,57 @@ def test_reference_upload_file_loads() -> None:
 def test_repeated_answers_must_agree(tmp_path: Path) -> None:
     path = tmp_path / "upload.jsonl"
     path.write_text('{"question_id": "7", "prediction": "B"}\n{"question_id": "7", "prediction": "B"}\n')
-    assert load_predictions(path) == {"7": "B"}
+    assert load_predictions(path).by_id == {"7": "B"}
     path.write_text('{"question_id": "7", "prediction": "B"}\n{"question_id": "7", "prediction": "C"}\n')
     with pytest.raises(FormatError, match=r"upload.jsonl:2: second, different answer to question_id 7"):
         load_predictions(path)
+
+
+def test_mixed_answer_formats_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"question_id": "7", "prediction": "B"}\n{"question_id": 8, "text": "C"}\n')
+    with pytest.raises(FormatError, match=r"answers.jsonl:2: mixes 'prediction' \(upload format\) and 'text'"):
+        load_predictions(path)
+
+
+def _reference_as_annotation_and_llava_answers(tmp_path: Path, *, numeric_ids: bool) -> tuple[Path, Path]:
+    """SEED-Bench.json-like annotation (answer = the 13B prediction) and LLaVA answers from the upload file.
+
+    The annotation's ids are strings, as in SEED-Bench.json; the answers' ids are JSON numbers
+    (what LLaVA writes) when numeric_ids, else strings.
+    """
+    lines = reference("seed", "answers_upload_llava-v1.5-13b.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    annotation = _annotation(tmp_path, [
+        {"question_id": r["question_id"], "answer": r["prediction"], "question_type_id": 1,
+         "data_type": "image" if r["question_id"].isdigit() else "video"}
+        for r in records
+    ])
+    answers = tmp_path / "llava_answers.jsonl"
+    with answers.open("w") as handle:
+        for r in records:
+            qid = int(r["question_id"]) if numeric_ids and r["question_id"].isdigit() else r["question_id"]
+            handle.write(json.dumps({"question_id": qid, "prompt": "...", "text": r["prediction"]}) + "\n")
+    return annotation, answers
+
+
+def test_llava_answers_with_numeric_ids_match_like_the_converter(tmp_path: Path) -> None:
+    annotation, answers = _reference_as_annotation_and_llava_answers(tmp_path, numeric_ids=True)
+    scores = score_seed_files(annotation, answers)
+    assert scores.answer_format == "llava"
+    assert (scores.exact.correct, scores.exact.total, scores.exact.overall) == (14233, 14233, 100.0)
+    assert (scores.unmatched_answers, scores.id_type_mismatches, scores.unanswered) == (0, 0, 0)
+
+
+def test_llava_answers_with_string_ids_score_zero_like_the_converter(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """convert_seed_for_submission.py: int("101669") is not in a dict keyed by "101669"."""
+    annotation, answers = _reference_as_annotation_and_llava_answers(tmp_path, numeric_ids=False)
+    scores = score_seed_files(annotation, answers)
+    assert (scores.exact.correct, scores.exact.total, scores.exact.overall) == (0, 14233, 0.0)
+    assert scores.unanswered == 14233
+    # 14232 distinct numeric ids (49914 is listed twice) miss only because of their type.
+    assert (scores.unmatched_answers, scores.id_type_mismatches) == (14232, 14232)
+    assert scores.to_dict()["id_type_mismatches"] == 14232
+    assert "14232 answers" in caplog.text and "looks up as an integer" in caplog.text
+    video = score_seed_files(annotation, answers, data_type="video")  # "v0"... stay strings and match
+    assert (video.exact.correct, video.exact.total) == (5009, 5009)

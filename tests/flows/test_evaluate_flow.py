@@ -144,4 +144,4 @@ def test_inputs_resolve_benchmark_aliases() -> None:
                            ["plain"], 1, judge="gpt-4-0314")
     assert sources == {"llava_bench": "a", "pope": "b"}
     assert model_label("openai:gpt-4o@http://127.0.0.1:8000/v1") == "gpt-4o"
-    assert model_label("runs/som-13b/hf/") == "hf" and model_label("llava-hf/llava-1.5-13b-hf") == "llava-1.5-13b-hf"
+    assert model_label("runs/som-13b/hf/") == "som-13b" and model_label("llava-hf/llava-1.5-13b-hf") == "llava-1.5-13b-hf"

@@ -64,7 +64,8 @@ def pope_source(folder: Path, per_split: int = 2) -> Path:
 
 def mme_source(folder: Path, tasks: tuple[str, ...] = ("existence", "count"), images_per_task: int = 1) -> Path:
     """LLaVA's MME layout: llava_mme.jsonl (both questions of the first images of `tasks`),
-    eval_tool/Your_Results (the real ground truth) and MME_Benchmark_release_version/<image>."""
+    eval_tool/Your_Results (the real ground truth of those images) and
+    MME_Benchmark_release_version/<image>."""
     records = []
     seen: dict[str, list[str]] = defaultdict(list)
     with MME_QUESTIONS.open() as lines:
@@ -80,7 +81,12 @@ def mme_source(folder: Path, tasks: tuple[str, ...] = ("existence", "count"), im
             records.append(record)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "llava_mme.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    shutil.copytree(MME_TEMPLATE, folder / "eval_tool" / "Your_Results")
+    truth = folder / "eval_tool" / "Your_Results"
+    truth.mkdir(parents=True)
+    for task in tasks:
+        names = {Path(image).name for image in seen[task]}
+        lines = (MME_TEMPLATE / f"{task}.txt").read_text().splitlines(keepends=True)
+        (truth / f"{task}.txt").write_text("".join(line for line in lines if line.split("\t", 1)[0] in names))
     _write_images(folder / "MME_Benchmark_release_version", [r["image"] for r in records])
     return folder
 

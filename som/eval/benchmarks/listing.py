@@ -175,6 +175,7 @@ class ListingBenchmark:
 
     name: str = "listing"
     needs_judge: bool = False
+    max_new_tokens: int = 1024
     prompt: str = LISTING_PROMPT
 
     def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:

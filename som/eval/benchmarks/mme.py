@@ -14,20 +14,29 @@ image, question, ground truth, model response (the template `Your_Results/` has 
 three columns). `read_results_dir` / `write_results_dir` read and write it, so a run can be
 compared with any other tool that fills the same template.
 
-`llava_rows` redoes LLaVA's `convert_answer_to_mme.py`: drop LLaVA's short-answer instruction,
-append " Please answer yes or no." (or the double-spaced variant some MME questions use) and
-look the question up in a ground truth folder. The image column takes the name the ground truth
-uses: the image file name from an eval_tool folder, or, from the MME release folder, the
-question file name (`<stem>.txt`) exactly as LLaVA writes it.
+`llava_rows` redoes LLaVA's `convert_answer_to_mme.py`: every answer line is converted from its
+own question_id (task = first path part, image = last) and `prompt`: drop LLaVA's short-answer
+instruction, append " Please answer yes or no." (or the double-spaced variant some MME
+questions use) and look the question up in a ground truth folder. The image column takes the
+name the ground truth uses: the image file name from an eval_tool folder, or, from the MME
+release folder, the question file name (`<stem>.txt`) exactly as LLaVA writes it. The converter
+never reads LLaVA's question file, so answers it lacks are scored too (LLaVA-1.5-13B's answers
+hold 6 such lines: its published 1531.3 counts them); `--questions` only serves as a check
+that every question was answered, and `MMEConversion` reports how many answers were outside it.
 
 Where somflow differs: it raises `FormatError` (file and line) where the official script would
-assert, crash or silently pair lines of two different images. Scores of valid files are equal.
+assert, crash or silently pair lines of two different images: an answer without ground truth
+(the converter's KeyError; `skip_missing` leaves such answers out and counts them), a repeated
+(question_id, prompt) line (the converter writes both, shifting calculation.py's pairs;
+`allow_duplicates` keeps the last), an image without exactly two scorable answers. Rows are
+grouped per image, so shuffled answer files score as intended. Scores of valid files are equal.
 
 Copies in ../shared/reference/mme/ disagree with each other (details in tests/eval/test_mme.py):
 the third-party LLaVA-1.5-7B run scores Perception 1508.67 / Cognition 355.71 (its own
 MME_results.txt agrees), not the 1510.7 LLaVA publishes; its eval_tool scene file has 378 lines
-where its question file has 396 and the MME template 400; the template lacks two landmark images
-that both LLaVA runs answered.
+where its question file has 396 and the MME template 400; the template copy in eval_tool/ lacks
+two landmark images that both LLaVA runs answered (eval_tool_official/, from MME's eval_tool.zip,
+has them).
 
 Items (`MMEBenchmark.load_items(source)`), from the folder or URL of LLaVA's layout
 (`playground/data/eval/MME/`) or of the MME release itself:
@@ -337,13 +346,13 @@ class _Question:
     line: int
 
 
-def _load_questions(path: str | Path, text_key: str = "text") -> list[_Question]:
-    """Question records; with text_key="prompt" an answers file serves as its own question list."""
+def _load_questions(path: str | Path) -> list[_Question]:
+    """Question records of LLaVA's llava_mme.jsonl (question_id, text, category)."""
     questions = []
     for line, record in iter_jsonl(path):
         question_id = str(require(record, "question_id", path, line))
         category = record.get("category") or question_id.split("/")[0]
-        questions.append(_Question(question_id, text_field(record, text_key, path, line), str(category), line))
+        questions.append(_Question(question_id, text_field(record, "text", path, line), str(category), line))
     return questions
 
 
@@ -367,75 +376,140 @@ def _lookup(gt: GroundTruth, task: str, stem: str, text: str) -> tuple[str, tupl
     return (double, found) if found is not None else (single, None)
 
 
+@dataclass(frozen=True)
+class _Answer:
+    question_id: str
+    prompt: str
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class MMEConversion:
+    """What converting LLaVA answers did besides scoring, so nothing is dropped unseen.
+
+    answers: answer lines read; scored: answers that became eval_tool rows;
+    not_in_questions: answers whose (question_id, prompt) the --questions file lacks (scored from
+    their own prompt, as the converter does); missing_gt: answers left out for want of ground
+    truth (only with skip_missing); duplicates: repeated (question_id, prompt) lines replaced by
+    the later one (only with allow_duplicates).
+    """
+
+    answers: int
+    scored: int
+    not_in_questions: int
+    missing_gt: int
+    duplicates: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _read_answers(path: str | Path, *, allow_duplicates: bool) -> tuple[list[_Answer], int, int]:
+    """LLaVA answers keyed by (question_id, prompt), file order; also line and duplicate counts.
+
+    MME asks two questions per image under one question_id, so only a repeated (question_id,
+    prompt) pair is a duplicate. The converter would write both lines, which shifts
+    calculation.py's pairs; here that is an error unless allow_duplicates, when the later answer
+    replaces the earlier one in its place.
+    """
+    answers: dict[tuple[str, str], _Answer] = {}
+    lines = duplicates = 0
+    for line, record in iter_jsonl(path):
+        lines += 1
+        question_id = require(record, "question_id", path, line)
+        if not isinstance(question_id, str):
+            raise FormatError(path, f"question_id must be the image path (a string), got {question_id!r}", line)
+        answer = _Answer(question_id, text_field(record, "prompt", path, line), text_field(record, "text", path, line), line)
+        key = (answer.question_id, answer.prompt)
+        if key in answers:
+            if not allow_duplicates:
+                raise FormatError(
+                    path,
+                    f"second answer to question_id {question_id} with the same prompt (first on line "
+                    f"{answers[key].line}); pass allow_duplicates (--allow-duplicates) to keep the last one",
+                    line,
+                )
+            duplicates += 1
+        answers[key] = answer
+    return list(answers.values()), lines, duplicates
+
+
 def llava_rows(
     questions_path: str | Path | None,
     answers_path: str | Path,
     gt: GroundTruth,
     *,
     skip_missing: bool = False,
-) -> tuple[dict[str, list[MMERow]], int]:
-    """Turn LLaVA-style answers into eval_tool rows, in question-file order.
+    allow_duplicates: bool = False,
+) -> tuple[dict[str, list[MMERow]], MMEConversion]:
+    """Turn LLaVA answers into eval_tool rows as LLaVA's convert_answer_to_mme.py does.
 
-    Answers are matched to questions by (question_id, prompt) when the answer carries its
-    prompt, else by the order of the answers to the same question_id. Without a question file
-    the answers' own prompts are the questions, as in LLaVA's converter (the task is then the
-    question_id's first path part). Returns the rows per task and how many questions were
-    skipped for want of ground truth (an error unless skip_missing).
+    Like the converter, every answer is converted from its own question_id (task = first path
+    part, image = last part) and prompt; the question file is only checked against: a question
+    without an answer is an error (its image would be scored on one question), an answer the
+    file lacks is scored and counted in `not_in_questions`. An answer without ground truth is an
+    error (the converter raises KeyError) unless skip_missing, which leaves it out and counts it.
+
+    Rows are grouped per image in first-answer order. For an answer file in question order that
+    is the converter's own output; the converter would instead pair lines of different images
+    when answers come shuffled, and calculation.py would score those pairs.
     """
-    if questions_path is None:
-        questions = _load_questions(answers_path, text_key="prompt")
-    else:
+    answers, lines, duplicates = _read_answers(answers_path, allow_duplicates=allow_duplicates)
+    not_in_questions = 0
+    if questions_path is not None:
         questions = _load_questions(questions_path)
-    by_prompt: dict[tuple[str, str], str] = {}
-    by_order: dict[str, list[str]] = defaultdict(list)
-    for line, record in iter_jsonl(answers_path):
-        question_id = str(require(record, "question_id", answers_path, line))
-        response = text_field(record, "text", answers_path, line)
-        prompt = record.get("prompt")
-        if isinstance(prompt, str):
-            by_prompt[(question_id, prompt)] = response
-        by_order[question_id].append(response)
+        answered = {(a.question_id, a.prompt) for a in answers}
+        unanswered = [q for q in questions if (q.question_id, q.text) not in answered]
+        if unanswered:
+            q = unanswered[0]
+            raise FormatError(
+                answers_path, f"{len(unanswered)} questions have no answer, e.g. {q.question_id} (questions line {q.line})"
+            )
+        asked = {(q.question_id, q.text) for q in questions}
+        not_in_questions = sum((a.question_id, a.prompt) not in asked for a in answers)
+        if not_in_questions:
+            log.warning("%d answers in %s are not in %s; scored from their own prompts, as LLaVA's converter does",
+                        not_in_questions, answers_path, questions_path)
 
-    rows: dict[str, list[MMERow]] = defaultdict(list)
-    used: set[tuple[str, str]] = set()
-    seen: dict[str, int] = defaultdict(int)
-    unanswered: list[_Question] = []
-    no_truth: list[tuple[_Question, str]] = []
-    for q in questions:
-        nth = seen[q.question_id]
-        seen[q.question_id] += 1
-        response = by_prompt.get((q.question_id, q.text))
-        if response is not None:
-            used.add((q.question_id, q.text))
-        if response is None and not by_prompt and nth < len(by_order[q.question_id]):
-            response = by_order[q.question_id][nth]
-        if response is None:
-            unanswered.append(q)
-            continue
-        question, truth = _lookup(gt, q.category, _stem(q.question_id), q.text)
+    by_image: dict[str, dict[str, list[MMERow]]] = defaultdict(lambda: defaultdict(list))
+    no_truth: list[tuple[_Answer, str]] = []
+    for a in answers:
+        task = a.question_id.split("/")[0]
+        question, truth = _lookup(gt, task, _stem(a.question_id), a.prompt)
         if truth is None:
-            no_truth.append((q, question))
+            no_truth.append((a, question))
             continue
         image, answer = truth
-        rows[q.category].append(MMERow(image, question, answer, response))
-
-    if by_prompt and len(used) < len(by_prompt):
-        log.warning("%d answers in %s match no question and are ignored", len(by_prompt) - len(used), answers_path)
-    if unanswered:
-        q = unanswered[0]
-        raise FormatError(answers_path, f"{len(unanswered)} questions have no answer, e.g. {q.question_id} (questions line {q.line})")
+        by_image[task][image].append(MMERow(image, question, answer, a.text))
     if no_truth and not skip_missing:
-        q, question = no_truth[0]
+        a, question = no_truth[0]
         raise FormatError(
             gt.source,
-            f"no ground truth for {len(no_truth)} questions, e.g. {q.category}/{_stem(q.question_id)}: {question!r} "
-            f"(questions line {q.line}); pass skip_missing (--skip-missing-gt) to leave them out",
+            f"no ground truth for {len(no_truth)} answers, e.g. {a.question_id}: {question!r} "
+            f"(answers line {a.line}); pass skip_missing (--skip-missing-gt) to leave them out and count them",
         )
     if no_truth:
-        log.warning("left out %d questions without ground truth in %s", len(no_truth), gt.source)
-    ordered = {t: rows[t] for t in TASKS if t in rows}
-    ordered.update({t: r for t, r in rows.items() if t not in ordered})
-    return ordered, len(no_truth)
+        log.warning("left out %d answers without ground truth in %s", len(no_truth), gt.source)
+
+    rows: dict[str, list[MMERow]] = {}
+    for task in [t for t in TASKS if t in by_image] + [t for t in by_image if t not in TASKS]:
+        for image, pair in by_image[task].items():
+            if len(pair) != 2:
+                raise FormatError(
+                    answers_path,
+                    f"{task}/{image} has {len(pair)} answered questions with ground truth; MME scores "
+                    "exactly two per image (calculation.py would pair lines of different images)",
+                )
+        rows[task] = [row for pair in by_image[task].values() for row in pair]
+    report = MMEConversion(
+        answers=lines,
+        scored=sum(len(r) for r in rows.values()),
+        not_in_questions=not_in_questions,
+        missing_gt=len(no_truth),
+        duplicates=duplicates,
+    )
+    return rows, report
 
 
 def score_llava_answers(
@@ -444,13 +518,16 @@ def score_llava_answers(
     gt_dir: str | Path,
     *,
     skip_missing: bool = False,
+    allow_duplicates: bool = False,
     write_dir: str | Path | None = None,
-) -> tuple[MMEScores, int]:
+) -> tuple[MMEScores, MMEConversion]:
     """Convert LLaVA answers (optionally writing eval_tool files) and score them."""
-    results, skipped = llava_rows(questions_path, answers_path, load_ground_truth(gt_dir), skip_missing=skip_missing)
+    results, report = llava_rows(
+        questions_path, answers_path, load_ground_truth(gt_dir), skip_missing=skip_missing, allow_duplicates=allow_duplicates
+    )
     if write_dir is not None:
         write_results_dir(results, write_dir)
-    return score_results(results, source=write_dir), skipped
+    return score_results(results, source=write_dir), report
 
 
 
@@ -490,13 +567,22 @@ def _release_images(src: Source, folder: str) -> dict[tuple[str, str], str]:
 class MMEBenchmark:
     """MME for the runner: items with their ground truth, scores by calculation.py's rules.
 
+    Every ground-truth question is asked, as MME's score is defined over all of them: a
+    question file (llava_mme.jsonl) that lacks some (LLaVA's copies lack 6 of the 2374) is
+    completed from the ground truth and the release images; a question with no ground truth
+    is an error unless `skip_missing_gt`.
+
     Arguments:
     images: folder/URL of the release images (default: the release folder in the source).
+    skip_missing_gt: leave out (with a warning) questions the ground truth lacks, e.g. with
+        the older eval_tool template that lacks 2 landmark images.
     """
 
     name: str = "mme"
     needs_judge: bool = False
+    max_new_tokens: int = 128
     images: str | None = None
+    skip_missing_gt: bool = False
 
     def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
         from som import storage
@@ -509,17 +595,18 @@ class MMEBenchmark:
         image_root = self.images or src.url_of(*([release] if release else []))
         if src.exists(QUESTIONS_FILE):
             records = [(q.question_id, q.category, q.text) for q in _load_questions(src.local(QUESTIONS_FILE))]
+            records += self._uncovered_records(src, release, gt, records)
         else:
             records = self._release_records(src, release, gt)
         items: list[EvalItem] = []
         nth: dict[str, int] = defaultdict(int)
-        missing = 0
+        missing: list[str] = []
         for question_id, task, text in records:
             k = nth[question_id]
             nth[question_id] += 1
             question, truth = _lookup(gt, task, _stem(question_id), text)
             if truth is None:
-                missing += 1
+                missing.append(f"{question_id}: {text.splitlines()[0]!r}")
                 continue
             image_name, answer = truth
             items.append(EvalItem(
@@ -528,10 +615,38 @@ class MMEBenchmark:
                 image=storage.join(image_root, question_id),
                 meta={"task": task, "image_name": image_name, "question": question, "answer": answer},
             ))
+        if missing and not self.skip_missing_gt:
+            raise FormatError(gt.source, f"{len(missing)} questions have no ground truth here (e.g. {missing[0]}); "
+                              "use the official eval_tool template or the release, or set skip_missing_gt "
+                              "to leave them out")
         if missing:
-            log.warning("MME: %d questions have no ground truth in %s and are left out", missing, gt.source)
+            log.warning("MME: %d questions have no ground truth in %s and are left out", len(missing), gt.source)
         check_unique(items, src.url)
         return take(items, limit)
+
+    @staticmethod
+    def _uncovered_records(src: Source, release: str, gt: GroundTruth,
+                           records: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        """Ground-truth questions the question file lacks, as (question_id, task, LLaVA prompt)."""
+        covered = set()
+        for question_id, task, text in records:
+            question, truth = _lookup(gt, task, _stem(question_id), text)
+            if truth is not None:
+                covered.add((task, _stem(question_id), question))
+        lacking = [key for key in gt.entries if key not in covered]
+        if not lacking:
+            return []
+        images = _release_images(src, release)
+        added = []
+        for task, stem, question in lacking:
+            image = images.get((task, stem))
+            if image is None:
+                raise FormatError(src.url, f"{QUESTIONS_FILE} lacks {len(lacking)} ground-truth questions (e.g. "
+                                  f"{task}/{stem}: {question!r}) and no release image was found for them; add the "
+                                  f"release images ({RELEASE_FOLDER}/) or a complete {QUESTIONS_FILE}")
+            added.append((image, task, llava_prompt(question)))
+        log.info("MME: %d ground-truth questions missing from %s are asked too", len(added), QUESTIONS_FILE)
+        return added
 
     @staticmethod
     def _release_records(src: Source, release: str, gt: GroundTruth) -> list[tuple[str, str, str]]:

@@ -3,15 +3,21 @@
 Semantics kept from the official MM-Vet evaluator (`mm-vet_evaluator.py`):
 
 * each answer is graded by a judge model (the official run pins gpt-4-0613) with temperature 0
-  and at most 3 output tokens, from a few-shot table "question | ground truth | prediction |
-  correctness" whose last cell the judge fills in; `<AND>` / `<OR>` in the ground truth get a
-  space on each side;
-* a grade is the reply's text before its first space, read as a float in [0, 1]; when that
-  fails the judge is asked again with an extra "predict the correctness (digit)" line, the
-  temperature rising by 0.5 after every retry; after the fourth failed retry the grade is 0
-  (the official loop makes one more request at temperature 2.0 whose reply it never reads; we
-  skip that request, the grade is the same). A reply of "nan", which the official parser
-  would take, counts as unparsable here;
+  and at most 3 output tokens, in one user message (no system message): the evaluator's
+  `prompt` string verbatim (instructions, then the few-shot table "Question | Ground truth |
+  Prediction | Correctness", ending with a newline; packaged as prompts/mmvet_grader.json),
+  a newline, and the row `" | ".join([question, truth, prediction, ""])` whose empty last cell
+  the judge fills in; `<AND>` / `<OR>` in the truth get a space on each side;
+* a grade is the reply's text before its first space, stripped, read as a float in [0, 1];
+  when that fails the judge is asked again with "\nPredict the correctness of the answer
+  (digit): " appended, first at temperature 0 and 0.5 higher after every retry; after the
+  fourth failed retry the grade is 0. Two differences: the official loop makes one more
+  request (at temperature 2.0) whose reply it never parses but stores as the content, which
+  somflow skips (same grade; the content kept is the last reply read); and a reply of "nan",
+  which the official parser takes and which makes every mean it enters NaN, counts as
+  unparsable here (retried, like any other unreadable reply);
+* `runs` gradings per answer (the evaluator's `num_run`, 1 by default, 5 in the paper), each
+  starting again at temperature 0;
 * per run, a capability's score is the mean grade over the samples whose `capability` list in
   mm-vet.json contains it, times 100; total is the mean over all samples, times 100; with
   several runs the reported value is the mean over runs and `std` the population standard
@@ -34,12 +40,15 @@ then scores the grades with `score_mmvet`; the judge model is recorded with the 
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -64,70 +73,29 @@ TEMPERATURE_STEP = 0.5
 MAX_RETRIES = 4
 """Retries whose replies are read; the official loop then gives up with a grade of 0."""
 
-# Few-shot examples of the official prompt, kept as data:
-# (question, ground truth, prediction, correctness).
-_MEME_QUESTION = "Can you explain this meme?"
-_MEME_TRUTH = (
-    "This meme is poking fun at the fact that the names of the countries Iceland and Greenland "
-    "are misleading. Despite its name, Iceland is known for its beautiful green landscapes, while "
-    "Greenland is mostly covered in ice and snow. The meme is saying that the person has trust "
-    "issues because the names of these countries do not accurately represent their landscapes."
-)
-FEW_SHOT_EXAMPLES: tuple[tuple[str, str, str, str], ...] = (
-    ("What is x in the equation?", "-1 <AND> -5", "x = 3", "0.0"),
-    ("What is x in the equation?", "-1 <AND> -5", "x = -1", "0.5"),
-    ("What is x in the equation?", "-1 <AND> -5", "x = -5", "0.5"),
-    ("What is x in the equation?", "-1 <AND> -5", "x = -5 or 5", "0.5"),
-    ("What is x in the equation?", "-1 <AND> -5", "x = -1 or x = -5", "1.0"),
-    (
-        _MEME_QUESTION,
-        _MEME_TRUTH,
-        "The meme talks about Iceland and Greenland. It's pointing out that despite their names, "
-        "Iceland is not very icy and Greenland isn't very green.",
-        "0.4",
-    ),
-    (
-        _MEME_QUESTION,
-        _MEME_TRUTH,
-        "The meme is using humor to point out the misleading nature of Iceland's and Greenland's "
-        "names. Iceland, despite its name, has lush green landscapes while Greenland is mostly "
-        "covered in ice and snow. The text 'This is why I have trust issues' is a playful way to "
-        "suggest that these contradictions can lead to distrust or confusion. The humor in this "
-        "meme is derived from the unexpected contrast between the names of the countries and "
-        "their actual physical characteristics.",
-        "1.0",
-    ),
-)
-
-INSTRUCTIONS = (
-    "Score how correct an AI model's prediction is, given the question and the ground truth. "
-    "In the ground truth, <AND> means the prediction is fully right only if it contains every "
-    "listed element, and <OR> means containing any one of them is enough. The score is one of "
-    "0.0 (totally wrong), 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9 or 1.0 (totally right). "
-    "Reply only with the score that completes the last row."
-)
+PROMPT_FILE = "mmvet_grader.json"
+"""The official grader's `prompt` string (instructions plus the few-shot table), kept verbatim
+as data: a reworded instruction is a different judge, and its grades are not comparable."""
 RETRY_SUFFIX = "\nPredict the correctness of the answer (digit): "
 
 
-def _table_row(cells: Iterable[str]) -> str:
-    return " | ".join(cells)
-
-
-def few_shot_header() -> str:
-    """Instructions plus the example table; every graded sample appends one open row."""
-    rows = [_table_row(("Question", "Ground truth", "Prediction", "Correctness")), "--- | --- | --- | ---"]
-    rows += [_table_row(example) for example in FEW_SHOT_EXAMPLES]
-    return INSTRUCTIONS + "\n\n" + "\n".join(rows) + "\n"
+@functools.cache
+def official_prompt() -> str:
+    """The official grader's prompt text, from som/eval/prompts/mmvet_grader.json."""
+    text = resources.files("som.eval").joinpath("prompts", PROMPT_FILE).read_text("utf-8")
+    return str(json.loads(text)["prompt"])
 
 
 def spaced_truth(answer: str) -> str:
-    """mm-vet.json writes '-1<AND>-5'; the table shows '-1 <AND> -5'."""
+    """mm-vet.json writes '-1<AND>-5'; the evaluator sends '-1 <AND> -5' (its replace calls)."""
     return answer.replace("<AND>", " <AND> ").replace("<OR>", " <OR> ")
 
 
 def grading_prompt(question: str, truth: str, prediction: str, *, retry: bool = False) -> str:
-    """The judge prompt for one sample: the few-shot table plus a row with an empty last cell."""
-    prompt = few_shot_header() + "\n" + _table_row((question, spaced_truth(truth), prediction, ""))
+    """The judge prompt for one sample, built as the evaluator builds it: the prompt, a newline,
+    then the row "question | truth | prediction | " whose empty last cell the judge fills in."""
+    row = " | ".join([question, spaced_truth(truth), prediction, ""])
+    prompt = official_prompt() + "\n" + row
     return prompt + RETRY_SUFFIX if retry else prompt
 
 
@@ -403,19 +371,31 @@ GT_FILE = "mm-vet.json"
 IMAGE_FOLDER = "images"
 
 
-def grade_answers(samples: Mapping[str, MMVetSample], answers: Mapping[str, str], judge: JudgeModel) -> dict[str, Grade]:
-    """Grade every answered sample with the official rule, `judge.max_concurrency` at a time."""
-    def ask(prompt: str, temperature: float) -> str:
-        return judge.ask(prompt, temperature, max_tokens=JUDGE_MAX_TOKENS)
+def grade_answers(samples: Mapping[str, MMVetSample], answers: Mapping[str, str], judge: JudgeModel,
+                  runs: int = 1) -> dict[str, list[Grade]]:
+    """Grade every answered sample `runs` times with the official rule (the evaluator's
+    `num_run`: 1 by default, 5 in the paper), `judge.max_concurrency` samples at a time.
+
+    Each run starts again at temperature 0, as the official loop does; runs after the first
+    are cached under their own key (`Judge.ask(run=...)`), so they are fresh requests."""
+    def grade_all_runs(sample_id: str) -> list[Grade]:
+        sample = samples[sample_id]
+        return [grade(sample.question, sample.answer, answers[sample_id],
+                      lambda prompt, temperature, run=run: judge.ask(
+                          prompt, temperature, max_tokens=JUDGE_MAX_TOKENS, run=run))
+                for run in range(runs)]
 
     ids = [sample_id for sample_id in samples if sample_id in answers]
-    grades = judge.map(lambda s: grade(samples[s].question, samples[s].answer, answers[s], ask), ids)
+    grades = judge.map(grade_all_runs, ids)
     return dict(zip(ids, grades, strict=True))
 
 
-def grader_output(grades: Mapping[str, Grade], model: str) -> dict[str, dict[str, list[Any]]]:
-    """The official grader's file format ({id: {model, content, score}}), one run; `load_grades` reads it."""
-    return {sample_id: {"model": [model], "content": [g.content], "score": [g.score]} for sample_id, g in grades.items()}
+def grader_output(grades: Mapping[str, Sequence[Grade]], model: str) -> dict[str, dict[str, list[Any]]]:
+    """The official grader's file format ({id: {model, content, score}}, one list entry per run);
+    `load_grades` reads it."""
+    return {sample_id: {"model": [model] * len(runs), "content": [g.content for g in runs],
+                        "score": [g.score for g in runs]}
+            for sample_id, runs in grades.items()}
 
 
 @dataclass(frozen=True)
@@ -424,11 +404,15 @@ class MMVetBenchmark:
 
     Arguments:
     images: folder/URL of the MM-Vet images (default: `<source>/images`).
+    runs: gradings per answer, averaged (the evaluator's `num_run`: 1 by default, 5 in the
+        MM-Vet paper); `std` is then the population std of the run totals.
     """
 
     name: str = "mmvet"
     needs_judge: bool = True
+    max_new_tokens: int = 1024
     images: str | None = None
+    runs: int = 1
 
     def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
         from som import storage
@@ -454,19 +438,22 @@ class MMVetBenchmark:
         samples = {item.id: MMVetSample(item.id, item.prompt, item.meta["answer"],
                                         frozenset(item.meta["capabilities"]), item.image or "")
                    for item in items if item.id in answered}
+        if self.runs < 1:
+            raise ValueError(f"mmvet: runs must be at least 1, got {self.runs}")
         cached = judge.with_cache(cache_url)
         try:
-            grades = grade_answers(samples, answered, cached)
+            grades = grade_answers(samples, answered, cached, runs=self.runs)
             record = cached.record()
         finally:
             if cached is not judge:
                 cached.close()
-        scores = score_mmvet(samples, {s: [g.score] for s, g in grades.items()}, grades_path="<judge>")
+        scores = score_mmvet(samples, {s: [g.score for g in runs] for s, runs in grades.items()},
+                             grades_path="<judge>")
         scores = replace(scores, judge_models=[judge.model])
         return {
             **scores.to_dict(),
             "headline": scores.total,
             "judge": record,
-            "unparsed_grades": sum(not g.parsed for g in grades.values()),
+            "unparsed_grades": sum(not g.parsed for runs in grades.values() for g in runs),
             "grades": grader_output(grades, judge.model),
         }

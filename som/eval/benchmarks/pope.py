@@ -10,11 +10,18 @@ Semantics kept from LLaVA's `llava/eval/eval_pope.py`:
 
 Where somflow differs, and why:
 
-* LLaVA pairs the i-th answer of a split with the i-th line of `coco_pope_<split>.json` by
-  position. somflow pairs each question of LLaVA's question file (`llava_pope_test.jsonl`) with
-  the label whose (image, question) is the same, so answers may come in any order, a partial run
-  is scored on what it answered, and a label file from another POPE commit cannot silently shift
-  the pairs. On LLaVA's files both pairings give identical numbers.
+* LLaVA pairs the i-th answer of a split (answer-file order) with the i-th line of
+  `coco_pope_<split>.json` by position, silently dropping what the shorter list lacks. somflow's
+  default (`pairing="question"`) pairs each question of LLaVA's question file
+  (`llava_pope_test.jsonl`) with the label whose (image, question) is the same, so answers may
+  come in any order and a label file from another POPE commit cannot silently shift the pairs.
+  `pairing="positional"` (`--pairing positional`) reproduces eval_pope.py, yes-ratio over all of
+  the split's answers included, and counts what it cannot see: `mismatched_pairs` (pairs whose
+  label line asks another question), `unmatched_labels` / `unpaired_answers` (the zip's
+  leftovers). On LLaVA's files both pairings give identical numbers.
+* Every POPE split needs its label file and every question an answer: eval_pope.py scores
+  whatever label files the folder holds, so a missing split would silently give another mean.
+  `allow_partial` scores what is there and reports `missing_splits` / `unanswered`.
 * Malformed input raises `FormatError` naming the file and line; an empty split or a run with no
   "yes" answers scores 0 where the official script divides by zero.
 
@@ -25,9 +32,10 @@ Label files at two AoiDragon/POPE commits (checked against ../shared/reference/p
 * 08d957b (HEAD): fixes the "imange" typo in 44 popular / 58 adversarial questions (labels
   unchanged) and regenerates random with 3000 questions: the same 2910 plus 90 new "no" questions
   interleaved. LLaVA's positional pairing therefore scores LLaVA-1.5-13B's random answers at
-  F1 45.65 with HEAD labels instead of 87.14 (mean F1 72.12 instead of the published 85.9).
-  somflow's (image, question) pairing (typo-tolerant) gives 87.14 / 85.95 with either commit and
-  reports the 90 HEAD questions nobody asked as `unmatched_labels`.
+  F1 45.65 with HEAD labels instead of 87.14 (mean F1 72.12 instead of the published 85.9), with
+  2893 of 2910 pairs mismatched. somflow's (image, question) pairing (typo-tolerant) gives
+  87.14 / 85.95 with either commit and reports the 90 HEAD questions nobody asked as
+  `unmatched_labels`.
 
 Items (`PopeBenchmark.load_items(source)`), from the folder or URL of the published files in
 LLaVA's layout (`playground/data/eval/pope/`):
@@ -48,7 +56,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from typing import TYPE_CHECKING, Any
@@ -109,6 +117,8 @@ class PopeLabels:
     split: str
     path: Path
     labels: Mapping[tuple[str, str], bool]
+    order: Sequence[tuple[tuple[str, str], bool]] = ()
+    """Every line's (question key, label) in file order, for positional pairing."""
 
 
 @dataclass(frozen=True)
@@ -134,16 +144,24 @@ class PopeScores:
 
     splits: dict[str, PopeSplitScore]
     mean_f1: float
+    pairing: str = "question"
+    missing_splits: list[str] = field(default_factory=list)
     unanswered: dict[str, int] = field(default_factory=dict)
     unmatched_labels: dict[str, int] = field(default_factory=dict)
+    unpaired_answers: dict[str, int] = field(default_factory=dict)
+    mismatched_pairs: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "benchmark": "pope",
             "mean_f1": self.mean_f1,
+            "pairing": self.pairing,
             "splits": {name: asdict(score) for name, score in self.splits.items()},
+            "missing_splits": self.missing_splits,
             "unanswered": self.unanswered,
             "unmatched_labels": self.unmatched_labels,
+            "unpaired_answers": self.unpaired_answers,
+            "mismatched_pairs": self.mismatched_pairs,
         }
 
 
@@ -187,6 +205,7 @@ def load_labels(path: str | Path, split: str | None = None) -> PopeLabels:
     if split is None:
         split = split_of(path)
     labels: dict[tuple[str, str], bool] = {}
+    order: list[tuple[tuple[str, str], bool]] = []
     for line, record in iter_jsonl(path):
         label = text_field(record, "label", path, line).strip().lower()
         if label not in ("yes", "no"):
@@ -195,7 +214,8 @@ def load_labels(path: str | Path, split: str | None = None) -> PopeLabels:
         if key in labels and labels[key] != (label == "yes"):
             raise FormatError(path, f"question {key[1]!r} on {key[0]} appears twice with different labels", line)
         labels[key] = label == "yes"
-    return PopeLabels(split=split, path=path, labels=labels)
+        order.append((key, label == "yes"))
+    return PopeLabels(split=split, path=path, labels=labels, order=order)
 
 
 def split_of(path: Path) -> str:
@@ -249,79 +269,147 @@ def _ordered(splits: Iterable[str]) -> list[str]:
     return [s for s in SPLITS if s in names] + sorted(names.difference(SPLITS))
 
 
+PAIRINGS: tuple[str, ...] = ("question", "positional")
+"""How answers meet labels: by (image, question) (somflow's default) or by position (eval_pope.py)."""
+
+
+def _pair_by_question(
+    split_questions: Sequence[PopeQuestion], answers: Mapping[str, str], labels: PopeLabels, questions_path: str | Path
+) -> tuple[list[bool], list[bool], int]:
+    """Predictions and labels of the answered questions, matched by question_key; labels asked."""
+    predictions: list[bool] = []
+    truths: list[bool] = []
+    asked: set[tuple[str, str]] = set()
+    for q in split_questions:
+        key = question_key(q.image, q.text)
+        if key not in labels.labels:
+            raise FormatError(
+                questions_path,
+                f"question_id {q.question_id} ({key[1]!r} on {key[0]}) is not in {labels.path}; "
+                "are the label files from the POPE commit this question file was built from?",
+                q.line,
+            )
+        asked.add(key)
+        if q.question_id in answers:
+            predictions.append(normalize_answer(answers[q.question_id]) == "yes")
+            truths.append(labels.labels[key])
+    return predictions, truths, len(asked)
+
+
+def _pair_by_position(
+    split_questions: Sequence[PopeQuestion], answers: Mapping[str, str], labels: PopeLabels
+) -> tuple[PopeSplitScore | None, int, int, int]:
+    """eval_pope.py's pairing: the split's answers in answer-file order zipped with label lines.
+
+    Returns the score (None without answers), label lines left without an answer, answers left
+    without a label line, and zipped pairs whose label line asks another question than the
+    answer's (each a sign that the label file does not belong to the question file). As in
+    eval_pope.py, the yes-ratio counts every answer of the split, zipped or not.
+    """
+    by_id = {q.question_id: q for q in split_questions}
+    asked = [(by_id[qid], normalize_answer(text) == "yes") for qid, text in answers.items() if qid in by_id]
+    if not asked:
+        return None, len(labels.order), 0, 0
+    paired = list(zip(asked, labels.order))
+    score = split_score(labels.split, [p for (_, p), _ in paired], [truth for _, (_, truth) in paired])
+    score = replace(score, yes_ratio=sum(p for _, p in asked) / len(asked))
+    mismatched = sum(question_key(q.image, q.text) != key for (q, _), (key, _) in paired)
+    return score, len(labels.order) - len(paired), len(asked) - len(paired), mismatched
+
+
 def score_pope(
     questions: Sequence[PopeQuestion],
     answers: Mapping[str, str],
     label_sets: Sequence[PopeLabels],
     *,
     allow_partial: bool = False,
+    pairing: str = "question",
     questions_path: str | Path = "questions",
 ) -> PopeScores:
     """Score answers per split; each split's questions are those whose category names it.
 
-    With `allow_partial`, unanswered questions are left out (and counted in `unanswered`);
-    otherwise any unanswered question is an error, since the official numbers need all of them.
+    Every POPE split (and every question category) needs its label file, and every question an
+    answer, since the headline is the mean over all three splits; with `allow_partial`, missing
+    splits and unanswered questions are left out and reported (`missing_splits`, `unanswered`).
+    `pairing` is "question" (by image and question text) or "positional" (LLaVA's eval_pope.py).
     """
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
     known_ids = {q.question_id for q in questions}
     strays = [qid for qid in answers if qid not in known_ids]
     if strays:
         raise FormatError(questions_path, f"{len(strays)} answered question_ids are not in this question file, e.g. {strays[:3]}")
     by_split = {labels.split: labels for labels in label_sets}
-    ignored = sorted({q.category for q in questions} - set(by_split))
-    if ignored:
-        log.warning("no label file for question categories %s; they are not scored", ignored)
+    missing_splits = _ordered(set(SPLITS).union(q.category for q in questions) - set(by_split))
+    if missing_splits:
+        where = label_sets[0].path.parent if label_sets else "labels"
+        if not allow_partial:
+            raise FormatError(
+                where,
+                f"no label file for split(s) {', '.join(missing_splits)} (expected coco_pope_<split>.json); the mean F1 "
+                "needs every split: pass allow_partial (--allow-partial) to score the others",
+            )
+        log.warning("no label file for split(s) %s in %s; the mean F1 leaves them out", missing_splits, where)
 
     splits: dict[str, PopeSplitScore] = {}
     unanswered: dict[str, int] = {}
     unmatched: dict[str, int] = {}
+    unpaired: dict[str, int] = {}
+    mismatched: dict[str, int] = {}
     for split in _ordered(by_split):
         labels = by_split[split]
         split_questions = [q for q in questions if q.category == split]
         if not split_questions:
             raise FormatError(questions_path, f"no question has category {split!r} (label file {labels.path})")
-        predictions: list[bool] = []
-        truths: list[bool] = []
-        asked: set[tuple[str, str]] = set()
-        missing = 0
-        for q in split_questions:
-            key = question_key(q.image, q.text)
-            if key not in labels.labels:
-                raise FormatError(
-                    questions_path,
-                    f"question_id {q.question_id} ({key[1]!r} on {key[0]}) is not in {labels.path}; "
-                    "are the label files from the POPE commit this question file was built from?",
-                    q.line,
-                )
-            asked.add(key)
-            if q.question_id not in answers:
-                missing += 1
-                continue
-            predictions.append(normalize_answer(answers[q.question_id]) == "yes")
-            truths.append(labels.labels[key])
+        missing = [q.question_id for q in split_questions if q.question_id not in answers]
         if missing and not allow_partial:
-            example = next(q.question_id for q in split_questions if q.question_id not in answers)
             raise FormatError(
                 questions_path,
-                f"{missing} of {len(split_questions)} {split} questions have no answer (e.g. question_id {example}); "
+                f"{len(missing)} of {len(split_questions)} {split} questions have no answer (e.g. question_id {missing[0]}); "
                 "pass allow_partial (--allow-partial) to score only the answered ones",
             )
-        unanswered[split] = missing
-        unmatched[split] = len(labels.labels) - len(asked)
+        unanswered[split] = len(missing)
+        if pairing == "question":
+            predictions, truths, asked = _pair_by_question(split_questions, answers, labels, questions_path)
+            score = split_score(split, predictions, truths) if predictions else None
+            unmatched[split], unpaired[split], mismatched[split] = len(labels.labels) - asked, 0, 0
+        else:
+            score, unmatched[split], unpaired[split], mismatched[split] = _pair_by_position(split_questions, answers, labels)
+            if mismatched[split] or unpaired[split]:
+                log.warning(
+                    "%s: positional pairing put %d answers against label lines of other questions (%d answers past the "
+                    "last line); the label file is not the one the question file was built from", labels.path,
+                    mismatched[split], unpaired[split],
+                )
         if unmatched[split]:
-            log.info("%s: %d labelled questions are not in the question file", labels.path, unmatched[split])
-        if not predictions:
+            log.info("%s: %d labelled questions are not paired with an answer", labels.path, unmatched[split])
+        if score is None:
             log.warning("split %s has no answered question; it is left out of the mean", split)
             continue
-        splits[split] = split_score(split, predictions, truths)
+        splits[split] = score
 
     if not splits:
         raise FormatError(questions_path, "no split could be scored")
     mean_f1 = sum(s.f1 for s in splits.values()) / len(splits)
-    return PopeScores(splits=splits, mean_f1=mean_f1, unanswered=unanswered, unmatched_labels=unmatched)
+    return PopeScores(
+        splits=splits,
+        mean_f1=mean_f1,
+        pairing=pairing,
+        missing_splits=missing_splits,
+        unanswered=unanswered,
+        unmatched_labels=unmatched,
+        unpaired_answers=unpaired,
+        mismatched_pairs=mismatched,
+    )
 
 
 def score_pope_files(
-    questions: str | Path, answers: str | Path, labels_dir: str | Path, *, allow_partial: bool = False
+    questions: str | Path,
+    answers: str | Path,
+    labels_dir: str | Path,
+    *,
+    allow_partial: bool = False,
+    pairing: str = "question",
 ) -> PopeScores:
     """Score an answers JSONL against a question JSONL and a folder of coco_pope_*.json files."""
     return score_pope(
@@ -329,6 +417,7 @@ def score_pope_files(
         load_answers(answers),
         load_label_dir(labels_dir),
         allow_partial=allow_partial,
+        pairing=pairing,
         questions_path=questions,
     )
 
@@ -348,13 +437,21 @@ def _with_suffix(text: str) -> str:
 class PopeBenchmark:
     """POPE for the runner: items from the published files, scores from `score_pope`.
 
+    The headline is the mean F1 over random, popular and adversarial, so a source without a
+    label file for one of them (or for a question's category) is an error unless
+    `allow_missing_splits`.
+
     Arguments:
     images: folder/URL of the COCO val2014 images (default: `<source>/val2014`).
+    allow_missing_splits: score the splits that have label files (the scores list the rest
+        under `missing_splits`).
     """
 
     name: str = "pope"
     needs_judge: bool = False
+    max_new_tokens: int = 128
     images: str | None = None
+    allow_missing_splits: bool = False
 
     def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
         from som.eval.items import EvalItem, Source, check_unique, take
@@ -373,15 +470,18 @@ class PopeBenchmark:
                 for labels in label_sets
                 for line, record in iter_jsonl(labels.path)
             ]
+        wanted = set(SPLITS).union(q.category for q in questions)
+        lacking = _ordered(wanted - set(by_split))
+        if lacking and not self.allow_missing_splits:
+            raise FormatError(src.url, f"no label file for split(s) {', '.join(lacking)} (coco_pope_<split>.json); "
+                              "POPE's mean F1 needs all three: add them, or set allow_missing_splits")
         image_root = self.images or src.url_of(IMAGE_FOLDER)
         from som import storage
 
         items = []
         for q in questions:
             labels = by_split.get(q.category)
-            if labels is None:
-                log.warning("%s: question %s has category %r without a label file; left out",
-                            questions_path, q.question_id, q.category)
+            if labels is None:  # allow_missing_splits
                 continue
             key = question_key(q.image, q.text)
             if key not in labels.labels:

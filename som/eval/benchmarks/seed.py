@@ -11,6 +11,18 @@ The answer letters come from the official annotation file `SEED-Bench.json` ({"q
 Model answers are JSON Lines with question_id plus either `prediction` (the upload format LLaVA
 writes, as in ../shared/reference/seed/) or `text` (LLaVA's raw answers).
 
+Question ids are matched as LLaVA's converter matches them, so the numbers agree with it:
+
+* LLaVA answers (`text`): the converter keeps each answer's question_id with its JSON type and
+  looks an annotation question up by int(question_id) when that parses ("101669" -> 101669),
+  else by the string ("v0"). LLaVA's own answer files carry JSON numbers, so they match; an
+  answer file with string ids ("101669") matches no image question, and every image question
+  counts as wrong (0%), as in the converter. The result says so: `unmatched_answers` counts
+  answers that matched no question and `id_type_mismatches` those that would have matched as
+  text, with a warning in the log.
+* Upload format (`prediction`): ids are compared as text, since the converter writes the
+  annotation's own (string) ids into that file.
+
 `lenient_letter` is a separate, non-official extractor for chatty models ("(B) a dog", "The
 answer is B", or the option's own text); its accuracy is reported next to the exact one, never
 mixed into it.
@@ -29,7 +41,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +104,9 @@ class SeedScores:
     exact: SeedAccuracy
     lenient: SeedAccuracy | None
     unanswered: int
+    answer_format: str | None = None
+    unmatched_answers: int = 0
+    id_type_mismatches: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -101,6 +116,9 @@ class SeedScores:
             "exact": asdict(self.exact),
             "lenient": asdict(self.lenient) if self.lenient is not None else None,
             "unanswered": self.unanswered,
+            "answer_format": self.answer_format,
+            "unmatched_answers": self.unmatched_answers,
+            "id_type_mismatches": self.id_type_mismatches,
         }
 
 
@@ -149,22 +167,72 @@ def load_questions(path: str | Path) -> tuple[list[SeedQuestion], dict[int, str]
     return questions, names
 
 
-def load_predictions(path: str | Path) -> dict[str, str]:
-    """question_id -> answer text, from the upload format (`prediction`) or LLaVA's (`text`)."""
-    predictions: dict[str, str] = {}
+def llava_lookup_key(question_id: str) -> int | str:
+    """The key LLaVA's converter looks an annotation question up by: int() of it if it parses.
+
+    SEED-Bench.json's ids are strings ("101669", video ones "v0"...), LLaVA's answers carry
+    ints for the numeric ones, so the converter tries int() first and falls back to the text.
+    """
+    try:
+        return int(question_id)
+    except ValueError:
+        return question_id
+
+
+@dataclass(frozen=True)
+class SeedAnswers:
+    """Answers as read from a file, keyed so that matching can follow the file's format.
+
+    format: "upload" (`prediction` field; ids compared as text, as the upload file repeats the
+    annotation's ids) or "llava" (`text` field; ids keep their JSON type, as in the converter's
+    dict). by_id: question_id -> answer.
+    """
+
+    format: str
+    by_id: dict[int | str, str]
+
+    def for_questions(self, questions: Sequence[SeedQuestion]) -> tuple[dict[str, str], int, int]:
+        """Answers keyed by SeedQuestion.question_id, answers matching no question, and how many
+        of those would match if ids were compared as text (a string/int type mismatch)."""
+        if self.format == "upload":
+            matched = {q.question_id: self.by_id[q.question_id] for q in questions if q.question_id in self.by_id}
+            used: set[int | str] = set(matched)
+        else:
+            keys = {q.question_id: llava_lookup_key(q.question_id) for q in questions}
+            matched = {qid: self.by_id[key] for qid, key in keys.items() if key in self.by_id}
+            used = {key for key in keys.values() if key in self.by_id}
+        unmatched = [key for key in self.by_id if key not in used]
+        known = {q.question_id for q in questions}
+        type_mismatches = sum(str(key) in known for key in unmatched)
+        return matched, len(unmatched), type_mismatches
+
+
+def load_predictions(path: str | Path) -> SeedAnswers:
+    """Answers from the upload format (`prediction`) or LLaVA's answers (`text`); one per file."""
+    by_id: dict[int | str, str] = {}
+    answer_format: str | None = None
     for line, record in iter_jsonl(path):
         if "question_id" not in record:
             raise FormatError(path, "missing field 'question_id'", line)
+        line_format = "upload" if "prediction" in record else "llava"
         value = record.get("prediction", record.get("text"))
         if not isinstance(value, str):
             raise FormatError(path, "expected a string 'prediction' (upload format) or 'text' (LLaVA answers)", line)
-        question_id = str(record["question_id"])
-        if question_id in predictions and predictions[question_id] != value:
+        if answer_format is None:
+            answer_format = line_format
+        elif line_format != answer_format:
+            raise FormatError(path, "mixes 'prediction' (upload format) and 'text' (LLaVA answers) lines", line)
+        question_id = record["question_id"]
+        if isinstance(question_id, bool) or not isinstance(question_id, (str, int)):
+            raise FormatError(path, f"question_id must be a string or an integer, got {question_id!r}", line)
+        if answer_format == "upload":
+            question_id = str(question_id)
+        if question_id in by_id and by_id[question_id] != value:
             # SEED-Bench v1 lists question_id 49914 twice, so an upload file repeats it; only a
             # repeat with a different answer is ambiguous.
             raise FormatError(path, f"second, different answer to question_id {question_id}", line)
-        predictions[question_id] = value
-    return predictions
+        by_id[question_id] = value
+    return SeedAnswers(format=answer_format or "upload", by_id=by_id)
 
 
 _LEADING_LETTER = re.compile(r"^[(\[]?([A-D])(?:[)\].:,]|$)")
@@ -247,17 +315,28 @@ def score_seed(
 def score_seed_files(
     questions: str | Path, answers: str | Path, *, data_type: str = "image", lenient: bool = False
 ) -> SeedScores:
-    """Score an answers JSONL against SEED-Bench.json (or an equivalent question list)."""
+    """Score an answers JSONL against SEED-Bench.json (or an equivalent question list).
+
+    Answers are matched to questions as `SeedAnswers.for_questions` describes; answers that
+    match no question are counted (`unmatched_answers`), and those that only miss because of
+    the id's JSON type (`id_type_mismatches`) get a warning, since they zero the score.
+    """
     records, names = load_questions(questions)
-    predictions = load_predictions(answers)
-    known = {q.question_id for q in records}
-    strays = [qid for qid in predictions if qid not in known]
-    if strays:
-        log.warning("%d answers are for question_ids not in %s (e.g. %s)", len(strays), questions, strays[:3])
+    read = load_predictions(answers)
+    predictions, unmatched, type_mismatches = read.for_questions(records)
+    if type_mismatches:
+        log.warning(
+            "%d answers in %s have a string question_id that LLaVA's converter looks up as an integer; "
+            "they count as wrong, as in convert_seed_for_submission.py (write numeric ids as JSON numbers)",
+            type_mismatches, answers,
+        )
+    elif unmatched:
+        log.warning("%d answers in %s are for question_ids not in %s", unmatched, answers, questions)
     try:
-        return score_seed(records, predictions, type_names=names, data_type=data_type, lenient=lenient)
+        scores = score_seed(records, predictions, type_names=names, data_type=data_type, lenient=lenient)
     except ValueError as exc:
         raise FormatError(questions, str(exc)) from None
+    return replace(scores, answer_format=read.format, unmatched_answers=unmatched, id_type_mismatches=type_mismatches)
 
 
 # --- items ----------------------------------------------------------------------------------
@@ -282,6 +361,7 @@ class SeedBenchmark:
 
     name: str = "seed"
     needs_judge: bool = False
+    max_new_tokens: int = 128
     images: str | None = None
 
     def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
