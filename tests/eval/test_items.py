@@ -18,6 +18,7 @@ from som.eval.items import EvalItem, Source, SourceError, load_answers, read_ima
 from som.eval.registry import BENCHMARKS, Benchmark, get_benchmark
 from tests.eval.reference import reference
 from tests.helpers.data import data_path
+from tests.helpers.eval_sources import mme_full_source
 
 
 def pope_folder(tmp_path: Path, labels: str = "AoiDragon_POPE_e3e3926_llava_pinned") -> Path:
@@ -43,7 +44,7 @@ def test_registry_names_and_errors() -> None:
     with pytest.raises(ValueError, match="unknown benchmark 'gqa'; choose one of: pope, mme, seed, mmvet, llava_bench, listing"):
         get_benchmark("gqa")
     assert get_benchmark("pope", images="s3://coco/val2014").images == "s3://coco/val2014"
-    with pytest.raises(ValueError, match="pope: unknown option.*colour; known: images"):
+    with pytest.raises(ValueError, match="pope: unknown option.*colour; known: allow_missing_splits, images, max_new_tokens"):
         get_benchmark("pope", colour="red")
 
 
@@ -76,22 +77,23 @@ def test_pope_items_from_label_files_alone() -> None:
 
 def test_mme_items_from_llava_questions_and_the_template(tmp_path: Path) -> None:
     bench = get_benchmark("mme")
-    items = bench.load_items(str(reference("mme")))
-    assert len(items) == 2366  # 2368 LLaVA questions, 2 without ground truth in the template
+    source = mme_full_source(tmp_path / "mme", reference("mme", "eval_tool_official", "Your_Results"))
+    items = bench.load_items(str(source))
+    assert len(items) == 2374  # 2368 LLaVA questions + 6 of the template's that the file lacks
     first = items[0]
     assert first.id == "code_reasoning/0020.png#0" and items[1].id == "code_reasoning/0020.png#1"
     assert first.prompt == "Is a python code shown in the picture?\n" + LLAVA_SUFFIX
     assert first.meta == {"task": "code_reasoning", "image_name": "0020.png", "answer": "Yes",
                           "question": "Is a python code shown in the picture? Please answer yes or no."}
-    assert first.image == str(reference("mme") / "MME_Benchmark_release_version" / "code_reasoning" / "0020.png")
+    assert first.image == str(source / "MME_Benchmark_release_version" / "code_reasoning" / "0020.png")
     prompts = {}
-    for line in reference("mme", "answers_llava-v1.5-7b.jsonl").open():
+    for line in reference("mme", "answers_llava-v1.5-13b.jsonl").open():
         record = json.loads(line)
         prompts[(record["question_id"], record["prompt"])] = record["text"]
     answers = {i.id: prompts[(i.id.rsplit("#", 1)[0], i.prompt)] for i in items}
     scores = bench.score(items, answers)
-    # test_mme.py: LLaVA-1.5-7B against the official template = 1507.29 / 355.71
-    assert round(scores["headline"], 2) == 1507.29 and round(scores["cognition"], 2) == 355.71
+    # LLaVA-1.5-13B's answers to all 2374: LLaVA's converter + calculation.py give 1531.32 / 295.36
+    assert round(scores["headline"], 2) == 1531.32 and round(scores["cognition"], 2) == 295.36
     assert scores["missing_tasks"] == []
     # The same rows in the official eval_tool format, read back by calculation.py's rules.
     write_results_dir(eval_tool_rows(items, answers), tmp_path / "eval_tool")

@@ -45,6 +45,7 @@ from som.eval.benchmarks.mme import (
     write_results_dir,
 )
 from tests.eval.reference import reference
+from tests.helpers.eval_sources import mme_full_source
 
 EVAL_7B = ("mme", "eval_tool", "answers_llava-v1.5-7b")
 TEMPLATE = ("mme", "eval_tool", "Your_Results")  # older copy: lacks two landmark images
@@ -296,27 +297,12 @@ def test_unanswered_question_and_half_answered_image_are_errors(tmp_path: Path) 
         score_llava_answers(None, answers, reference(*OFFICIAL))
 
 
-def mme_runner_source(folder: Path, truth: tuple[str, ...]) -> Path:
-    """The real llava_mme.jsonl (2368 questions), a ground-truth template, and release images
-    only for the ground-truth images that question file lacks."""
-    import shutil
-
-    shutil.copy(reference("mme", "llava_mme.jsonl"), folder / "llava_mme.jsonl")
-    shutil.copytree(reference(*truth), folder / "eval_tool" / "Your_Results")
-    release = folder / "MME_Benchmark_release_version"
-    for image in ("landmark/images/03d5e3bfc958be38.jpg", "scene/images/Places365_val_00000130.jpg",
-                  "scene/images/Places365_val_00000131.jpg"):
-        (release / image).parent.mkdir(parents=True, exist_ok=True)
-        (release / image).write_bytes(b"")
-    return folder
-
-
 def test_runner_asks_every_ground_truth_question_even_those_the_question_file_lacks(tmp_path: Path) -> None:
     """`som eval run` asks what LLaVA's answer files answer: all 2374 questions of the official
     template, 6 of them missing from the shipped llava_mme.jsonl (the score is defined on all)."""
     from som.eval.benchmarks.mme import MMEBenchmark
 
-    items = MMEBenchmark().load_items(str(mme_runner_source(tmp_path, OFFICIAL)))
+    items = MMEBenchmark().load_items(str(mme_full_source(tmp_path, reference(*OFFICIAL))))
     assert len(items) == 2374
     added = [item for item in items if item.meta["image_name"] in ("03d5e3bfc958be38.jpg",
                                                                    "Places365_val_00000130.jpg")]
@@ -330,7 +316,7 @@ def test_runner_refuses_questions_without_ground_truth_unless_told(tmp_path: Pat
     """The older template lacks two landmark images: an error, not a silently smaller MME."""
     from som.eval.benchmarks.mme import MMEBenchmark
 
-    source = str(mme_runner_source(tmp_path, TEMPLATE))
+    source = str(mme_full_source(tmp_path, reference(*TEMPLATE)))
     with pytest.raises(FormatError, match=r"questions have no ground truth here.*skip_missing_gt"):
         MMEBenchmark().load_items(source)
     kept = MMEBenchmark(skip_missing_gt=True).load_items(source)

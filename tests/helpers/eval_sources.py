@@ -91,6 +91,20 @@ def mme_source(folder: Path, tasks: tuple[str, ...] = ("existence", "count"), im
     return folder
 
 
+def mme_full_source(folder: Path, truth: Path) -> Path:
+    """The real llava_mme.jsonl (2368 questions), the ground-truth template folder `truth`, and
+    release images (empty files) only for the ground-truth images that question file lacks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(MME_QUESTIONS, folder / "llava_mme.jsonl")
+    shutil.copytree(truth, folder / "eval_tool" / "Your_Results")
+    release = folder / "MME_Benchmark_release_version"
+    for image in ("landmark/images/03d5e3bfc958be38.jpg", "scene/images/Places365_val_00000130.jpg",
+                  "scene/images/Places365_val_00000131.jpg"):
+        (release / image).parent.mkdir(parents=True, exist_ok=True)
+        (release / image).write_bytes(b"")
+    return folder
+
+
 def llava_bench_source(folder: Path, questions: int = 3) -> Path:
     """LLaVA-Bench COCO layout: the first `questions` of qa90_questions.jsonl, the real GPT-4
     reference answers and captions/boxes, and images/<image>."""
