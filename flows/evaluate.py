@@ -38,6 +38,7 @@ from som import storage
 from som.eval import report, runner
 from som.eval.model_check import check_model_spec
 from som.eval.registry import get_benchmark
+from som.eval.resources import weight_bytes, with_eval_defaults
 from som.eval.report import model_label
 from som import jobs as som_jobs
 from som.jobs import JobSpec
@@ -177,7 +178,11 @@ def evaluate(
     check_model_spec(model, local_files_only=bool((model_kwargs or {}).get("local_files_only")),
                      prompt_profile=(model_kwargs or {}).get("prompt_profile"))
     eval_dir = storage.join(run_dir, "eval")
-    spec = JobSpec.from_mapping({"executor": executor, **(slurm or {})})
+    # Memory and CPUs from the model's size where the user set none (a 13B model on 1 CPU and
+    # the partition's default memory does not load).
+    local_only = bool((model_kwargs or {}).get("local_files_only"))
+    slurm = with_eval_defaults(slurm, weight_bytes(model, local_files_only=local_only))
+    spec = JobSpec.from_mapping({"executor": executor, **slurm})
 
     # Answer: one job array per (benchmark, variant), all submitted at once (the scheduler
     # decides what runs); each array task owns one shard file.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,20 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 90
+PROCS = Path(__file__).resolve().parents[1] / "infra" / "procs.py"
+
+
+def start_owner_watchdog(owner_pid: int, target_pid: int) -> subprocess.Popen | None:
+    """infra/procs.py's owner watchdog (infra/ is not an installed package: loaded by path)."""
+    import importlib.util
+
+    if not PROCS.exists():
+        log.warning("no %s: the Prefect server (pid %d) will outlive a kill -9 of this run", PROCS, target_pid)
+        return None
+    spec = importlib.util.spec_from_file_location("somflow_infra_procs", PROCS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.start_owner_watchdog(owner_pid, target_pid)
 
 
 def free_port() -> int:
@@ -66,6 +81,9 @@ def prefect_api() -> Iterator[str]:
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
     log.info("no PREFECT_API_URL: starting a local Prefect server at %s for this run", url)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # the server runs in its own session (a Ctrl-C is ours to handle), so a `kill -9` of this
+    # process would orphan it: a detached watchdog stops it once this process is gone
+    watchdog = start_owner_watchdog(os.getpid(), process.pid)
     try:
         wait_healthy(url, process)
         with temporary_settings({PREFECT_API_URL: url}):
@@ -80,3 +98,6 @@ def prefect_api() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if watchdog is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(watchdog.pid, signal.SIGTERM)  # its target is gone: nothing left to watch

@@ -18,10 +18,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
+from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from som.dataset.config import resolve_dataset_config
-from som.dataset.manifest import latest_version, merge_rows, read_manifest, write_manifest
+from som.dataset.commit import commit_rows
+from som.dataset.manifest import latest_version, read_manifest
 from som.dataset.report import BuildReport
 from som.dataset.shard import MarkConfig, ShardResult
 from som.dataset.sources import list_sources, split_into_shards
@@ -94,8 +96,8 @@ def build_som_dataset(
     report.shards, report.failed_shards = len(shards), len(failed)
     report.cached_shards = sum(result.cached for result in results)
     report.failed_shard_images = sum(len(shards[i]) for i in failed)
-    rows = merge_rows(previous, report.rows)
-    report.version = write_manifest(dest, rows)
+    # merged into what _latest holds *now*: another build may have committed since `previous`
+    report.version, rows = commit_rows(dest, report.rows, run_id=str(flow_run.get_id()))
     report.total_rows = len(rows)
     report.seconds = time.perf_counter() - started
     publish_report(report)

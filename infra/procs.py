@@ -151,3 +151,44 @@ def locked(folder: Path) -> Iterator[None]:
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
+
+
+# ----------------------------------------------------------------------------- owner watchdog for one process
+
+
+def watch_owner(owner_pid: int, target_pid: int, poll_s: float = 0.5, timeout: float = 15) -> str:
+    """Wait until `target_pid` exits; if `owner_pid` exits first, terminate the target (and its
+    process group). Returns "target exited" or how the target was stopped.
+
+    The target's command line is remembered at the start: a recycled pid is never signalled."""
+    expected = cmdline(target_pid)
+    while alive(target_pid) and cmdline(target_pid) == expected:
+        if not alive(owner_pid):
+            log.info("owner %d exited; stopping %d (%s)", owner_pid, target_pid, " ".join(expected[:4]))
+            return terminate(target_pid, timeout, name=" ".join(expected[:3]) or "process")
+        time.sleep(poll_s)
+    return "target exited"
+
+
+def start_owner_watchdog(owner_pid: int, target_pid: int) -> subprocess.Popen:
+    """A detached `python procs.py _watch_pid` that stops `target_pid` once `owner_pid` dies,
+    so a service started for one run (a CLI's temporary Prefect server) never outlives a
+    `kill -9` of that run. It exits by itself when the target stops first."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_watch_pid",
+                             "--owner", str(owner_pid), "--target", str(target_pid)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, close_fds=True)
+    proc.returncode = 0  # detached on purpose: no "still running" warning when this object goes
+    return proc
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="internal helpers of the infra scripts")
+    parser.add_argument("command", choices=("_watch_pid",))
+    parser.add_argument("--owner", type=int, required=True)
+    parser.add_argument("--target", type=int, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    watch_owner(args.owner, args.target)

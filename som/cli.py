@@ -92,7 +92,14 @@ def cli(verbose: int) -> None:
 @click.option("--short-side", type=int, default=640, show_default=True, help="Resize the shorter side to this; 0 keeps the original size.")
 @click.option("--min-tag-area", type=int, default=110, show_default=True, help="Residual masks smaller than this get no tag.")
 @click.option("--format", "image_format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True)
-@click.option("--workers", type=int, default=0, help="Processes (default: one per core; 1 for sam).")
+@click.option("--workers", type=int, default=0, help="Processes (default: one per core; 1 for GPU-model segmenters: sam, hf-sam).")
+@click.option(
+    "--max-aspect-ratio",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Quarantine images whose longer side exceeds this many times the shorter (0: no limit); panoramas are 4-10:1.",
+)
 @click.option("--force", is_flag=True, help="Redo images whose outputs are already up to date.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def mark(
@@ -107,6 +114,7 @@ def mark(
     min_tag_area: int,
     image_format: str,
     workers: int,
+    max_aspect_ratio: float,
     force: bool,
     no_progress: bool,
 ) -> None:
@@ -119,12 +127,17 @@ def mark(
       som mark val2017/ --out marked/ --masks instances_val2017.json
 
     Each image gives OUT/<name>.jpg and OUT/<name>.json (tags, COCO RLE masks, boxes,
-    positions). Unreadable files are listed with reasons in OUT/quarantine.jsonl.
-    Exits non-zero only when no image could be processed.
+    positions), <name> being its path relative to the inputs' common folder, without
+    its extension: photos/ -> OUT/a/x.jpg for photos/a/x.jpg; img.jpg -> OUT/img.jpg;
+    dupA/x.jpg dupB/x.jpg -> OUT/dupA/x.jpg, OUT/dupB/x.jpg. Names that would still
+    clash keep their extension (a.jpg, a.png -> OUT/a.jpg.jpg, OUT/a.png.jpg).
+    Unreadable files, extreme aspect ratios and images whose worker process died
+    (retried once) are listed with reasons in OUT/quarantine.jsonl. Exits non-zero when
+    no image could be processed or a worker died.
     """
-    from som.mark.batch import mark_paths
+    from som.mark.batch import mark_paths, mark_processes
     from som.mark.options import MarkOptions
-    from som.segment import build_segmenter
+    from som.segment import available, build_segmenter
     from som.segment.auto import choose_segmenter
 
     parsed = parse_key_values(params)
@@ -144,11 +157,10 @@ def mark(
         built = build_segmenter(segmenter, parsed)
     except (ValueError, RuntimeError) as exc:
         raise click.UsageError(str(exc)) from exc
-    if workers <= 0:
-        workers = 1 if segmenter == "sam" else (os.cpu_count() or 1)
-    elif segmenter == "sam" and workers > 1:
-        log.warning("sam runs in one process (one resident model); ignoring --workers %d", workers)
-        workers = 1
+    uses_gpu = available()[segmenter].uses_gpu
+    workers = mark_processes(
+        workers, segmenter=segmenter, uses_gpu=uses_gpu, gpus=_cuda_devices() if uses_gpu else 0, cpus=os.cpu_count()
+    )
     summary = mark_paths(
         inputs,
         out_dir,
@@ -158,12 +170,23 @@ def mark(
         workers=workers,
         force=force,
         progress=not no_progress,
+        max_aspect_ratio=max_aspect_ratio,
     )
     click.echo(f"{summary.line()} -> {out_dir}")
     if not summary.reports:
         raise click.ClickException("no images found in the given inputs")
+    if summary.lost:
+        click.echo(f"{summary.lost} image(s) killed their worker process; see {out_dir}/quarantine.jsonl", err=True)
+        sys.exit(1)
     if summary.processed == 0:
         sys.exit(1)
+
+
+def _cuda_devices() -> int:
+    """GPUs torch can use here (torch is already loaded once a GPU segmenter is built)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 @cli.command()

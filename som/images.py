@@ -23,6 +23,12 @@ DEFAULT_MAX_PIXELS = 100_000_000
 Pillow refuses anything over 2 x Image.MAX_IMAGE_PIXELS (about 179 M) on its own; raising
 `max_pixels` beyond that also needs that Pillow setting raised by the caller."""
 
+DEFAULT_MAX_ASPECT_RATIO = 30.0
+"""Longer side / shorter side above this is refused: tags on a strip are meaningless, and
+scaling its short side up to 640 multiplies its pixels (3000x1 would become 1,920,000x640,
+27.5 GiB). Real photo sets stay well under it: 3:2 and 16:9 photos, 4-10:1 panoramas, tall
+phone screenshots around 2-3:1."""
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
@@ -123,25 +129,70 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
-def resize_short_side(rgb: np.ndarray, short_side: int) -> tuple[np.ndarray, float]:
+def resized_size(
+    width: int,
+    height: int,
+    short_side: int,
+    *,
+    source: str = "image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+) -> tuple[int, int]:
+    """(width, height) after `resize_short_side`, checked before anything is allocated.
+
+    Raises ImageLoadError when the aspect ratio exceeds `max_aspect_ratio` (0 disables it)
+    or the resized image would exceed `max_pixels`: the load-time pixel limit alone does not
+    stop a tiny strip from being scaled up to gigabytes.
+    """
+    short, long = min(width, height), max(width, height)
+    if short <= 0:
+        raise ImageLoadError(source, "image has zero width or height")
+    if max_aspect_ratio > 0 and long / short > max_aspect_ratio:
+        raise ImageLoadError(
+            source,
+            f"extreme aspect ratio {width}x{height} ({long / short:.1f}:1) exceeds the limit of "
+            f"{max_aspect_ratio:g}:1",
+        )
+    if short_side <= 0 or short == short_side:
+        size = (width, height)
+    elif height <= width:
+        size = (int(short_side * width / height), short_side)
+    else:
+        size = (short_side, int(short_side * height / width))
+    if size[0] * size[1] > max_pixels:
+        raise ImageLoadError(
+            source,
+            f"{width}x{height} resized to {size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds "
+            f"the limit of {max_pixels}",
+        )
+    return size
+
+
+def resize_short_side(
+    rgb: np.ndarray,
+    short_side: int,
+    *,
+    source: str = "image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+) -> tuple[np.ndarray, float]:
     """Resize so the shorter side is `short_side` (0: unchanged); returns (image, scale).
 
     Sizes follow torchvision's Resize(int) used by the SoM annotator: the longer side is
     truncated, not rounded. Enlarging is bicubic; shrinking averages areas (antialiased, as
     PIL's bicubic is when shrinking). OpenCV does either ~10x faster than PIL here, which
     matters at tens of images per second. `scale` maps original coordinates to resized ones.
+    Raises ImageLoadError (naming `source`) for sizes `resized_size` refuses, before allocating.
     """
     import cv2
 
     height, width = rgb.shape[:2]
-    short = min(height, width)
-    if short_side <= 0 or short == short_side:
+    size = resized_size(
+        width, height, short_side, source=source, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio
+    )
+    if size == (width, height):
         return rgb, 1.0
-    scale = short_side / short
-    if height <= width:
-        size = (int(short_side * width / height), short_side)
-    else:
-        size = (short_side, int(short_side * height / width))
+    scale = short_side / min(height, width)
     interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
     return cv2.resize(rgb, size, interpolation=interpolation), scale
 

@@ -263,6 +263,8 @@ def filesystem(protocol: str, options: Options | None = None) -> AbstractFileSys
         fs = _FILESYSTEMS.get(cache_key)
         if fs is None:
             fs = fsspec.filesystem(protocol, skip_instance_cache=True, **kwargs)
+            if protocol in S3_PROTOCOLS:
+                _log_s3_retries(fs, kwargs)
             _FILESYSTEMS[cache_key] = fs
             log.debug("new %s filesystem in pid %d", protocol, os.getpid())
     return fs
@@ -547,3 +549,229 @@ def is_transient(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+# ----------------------------------------------------------------------------- retry logging
+
+
+def _max_attempts(config_kwargs: Mapping[str, Any]) -> int:
+    """botocore's attempts per request (first try included) for these Config kwargs."""
+    retries = dict(config_kwargs.get("retries") or {})
+    if retries.get("total_max_attempts"):
+        return int(retries["total_max_attempts"])
+    if retries.get("max_attempts") is not None:
+        return int(retries["max_attempts"]) + 1
+    if os.environ.get("AWS_MAX_ATTEMPTS", "").isdigit():
+        return int(os.environ["AWS_MAX_ATTEMPTS"])
+    mode = retries.get("mode") or os.environ.get("AWS_RETRY_MODE") or "legacy"
+    return 5 if mode == "legacy" else 3
+
+
+class _RetryLogger:
+    """A botocore `needs-retry` hook that logs each failed S3 attempt as a warning.
+
+    botocore retries connection errors, 5xx and throttling itself (5 attempts, up to ~15 s of
+    back-off in legacy mode) and logs that only at DEBUG, so an outage of that length passed
+    without a line. The hook only observes: it returns None and leaves the decision to
+    botocore's own handler."""
+
+    def __init__(self, max_attempts: int) -> None:
+        self.max_attempts = max_attempts
+
+    def __call__(self, attempts: int = 0, operation: Any = None, caught_exception: Any = None,
+                 response: Any = None, **_: Any) -> None:
+        if caught_exception is not None:
+            error = f"{type(caught_exception).__name__}: {caught_exception}"
+        else:
+            status, code = _response_status(response)
+            if not (status >= 500 or status == 429 or code in _TRANSIENT_CODES):
+                return None
+            error = f"HTTP {status}" + (f" {code}" if code else "")
+        name = getattr(operation, "name", None) or "request"
+        action = "retrying" if attempts < self.max_attempts else "giving up"
+        log.warning("S3 %s attempt %d/%d failed (%s); %s", name, attempts, self.max_attempts,
+                    error, action)
+        return None
+
+
+def _response_status(response: Any) -> tuple[int, str]:
+    """(HTTP status, S3 error code) of a botocore (http_response, parsed) pair."""
+    if not isinstance(response, tuple) or len(response) != 2:
+        return 0, ""
+    http, parsed = response
+    code = ((parsed or {}).get("Error") or {}).get("Code", "") if isinstance(parsed, Mapping) else ""
+    return int(getattr(http, "status_code", 0) or 0), str(code or "")
+
+
+def _log_s3_retries(fs: AbstractFileSystem, kwargs: Mapping[str, Any]) -> None:
+    """Give an s3fs filesystem a botocore session whose clients log every retry (warning).
+
+    The session is the one s3fs would create (same kwargs); s3fs only replaces it on a
+    refresh, which would drop the logging, not change behaviour."""
+    try:
+        from aiobotocore.session import AioSession
+    except ImportError:  # pragma: no cover - s3fs always brings aiobotocore
+        return
+    if getattr(fs, "session", True) is not None:
+        return  # a session was given, or this s3fs has none to set
+    session = AioSession(**getattr(fs, "kwargs", {}))
+    session.register("needs-retry.s3", _RetryLogger(_max_attempts(kwargs.get("config_kwargs") or {})),
+                     unique_id="somflow-log-s3-retries")
+    fs.session = session
+
+
+# ----------------------------------------------------------------------------- conditional writes
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write lost: the object changed (or appeared) since the caller read it."""
+
+
+_CAS_LOCK = threading.Lock()  # memory:// and other in-process filesystems
+_CAS_SUPPORT: dict[tuple[int, str, str], bool] = {}
+
+
+def _content_tag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _is_precondition_failure(exc: BaseException) -> bool:
+    """s3fs turns HTTP 412 (and AWS's 409 ConditionalRequestConflict) into a bare OSError;
+    the botocore error underneath says which it was."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, Mapping):
+            code = (response.get("Error") or {}).get("Code")
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return True
+        if "pre-condition" in str(current) or "PreconditionFailed" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _local_cas_lock(path: str) -> Iterator[None]:
+    """flock on a hidden sibling: serialises read-compare-replace across processes, and
+    the kernel drops it when a holder dies (no stale lock after kill -9)."""
+    import fcntl
+
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, f".{os.path.basename(path)}.cas-lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def read_tagged(url: str, options: Options | None = None) -> tuple[bytes, str] | None:
+    """(content, tag) read in one step, or None when the object does not exist.
+
+    The tag is what `compare_and_swap` expects back: the S3 ETag, or the content's sha256
+    for local and memory files."""
+    fs, path = resolve(url, options)
+    protocol = protocol_of(url)
+    with _explained(url):
+        if protocol in S3_PROTOCOLS:
+            from fsspec.asyn import sync
+
+            bucket, key, _ = fs.split_path(path)
+
+            async def get() -> tuple[bytes, str]:
+                response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+                async with response["Body"] as body:
+                    return await body.read(), response["ETag"]
+
+            try:
+                return sync(fs.loop, get)
+            except FileNotFoundError:
+                return None
+        try:
+            data = fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        return data, _content_tag(data)
+
+
+def compare_and_swap(url: str, data: bytes, expected: str | None,
+                     options: Options | None = None) -> str:
+    """Write `url` only if it still has tag `expected` (None: only if it does not exist);
+    returns the new tag, raises PreconditionFailed otherwise.
+
+    S3: one PutObject with If-Match / If-None-Match (the server decides atomically; check
+    `supports_conditional_writes` for servers that ignore the headers). Local files: read,
+    compare and os.replace under an flock. memory://: under a process lock."""
+    fs, path = resolve(url, options)
+    protocol = protocol_of(url)
+    data = bytes(data)
+    with _explained(url):
+        if protocol in S3_PROTOCOLS:
+            bucket, key, _ = fs.split_path(path)
+            condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
+            try:
+                response = fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+            except OSError as exc:
+                if _is_precondition_failure(exc):
+                    raise PreconditionFailed(f"{url} changed since it was read ({condition})") from exc
+                raise
+            finally:
+                fs.invalidate_cache(path)
+            return response["ETag"]
+        guard = _local_cas_lock(path) if protocol in LOCAL_PROTOCOLS else _CAS_LOCK
+        with guard:
+            try:
+                current: str | None = _content_tag(fs.cat_file(path))
+            except FileNotFoundError:
+                current = None
+            if current != expected:
+                raise PreconditionFailed(f"{url} has tag {current}, expected {expected}")
+            if protocol in LOCAL_PROTOCOLS:
+                _write_local_atomic(path, data, durable=True)
+            else:
+                fs.pipe_file(path, data)
+            fs.invalidate_cache(path)
+        return _content_tag(data)
+
+
+def remove(url: str, options: Options | None = None) -> None:
+    """Delete one object; a missing one is fine."""
+    fs, path = resolve(url, options)
+    with _explained(url), contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
+        fs.invalidate_cache(path)
+
+
+def supports_conditional_writes(url: str, options: Options | None = None) -> bool:
+    """Whether `compare_and_swap` is safe for `url`: always for local and memory files; for
+    S3, probed once per endpoint and bucket (two If-None-Match PUTs of one key: the second
+    must be refused), because some S3-compatible servers silently ignore the headers."""
+    protocol = protocol_of(url)
+    if protocol not in S3_PROTOCOLS:
+        return True
+    fs, path = resolve(url, options)
+    bucket = fs.split_path(path)[0]
+    cache_key = (os.getpid(), str(getattr(fs, "endpoint_url", None) or s3_options(options).get("endpoint_url")), bucket)
+    if cache_key in _CAS_SUPPORT:
+        return _CAS_SUPPORT[cache_key]
+    import uuid
+
+    probe = join(url.rsplit("/", 1)[0], f".cas-probe-{uuid.uuid4().hex}")
+    try:
+        compare_and_swap(probe, b"1", None, options)
+        try:
+            compare_and_swap(probe, b"2", None, options)
+            supported = False
+        except PreconditionFailed:
+            supported = True
+    finally:
+        remove(probe, options)
+    log.info("S3 conditional writes %s on %s (bucket %s)", "supported" if supported else "IGNORED",
+             cache_key[1], bucket)
+    _CAS_SUPPORT[cache_key] = supported
+    return supported

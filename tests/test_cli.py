@@ -131,3 +131,30 @@ def test_installed_console_script_helps_a_newcomer():
         assert option in done.stdout
     listing = subprocess.run([som, "segmenters"], capture_output=True, text=True, check=True).stdout
     assert all(name in listing for name in ("sam:", "slic:", "felzenszwalb:", "coco:", "points_per_side"))
+
+
+# Issue 16.4: how many processes `som mark` runs. GPU-model segmenters (sam, hf-sam) run in one
+# process whatever the GPU count: each extra process would load its own model copy onto GPU 0.
+@pytest.mark.parametrize("gpus", [0, 1, 4])
+@pytest.mark.parametrize(("requested", "expected_cpu"), [(0, 8), (1, 1), (3, 3)])
+def test_mark_processes(gpus: int, requested: int, expected_cpu: int, caplog):
+    from som.mark.batch import mark_processes
+
+    assert mark_processes(requested, segmenter="slic", uses_gpu=False, gpus=gpus, cpus=8) == expected_cpu
+    for name in ("sam", "hf-sam"):
+        caplog.clear()
+        assert mark_processes(requested, segmenter=name, uses_gpu=True, gpus=gpus, cpus=8) == 1
+        assert ("ignoring --workers 3" in caplog.text) == (requested == 3)
+        assert (f"({gpus} visible)" in caplog.text) == (requested == 3 and gpus > 0)
+
+
+def test_mark_processes_without_a_cpu_count():
+    from som.mark.batch import mark_processes
+
+    assert mark_processes(0, segmenter="slic", uses_gpu=False, gpus=0, cpus=None) == 1
+
+
+def test_registry_marks_the_gpu_model_segmenters():
+    from som.segment import available
+
+    assert {name for name, spec in available().items() if spec.uses_gpu} == {"sam", "hf-sam"}

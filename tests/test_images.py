@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from som.images import ImageLoadError, decode_image, load_image, resize_short_side
+from som.images import ImageLoadError, decode_image, load_image, resize_short_side, resized_size
 from tests.helpers.data import SHARED_IMAGES, data_path
 
 
@@ -390,3 +390,26 @@ def test_resize_zero_or_same_keeps_the_image():
         resized, scale = resize_short_side(rgb, short_side)
         assert resized is rgb
         assert scale == 1.0
+
+
+def test_resize_refuses_an_extreme_aspect_ratio_before_allocating():
+    strip = np.zeros((1, 3000, 3), np.uint8)  # 640 short side would make it 1,920,000x640
+    with pytest.raises(ImageLoadError) as error:
+        resize_short_side(strip, 640, source="strip.png")
+    assert error.value.source == "strip.png" and "aspect ratio" in error.value.reason and "3000x1" in error.value.reason
+
+
+def test_resize_applies_the_pixel_limit_to_the_resized_size():
+    with pytest.raises(ImageLoadError, match="resized to 40000x20000"):
+        resized_size(400, 200, 20000, source="big")
+    assert resized_size(400, 200, 20000, max_pixels=10**9) == (40000, 20000)
+
+
+def test_resize_limits_are_configurable_and_panoramas_pass():
+    assert resized_size(10000, 1000, 640) == (6400, 640)  # a 10:1 panorama
+    assert resized_size(100, 2900, 640) == (640, 18560)  # 29:1, under the default 30
+    with pytest.raises(ImageLoadError):
+        resized_size(400, 10, 16, max_aspect_ratio=20)
+    assert resized_size(400, 10, 16, max_aspect_ratio=0) == (640, 16)
+    image, scale = resize_short_side(np.zeros((10, 200, 3), np.uint8), 0)
+    assert image.shape == (10, 200, 3) and scale == 1.0

@@ -303,3 +303,109 @@ def test_index_can_be_shared_and_describe_is_portable(coco_file):
     }
     assert index.lookup("x/000000000002.jpg")["id"] == 2
     assert index.lookup("000000000003.jpg") is None
+
+
+# --- issue 11 item 6: a size mismatch or a malformed record is a per-image error ---------------
+
+from som.segment.coco import CocoImageError  # noqa: E402
+
+
+def _one_image_file(tmp_path, record: dict, segmentation) -> str:
+    document = {
+        "images": [{"id": 1, "file_name": "a.jpg", **record}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                         "segmentation": segmentation}],
+    }
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+def test_half_size_image_is_an_error_naming_both_sizes(segmenter):
+    """An image file at half the annotated size, not resized by marking, is rejected (it was
+    stretched silently) when the pre-resize size is known."""
+    with pytest.raises(CocoImageError, match=r"masks are 80x60 but the image is 40x30"):
+        segmenter.generate(blank(H1 // 2, W1 // 2), source="000000000001.jpg",
+                           original_size=(H1 // 2, W1 // 2))
+
+
+def test_stretched_image_is_an_error(segmenter):
+    """A different aspect ratio cannot come from marking's uniform resize: an error, not a stretch."""
+    with pytest.raises(CocoImageError, match=r"masks are 80x60 but the image is 80x30") as info:
+        segmenter.generate(blank(30, 80), source="000000000001.jpg")
+    assert isinstance(info.value, LookupError)  # so som mark / the dataset quarantine it
+
+
+def test_exif_rotated_image_error_says_so(segmenter):
+    """An upright (EXIF-transposed) photo has width and height swapped relative to COCO's record."""
+    with pytest.raises(CocoImageError, match=r"masks are 80x60 but the image is 60x80.*EXIF"):
+        segmenter.generate(blank(W1, H1), source="000000000001.jpg")
+
+
+def test_rescale_param_stretches_on_request(coco_file):
+    segmenter = build_segmenter("coco", {"annotations": str(coco_file), "rescale": "true"})
+    masks = segmenter.generate(blank(30, 80), source="000000000001.jpg")
+    assert masks and all((m.height, m.width) == (30, 80) for m in masks)
+
+
+def test_wrong_size_rle_is_an_error(tmp_path):
+    rle = compressed_rle(block_mask(30, 40, 0, 10, 0, 10))  # 40x30, record says 80x60
+    path = _one_image_file(tmp_path, {"width": W1, "height": H1}, rle)
+    segmenter = build_segmenter("coco", {"annotations": path})
+    with pytest.raises(CocoImageError, match=r"masks are 40x30 but the image is 80x60"):
+        segmenter.generate(blank(H1, W1), source="a.jpg")
+
+
+@pytest.mark.parametrize(
+    ("record", "segmentation", "reason"),
+    [
+        ({"width": W1, "height": H1}, [[10, 10, "a", 20, 30, 30]], r"non-numeric polygon coordinate 'a'"),
+        ({"height": H1}, TRIANGLE, r"a.jpg has no 'width'"),
+        ({"width": 0, "height": H1}, TRIANGLE, r"a.jpg has width 0; it must be a positive integer"),
+    ],
+)
+def test_malformed_records_have_readable_reasons(tmp_path, record, segmentation, reason):
+    """Today: ValueError ... 'a', KeyError 'width', ZeroDivisionError."""
+    path = _one_image_file(tmp_path, record, segmentation)
+    segmenter = build_segmenter("coco", {"annotations": path})
+    with pytest.raises(CocoImageError, match=reason):
+        segmenter.generate(blank(H1, W1), source="a.jpg")
+
+
+def test_mismatch_is_quarantined_by_som_mark(tmp_path, coco_file):
+    """The per-image error reaches quarantine.jsonl with its reason; the run goes on."""
+    from PIL import Image
+
+    from som.mark.batch import mark_paths
+    from som.mark.options import MarkOptions
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (W1, H1 // 2)).save(images / "000000000001.jpg")  # wrong aspect
+    Image.new("RGB", (W2, H2)).save(images / "000000000002.jpg")  # right size
+    segmenter = build_segmenter("coco", {"annotations": str(coco_file)})
+    summary = mark_paths([images], tmp_path / "out", segmenter, MarkOptions(short_side=0),
+                         progress=False)
+    failed = [json.loads(line) for line in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
+    assert len(failed) == 1 and failed[0]["source"].endswith("000000000001.jpg")
+    assert "masks are 80x60 but the image is 80x30" in failed[0]["reason"]
+    assert sum(r.status == "marked" for r in summary.reports) == 1
+
+
+def test_mismatch_is_a_failed_manifest_row_in_the_dataset(tmp_path, coco_file):
+    """The dataset's --coco source: the image's row is `failed` with the reason; no crash."""
+    from PIL import Image
+
+    from som.dataset.shard import MarkConfig, mark_source
+    from som.dataset.sources import SourceImage
+    from som.mark.options import MarkOptions
+
+    path = tmp_path / "000000000001.jpg"
+    Image.new("RGB", (H1, W1)).save(path)  # upright 60x80: width and height swapped
+    params = {"annotations": str(coco_file)}
+    config = MarkConfig("coco", params, MarkOptions(short_side=0))
+    item = SourceImage(str(path), path.stat().st_size, "test")
+    row = mark_source(item, str(tmp_path / "dest"), config, build_segmenter("coco", params))
+    assert row.status == "failed"
+    assert "masks are 80x60 but the image is 60x80" in row.error and "EXIF" in row.error

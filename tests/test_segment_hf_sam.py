@@ -179,3 +179,79 @@ def test_tiny_hf_sam_on_cuda(model_dir, photo, autocast):
     segmenter = tiny(model_dir, device="cuda", autocast=autocast)
     assert next(segmenter.pipeline.model.parameters()).is_cuda
     check_masks(segmenter.generate(photo), *photo.shape[:2])
+
+
+@pytest.fixture
+def half_precision_outputs(model_dir):
+    """Make SamModel's forward return bf16/fp16 scores and masks, as it does under CUDA
+    autocast, while the pipeline's NMS runs on the CPU outside any autocast region."""
+
+    def install(segmenter: HfSamSegmenter, dtype: torch.dtype) -> None:
+        def to_half(module, args, kwargs, output):
+            output["iou_scores"] = output["iou_scores"].to(dtype)
+            output["pred_masks"] = output["pred_masks"].to(dtype)
+            return output
+
+        segmenter.pipeline.model.register_forward_hook(to_half, with_kwargs=True)
+
+    return install
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_model_outputs_survive_nms(model_dir, photo, half_precision_outputs, dtype):
+    """Issue 16.1: half-precision IoU scores reached torchvision NMS next to float32 boxes
+    ("dets should have the same type as scores"); they are now cast to float32 first."""
+    segmenter = tiny(model_dir, box_nms_thresh="0.7")
+    half_precision_outputs(segmenter, getattr(torch, dtype))
+    masks = segmenter.generate(photo)
+    check_masks(masks, *photo.shape[:2])
+    assert len(masks) < 4 * 4 * 3  # NMS did run
+
+
+def test_segmenter_pickles_into_a_fresh_process(model_dir, photo, monkeypatch):
+    """`som mark` sends the segmenter to worker processes by pickle: the lazily built pipeline
+    class must be found again by name in a process that has not built it yet."""
+    import pickle
+
+    import som.segment.hf_sam as hf_sam
+
+    segmenter = tiny(model_dir)
+    blob = pickle.dumps(segmenter)
+    monkeypatch.delitem(vars(hf_sam), "Float32MaskGenerationPipeline")
+    again = pickle.loads(blob)
+    assert type(again.pipeline).__name__ == "Float32MaskGenerationPipeline"
+    assert [m.area for m in again.generate(photo)] == [m.area for m in segmenter.generate(photo)]
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+@pytest.mark.parametrize("requested", ["0", "2"])
+def test_som_mark_runs_hf_sam_in_one_process(model_dir, tmp_path, monkeypatch, gpus, requested):
+    """Issue 16.4: `som mark --segmenter hf-sam` started one process per core (or per
+    --workers), each loading its own model copy onto GPU 0; like sam it now runs one process."""
+    import os
+
+    import som.cli
+    import som.mark.batch
+    from som.mark.batch import MarkSummary
+
+    seen: dict[str, int] = {}
+
+    def fake_mark_paths(*args, workers: int = 1, **kwargs) -> MarkSummary:
+        seen["workers"] = workers
+        return MarkSummary()
+
+    monkeypatch.setattr(som.mark.batch, "mark_paths", fake_mark_paths)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(som.cli, "_cuda_devices", lambda: gpus, raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    image = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(image)
+    result = CliRunner().invoke(
+        cli,
+        ["mark", str(image), "--out", str(tmp_path / "out"), "--segmenter", "hf-sam",
+         "--param", f"model={model_dir}", "--param", "local_files_only=true",
+         "--param", "device=cpu", "--workers", requested, "--no-progress"],
+    )
+    assert seen == {"workers": 1}, result.output

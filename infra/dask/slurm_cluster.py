@@ -46,10 +46,33 @@ def cluster_kwargs(args: argparse.Namespace) -> dict:
         "scheduler_options": {"host": args.scheduler_host} if args.scheduler_host else {},
     }
     if args.gpus_per_job:
-        # One dask-cuda worker per GPU pins each process to its own device.
-        kwargs["worker_command"] = "dask-cuda-worker"
+        # dask-jobqueue starts `python -m <worker_command> ADDRESS --name .. --nthreads ..
+        # --memory-limit .. --death-timeout ..`: it needs a module, and dask-cuda's console
+        # script `dask-cuda-worker` is not one. dask_cuda.cli runs the same `worker` command
+        # when started with -m; it spawns one worker process per GPU the job sees (pinned by
+        # CUDA_VISIBLE_DEVICES). With a worker_command other than distributed's own,
+        # dask-jobqueue adds no --nworkers/--nanny, which dask-cuda would reject.
+        kwargs["worker_command"] = GPU_WORKER_MODULE
         kwargs["processes"] = 1
+        # Each of the job's per-GPU workers takes --memory-limit for itself; dask-jobqueue's
+        # value is the whole job's, so split it (the last --memory-limit on the line wins).
+        kwargs["worker_extra_args"] = [
+            *kwargs["worker_extra_args"],
+            "--memory-limit",
+            per_gpu_memory(args.memory, args.gpus_per_job),
+        ]
     return {k: v for k, v in kwargs.items() if v not in (None, [], {})}
+
+
+GPU_WORKER_MODULE = "dask_cuda.cli"
+
+
+def per_gpu_memory(job_memory: str, gpus: int) -> str:
+    """The host-memory limit of one of a job's `gpus` workers, written the way dask-jobqueue
+    writes one worker process's share (e.g. "7.45GiB")."""
+    from dask.utils import format_bytes, parse_bytes
+
+    return format_bytes(parse_bytes(job_memory) / max(gpus, 1)).replace(" ", "")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--account", help="sbatch --account")
     parser.add_argument("--qos", help="sbatch --qos")
     parser.add_argument("--constraint", help="sbatch --constraint")
-    parser.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job; workers become dask-cuda-worker")
+    parser.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job; each job runs dask-cuda's worker (python -m dask_cuda.cli), one process per GPU")
     parser.add_argument("--venv", help="virtualenv to activate in each job (default: the job inherits PATH)")
     parser.add_argument("--scheduler-host", help="address workers use to reach this scheduler (default: this host)")
     parser.add_argument("--print-script", action="store_true", help="print the sbatch script and exit")

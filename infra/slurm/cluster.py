@@ -261,8 +261,14 @@ def write_configs(layout: Layout, nodes: int, cpus: int, ports: dict[str, int],
         "AuthType=auth/munge",
         f"AuthInfo=socket={layout.munge_socket}",
         f"DbdHost={host}",
-        f"DbdAddr={HOST}",
+        f"DbdAddr={HOST}",  # the address clients are told, not the one slurmdbd binds
         f"DbdPort={ports['slurmdbd']}",
+        # slurmdbd binds INADDR_ANY (0.0.0.0) by default, whatever DbdAddr says (22.05's
+        # slurmdbd.conf has no bind option). With NoInAddrAny (parsed here too) it binds the
+        # address its hostname resolves to (Slurm's slurm_setup_addr), as slurmctld and slurmd
+        # do under slurm.conf's NoCtldInAddrAny,NoInAddrAny: loopback where the hostname maps
+        # to 127.0.0.1, as in /etc/hosts here; one interface, not all, otherwise.
+        "CommunicationParameters=NoInAddrAny",
         "SlurmUser=root",
         "DebugLevel=info",
         f"LogFile={layout.log_of('slurmdbd')}",

@@ -12,7 +12,9 @@ Problem kinds (each record is counted once per kind, with its reasons joined):
   text-only record, or appearing more often than the record has images.
 - missing_image: `exists(location)` is false; location is image_root joined with a relative
   path, or the path / URL itself.
-- unreadable: the file stops being a JSON array (kept as `fatal`; counts cover what was read).
+- malformed also covers a relative image path that leaves the image root ('..').
+- unreadable: the file stops being a JSON array or UTF-8 text (kept as `fatal`, with the
+  element index, byte offset and line; counts cover what was read).
 
 Token lengths (with a tokenizer) are statistics, not problems: whether an over-long record is a
 fault depends on the training run's `model_max_length`, so they do not change `ok`.
@@ -31,7 +33,7 @@ from typing import Any
 
 from som import storage
 from som.data.conversations import IMAGE_TOKEN, record_problems
-from som.data.mixing import MixError, _images, iter_json_array
+from som.data.mixing import MixError, _images, iter_json_array, under_root
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +208,10 @@ def image_token_problems(record: Mapping[str, Any], images: list[str]) -> list[s
     return []
 
 
-def locate(image: str, image_root: str | None) -> str:
-    """Where an image is: relative paths under the image root; full URLs and paths as given."""
-    if not image_root or "://" in image or image.startswith("/"):
-        return image
-    return storage.join(image_root, image)
+def locate(image: str, image_root: str | None) -> str | None:
+    """Where an image is: relative paths under the image root; full URLs and paths as given.
+    None when a relative path leaves the root ('..'), reported as a problem, not raised."""
+    return under_root(image, image_root)
 
 
 def check_file(
@@ -286,7 +287,9 @@ def _check_record(
         seen.add(digest)
     for image in images:
         location = locate(image, image_root)
-        if not lookup(location):
+        if location is None:
+            found["malformed"].append(f"image path {image!r} leaves the image root {image_root}")
+        elif not lookup(location):
             found["missing_image"].append(f"no image at {location}")
     _add_all(report, index, record_id, found)
     return token_length(tokenizer, record_text(record)) if tokenizer is not None else None

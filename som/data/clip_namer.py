@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from som.data.naming import TagName, TagNames
+from som.devices import auto_dtype
 from som.mark import rle
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class ClipNamer:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = auto_dtype(self.device, without_bf16=torch.float16)  # native bf16 only (som.devices)
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
         self.processor = AutoProcessor.from_pretrained(model_id, local_files_only=offline)
         # Cast after loading rather than passing a dtype: the keyword's name changed across

@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import random
 import re
 import tempfile
@@ -60,26 +61,55 @@ class MixError(ValueError):
 # ----------------------------------------------------------------------------- streaming reader
 
 
+_LOOKAHEAD = 16  # chars past a decode error that prove it is not just the chunk's end
+
+
 def iter_json_array(
     stream: BinaryIO, *, chunk_size: int = 1 << 20, max_record_chars: int = 64 << 20, with_text: bool = False
 ) -> Iterator[Any]:
     """The elements of a JSON array read from a binary stream, one at a time.
 
     With `with_text`, (element, its source text) pairs. Holds at most one chunk plus the
-    element being parsed; an element over `max_record_chars` (or malformed text that never
-    parses) is an error, not a read to EOF."""
+    element being parsed; an element over `max_record_chars` is an error, not a read to EOF.
+    A decode error with data after it is final at once (reading on until the size limit
+    made a malformed record in a 200 MB file cost 400 MB and lose its position), so errors
+    name the element index, byte offset and line. Non-UTF-8 input is an error naming the
+    byte, not a UnicodeDecodeError."""
     decoder = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8-sig")()
-    buffer, pos, dropped, eof = "", 0, 0, False
+    buffer, pos, eof = "", 0, False
+    # For error messages: bytes read, lines before buffer[0], and where the current line
+    # starts (a char offset relative to buffer[0]). Byte offsets are derived at failure.
+    dropped_lines, line_start, bytes_read = 0, 0, 0
+    index = 0
+    not_utf8: str | None = None  # set when a chunk holds invalid UTF-8: input ends there
 
     def more(size: int) -> bool:
-        nonlocal buffer, pos, dropped, eof
+        nonlocal buffer, pos, eof, dropped_lines, line_start, bytes_read, not_utf8
         if eof:
             return False
         data = stream.read(size)
         eof = not data
-        buffer = buffer[pos:] + utf8.decode(data, final=eof)
-        dropped += pos
+        try:
+            text = utf8.decode(data, final=eof)
+            bytes_read += len(data)
+        except UnicodeDecodeError as exc:
+            # Parse up to the bad byte, then stop: the error names the element it falls in.
+            bad_byte = exc.object[exc.start]
+            text = exc.object[: exc.start].decode("utf-8")
+            if bytes_read == 0:
+                text = text.removeprefix("\ufeff")
+            bytes_read += len(data) - (len(exc.object) - exc.start)  # the bad byte's offset
+            utf8.reset()
+            eof = True
+            not_utf8 = f"not UTF-8 text: byte 0x{bad_byte:02x}"
+        newlines = buffer.count("\n", 0, pos)  # counted in place: no copy of the dropped text
+        if newlines:
+            dropped_lines += newlines
+            line_start = buffer.rindex("\n", 0, pos) + 1 - pos
+        else:
+            line_start -= pos
+        buffer = buffer[pos:] + text
         pos = 0
         return True
 
@@ -90,8 +120,21 @@ def iter_json_array(
             if pos < len(buffer) or not more(chunk_size):
                 return
 
-    def fail(message: str) -> MixError:
-        return MixError(f"{message} at character {dropped + pos}")
+    def where(at: int) -> str:
+        pending = len(utf8.getstate()[0])  # bytes read but not yet decoded
+        byte = bytes_read - pending - len(buffer[at:].encode("utf-8", "surrogatepass"))
+        newlines = buffer.count("\n", 0, at)
+        line = dropped_lines + newlines + 1
+        column = at - (buffer.rindex("\n", 0, at) + 1 if newlines else line_start) + 1
+        return f"element {index} (byte offset {byte}, line {line}, column {column})"
+
+    def fail(message: str, at: int | None = None) -> MixError:
+        if not_utf8:
+            return MixError(
+                f"{not_utf8} at {where(len(buffer))}; JSON must be UTF-8 (re-encode it, e.g. "
+                "iconv -f latin1 -t utf-8)"
+            )
+        return MixError(f"{message} at {where(pos if at is None else at)}")
 
     skip_space()
     if buffer[pos : pos + 1] != "[":
@@ -111,13 +154,17 @@ def iter_json_array(
                 if end < len(buffer) or eof:  # a value at the buffer's end may continue
                     break
             except json.JSONDecodeError as exc:
-                if eof:
-                    raise fail(f"malformed JSON ({exc.msg})") from None
+                # Final unless the error may just be the chunk's end: an unterminated string
+                # or an error within a token's length of the end.
+                truncated = exc.msg.startswith("Unterminated string") or exc.pos + _LOOKAHEAD >= len(buffer)
+                if eof or not truncated:
+                    raise fail(f"malformed JSON ({exc.msg})", exc.pos) from None
             if len(buffer) - pos > max_record_chars:
                 raise fail(f"an element exceeds {max_record_chars} characters or is malformed")
             more(max(chunk_size, len(buffer) - pos))
         yield (value, buffer[pos:end]) if with_text else value
         pos, first = end, False
+        index += 1
         skip_space()
         if buffer[pos : pos + 1] == ",":
             pos += 1
@@ -127,10 +174,22 @@ def iter_json_array(
         elif pos >= len(buffer):
             raise fail("unexpected end of input inside the array")
         else:
-            raise fail("expected ',' or ']' after an element")
+            raise fail("expected ',' or ']' after the previous element")
     skip_space()
     if pos < len(buffer):
         raise fail("unexpected data after the array")
+
+
+def under_root(image: str, root: str | None) -> str | None:
+    """Where an image is: relative paths under the root (with '.' and '..' resolved); full
+    URLs and absolute paths as given. None for a relative path that leaves the root, which
+    storage.join refuses (S3 keys do not resolve '..') and which is a problem to report."""
+    if not root or "://" in image or image.startswith("/"):
+        return image
+    relative = posixpath.normpath(image.replace("\\", "/"))
+    if relative == ".." or relative.startswith("../"):
+        return None
+    return storage.join(root, relative)
 
 
 class _HashingReader:
@@ -341,6 +400,9 @@ def _one_line(text: str) -> bytes:
     return _LINE_BREAKS.sub("", text).encode("utf-8")
 
 
+_OUTSIDE = "(leaves the image root: '..' is refused)"
+
+
 class _Pass1:
     """Stream every source: validate, count, check images, hash ids, scatter to buckets."""
 
@@ -389,17 +451,19 @@ class _Pass1:
         counts.sha256 = reader.sha256.hexdigest()
 
     def _locate(self, image: str) -> str:
-        """Where an image is: relative paths under the image root; full URLs and paths as given."""
-        root = self.config.image_root
-        if not root or "://" in image or image.startswith("/"):
-            return image
-        return storage.join(root, image)
+        """Where an image is (`under_root`); a path leaving the root gets a location that
+        says so, and `_flush` counts it as missing without a lookup."""
+        location = under_root(image, self.config.image_root)
+        return location if location is not None else f"{image} {_OUTSIDE}"
 
     def _flush(
         self, batch: list[tuple[dict[str, Any], str]], counts: SourceCounts, files: list[IO[bytes]]
     ) -> None:
         locations = sorted({self._locate(i) for r, _ in batch for i in _images(r)})
-        found = dict(zip(locations, (self.pool.map if self.pool else map)(self.exists, locations)))
+        outside = [loc for loc in locations if loc.endswith(_OUTSIDE)]
+        inside = [loc for loc in locations if not loc.endswith(_OUTSIDE)]
+        found = dict(zip(inside, (self.pool.map if self.pool else map)(self.exists, inside)))
+        found.update(dict.fromkeys(outside, False))
         for record, text in batch:
             counts.read += 1
             images = _images(record)

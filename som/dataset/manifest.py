@@ -79,15 +79,27 @@ def merge_rows(previous: Iterable[ManifestRow], new: Iterable[ManifestRow]) -> l
     return [merged[uri] for uri in sorted(merged)]
 
 
-def write_manifest(dest: str, rows: list[ManifestRow], version: str | None = None) -> str:
-    """Write a complete version, then point `_latest` at it; returns the version name."""
+def write_manifest_version(dest: str, rows: list[ManifestRow], version: str, exclusive: bool = False) -> str:
+    """Write one complete version file (not `_latest`). `exclusive`: only if no file has that
+    name yet (storage.PreconditionFailed otherwise), so concurrent builds never overwrite
+    each other's version."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    version = version or new_version_name()
     table = pa.Table.from_pylist([asdict(r) for r in rows], schema=_schema())
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    storage.write_bytes_atomic(manifest_url(dest, version), buffer.getvalue())
+    if exclusive:
+        storage.compare_and_swap(manifest_url(dest, version), buffer.getvalue(), None)
+    else:
+        storage.write_bytes_atomic(manifest_url(dest, version), buffer.getvalue())
+    return version
+
+
+def write_manifest(dest: str, rows: list[ManifestRow], version: str | None = None) -> str:
+    """Write a complete version, then point `_latest` at it; returns the version name.
+
+    Last writer wins: builds commit through som.dataset.commit.commit_rows instead."""
+    version = write_manifest_version(dest, rows, version or new_version_name())
     storage.write_bytes_atomic(storage.join(dest, "manifests", LATEST), version.encode("utf-8"))
     return version

@@ -98,6 +98,8 @@ def mark_source(item: SourceImage, dest: str, config: MarkConfig, segmenter: Seg
             output = annotate(loaded, segmenter, config.options, image_format=config.image_format)
         except LookupError as exc:  # an annotation-backed segmenter that lacks this image
             return ManifestRow(sha256=loaded.sha256, error=str(exc), **failed)
+        except ImageLoadError as exc:  # e.g. an extreme aspect ratio, refused before resizing
+            return ManifestRow(sha256=loaded.sha256, error=exc.reason, **failed)
         if output.image_bytes is not None:
             storage.write_bytes_atomic(image_url, output.image_bytes)
         storage.write_bytes_atomic(json_url, output.metadata_json())

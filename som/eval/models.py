@@ -59,7 +59,9 @@ class HFModel:
         self.max_new_tokens = max_new_tokens
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         if dtype == "auto":
-            self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+            from som.devices import auto_dtype  # native bf16 only: V100/T4 get fp16, as LLaVA evaluates
+
+            self.dtype = auto_dtype(self.device, without_bf16=torch.float16)
         else:
             self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.processor = AutoProcessor.from_pretrained(model_id, local_files_only=local_files_only)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from PIL import Image
 
 import som
-from som.images import LoadedImage, resize_short_side
+from som.images import DEFAULT_MAX_ASPECT_RATIO, LoadedImage, resize_short_side
 from som.mark.marker import mark_image
 from som.mark.options import MarkOptions
 from som.segment.base import Segmenter
@@ -44,9 +44,16 @@ def annotate(
     *,
     image_format: ImageFormat = "jpg",
     jpeg_quality: int = 90,
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
 ) -> SomOutput:
-    """Resize, segment, mark and encode one image."""
-    resized, scale = resize_short_side(loaded.rgb, options.short_side)
+    """Resize, segment, mark and encode one image.
+
+    Raises ImageLoadError (with a reason to quarantine) for an extreme aspect ratio or a
+    resized size over the pixel limit, before allocating it.
+    """
+    resized, scale = resize_short_side(
+        loaded.rgb, options.short_side, source=loaded.source, max_aspect_ratio=max_aspect_ratio
+    )
     masks = segmenter.generate(resized, source=loaded.source)
     result = mark_image(resized, masks, options)
     metadata: dict[str, Any] = {

@@ -34,22 +34,27 @@ class Segmenter(Protocol):
 
 @dataclass(frozen=True)
 class SegmenterSpec:
-    """A registry entry: a params dataclass and the factory that builds the segmenter."""
+    """A registry entry: a params dataclass and the factory that builds the segmenter.
+
+    uses_gpu: the segmenter holds a neural model that runs on the GPU when there is one, so
+    `som mark` runs it in one process instead of one model copy per core.
+    """
 
     name: str
     params_type: type
     factory: Callable[[Any], Segmenter]
     summary: str
+    uses_gpu: bool = False
 
 
 _REGISTRY: dict[str, SegmenterSpec] = {}
 
 
-def register(name: str, params_type: type, summary: str) -> Callable:
+def register(name: str, params_type: type, summary: str, *, uses_gpu: bool = False) -> Callable:
     """Decorator for a factory `f(params) -> Segmenter`."""
 
     def wrap(factory: Callable[[Any], Segmenter]) -> Callable[[Any], Segmenter]:
-        _REGISTRY[name] = SegmenterSpec(name, params_type, factory, summary)
+        _REGISTRY[name] = SegmenterSpec(name, params_type, factory, summary, uses_gpu)
         return factory
 
     return wrap

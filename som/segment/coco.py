@@ -4,6 +4,12 @@ This is how `som mark --masks COCO.json` works and how the data stage uses groun
 an annotation file stands in for a segmenter. Polygons are rasterised (with pycocotools, on
 their bounding box) directly at the size of the image being marked, with no full-resolution
 detour; RLE annotations are decoded with pycocotools and resized with nearest neighbour.
+
+The image must be the one the annotations describe: the same size, or a uniform resize of it
+(`som mark`'s short-side resize). Anything else (a half-size copy, a different aspect ratio,
+an EXIF-rotated photo whose record gives the stored, unrotated size) is a per-image
+`CocoImageError` naming both sizes, because silently stretching masks onto the wrong pixels
+gives wrong ground truth. `rescale=true` asks for the old stretch-to-fit instead.
 """
 
 from __future__ import annotations
@@ -21,11 +27,21 @@ import numpy as np
 from som.segment.base import register
 from som.segment.mask import Mask
 
+
+class CocoImageError(LookupError, ValueError):
+    """One image's annotations cannot be used (size mismatch, malformed record or polygon).
+
+    A LookupError so that `som mark` quarantines the image and the dataset flow writes a
+    `failed` manifest row with this reason, as for an image missing from the file.
+    """
+
+
 @dataclass(frozen=True)
 class CocoParams:
     annotations: str = ""
     include_crowd: bool = True
     min_area: int = 0
+    rescale: bool = False  # stretch masks to an image whose size disagrees with the record
 
 
 class CocoIndex:
@@ -61,11 +77,26 @@ class CocoIndex:
         )
 
     def masks_for(
-        self, record: dict[str, Any], height: int, width: int, *, include_crowd: bool = True
+        self,
+        record: dict[str, Any],
+        height: int,
+        width: int,
+        *,
+        include_crowd: bool = True,
+        rescale: bool = False,
+        original_size: tuple[int, int] | None = None,
     ) -> list[Mask]:
-        """Masks of one image's annotations, rasterised at height x width."""
-        scale_x = width / record["width"]
-        scale_y = height / record["height"]
+        """Masks of one image's annotations, rasterised at height x width.
+
+        `original_size` (height, width) is the image's size before any resize; when given it
+        must equal the record's size exactly. Raises CocoImageError on a mismatch unless
+        `rescale`, and on a record or annotation a user must fix.
+        """
+        record_height, record_width = record_size(record)
+        if not rescale:
+            check_size(record, (record_height, record_width), (height, width), original_size)
+        scale_x = width / record_width
+        scale_y = height / record_height
         masks = []
         for ann in self.annotations_by_image.get(record["id"], []):
             if ann.get("iscrowd") and not include_crowd:
@@ -74,9 +105,11 @@ class CocoIndex:
             if not segmentation:
                 continue
             if isinstance(segmentation, list):
-                mask = _polygons_to_mask(segmentation, scale_x, scale_y, height, width)
+                mask = _polygons_to_mask(
+                    _numeric_polygons(segmentation, ann, record), scale_x, scale_y, height, width
+                )
             else:
-                mask = _rle_to_mask(segmentation, record, height, width)
+                mask = _rle_to_mask(segmentation, ann, record, height, width, rescale)
             if mask is None:
                 continue
             category = self.categories.get(ann.get("category_id"))
@@ -84,6 +117,101 @@ class CocoIndex:
                 Mask(mask.crop, mask.x0, mask.y0, height, width, ann.get("score"), category)
             )
         return masks
+
+
+def _name(record: dict[str, Any]) -> str:
+    return str(record.get("file_name", record.get("id", "?")))
+
+
+def record_size(record: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) of an image record; a clear error when missing, zero or not a number."""
+    sizes = []
+    for key in ("height", "width"):
+        value = record.get(key)
+        if value is None:
+            raise CocoImageError(f"COCO image record {_name(record)} has no {key!r}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise CocoImageError(
+                f"COCO image record {_name(record)} has a non-numeric {key!r}: {value!r}"
+            ) from None
+        if number <= 0 or number != value:
+            raise CocoImageError(
+                f"COCO image record {_name(record)} has {key} {value!r}; it must be a positive integer"
+            )
+        sizes.append(number)
+    return sizes[0], sizes[1]
+
+
+def check_size(
+    record: dict[str, Any],
+    record_hw: tuple[int, int],
+    image_hw: tuple[int, int],
+    original_hw: tuple[int, int] | None = None,
+) -> None:
+    """Raise CocoImageError unless the image is the annotated one, at most uniformly resized.
+
+    With the pre-resize size known it must match exactly; without it, the resized image must
+    keep the record's aspect ratio within a pixel (the short-side resize truncates the long
+    side), which still catches stretched and rotated images but not a uniformly scaled copy.
+    """
+    rh, rw = record_hw
+    if original_hw is not None:
+        ok = tuple(original_hw) == (rh, rw)
+        shown_h, shown_w = original_hw
+    else:
+        h, w = image_hw
+        ok = (h, w) == (rh, rw) or abs(rw * h / rh - w) <= 1 or abs(rh * w / rw - h) <= 1
+        shown_h, shown_w = h, w
+    if ok:
+        return
+    hint = ""
+    if (shown_h, shown_w) == (rw, rh):
+        hint = (
+            " (the width and height are swapped: the photo is probably EXIF-rotated, which "
+            "somflow applies, while the record gives the stored, unrotated size)"
+        )
+    elif original_hw is None:
+        hint = " (after the marking resize, so the aspect ratios differ)"
+    raise CocoImageError(
+        f"{_name(record)}: masks are {rw}x{rh} but the image is {shown_w}x{shown_h}{hint}; "
+        "fix the COCO file or pass rescale=true to stretch the masks to the image"
+    )
+
+
+def _numeric_polygons(
+    polygons: list[Any], ann: dict[str, Any], record: dict[str, Any]
+) -> list[list[float]]:
+    """Polygon coordinates as floats; a clear error naming the annotation otherwise."""
+    out = []
+    for flat in polygons:
+        if not isinstance(flat, list):
+            raise CocoImageError(
+                f"{_name(record)}: annotation {ann.get('id')} has a polygon that is not a list "
+                f"of numbers: {flat!r:.60}"
+            )
+        try:
+            out.append([float(v) for v in flat])
+        except (TypeError, ValueError):
+            bad = next(v for v in flat if not _is_number(v))
+            raise CocoImageError(
+                f"{_name(record)}: annotation {ann.get('id')} has a non-numeric polygon "
+                f"coordinate {bad!r}"
+            ) from None
+        if not all(math.isfinite(v) for v in out[-1]):
+            raise CocoImageError(
+                f"{_name(record)}: annotation {ann.get('id')} has a non-finite polygon coordinate"
+            )
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
 
 
 def _polygons_to_mask(
@@ -125,14 +253,39 @@ def _polygons_to_mask(
 
 
 def _rle_to_mask(
-    segmentation: dict[str, Any], record: dict[str, Any], height: int, width: int
+    segmentation: dict[str, Any],
+    ann: dict[str, Any],
+    record: dict[str, Any],
+    height: int,
+    width: int,
+    rescale: bool = False,
 ) -> Mask | None:
     from pycocotools import mask as mask_utils
 
+    record_hw = record_size(record)
     rle = segmentation
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if not isinstance(size, list | tuple) or len(size) != 2 or "counts" not in rle:
+        raise CocoImageError(
+            f"{_name(record)}: annotation {ann.get('id')} has a segmentation that is neither "
+            "polygons nor an RLE with 'size' and 'counts'"
+        )
+    if tuple(size) != record_hw and not rescale:
+        raise CocoImageError(
+            f"{_name(record)}: annotation {ann.get('id')}: masks are {size[1]}x{size[0]} but the "
+            f"image is {record_hw[1]}x{record_hw[0]} (its COCO record); fix the COCO file or "
+            "pass rescale=true"
+        )
     if isinstance(rle.get("counts"), list):
-        rle = mask_utils.frPyObjects(rle, record["height"], record["width"])
-    full = mask_utils.decode(rle).astype(np.uint8)
+        rle = mask_utils.frPyObjects(rle, int(size[0]), int(size[1]))
+    elif isinstance(rle.get("counts"), str):
+        rle = {"size": list(size), "counts": rle["counts"].encode("ascii")}
+    try:
+        full = mask_utils.decode(rle).astype(np.uint8)
+    except (TypeError, ValueError) as exc:
+        raise CocoImageError(
+            f"{_name(record)}: annotation {ann.get('id')} has an unreadable RLE: {exc}"
+        ) from exc
     if full.shape != (height, width):
         full = cv2.resize(full, (width, height), interpolation=cv2.INTER_NEAREST)
     mask = Mask.from_full(full.astype(bool))
@@ -152,13 +305,25 @@ class CocoSegmenter:
         self.params = params
         self.index = index
 
-    def generate(self, image: np.ndarray, *, source: str | None = None) -> list[Mask]:
+    def generate(
+        self,
+        image: np.ndarray,
+        *,
+        source: str | None = None,
+        original_size: tuple[int, int] | None = None,
+    ) -> list[Mask]:
+        """Masks for `source`; `original_size` (h, w) before any resize makes the size check exact."""
         record = self.index.lookup(source or "")
         if record is None:
             raise LookupError(f"{source} is not listed in {self.params.annotations or 'the COCO file'}")
         height, width = image.shape[:2]
         masks = self.index.masks_for(
-            record, height, width, include_crowd=self.params.include_crowd
+            record,
+            height,
+            width,
+            include_crowd=self.params.include_crowd,
+            rescale=self.params.rescale,
+            original_size=original_size,
         )
         return [m for m in masks if m.area > self.params.min_area]
 
@@ -169,6 +334,7 @@ class CocoSegmenter:
                 "annotations": Path(self.params.annotations).name if self.params.annotations else None,
                 "include_crowd": self.params.include_crowd,
                 "min_area": self.params.min_area,
+                **({"rescale": True} if self.params.rescale else {}),
             },
         }
 

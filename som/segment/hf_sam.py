@@ -20,7 +20,7 @@ import numpy as np
 
 from som.segment.base import register
 from som.segment.mask import Mask
-from som.segment.sam import resolve_device
+from som.segment.sam import half_to_float32, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class HfSamSegmenter:
             model=model.eval(),
             image_processor=processor.image_processor,
             device=self.device,
+            pipeline_class=_float32_pipeline_class(),
         )
 
     def generate(self, image: np.ndarray, *, source: str | None = None) -> list[Mask]:
@@ -115,6 +116,40 @@ class HfSamSegmenter:
         return {"name": self.name, "params": params}
 
 
+_PIPELINE_CLASS = "Float32MaskGenerationPipeline"
+
+
+def _float32_pipeline_class() -> type:
+    """transformers' MaskGenerationPipeline whose per-batch outputs are float32 under autocast.
+
+    Under bf16/fp16 autocast the IoU scores come out in half precision; the pipeline moves
+    them to the CPU and runs torchvision NMS outside CUDA autocast, which fails with "dets
+    should have the same type as scores". Casting after the batch's thresholding leaves the
+    full-size masks (booleans by then) alone. The class is built on first use (transformers
+    stays unimported until then) and published as a module attribute, so a segmenter still
+    pickles into `som mark` worker processes.
+    """
+    cached = globals().get(_PIPELINE_CLASS)
+    if cached is not None:
+        return cached
+    from transformers import MaskGenerationPipeline
+
+    class Float32MaskGenerationPipeline(MaskGenerationPipeline):
+        def _forward(self, *args: Any, **kwargs: Any) -> Any:
+            return half_to_float32(super()._forward(*args, **kwargs))
+
+    Float32MaskGenerationPipeline.__qualname__ = _PIPELINE_CLASS
+    globals()[_PIPELINE_CLASS] = Float32MaskGenerationPipeline
+    return Float32MaskGenerationPipeline
+
+
+def __getattr__(name: str) -> Any:
+    """Lets unpickling in a fresh process find the lazily built pipeline class."""
+    if name == _PIPELINE_CLASS:
+        return _float32_pipeline_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load_model(model: str, local_files_only: bool, cache_dir: str | None) -> tuple[Any, Any]:
     """SamModel and SamProcessor from a hub id or folder, with an error that names the model
     and says what to do when it is neither cached nor downloadable."""
@@ -140,6 +175,7 @@ def load_model(model: str, local_files_only: bool, cache_dir: str | None) -> tup
     "hf-sam",
     HfSamParams,
     "Segment Anything via transformers SamModel (hub id or folder; GPU if present)",
+    uses_gpu=True,
 )
 def _build_hf_sam(params: HfSamParams) -> HfSamSegmenter:
     return HfSamSegmenter(params)

@@ -16,7 +16,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import MutableMapping
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -24,6 +25,8 @@ from som.segment.base import register
 from som.segment.mask import Mask
 
 log = logging.getLogger(__name__)
+
+_M = TypeVar("_M", bound=MutableMapping[str, Any])
 
 CHECKPOINTS: dict[str, tuple[str, str]] = {
     "vit_h": (
@@ -139,6 +142,13 @@ class SamSegmenter:
             checkpoint = params.checkpoint or official_checkpoint(params.model_type, params.cache_dir)
             model = sam_model_registry[params.model_type](checkpoint=str(checkpoint))
         model.to(self.device).eval()
+        if params.autocast == "none":
+            # Precision default: TF32 on Ampere+ GPUs (fp32 range, ~2x faster ViT-H), not bf16
+            # autocast, whose masks have not yet been compared with fp32 on a GPU; autocast
+            # stays an explicit choice. See som.devices.enable_tf32, benchmarks/gpu_check.py.
+            from som.devices import enable_tf32
+
+            enable_tf32(self.device)
         knobs = {
             f.name: getattr(params, f.name)
             for f in dataclasses.fields(params)
@@ -179,20 +189,35 @@ def _generator_class() -> type:
     Under bf16/fp16 autocast the mask decoder returns half-precision IoU predictions, and
     segment-anything's MaskData.to_numpy() then fails ("Got unsupported ScalarType BFloat16").
     """
-    import torch
     from segment_anything import SamAutomaticMaskGenerator
 
     class Float32OutputGenerator(SamAutomaticMaskGenerator):
         def _process_batch(self, *args: Any, **kwargs: Any) -> Any:
-            data = super()._process_batch(*args, **kwargs)
-            for key, value in list(data.items()):
-                if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16):
-                    data[key] = value.float()
-            return data
+            return half_to_float32(super()._process_batch(*args, **kwargs))
 
     return Float32OutputGenerator
 
 
-@register("sam", SamParams, "Segment Anything automatic masks (checkpoint downloaded once, GPU if present)")
+def half_to_float32(data: _M) -> _M:
+    """Cast the bf16/fp16 tensors among `data`'s values to float32, in place.
+
+    Autocast makes SAM's heads return half precision; post-processing that runs after the
+    autocast region (numpy conversion, torchvision NMS on the CPU) rejects it or mixes dtypes.
+    Shared by the `sam` and `hf-sam` segmenters.
+    """
+    import torch
+
+    for key, value in list(data.items()):
+        if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16):
+            data[key] = value.float()
+    return data
+
+
+@register(
+    "sam",
+    SamParams,
+    "Segment Anything automatic masks (checkpoint downloaded once, GPU if present)",
+    uses_gpu=True,
+)
 def _build_sam(params: SamParams) -> SamSegmenter:
     return SamSegmenter(params)

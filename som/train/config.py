@@ -97,11 +97,14 @@ class TrainConfig:
     keep_last: int = 2
     seed: int = 42
     log_every: int = 1
+    # collective timeout (minutes) of the process group: rank-0-only work (a 13B checkpoint
+    # upload, the export, scanning the data) must fit in it; NCCL's own default is 10
+    dist_timeout_min: float = 120.0
 
     # Fields that change how a run is operated, not what it computes: left out of the
     # fingerprint so that changing them neither invalidates caches nor blocks a resume.
     OPERATIONAL = frozenset({"save_every", "keep_last", "dataloader_workers", "log_every",
-                             "local_files_only"})
+                             "local_files_only", "dist_timeout_min"})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (tuples as lists), the inverse of `load_config(mapping)`."""
@@ -321,6 +324,7 @@ def validate(config: TrainConfig) -> None:
     _check(config.save_every >= 1, "save_every: must be >= 1")
     _check(config.keep_last >= 1, "keep_last: must be >= 1")
     _check(config.log_every >= 1, "log_every: must be >= 1")
+    _check(config.dist_timeout_min > 0, "dist_timeout_min: must be positive (minutes)")
     lora = config.lora
     if lora.enabled:
         _check(config.trains_language_model,

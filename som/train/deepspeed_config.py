@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from som.devices import auto_dtype
 from som.train.config import ConfigError, TrainConfig, gradient_accumulation_steps
 
 log = logging.getLogger(__name__)
@@ -32,15 +33,15 @@ def template_path(config: TrainConfig) -> Path:
 
 
 def resolve_precision(config: TrainConfig, device: torch.device) -> torch.dtype:
-    """bf16 on GPUs that support it, fp32 elsewhere (CPU steps are exact and comparable);
+    """bf16 on GPUs that support it natively, fp32 elsewhere (CPU steps are exact and comparable);
     fp16 is not offered: DeepSpeed refuses it on CPU and bf16 needs no loss scaling."""
     if config.precision == "bf16":
         return torch.bfloat16
     if config.precision == "fp32":
         return torch.float32
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    # Native bf16 only (Ampere+): V100/T4 emulate it, and torch.cuda.is_bf16_supported()
+    # counts emulation; there fp32 is the choice, as fp16 is not offered.
+    return auto_dtype(device)
 
 
 def build_deepspeed_config(config: TrainConfig, *, world_size: int, dtype: torch.dtype,

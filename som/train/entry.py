@@ -53,7 +53,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         from som.train.loop import train
 
         configure_logging(int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))))
-        env = init_distributed()
+        env = init_distributed(timeout_min=self.config.dist_timeout_min)
         try:
             result = train(self.config, self.run_dir, env)
         finally:

@@ -167,11 +167,15 @@ class Trainer:
         import deepspeed
 
         from som.train.deepspeed_config import build_deepspeed_config, resolve_precision
-        from som.train.model import build_model, param_groups
+        from som.train.model import BlankImagePass, build_model, param_groups, text_hidden_size
 
         config, env = self.config, self.env
         self.dtype = resolve_precision(config, env.device)
-        built = build_model(config, dtype=self.dtype)
+        # The DeepSpeed config comes first: under ZeRO-3 the model is built partitioned with it.
+        ds_config = build_deepspeed_config(config, world_size=env.world_size, dtype=self.dtype,
+                                           hidden_size=text_hidden_size(config))
+        built = build_model(config, dtype=self.dtype, ds_config=ds_config)
+        self._zero3_config = built.zero3_config  # transformers holds it weakly: keep it alive
         self.processor = built.processor
         self.dataset, collator, self.data_report = build_data(config, built.processor, env)
         self.collate = _Collate(collator)
@@ -186,13 +190,10 @@ class Trainer:
         optimizer = torch.optim.AdamW(param_groups(built.model, config), lr=config.lr,
                                       betas=(0.9, 0.999), eps=1e-8)
         schedule = lr_lambda(config.schedule, warmup, self.total_steps)
-        text_config = built.model.config.get_text_config()
-        ds_config = build_deepspeed_config(config, world_size=env.world_size, dtype=self.dtype,
-                                           hidden_size=text_config.hidden_size)
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=built.model, optimizer=optimizer, config=ds_config,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
-        self.image_size = getattr(built.model.config.vision_config, "image_size", None)
+        self.blank_pass = BlankImagePass(self.engine.module)  # after DeepSpeed's hooks
         log.info("%d steps (%d per epoch), %d micro-batches of %d per step per rank, world %d, "
                  "%s, ZeRO-%d", self.total_steps, self.steps_per_epoch, self.grad_accum,
                  config.micro_batch_size, env.world_size, self.dtype, config.zero_stage)
@@ -232,19 +233,9 @@ class Trainer:
             pin_memory=self.env.device.type == "cuda")
 
     def _forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        inputs = {k: v.to(self.env.device) for k, v in batch.items() if k != "ids"}
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        loss = self.engine(**inputs).loss
-        if "pixel_values" not in inputs and self.config.zero_stage == 3 and self.image_size:
-            # ZeRO-3 gathers the vision tower's weights collectively: every rank must run it in
-            # every micro-step, even on a text-only batch (LLaVA feeds such samples a blank
-            # image for the same reason). Its output is multiplied by 0.
-            blank = torch.zeros(1, 3, self.image_size, self.image_size, device=self.env.device,
-                                dtype=self.dtype)
-            features = self.engine.module.get_image_features(pixel_values=blank).pooler_output
-            loss = loss + 0.0 * sum(f.sum() for f in features)
-        return loss
+        from som.train.model import forward_loss
+
+        return forward_loss(self.engine, batch, self.blank_pass, self.env.device, self.dtype)
 
     def _step(self, micro_batches: Any) -> tuple[float, int, int]:
         """One optimizer step; returns this rank's (mean loss, samples, tokens)."""

@@ -12,7 +12,9 @@ Linear) is LLaVA's ``mlp2x_gelu``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,16 +42,38 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class BuiltModel:
-    """The model to train (a PeftModel when LoRA is on) and the processor that feeds it."""
+    """The model to train (a PeftModel when LoRA is on) and the processor that feeds it.
+
+    `zero3_config` is transformers' HfDeepSpeedConfig when the weights were built partitioned
+    (ZeRO-3): transformers keeps only a weak reference to it, so its owner must hold it for
+    as long as transformers code may touch the model (the whole run, as the HF Trainer does)."""
 
     model: nn.Module
     processor: Any  # LlavaProcessor
+    zero3_config: Any = None
 
 
-def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32) -> BuiltModel:
+def is_zero3(ds_config: dict[str, Any] | None) -> bool:
+    return bool(ds_config) and ds_config.get("zero_optimization", {}).get("stage") == 3
+
+
+def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32,
+                ds_config: dict[str, Any] | None = None) -> BuiltModel:
     """The model of `config`: loaded or assembled, parts frozen per stage, LoRA and gradient
-    checkpointing applied. Deterministic for a given `config.seed` (the projector's init)."""
+    checkpointing applied. Deterministic for a given `config.seed` (the projector's init).
+
+    With a ZeRO-3 `ds_config` (the one `deepspeed.initialize` gets) every weight is partitioned
+    as it is made (``deepspeed.zero.Init``) instead of built whole on the host of every rank:
+    a 13B model in bf16 is 26 GB per rank otherwise, 210 GB on an 8-GPU node. Needs the process
+    group to be up."""
     torch.manual_seed(config.seed)
+    zero3_config = None
+    if is_zero3(ds_config):
+        from transformers.integrations import HfDeepSpeedConfig
+
+        # from_pretrained sees it (weakly) and builds under zero.Init; rank 0 alone reads the
+        # checkpoint and scatters each layer to the ranks' shards.
+        zero3_config = HfDeepSpeedConfig(ds_config)
     if config.init_checkpoint:
         model, processor = load_llava(config.init_checkpoint, dtype=dtype,
                                       local_files_only=config.local_files_only)
@@ -59,7 +83,7 @@ def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32) -> Buil
             config.vision_tower, config.language_model, dtype=dtype,
             feature_layer=config.vision_feature_layer,
             strategy=config.vision_feature_select_strategy,
-            local_files_only=config.local_files_only)
+            local_files_only=config.local_files_only, seed=config.seed, zero3_config=zero3_config)
     set_trainable(model, config.trainable, lora=config.lora.enabled)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -67,7 +91,25 @@ def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32) -> Buil
         model = apply_lora(model, config)
     log.info("model ready: %s trainable of %s parameters (%s)", f"{count_parameters(model, True):,}",
              f"{count_parameters(model, False):,}", ", ".join(config.trainable))
-    return BuiltModel(model=model, processor=processor)
+    return BuiltModel(model=model, processor=processor, zero3_config=zero3_config)
+
+
+def text_hidden_size(config: TrainConfig) -> int:
+    """The language model's hidden size, from its config file alone (the DeepSpeed config's
+    bucket sizes need it before the weights exist under ZeRO-3)."""
+    from transformers import AutoConfig
+
+    source = config.init_checkpoint or config.language_model
+    assert source  # validated by load_config
+    part = "init_checkpoint" if config.init_checkpoint else "language_model"
+    loaded = _load(part, source, AutoConfig.from_pretrained,
+                   local_files_only=config.local_files_only)
+    return int(loaded.get_text_config().hidden_size)
+
+
+def _rows(weight: torch.Tensor) -> int:
+    """Rows of a weight, whole: a ZeRO-3 partitioned parameter's own shape is empty."""
+    return int(getattr(weight, "ds_shape", weight.shape)[0])
 
 
 # ----------------------------------------------------------------------------- loading
@@ -105,9 +147,16 @@ def _vision_config(vision_id: str, local_files_only: bool) -> Any:
 
 def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.float32,
                    feature_layer: int = -2, strategy: str | None = None,
-                   local_files_only: bool = False) -> tuple[nn.Module, Any]:
+                   local_files_only: bool = False, seed: int = 0,
+                   zero3_config: Any = None) -> tuple[nn.Module, Any]:
     """A LlavaForConditionalGeneration made of a pretrained vision tower, a pretrained causal LM
-    and a freshly initialised ``mlp2x_gelu`` projector, plus a LlavaProcessor for both."""
+    and a freshly initialised ``mlp2x_gelu`` projector, plus a LlavaProcessor for both.
+
+    `zero3_config` (ZeRO-3: transformers' HfDeepSpeedConfig, alive, so the two from_pretrained
+    calls partition their weights) makes the projector under ``deepspeed.zero.Init`` too; its
+    random init is made whole, broadcast from rank 0 and then split. The projector's init
+    depends on `seed` alone, not on how much randomness loading the parts used (ZeRO-3's
+    partitioned loading uses some), so every ZeRO stage starts from the same weights."""
     from transformers import (MODEL_MAPPING, AutoImageProcessor, AutoModelForCausalLM,
                               AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration,
                               LlavaProcessor)
@@ -130,8 +179,15 @@ def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.flo
     lm = _load("language_model", lm_id, AutoModelForCausalLM.from_pretrained, dtype=dtype,
                local_files_only=local_files_only)
     _prepare_tokenizer(tokenizer)
-    if len(tokenizer) > lm.get_input_embeddings().weight.shape[0]:
+    if len(tokenizer) > _rows(lm.get_input_embeddings().weight):
         lm.resize_token_embeddings(len(tokenizer))
+        if zero3_config is not None:
+            # transformers makes the resized embeddings (and untied head) as whole tensors;
+            # partition them too (already partitioned weights are left as they are).
+            import deepspeed
+
+            deepspeed.zero.Init(module=lm, config_dict_or_path=zero3_config.config,
+                                mem_efficient_linear=False)
 
     patches = (vision_config.image_size // vision_config.patch_size) ** 2
     config = LlavaConfig(
@@ -142,12 +198,20 @@ def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.flo
         vision_feature_select_strategy=strategy, pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)))
     # The shell is made on the meta device: its random tower and LM would be thrown away.
-    with torch.device("meta"):
+    with _zero3_off(zero3_config), torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
     model.model.vision_tower = vision
     model.model.language_model = lm.get_decoder()
     model.lm_head = lm.get_output_embeddings()
-    model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if zero3_config is not None:
+            import deepspeed
+
+            with deepspeed.zero.Init(config_dict_or_path=zero3_config.config):  # dtype: its bf16
+                model.model.multi_modal_projector = LlavaMultiModalProjector(config)
+        else:
+            model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
     model.generation_config = lm.generation_config
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     processor = LlavaProcessor(
@@ -159,6 +223,22 @@ def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.flo
     return model, processor
 
 
+@contextlib.contextmanager
+def _zero3_off(zero3_config: Any) -> Iterator[None]:
+    """transformers' ZeRO-3 mode off for a while: it would initialise the meta shell's
+    submodules as partitioned weights (and fail: meta tensors hold no data)."""
+    if zero3_config is None:
+        yield
+        return
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(zero3_config)
+
+
 def _prepare_tokenizer(tokenizer: Any) -> None:
     """Add the image placeholder; pad with <unk> as LLaVA's Vicuna runs do, else a new <pad>."""
     if IMAGE_TOKEN not in tokenizer.get_vocab():
@@ -168,6 +248,76 @@ def _prepare_tokenizer(tokenizer: Any) -> None:
             tokenizer.pad_token = tokenizer.unk_token
         else:
             tokenizer.add_special_tokens({"pad_token": "<pad>"})
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+class BlankImagePass:
+    """Runs the vision tower and projector on a blank image inside a text-only forward, at the
+    very point an image batch runs them: right after the token embeddings, before the LM.
+
+    Why: ZeRO-3 gathers each module's partitioned weights collectively and prefetches them in
+    the order it recorded; ranks that call modules in different orders in one step (one rank
+    on images: embeddings, tower, projector, LM; another on text: embeddings, LM, and the tower
+    afterwards) issue mismatched all-gathers and hang. With the pass armed, a text-only
+    micro-batch calls the same modules in the same order as an image batch, and the features
+    (times 0) join the graph at the embeddings as real features do, so backward visits the
+    same modules in the same order too, and every trainable part gets a gradient on every rank
+    (ZeRO-2's gradient buckets stay aligned as well). LLaVA feeds text-only samples a blank
+    image for the same reason.
+
+    Install it on the module the engine wraps *after* ``deepspeed.initialize``, so that
+    DeepSpeed's own hooks on the embeddings run first, as they do before an image batch's
+    vision pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        llava = model.get_base_model() if hasattr(model, "get_base_model") else model
+        vision = llava.config.vision_config
+        size = getattr(vision, "image_size", None)
+        if isinstance(size, (tuple, list)):
+            size = size[0]
+        self.shape = (1, int(getattr(vision, "num_channels", 3)), int(size), int(size)) \
+            if size else None
+        if self.shape is None:
+            log.warning("vision config has no image_size: text-only batches skip the blank image")
+        self._llava = llava.model
+        self._armed = False
+        self._dtype = torch.float32
+        self._handle = llava.get_input_embeddings().register_forward_hook(self._hook)
+
+    @contextlib.contextmanager
+    def armed(self, dtype: torch.dtype) -> Iterator[None]:
+        """Within it, the next embedding call is followed by the blank vision pass."""
+        self._armed, self._dtype = True, dtype
+        try:
+            yield
+        finally:
+            self._armed = False
+
+    def _hook(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor | None:
+        if not self._armed or self.shape is None:
+            return None
+        self._armed = False
+        blank = torch.zeros(self.shape, device=output.device, dtype=self._dtype)
+        features = self._llava.get_image_features(pixel_values=blank).pooler_output
+        return output + 0.0 * sum(f.sum() for f in features).to(output.dtype)
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def forward_loss(model: Any, batch: dict[str, Any], blank: BlankImagePass,
+                 device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The loss of one micro-batch, with the same module order whatever it holds: images
+    through the model's own vision pass, text alone through `blank`'s. `model` is the
+    DeepSpeed engine (or the plain module in tests)."""
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "ids"}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        return model(**inputs).loss
+    with blank.armed(dtype):
+        return model(**inputs).loss
 
 
 # ----------------------------------------------------------------------------- what trains

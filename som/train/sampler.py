@@ -10,11 +10,14 @@ a sample is merged with the one before and the two are split in halves.
 
 Every rank computes the same global plan from (seed, epoch) and takes its own batch of each
 step, so all ranks run the same number of steps and a resumed run skips the steps it already
-took (`set_epoch(epoch, skip_batches=n)`). Each index appears exactly once per epoch across
-ranks and every batch is pure, except in a corner that cannot be both (a modality with fewer
-samples than ranks, or batch_size 1 with a leftover shorter than world_size): those few
-samples go in final steps, sorted by modality so at most one batch mixes, and are repeated as
-DistributedSampler repeats when there are fewer of them than ranks.
+took (`set_epoch(epoch, skip_batches=n)`). Every step is pure across ranks: all ranks' batches
+of a step hold the same modality. Each index appears exactly once per epoch, except in a
+corner that cannot be both (a modality with fewer samples than ranks, or batch_size 1 with a
+leftover shorter than world_size): that modality's few leftover samples make a final step of
+their own, one per rank, repeated as DistributedSampler repeats. Purity across ranks matters
+beyond padding: ZeRO-3 gathers weights collectively, so ranks must call the same modules in
+the same order (the model's blank-image pass makes the order independent of the batch too;
+see som.train.model.BlankImagePass). Without modality grouping, batches may mix freely.
 
 The sampler yields batches (lists of indices): use it as ``DataLoader(dataset,
 batch_sampler=sampler, collate_fn=SupervisedCollator(...))``.
@@ -95,7 +98,7 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[list[int]]):
         groups = ([everything[self.lengths > 0], everything[self.lengths < 0]]
                   if self.group_by_modality else [everything])
         steps: list[Step] = []
-        orphans: list[int] = []
+        leftovers: list[list[int]] = []
         for group in groups:
             shuffled = rng.permutation(group)
             sizes, left = step_sizes(len(shuffled), self.world_size, self.batch_size)
@@ -103,9 +106,10 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[list[int]]):
             for size in sizes:
                 steps.append(self._deal(shuffled[start:start + size]))
                 start += size
-            orphans += shuffled[len(shuffled) - left:].tolist()
+            if left:
+                leftovers.append(shuffled[len(shuffled) - left:].tolist())
         steps = [steps[k] for k in rng.permutation(len(steps))]
-        if orphans:
+        for orphans in leftovers:  # one modality's each: their steps stay pure across ranks
             steps += self._orphan_steps(orphans)
         return steps
 
@@ -125,7 +129,7 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[list[int]]):
         return batches
 
     def _orphan_steps(self, orphans: list[int]) -> list[Step]:
-        """Leftovers that cannot make pure steps: by modality, repeated up to one per rank."""
+        """One group's leftovers (fewer than ranks): repeated up to one per rank, longest first."""
         orphans.sort(key=lambda i: (self.lengths[i] < 0, -abs(int(self.lengths[i]))))
         capacity = self.world_size * self.batch_size
         count = -(-len(orphans) // capacity)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
+
+from PIL import Image
 
 from som.dataset.config import resolve_dataset_config
 from som.dataset.manifest import write_manifest
@@ -21,7 +24,8 @@ def som_dataset(tmp_path: Path, segmenter: str = "coco") -> tuple[str, list]:
     coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}]}
     for number, (name, data) in enumerate(photos.items()):
         (raw / name).write_bytes(data)
-        coco["images"].append({"id": number, "file_name": name, "width": 240, "height": 200})
+        width, height = Image.open(io.BytesIO(data)).size  # the record must match the image
+        coco["images"].append({"id": number, "file_name": name, "width": width, "height": height})
         for ann, (category, box) in enumerate([(1, (20, 20, 80, 150)), (2, (120, 60, 220, 180)), (1, (150, 10, 200, 50))]):
             x0, y0, x1, y1 = box
             coco["annotations"].append({"id": number * 10 + ann, "image_id": number, "category_id": category, "iscrowd": 0, "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]})

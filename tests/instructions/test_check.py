@@ -216,3 +216,65 @@ def test_check_command_exit_codes(tmp_path):
     assert bad.exit_code == 1 and json.loads(bad.output)["problems"]["duplicate_id"]["count"] == 1
     missing = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "nope.json")])
     assert missing.exit_code == 1 and "cannot read" in missing.output
+
+
+# ----------------------------------------------------------------------------- issue 11 item 8
+
+
+def test_image_path_leaving_the_root_is_a_problem_not_a_traceback(tmp_path, images):
+    """Today storage.join raises ValueError("refusing '..'") out of check_file."""
+    records = [rec("up", "../../etc/passwd"), rec("ok", "coco/../coco/a.jpg")]
+    report = check_file(write(tmp_path / "up.json", records), image_root=str(images))
+    assert not report.ok
+    assert report.ids("malformed") == ["up"]
+    assert "leaves the image root" in report.problems["malformed"].examples[0].reason
+    assert report.count("missing_image") == 0
+
+
+def test_latin1_file_is_a_fatal_problem_with_its_position(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(json.dumps([rec("1"), rec("café")], ensure_ascii=False).encode("latin-1"))
+    report = check_file(str(path))
+    assert not report.ok
+    assert report.records == 1
+    assert "not UTF-8 text: byte 0xe9" in report.fatal and "element 1" in report.fatal
+
+
+def test_malformed_record_in_the_middle_reports_index_and_offset(tmp_path):
+    n, bad = 20_000, 10_000
+    path = tmp_path / "big.json"
+    with open(path, "wb") as f:
+        f.write(b"[")
+        for i in range(n):
+            text = json.dumps(rec(f"r{i}")).encode()
+            if i == bad:
+                text = text.replace(b'"from": "gpt"', b'"from": gpt', 1)
+                offset = f.tell() + 1 + text.index(b"gpt")
+            f.write((b"," if i else b"") + text)
+        f.write(b"]")
+    assert path.stat().st_size > 2 * 2**20
+    report = check_file(str(path))
+    assert report.records == bad
+    assert f"element {bad} (byte offset {offset}, line 1," in report.fatal, report.fatal
+
+
+def test_check_and_mix_commands_report_latin1_and_dotdot_without_tracebacks(tmp_path, images):
+    from click.testing import CliRunner
+
+    from som.cli import cli
+
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(json.dumps([rec("café")], ensure_ascii=False).encode("latin-1"))
+    dotdot = write(tmp_path / "dotdot.json", [rec("up", "../x.jpg")])
+    runner = CliRunner()
+    for args in (
+        ["data", "check", str(latin1)],
+        ["data", "check", dotdot, "--image-root", str(images)],
+        ["data", "mix", "--base", str(latin1), "--add", dotdot, "--out", str(tmp_path / "o.json")],
+        ["data", "mix", "--base", dotdot, "--add", dotdot, "--out", str(tmp_path / "o.json"),
+         "--image-root", str(images)],
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        assert "not UTF-8" in result.output or "leaves the image root" in result.output, result.output

@@ -21,7 +21,7 @@ from som.data.conversations import (
     record_problems,
 )
 from som.data.naming import TagName, name_tags
-from tests.instructions.scenes import HEIGHT, SCENE, WIDTH, Box, box_of_tag, scene_marks
+from tests.instructions.scenes import HEIGHT, WIDTH, Box, box_of_tag, scene_marks
 
 URI = "s3://bucket/som/marks/abc.jpg"
 ROOT = "s3://bucket/som"

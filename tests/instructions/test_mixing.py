@@ -280,3 +280,70 @@ def test_no_sources_or_missing_input(tmp_path):
         mix([], str(tmp_path / "m.json"))
     with pytest.raises(MixError, match="does not exist"):
         mix([MixSource(str(tmp_path / "absent.json"))], str(tmp_path / "m.json"))
+
+
+# ----------------------------------------------------------------------------- issue 11 item 8
+
+
+def _file_with_bad_record_in_the_middle(path: Path, n: int = 20_000) -> tuple[int, int, int]:
+    """A few-MB array whose record `n // 2` is malformed; (index, byte offset, line) of the fault."""
+    bad = n // 2
+    with open(path, "wb") as f:
+        f.write(b"[\n")
+        for i, rec in enumerate(base_records(n)):
+            text = json.dumps(rec).encode()
+            if i == bad:
+                text = text.replace(b'"conversations": ', b'"conversations": oops ', 1)
+                offset = f.tell() + (2 if i else 0) + text.index(b"oops")
+            f.write((b",\n" if i else b"") + text)
+        f.write(b"\n]\n")
+    return bad, offset, bad + 2
+
+
+def test_malformed_record_in_the_middle_is_reported_at_its_position(tmp_path):
+    """Today the reader reads on up to 64 Mi characters and says 'exceeds 67108864 characters
+    or is malformed' with no usable position; now the record index, byte offset and line."""
+    path = tmp_path / "big.json"
+    index, offset, line = _file_with_bad_record_in_the_middle(path)
+    assert path.stat().st_size > 2 * 2**20
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as stream, pytest.raises(MixError) as info:
+            for _ in iter_json_array(stream, chunk_size=1 << 16, max_record_chars=1 << 20):
+                pass
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert f"element {index} (byte offset {offset}, line {line}," in message, message
+    assert "Expecting value" in message
+    assert peak < 1 << 20  # one chunk and one record, not the file up to the size limit
+
+
+def test_mix_reports_the_malformed_record_and_its_file(tmp_path):
+    path = tmp_path / "big.json"
+    index, offset, _ = _file_with_bad_record_in_the_middle(path, n=5_000)
+    with pytest.raises(MixError, match=rf"big.json: malformed JSON .* element {index} \(byte offset {offset},"):
+        mix([MixSource(str(path))], str(tmp_path / "out.json"), exists=everything_exists)
+
+
+def test_latin1_file_is_a_clear_error_not_a_traceback(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(json.dumps([record("1"), record("2", text="café")], ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(MixError, match=r"not UTF-8 text: byte 0xe9 at element 1 \(byte offset \d+"):
+        mix([MixSource(str(path))], str(tmp_path / "out.json"), exists=everything_exists)
+
+
+def test_image_path_leaving_the_root_is_counted_missing_not_a_crash(tmp_path):
+    path = write_array(tmp_path / "in.json", [record("1", "../secret.jpg"), record("2", "a/../b.jpg")])
+    seen = []
+
+    def exists(location):
+        seen.append(location)
+        return True
+
+    result = mix([MixSource(str(path))], str(tmp_path / "out.json"),
+                 MixConfig(image_root=str(tmp_path / "root"), max_missing=1), exists=exists)
+    assert result.missing_count == 1
+    assert "leaves the image root" in result.missing_examples[0][1]
+    assert seen == [f"{tmp_path}/root/b.jpg"]  # '..' inside the root is resolved, not refused
