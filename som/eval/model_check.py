@@ -15,8 +15,7 @@ import os
 import re
 from pathlib import Path
 
-API_PREFIX = "openai:"
-HF_PREFIX = "hf:"
+from som.eval.models import API_PREFIX, HF_PREFIX
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",

@@ -47,19 +47,6 @@ EXPECTED_PROMPTS["qwen2.5-vl"] = EXPECTED_PROMPTS["qwen2-vl"]
 NESTED_ONLY = {"smolvlm", "mllama", "gemma3"}
 
 
-def _family_params() -> list[Any]:
-    params = []
-    for family in FAMILIES:
-        marks = []
-        if family == "smolvlm":
-            from transformers.utils import is_num2words_available
-
-            marks.append(pytest.mark.skipif(not is_num2words_available(),
-                                            reason="SmolVLMProcessor needs the num2words package"))
-        params.append(pytest.param(family, marks=marks, id=family))
-    return params
-
-
 class Loaded:
     """A family's folder, reloaded the way a hub checkpoint would be, with no network."""
 
@@ -100,7 +87,7 @@ class Loaded:
         return out[:, inputs["input_ids"].shape[1]:].tolist()
 
 
-@pytest.fixture(scope="module", params=_family_params())
+@pytest.fixture(scope="module", params=FAMILIES)
 def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
            offline: None) -> Loaded:
     family = request.param

@@ -60,7 +60,6 @@ def test_gpu_worker_memory_limit_is_split_over_the_gpus():
 def test_dask_cuda_worker_accepts_the_whole_command_line():
     """dask-cuda's own `worker` command parses every option dask-jobqueue wrote (an unknown one
     raises), with the values the script meant; then the module itself starts with --help."""
-    pytest.importorskip("dask_cuda", reason="needs dask-cuda (somflow[gpu])")
     import dask_cuda.cli
 
     argv, address = worker_argv(*GPU_ARGS)

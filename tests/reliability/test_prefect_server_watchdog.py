@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
+
+from tests.flows.test_dataset_cli import servers_with_home
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD = """
@@ -20,17 +21,6 @@ with prefect_api() as url:
     print(url, flush=True)
     sys.stdin.read()  # hold the server until killed
 """
-
-
-def servers_with_home(home: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if "server" in (process.info["cmdline"] or []) and process.environ().get("PREFECT_HOME") == str(home):
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_kill_9_of_the_owner_stops_its_prefect_server(tmp_path):
