@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
     from som.dataset.config import resolve_dataset_config
     from som.dataset.shard import mark_source
     from som.dataset.sources import list_sources
-    from som.segment.base import build_segmenter
+    from som.segment import build_segmenter
     from tests.helpers.image_sets import derived_photos
 
     source = "s3://bench/images"

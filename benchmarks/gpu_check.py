@@ -128,8 +128,12 @@ def _mask_agreement(reference: list[Any], other: list[Any]) -> float:
 
 
 def _segment_rows(name: str, make: Callable[[str], Any], images: list[Any]) -> list[Row]:
-    """fp32 (TF32 off) as the reference, then tf32, bf16 and fp16 against it."""
+    """fp32 (TF32 off) as the reference, then tf32, bf16 and fp16 against it; images/s, the
+    analytic FLOPs per image (som.segment.flops) and the share of the GPU's dense bf16 peak."""
     import torch
+
+    from som.mfu import device_peak_flops, utilization
+    from som.segment.flops import segmenter_flops
 
     rows = []
     reference: list[list[Any]] = []
@@ -150,8 +154,13 @@ def _segment_rows(name: str, make: Callable[[str], Any], images: list[Any]) -> l
         else:
             agreement = min(_mask_agreement(r, m) for r, m in zip(reference, masks))
         status = "ok" if agreement >= MASK_IOU_TOLERANCE else "FAIL"
+        flops = segmenter_flops(segmenter)
+        assert flops is not None  # sam and hf-sam
+        share = utilization(flops.total * len(images), seconds, device_peak_flops("cuda"))
+        peak = "–" if share is None else f"{100 * share:.1f}%"
         rows.append(Row(f"{name} {mode}", status,
-                        f"{len(images) / seconds:.2f} images/s, {sum(map(len, masks))} masks, "
+                        f"{len(images) / seconds:.2f} images/s, {flops.total / 1e12:.2f} TFLOP/image, "
+                        f"{peak} of bf16 peak, {sum(map(len, masks))} masks, "
                         f"worst image mean IoU vs fp32 {agreement:.3f} (tolerance "
                         f"{MASK_IOU_TOLERANCE})", _peak()))
         del segmenter

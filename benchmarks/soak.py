@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,9 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from som.dataset.audit import audit as audit_dest  # noqa: E402  (after the repo is on the path)
+from flows.prefect_api import healthy  # noqa: E402  (after the repo is on the path)
+from infra.service import Service  # noqa: E402
+from som.dataset.audit import audit as audit_dest  # noqa: E402
 
 SEAWEED = REPO / "infra" / "storage" / "seaweed.py"
 BIN = Path(sys.executable).parent
@@ -58,7 +59,7 @@ class Processes:
 
     def __init__(self) -> None:
         self.groups: list[subprocess.Popen] = []
-        self.prefect: subprocess.Popen | None = None
+        self.prefect: Service | None = None
         self.seaweed_state: Path | None = None
 
     def kill_group(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -74,11 +75,7 @@ class Processes:
                 proc.wait(timeout=5)
         self.groups.clear()
         if self.prefect is not None:
-            self.kill_group(self.prefect, signal.SIGTERM)
-            try:
-                self.prefect.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill_group(self.prefect)
+            self.prefect.stop(15)
             self.prefect = None
         if self.seaweed_state is not None:
             seaweed("down", "--state", str(self.seaweed_state), check=False)
@@ -115,26 +112,16 @@ def free_port() -> int:
 
 def start_prefect(workdir: Path, env: dict[str, str]) -> str:
     """One Prefect server for all builds (each CLI would otherwise start its own)."""
-    from flows.prefect_api import start_owner_watchdog
-
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    log_file = open(workdir / "prefect.log", "ab")  # noqa: SIM115 (lives as long as the server)
-    PROCS.prefect = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env={**env, "PREFECT_UI_ENABLED": "false"}, stdout=log_file, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    start_owner_watchdog(os.getpid(), PROCS.prefect.pid)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if PROCS.prefect.poll() is not None:
-            raise RuntimeError(f"Prefect server exited ({PROCS.prefect.returncode}); see {workdir}/prefect.log")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return url
-        time.sleep(0.5)
-    raise RuntimeError("Prefect server did not become healthy")
+    PROCS.prefect = Service("the Prefect server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                                   "--port", str(port)],
+                            log=workdir / "prefect.log", state=workdir / "prefect.pid",
+                            env={**env, "PREFECT_UI_ENABLED": "false"})
+    PROCS.prefect.start()
+    PROCS.prefect.watch_owner(os.getpid())
+    PROCS.prefect.wait_ready(lambda: healthy(url), 120)
+    return url
 
 
 # ----------------------------------------------------------------------------- images

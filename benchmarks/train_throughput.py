@@ -10,7 +10,8 @@ Without --config the model is a tiny random LLaVA built from parts (CLIP 32 px, 
 64) and the data are synthetic marked images with listing answers, so the numbers measure the
 pipeline's overhead, not a real model's compute. Training runs as real processes started like
 a launcher starts them (process start-up is excluded: rates come from the logged steps after
-the first, which also pays one-off costs).
+the first, which also pays one-off costs). FLOP/step and MFU are the loop's own analytic
+accounting (som.train.flops, som.mfu); MFU is "–" on the CPU or a GPU whose peak is unknown.
 """
 
 from __future__ import annotations
@@ -94,9 +95,12 @@ def train_throughput(values: dict[str, Any], world_size: int, folder: Path) -> d
                            f"{(folder / 'rank0.log').read_text()[-3000:]}")
     records = [json.loads(line) for line in metrics.read_text().splitlines()][1:]
     seconds = sum(r["step_time_s"] for r in records)
+    mfu = [r["mfu"] for r in records]
     return {"samples_per_s": sum(r["samples"] for r in records) / seconds,
             "tokens_per_s": sum(r["tokens"] for r in records) / seconds,
-            "ms_per_step": 1000 * statistics.median(r["step_time_s"] for r in records)}
+            "ms_per_step": 1000 * statistics.median(r["step_time_s"] for r in records),
+            "flops_per_step": statistics.median(r["flops_per_step"] for r in records),
+            "mfu": None if None in mfu else sum(m * r["step_time_s"] for m, r in zip(mfu, records)) / seconds}
 
 
 def main() -> None:
@@ -124,8 +128,8 @@ def main() -> None:
         print()
         print(f"training steps: global batch {config.global_batch_size}, micro {config.micro_batch_size}, "
               f"{args.steps} steps, rates over steps 2..{args.steps}")
-        print("| ZeRO | processes | samples/s | tokens/s | ms/step |")
-        print("|---|---|---|---|---|")
+        print("| ZeRO | processes | samples/s | tokens/s | ms/step | FLOP/step | MFU |")
+        print("|---|---|---|---|---|---|---|")
         for stage in args.zero_stages:
             for world in args.world_sizes:
                 folder = Path(tmp) / f"z{stage}-w{world}"
@@ -133,8 +137,10 @@ def main() -> None:
                 values = {**base, "zero_stage": stage, "max_steps": args.steps,
                           "save_every": args.steps, "dataloader_workers": 0}
                 rates = train_throughput(values, world, folder)
+                mfu = "–" if rates["mfu"] is None else f"{100 * rates['mfu']:.1f}%"
                 print(f"| {stage} | {world} | {rates['samples_per_s']:.1f} | "
-                      f"{rates['tokens_per_s']:.0f} | {rates['ms_per_step']:.0f} |")
+                      f"{rates['tokens_per_s']:.0f} | {rates['ms_per_step']:.0f} | "
+                      f"{rates['flops_per_step']:.3g} | {mfu} |")
 
 
 if __name__ == "__main__":

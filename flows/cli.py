@@ -64,11 +64,10 @@ def build(source, dest, segmenter, params, coco, shard_size, workers, scheduler,
             incremental=not full,
             return_state=True,
         )
+    if not state.is_completed():
+        raise click.ClickException(state.message or state.name)
     click.echo(state.message or state.name)
-    if state.is_completed():
-        click.echo(f"outputs: {dest.rstrip('/')}/marks/  manifest: {dest.rstrip('/')}/manifests/")
-    else:
-        raise SystemExit(1)
+    click.echo(f"outputs: {dest.rstrip('/')}/marks/  manifest: {dest.rstrip('/')}/manifests/")
 
 
 @click.group("data", context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,9 +113,9 @@ def data_build(
             clip_model=clip_model, clip_labels=clip_labels,
             return_state=True,
         )
-    click.echo(state.message or state.name)
     if not state.is_completed():
-        raise SystemExit(1)
+        raise click.ClickException(state.message or state.name)
+    click.echo(state.message or state.name)
 
 
 @data.command("mix")

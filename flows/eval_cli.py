@@ -10,6 +10,7 @@ import json
 import click
 
 from som.cli import parse_key_values
+from som.job_options import job_fields, job_options
 
 
 def _split(value: str) -> list[str]:
@@ -18,17 +19,14 @@ def _split(value: str) -> list[str]:
 
 @click.command("run")
 @click.option("--model", required=True, help="Model spec: a hub id, a local folder (an exported run), or openai:<model>@<base-url>.")
-@click.option("--benchmark", "benchmarks", multiple=True, required=True, help="Benchmark name (repeatable): pope, mme, seed, mmvet, llava_bench, listing.")
-@click.option("--data", "data", multiple=True, metavar="BENCH=SOURCE", help="Where a benchmark's published files are (folder or URL; repeatable).")
-@click.option("--variants", default="plain,tags", show_default=True, help="Comma-separated: plain (the benchmark's images), tags (Set-of-Mark images).")
+@click.option("--benchmark", "benchmarks", multiple=True, help="Benchmark name (repeatable): vqav2, gqa, vizwiz, sqa, textvqa, pope, mme, mmbench, mmbench_cn, seed, llava_bench, mmvet, listing.")
+@click.option("--suite", default=None, help="Run a named suite too: llava15 = LLaVA-1.5's 12 benchmarks + the SoM listing probe, with LLaVA-1.5's settings.")
+@click.option("--data-root", default=None, help="With --suite: the folder (or URL) in LLaVA's playground/data/eval layout (vqav2/, gqa/, scienceqa/, MME/, mmbench/, seed_bench/, mm-vet/, ...; som-listing/ for the listing probe).")
+@click.option("--data", "data", multiple=True, metavar="BENCH=SOURCE", help="Where a benchmark's published files are (folder or URL; repeatable); overrides --data-root for that benchmark.")
+@click.option("--variants", default=None, help="Comma-separated: plain (the benchmark's images), tags (Set-of-Mark images). Default plain,tags; with --suite, the suite's (plain).")
 @click.option("--shards", type=int, default=2, show_default=True, help="Array tasks per benchmark and variant.")
 @click.option("--run-dir", required=True, help="Run folder (path or s3:// URL); answers and scores go under RUN_DIR/eval/.")
-@click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True, help="auto: Slurm when a controller answers, else local processes.")
-@click.option("--partition", default=None, help="Slurm partition.")
-@click.option("--account", default=None, help="Slurm account.")
-@click.option("--gpus-per-task", type=int, default=None, help="GPUs per array task (default 0).")
-@click.option("--cpus-per-task", type=int, default=None, help="CPUs per array task (default 1).")
-@click.option("--time", "time_min", type=int, default=None, help="Time limit per array task, in minutes (default 60).")
+@job_options(gpus_help="GPUs per array task (default 0).")
 @click.option("--judge", default=None, help="Judge model for MM-Vet / LLaVA-Bench: <model>[@<base-url>] (key from $OPENAI_API_KEY).")
 @click.option("--limit", type=int, default=None, help="Only the first N items of each benchmark (smoke runs).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Questions per model call and per write of a shard's answers.")
@@ -39,9 +37,9 @@ def _split(value: str) -> list[str]:
 @click.option("--local-files-only", is_flag=True, help="Load the model from local folders and the Hugging Face cache only (no download).")
 @click.option("--segmenter", default=None, help="Segmenter of the tags variant (default auto: SAM when cached, else SLIC).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Segmenter parameter of the tags variant (repeatable).")
-def run(model, benchmarks, data, variants, shards, run_dir, executor, partition, account, gpus_per_task,
-        cpus_per_task, time_min, judge, limit, batch_size, max_new_tokens, prompt_profile, dtype, device,
-        local_files_only, segmenter, params) -> None:
+def run(model, benchmarks, suite, data_root, data, variants, shards, run_dir, executor, partition, account, qos,
+        constraint, timeout_min, cpus_per_task, mem_gb, gpus_per_node, judge, limit, batch_size, max_new_tokens,
+        prompt_profile, dtype, device, local_files_only, segmenter, params) -> None:
     """Answer every benchmark question with MODEL in sharded Slurm job arrays, then score.
 
     One job array per benchmark and variant, SHARDS tasks each; every task appends its
@@ -58,7 +56,11 @@ def run(model, benchmarks, data, variants, shards, run_dir, executor, partition,
           --shards 8 --partition gpu --gpus-per-task 1 --time 120
       som eval run --model runs/som-13b/hf --benchmark mmvet --data mmvet=s3://bench/mm-vet \\
           --judge gpt-4-0613 --variants plain --run-dir s3://runs/som-13b
+      som eval run --model runs/som-13b/hf --suite llava15 --data-root playground/data/eval \\
+          --judge gpt-4-0314 --run-dir runs/som-13b --shards 8 --partition gpu --gpus-per-task 1
     """
+    if not benchmarks and not suite:
+        raise click.UsageError("name at least one --benchmark, or a --suite (e.g. --suite llava15)")
     from som.eval.model_check import check_model_spec
 
     try:
@@ -71,22 +73,21 @@ def run(model, benchmarks, data, variants, shards, run_dir, executor, partition,
     sources = parse_key_values(data)
     model_kwargs = {"max_new_tokens": max_new_tokens, "prompt_profile": prompt_profile, "dtype": dtype,
                     "device": device, "local_files_only": local_files_only or None}
-    slurm = {"partition": partition, "account": account, "gpus_per_node": gpus_per_task,
-             "cpus_per_task": cpus_per_task, "timeout_min": time_min}
+    slurm = job_fields(partition=partition, account=account, qos=qos, constraint=constraint, timeout_min=timeout_min,
+                       cpus_per_task=cpus_per_task, mem_gb=mem_gb, gpus_per_node=gpus_per_node)
     tag_options = {"segmenter": segmenter, "params": parse_key_values(params)} if segmenter or params else None
     with prefect_api():
         state = evaluate(
-            model=model, benchmarks=list(benchmarks), run_dir=run_dir, data=sources,
-            variants=_split(variants), shards=shards, executor=executor,
-            slurm={k: v for k, v in slurm.items() if v is not None} or None, judge=judge,
+            model=model, benchmarks=list(benchmarks), run_dir=run_dir, data=sources, suite=suite,
+            data_root=data_root, variants=_split(variants) if variants else None, shards=shards, executor=executor,
+            slurm=slurm or None, judge=judge,
             limit=limit, batch_size=batch_size,
             model_kwargs={k: v for k, v in model_kwargs.items() if v is not None} or None,
             tag_options={k: v for k, v in (tag_options or {}).items() if v} or None,
             return_state=True,
         )
     if not state.is_completed():
-        click.echo(state.message or state.name, err=True)
-        raise SystemExit(1)
+        raise click.ClickException(f"evaluation {state.name.lower()}: {state.message}")
     result = state.result()
     click.echo(json.dumps(result["table"], indent=2, ensure_ascii=False))
     click.echo(f"scores: {run_dir.rstrip('/')}/eval/<benchmark>/scores.json")

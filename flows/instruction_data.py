@@ -14,8 +14,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
+from som import storage
 from som.data.build import InstructionConfig, build_instruction_data
 from som.data.conversations import ListingConfig, QAConfig
+from som.data.fallback import build_fallback_namers
 from som.data.naming import NamingConfig
 from tasks.credentials import use_storage_secret
 from tasks.reports import artifact_key
@@ -71,7 +73,9 @@ def build_instruction_dataset(
         from prefect.blocks.system import Secret
 
         api_key = Secret.load(describer_secret).get()
-    namers = fallback_namers(dest, fill_unlabeled or [], describer_model, describer_base_url, api_key, clip_model, clip_labels)
+    namers = build_fallback_namers(fill_unlabeled or [], cache_url=storage.join(dest, "_cache", "describer"),
+                                   describer_model=describer_model, describer_base_url=describer_base_url,
+                                   api_key=api_key, clip_model=clip_model, clip_labels=clip_labels)
     build = build_instruction_data(dest, config, manifest_version=manifest_version, fallback_namers=namers)
     create_markdown_artifact(build.card_markdown(config), key=artifact_key(dest, "instructions"), description=f"instruction data {build.version}")
     message = (
@@ -80,34 +84,3 @@ def build_instruction_dataset(
     )
     get_run_logger().info(message)
     return Completed(message=message, data=build.card(config))
-
-
-def fallback_namers(
-    dest: str,
-    names: list[str],
-    describer_model: str | None,
-    describer_base_url: str | None,
-    api_key: str | None,
-    clip_model: str,
-    clip_labels: str | None,
-) -> list:
-    """Build the configured fallback namers (models load once per run)."""
-    from som import storage
-
-    namers = []
-    for name in names:
-        if name == "describer":
-            from som.chat_api import ChatClient
-            from som.data.describer import Describer
-            from som.data.fallback import DescriberFallback
-
-            client = ChatClient(describer_base_url, describer_model, api_key, cache_url=storage.join(dest, "_cache", "describer"))
-            namers.append(DescriberFallback(Describer(client)))
-        elif name == "clip":
-            from som.data.clip_namer import ClipNamer
-            from som.data.fallback import ClipFallback
-
-            namers.append(ClipFallback(ClipNamer(model_id=clip_model, labels=clip_labels)))
-        else:
-            raise ValueError(f"unknown namer {name!r}: use describer and/or clip")
-    return namers

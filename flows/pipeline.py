@@ -23,196 +23,106 @@ the cache and resumes at the one that failed, which itself resumes from what it 
 hence new instruction data, a new run folder and a new model.
 
     prefect deployment run 'som-pipeline/samples' --watch          # see prefect.yaml
-    python -m flows.pipeline SOURCE ROOT                            # defaults, this process
+    python -m flows.pipeline configs/pipeline/samples.yaml evaluate.suite=llava15   # this process
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Literal
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
-from prefect.settings import PREFECT_UI_URL
-from prefect.states import Completed, Failed, State
+from prefect import flow, get_run_logger
+from prefect.states import Completed, State
 
-from flows.instruction_data import build_instruction_dataset
 from flows.som_dataset import build_som_dataset
-from flows.evaluate import evaluate
-from flows.train import absolute, train_llava
 from som import storage
-from tasks.reports import PRESIGNED_SECONDS, artifact_key
+from som.pipeline_config import DatasetStage, EvalStage, InstructionStage, PipelineConfig, TrainStage
+from som.settings import load_settings
+from som.train.plan import absolute
+from tasks.pipeline import (StageFailed, StageLog, evaluate_stage, instruction_stage, loss_line, mix_stage,
+                            run_id, train_stage)
 from tasks.result_storage import result_storage_for
-
-STAGE = {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}
-
-
-class StageFailed(RuntimeError):
-    """A stage's subflow ended in a state other than Completed; the message is its own."""
-
-
-def _reason(state: State) -> str:
-    """Why a run failed, without Prefect's wrapping ("Task run encountered an exception ...")."""
-    error = state.result(raise_on_failure=False)
-    if isinstance(error, StageFailed):
-        return str(error).partition(": ")[2]
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"
-    return state.message or state.name
-
-
-def _result(stage: str, state: State) -> Any:
-    if not state.is_completed():
-        raise StageFailed(f"{stage}: {_reason(state)}")
-    return state.result()
-
-
-def _run_id(state: State) -> str:
-    return str(state.state_details.flow_run_id)
-
-
-@task(name="instruction-data", **STAGE)
-def instruction_stage(dataset: str, manifest_version: str, coco: str | None, base_mix: str | None,
-                      base_image_root: str | None, seed: int) -> dict[str, Any]:
-    """Listing + QA (+ mix.json with a base mix) for one manifest version of the dataset."""
-    state = build_instruction_dataset(dest=dataset, coco=coco, base_mix=base_mix, base_image_root=base_image_root,
-                                      seed=seed, manifest_version=manifest_version, return_state=True)
-    card = _result("instruction data", state)
-    folder = storage.join(dataset, "datasets", card["version"])
-    return {"version": card["version"], "folder": folder, "records": card["records"],
-            "mix": storage.join(folder, "mix.json") if card["mix"] else None, "flow_run_id": _run_id(state)}
-
-
-@task(name="mix", **STAGE)
-def mix_stage(instructions: dict[str, Any], dataset: str, output: str, seed: int) -> str:
-    """The training file: the build's mix.json, else its listing and QA records shuffled together."""
-    if instructions["mix"]:
-        return instructions["mix"]
-    from som.data.mixing import MixConfig, MixSource, mix
-
-    folder = instructions["folder"]
-    sources = [MixSource(storage.join(folder, "som_listing.json"), kind="som-listing"),
-               MixSource(storage.join(folder, "som_qa.json"), kind="som-qa", id_prefix="qa-")]
-    mix(sources, output, MixConfig(seed=seed, image_root=dataset))
-    return output
-
-
-@task(name="train", **STAGE)
-def train_stage(data: str, run_dir: str, image_root: str, config: str | dict | None, overrides: dict | None,
-                nodes: int, tasks_per_node: int, gpus_per_node: int, slurm: dict | None,
-                executor: str) -> dict[str, Any]:
-    state = train_llava(data=data, run_dir=run_dir, image_root=image_root, config=config, overrides=overrides,
-                        nodes=nodes, tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node, slurm=slurm,
-                        executor=executor, return_state=True)
-    return {"model": _result("training", state), "flow_run_id": _run_id(state)}
-
-
-@task(name="evaluate", **STAGE)
-def evaluate_stage(model: str, benchmarks: list[str], run_dir: str, data: dict[str, str], variants: list[str],
-                   shards: int, executor: str, slurm: dict | None, judge: str | None, limit: int | None,
-                   options: dict | None) -> dict[str, Any]:
-    state = evaluate(model=model, benchmarks=benchmarks, run_dir=run_dir, data=data, variants=variants,
-                     shards=shards, executor=executor, slurm=slurm, judge=judge, limit=limit, **(options or {}),
-                     return_state=True)
-    result = _result("evaluation", state)
-    return {"table": result["table"], "scores_dir": storage.join(run_dir, "eval"), "flow_run_id": _run_id(state)}
 
 
 @flow(name="som-pipeline", flow_run_name="som-pipeline {name}: {source} -> {root}")
 def som_pipeline(
     source: str,
     root: str,
-    run_root: str | None = None,
     name: str = "samples",
-    segmenter: str | None = None,
-    segmenter_params: dict[str, Any] | None = None,
-    coco: str | None = None,
-    short_side: int | None = None,
-    shard_size: int = 200,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    base_mix: str | None = None,
-    base_image_root: str | None = None,
-    seed: int = 0,
-    train_config: str | dict | None = None,
-    train_overrides: dict | None = None,
-    nodes: int = 1,
-    tasks_per_node: int = 1,
-    gpus_per_node: int = 0,
+    run_root: str | None = None,
+    executor: Literal["auto", "slurm", "local"] = "auto",
     slurm: dict | None = None,
-    executor: str = "auto",
-    benchmarks: list[str] | None = None,
-    eval_data: dict[str, str] | None = None,
-    eval_variants: list[str] = ["plain", "tags"],  # noqa: B006 - Prefect shows defaults in the UI
-    eval_shards: int = 2,
-    eval_limit: int | None = None,
-    judge: str | None = None,
-    eval_options: dict | None = None,
+    dataset: DatasetStage = DatasetStage(),  # noqa: B008 - frozen models; Prefect shows defaults in the UI
+    instructions: InstructionStage = InstructionStage(),  # noqa: B008
+    train: TrainStage = TrainStage(),  # noqa: B008
+    evaluate: EvalStage = EvalStage(),  # noqa: B008
 ) -> State:
     """Run every stage for the images under `source`, with all outputs under `root`.
 
-    Arguments:
+    Arguments (the stage settings are som.pipeline_config's models; a deployment, a YAML file
+    and `--set` fill them alike):
       source: folder or object-store prefix of images; root: where datasets/, mixes/ and
         pipelines/ go (object storage is fine); run_root: where training and evaluation run
         folders go, on a file system every Slurm node sees (default <root>/runs); name: this
         pipeline's dataset and run name.
-      segmenter ... scheduler: the dataset build's (see flows/som_dataset.py).
-      base_mix, base_image_root, seed: the instruction data's (see flows/instruction_data.py).
-      train_config, train_overrides, nodes, tasks_per_node, gpus_per_node: som-train's config
-        (YAML path or mapping), overrides and layout; slurm: `som.jobs.JobSpec` fields for
-        training and evaluation jobs; executor: auto | slurm | local.
-      benchmarks, eval_data: benchmark names and their sources (none: no evaluation);
-        eval_variants, eval_shards, eval_limit, judge: som-evaluate's; eval_options: its other
-        arguments (batch_size, model_kwargs, tag_options).
+      executor: auto | slurm | local; slurm: `som.jobs.JobSpec` fields for training and
+        evaluation jobs.
+      dataset: the SoM dataset build's settings (segmenter, coco, shards, Dask workers).
+      instructions: the instruction data's (base mix, its image root, seed).
+      train: som-train's config (YAML path or mapping), overrides and job layout.
+      evaluate: som-evaluate's benchmarks and/or suite, their sources, variants, shards, judge
+        (no benchmark and no suite: no evaluation stage).
     """
     log = get_run_logger()
-    dataset = storage.join(root, "datasets", name)
+    dest = storage.join(root, "datasets", name)
     pipeline_dir = storage.join(root, "pipelines", name)
     results = result_storage_for(pipeline_dir)
-    stages = StageLog(f"{root}/{name}", total=5 if benchmarks else 4)
+    stages = StageLog(f"{root}/{name}", total=5 if evaluate.enabled else 4)
 
-    build = build_som_dataset(source=source, dest=dataset, segmenter=segmenter, segmenter_params=segmenter_params,
-                              coco=coco, short_side=short_side, shard_size=shard_size, workers=workers,
-                              scheduler=scheduler, return_state=True)
+    # 1. SoM dataset: new images marked, a new manifest version.
+    build = build_som_dataset(source=source, dest=dest, **dataset.model_dump(), return_state=True)
     if not build.is_completed():
         return stages.failed("dataset", build.message)
     report = build.result()
     stages.add("dataset", "nothing new" if not report.new else f"{report.new} new images",
-               f"{dataset} (manifest {report.version})", _run_id(build))
+               f"{dest} (manifest {report.version})", run_id(build))
 
     try:
-        instructions = stages.run("instruction data", instruction_stage.with_options(result_storage=results),
-                                  dataset=dataset, manifest_version=report.version, coco=coco, base_mix=base_mix,
-                                  base_image_root=base_image_root, seed=seed)
-        version, records = instructions["version"], instructions["records"]
-        stages.rows[-1]["output"] = (f"{instructions['folder']} ({records['som_listing']} listing, "
-                                     f"{records['som_qa']} QA records)")
-        data = stages.run("mix", mix_stage.with_options(result_storage=results), instructions=instructions,
-                          dataset=dataset, output=storage.join(root, "mixes", f"{name}-{version}.json"), seed=seed)
+        # 2. Instruction data (listing + QA) for that manifest version.
+        made = stages.run("instruction data", instruction_stage.with_options(result_storage=results),
+                          dataset=dest, manifest_version=report.version, coco=dataset.coco,
+                          base_mix=instructions.base_mix, base_image_root=instructions.base_image_root,
+                          seed=instructions.seed)
+        version, records = made["version"], made["records"]
+        stages.rows[-1]["output"] = f"{made['folder']} ({records['som_listing']} listing, {records['som_qa']} QA records)"
+
+        # 3. The training file: the build's mix, else listing + QA shuffled together.
+        data = stages.run("mix", mix_stage.with_options(result_storage=results), instructions=made, dataset=dest,
+                          output=storage.join(root, "mixes", f"{name}-{version}.json"), seed=instructions.seed)
         stages.rows[-1]["output"] = data
-        # Slurm jobs may start elsewhere: a local run folder travels as an absolute path.
+
+        # 4. Train; Slurm jobs may start elsewhere: a local run folder travels as an absolute path.
         run_dir = absolute(storage.join(run_root or storage.join(root, "runs"), f"{name}-{version}"))
         trained = stages.run("train", train_stage.with_options(result_storage=results), data=data,
-                             run_dir=run_dir, image_root=dataset, config=train_config, overrides=train_overrides,
-                             nodes=nodes, tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node, slurm=slurm,
-                             executor=executor)
-        stages.rows[-1].update(output=trained["model"], loss=_loss_line(run_dir))
+                             run_dir=run_dir, image_root=dest, config=train.config, overrides=train.overrides,
+                             nodes=train.nodes, tasks_per_node=train.tasks_per_node,
+                             gpus_per_node=train.gpus_per_node, slurm=slurm, executor=executor)
+        stages.rows[-1].update(output=trained["model"], loss=loss_line(run_dir))
+
+        # 5. Evaluate the export.
         evaluation = None
-        if benchmarks:
+        if evaluate.enabled:
             evaluation = stages.run("evaluate", evaluate_stage.with_options(result_storage=results),
-                                    model=trained["model"], benchmarks=benchmarks, run_dir=run_dir,
-                                    data=eval_data or {}, variants=eval_variants, shards=eval_shards,
-                                    executor=executor, slurm=slurm, judge=judge, limit=eval_limit,
-                                    options=eval_options)
+                                    model=trained["model"], run_dir=run_dir, settings=evaluate,
+                                    executor=executor, slurm=slurm)
             stages.rows[-1]["output"] = evaluation["scores_dir"]
     except StageFailed as exc:
         stage, _, message = str(exc).partition(": ")
         return stages.failed(stage, message)
 
     stages.publish(evaluation["table"] if evaluation else None, f"som-pipeline {name}: every stage and output")
-    outputs = {"dataset": dataset, "manifest_version": report.version, "instructions": instructions["folder"],
+    outputs = {"dataset": dest, "manifest_version": report.version, "instructions": made["folder"],
                "mix": data, "run_dir": run_dir, "model": trained["model"],
                "scores": evaluation["scores_dir"] if evaluation else None}
     storage.write_bytes_atomic(storage.join(pipeline_dir, "outputs.json"), json.dumps(outputs, indent=2).encode())
@@ -221,81 +131,7 @@ def som_pipeline(
     return Completed(message=f"model {trained['model']}; {done}", data=outputs)
 
 
-class StageLog:
-    """What each stage did (ran, cached, failed; output; subflow run) for the run's summary
-    artifact, with a progress artifact advanced as stages finish."""
-
-    def __init__(self, pipeline: str, total: int) -> None:
-        self.key = artifact_key(pipeline, "pipeline")
-        self.total = total
-        self.rows: list[dict[str, Any]] = []
-        self.progress = create_progress_artifact(0.0, key=artifact_key(pipeline, "pipeline-progress"),
-                                                 description=f"stages done of {total}")
-
-    def add(self, stage: str, how: str, output: str | None = None, flow_run_id: str | None = None) -> None:
-        self.rows.append({"stage": stage, "how": how, "output": output, "flow_run_id": flow_run_id})
-        update_progress_artifact(self.progress, 100.0 * len(self.rows) / self.total)
-
-    def run(self, stage: str, stage_task: Any, **inputs: Any) -> Any:
-        """Run one cached stage task; record whether it ran or came from the cache."""
-        state = stage_task(**inputs, return_state=True)
-        if not state.is_completed():
-            raise StageFailed(f"{stage}: {_reason(state)}")
-        result = state.result()
-        self.add(stage, "cached" if state.name == "Cached" else "ran", flow_run_id=result.get("flow_run_id")
-                 if isinstance(result, dict) else None)
-        return result
-
-    def failed(self, stage: str, message: str | None) -> State:
-        done = ", ".join(row["stage"] for row in self.rows) or "none"
-        self.rows.append({"stage": stage, "how": "FAILED", "output": message})
-        self.publish(None, f"failed at {stage}")
-        return Failed(message=f"stage '{stage}' failed: {message}. Stages done (cached for the rerun): {done}. "
-                              f"Fix the cause and run the pipeline again with the same parameters: it resumes "
-                              f"at '{stage}'.")
-
-    def publish(self, table: list[dict[str, Any]] | None, description: str) -> None:
-        create_markdown_artifact(_summary_markdown(self.rows, table), key=self.key, description=description)
-
-
-def _loss_line(run_dir: str) -> str | None:
-    """First → final loss from the training run's summary.json, when it wrote one."""
-    url = storage.join(run_dir, "summary.json")
-    try:
-        summary = json.loads(storage.read_bytes(url))
-    except (OSError, ValueError):
-        return None
-    first, final = summary.get("first_loss"), summary.get("final_loss")
-    if first is None or final is None:
-        return None
-    return f"loss {first:.4f} → {final:.4f} over {summary.get('steps', '?')} steps"
-
-
-def _link(url: str) -> str:
-    """A link a browser can open for S3 objects (presigned), else the location as code."""
-    if storage.protocol_of(url) in storage.S3_PROTOCOLS and "." in url.rsplit("/", 1)[-1]:
-        fs, path = storage.resolve(url)
-        return f"[`{url}`]({fs.url(path, expires=PRESIGNED_SECONDS)})"
-    return f"`{url}`"
-
-
-def _summary_markdown(stages: list[dict[str, Any]], table: list[dict[str, Any]] | None) -> str:
-    ui = (PREFECT_UI_URL.value() or "").rstrip("/")
-    lines = ["# som-pipeline", "", "| stage | done | output | run |", "|---|---|---|---|"]
-    for stage in stages:
-        output = stage.get("output") or ""
-        location = output.split(" (", 1)
-        shown = _link(location[0]) + (f" ({location[1]}" if len(location) > 1 else "") if output else ""
-        if stage.get("loss"):
-            shown += f"<br>{stage['loss']}"
-        run = f"[flow run]({ui}/runs/flow-run/{stage['flow_run_id']})" if stage.get("flow_run_id") else ""
-        lines.append(f"| {stage['stage']} | {stage['how']} | {shown} | {run} |")
-    if table:
-        columns = list(table[0])
-        lines += ["", "## Benchmarks", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in table]
-    return "\n".join(lines) + "\n"
-
-
 if __name__ == "__main__":
-    som_pipeline(sys.argv[1], sys.argv[2])
+    # python -m flows.pipeline configs/pipeline/samples.yaml [evaluate.suite=llava15 ...]
+    settings = load_settings(PipelineConfig, sys.argv[1], sys.argv[2:])
+    som_pipeline(**dict(settings))

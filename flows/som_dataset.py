@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
@@ -25,13 +24,10 @@ from som.dataset.config import resolve_dataset_config
 from som.dataset.commit import commit_rows
 from som.dataset.manifest import latest_version, read_manifest
 from som.dataset.report import BuildReport
-from som.dataset.shard import MarkConfig, ShardResult
 from som.dataset.sources import list_sources, split_into_shards
-from tasks.cluster import dask_task_runner
 from tasks.credentials import use_storage_secret
-from tasks.marking import mark_shard_task
-from tasks.reports import Progress, publish_report
-from tasks.result_storage import result_storage_for
+from tasks.marking import run_shards
+from tasks.reports import publish_report
 
 
 @flow(name="som-dataset", flow_run_name="som-dataset {dest}")
@@ -110,34 +106,6 @@ def build_som_dataset(
             data=report,
         )
     return Completed(message=report.line(), data=report)
-
-
-def run_shards(
-    shards: list, dest: str, config: MarkConfig, workers: int | None, scheduler: str | None
-) -> tuple[list[ShardResult], list[int]]:
-    """Mark shards on Dask; returns the results and the indices of shards that failed."""
-    log = get_run_logger()
-    task = mark_shard_task.with_options(result_storage=result_storage_for(dest))
-    progress = Progress(dest, len(shards))
-    results, failed = [], []
-    with dask_task_runner(workers, scheduler) as runner:
-        futures = {
-            runner.submit(task, {"index": i, "items": shard, "dest": dest, "config": config}): i
-            for i, shard in enumerate(shards)
-        }
-        for future in as_completed(list(futures)):
-            future.wait()
-            state = future.state
-            if state.is_completed():
-                result = future.result()
-                result.cached = state.name == "Cached"
-                results.append(result)
-            else:
-                failed.append(futures[future])
-                log.error("shard %d failed: %s", futures[future], state.message)
-            progress.advance()
-    progress.close()
-    return results, sorted(failed)
 
 
 if __name__ == "__main__":

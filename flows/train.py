@@ -16,11 +16,9 @@ requeues them on preemption and time-outs, Prefect retries them after failures.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -29,68 +27,18 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
 from som import storage
-from som.jobs import JobSpec, jobs_folder
+from som.jobs import jobs_folder
+from som.train.plan import absolute, code_version, job_spec, stage_name, training_cache_key
 from tasks.reports import artifact_key
 from tasks.slurm import FlowRunCancelled, run_job
 
-# Job options that have their own flow arguments (and CLI flags).
-OWN_ARGUMENTS = ("executor", "nodes", "tasks_per_node", "gpus_per_node")
 CURVE_ROWS = 10
-
-
-def code_version() -> str:
-    """A hash of the trainer's sources: a changed trainer trains again."""
-    import som.train
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(som.train.__file__).parent.rglob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def absolute(url: str) -> str:
-    """Local paths made absolute; object-store URLs unchanged."""
-    if storage.protocol_of(url) in storage.LOCAL_PROTOCOLS:
-        return str(Path(storage.resolve(url)[1]).absolute())
-    return url
-
-
-def training_cache_key(data_sha256: str, config_fingerprint: str, code: str) -> str:
-    """Same data bytes, same weight-affecting config, same trainer code: same model."""
-    blob = f"{data_sha256}\0{config_fingerprint}\0{code}".encode()
-    return "som-train-" + hashlib.sha256(blob).hexdigest()
-
-
-def job_spec(executor: str, nodes: int, tasks_per_node: int, gpus_per_node: int,
-             slurm: dict[str, Any] | None) -> JobSpec:
-    """The job's resources: the flow's own arguments plus `slurm` (other `JobSpec` fields)."""
-    clashing = sorted(set(slurm or {}) & set(OWN_ARGUMENTS))
-    if clashing:
-        raise ValueError(f"slurm: set {', '.join(clashing)} with the flow's own argument(s), not in slurm")
-    return JobSpec.from_mapping({**(slurm or {}), "executor": executor, "nodes": nodes,
-                                 "tasks_per_node": tasks_per_node, "gpus_per_node": gpus_per_node})
-
-
-def _stage(config: str | dict | None, overrides: dict | None) -> str:
-    """The stage named by the overrides or config (for the run name; the config decides)."""
-    if overrides and "stage" in overrides:
-        return str(overrides["stage"])
-    if isinstance(config, dict):
-        return str(config.get("stage", "finetune"))
-    if config:
-        import yaml
-
-        try:
-            return str((yaml.safe_load(Path(config).read_text()) or {}).get("stage", "finetune"))
-        except (OSError, yaml.YAMLError, AttributeError):
-            return "?"
-    return "finetune"
 
 
 def _run_name() -> str:
     params = flow_run.parameters
     run_id = str(params["run_dir"]).rstrip("/").rsplit("/", 1)[-1]
-    return f"som-train {run_id} {_stage(params.get('config'), params.get('overrides'))}"
+    return f"som-train {run_id} {stage_name(params.get('config'), params.get('overrides'))}"
 
 
 @flow(name="som-train", flow_run_name=_run_name)

@@ -1,8 +1,5 @@
-"""Process and port helpers shared by the infra scripts (standard library only).
-
-The scripts run as plain files (`python infra/storage/seaweed.py ...`) and add this folder to
-sys.path to import it, so they need nothing of the project installed.
-"""
+"""Process, port and file primitives under infra/service.py and the infra scripts (standard
+library only: the scripts run before anything else is installed)."""
 
 from __future__ import annotations
 
@@ -12,8 +9,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,30 +100,6 @@ def ancestors() -> set[int]:
     return pids
 
 
-def start_watchdog(script: Path, state: Path, pid_file: Path, owner_pid: int) -> None:
-    """A detached `script _watch --state STATE --owner PID` that takes the service down once
-    owner_pid exits, so a killed test session leaves nothing running."""
-    stop_watchdog(pid_file)
-    proc = subprocess.Popen([sys.executable, str(script), "_watch", "--state", str(state),
-                             "--owner", str(owner_pid)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True)
-    proc.returncode = 0  # detached on purpose: no "still running" warning when this object goes
-    pid_file.write_text(f"{proc.pid}\n")
-
-
-def stop_watchdog(pid_file: Path) -> None:
-    """Stop the watchdog `pid_file` names, if it is still one (pid reuse is checked)."""
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return
-    if pid not in ancestors() and alive(pid) and "_watch" in cmdline(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    pid_file.unlink(missing_ok=True)
-
-
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     """Write `path` whole or not at all, with `mode` from the start (0o600 for files holding
     keys: they are never readable by others, not even for a moment)."""
@@ -150,45 +121,3 @@ def locked(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-
-# ----------------------------------------------------------------------------- owner watchdog for one process
-
-
-def watch_owner(owner_pid: int, target_pid: int, poll_s: float = 0.5, timeout: float = 15) -> str:
-    """Wait until `target_pid` exits; if `owner_pid` exits first, terminate the target (and its
-    process group). Returns "target exited" or how the target was stopped.
-
-    The target's command line is remembered at the start: a recycled pid is never signalled."""
-    expected = cmdline(target_pid)
-    while alive(target_pid) and cmdline(target_pid) == expected:
-        if not alive(owner_pid):
-            log.info("owner %d exited; stopping %d (%s)", owner_pid, target_pid, " ".join(expected[:4]))
-            return terminate(target_pid, timeout, name=" ".join(expected[:3]) or "process")
-        time.sleep(poll_s)
-    return "target exited"
-
-
-def start_owner_watchdog(owner_pid: int, target_pid: int) -> subprocess.Popen:
-    """A detached `python procs.py _watch_pid` that stops `target_pid` once `owner_pid` dies,
-    so a service started for one run (a CLI's temporary Prefect server) never outlives a
-    `kill -9` of that run. It exits by itself when the target stops first."""
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_watch_pid",
-                             "--owner", str(owner_pid), "--target", str(target_pid)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True)
-    proc.returncode = 0  # detached on purpose: no "still running" warning when this object goes
-    return proc
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="internal helpers of the infra scripts")
-    parser.add_argument("command", choices=("_watch_pid",))
-    parser.add_argument("--owner", type=int, required=True)
-    parser.add_argument("--target", type=int, required=True)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    watch_owner(args.owner, args.target)

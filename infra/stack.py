@@ -4,11 +4,11 @@
 One state folder holds everything a developer or single-machine user needs:
 
     STATE/stack.env       ``export`` lines for the CLI and flows (mode 600: S3 keys)
-    STATE/stack.json      ports, pids and settings of the last ``up``
+    STATE/stack.json      ports and settings of the last ``up``
     STATE/s3/             SeaweedFS S3 (infra/storage/seaweed.py), buckets created
     STATE/slurm/          local Slurm cluster with accounting (infra/slurm/cluster.py)
     STATE/prefect/home/   PREFECT_HOME of the server (its SQLite database) and worker
-    STATE/prefect/*.log   server and worker output
+    STATE/prefect/*.log   server and worker output; *.pid their state (infra/service.py)
 
 Usage (with the project's Python, so the ``prefect`` and ``weed`` beside it are used):
 
@@ -22,7 +22,8 @@ Usage (with the project's Python, so the ``prefect`` and ``weed`` beside it are 
 Everything listens on 127.0.0.1 unless ``--host`` says otherwise (the Prefect server only;
 S3 and Slurm stay local). Every process the stack starts carries ``SOMFLOW_STACK=<state>``
 in its environment, flow runs and their Dask workers included, so ``down`` finds and stops
-all of them, and nothing else. Python standard library only.
+all of them, and nothing else. The server and the worker are infra.service.Services, as
+the S3 server and the Slurm daemons are in their scripts. Python standard library only.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import logging
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -47,9 +47,8 @@ from typing import Any
 
 log = logging.getLogger("stack")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # infra/, for procs
-from procs import (ProcessError, alive, ancestors, cmdline, port_free, start_watchdog,  # noqa: E402
-                   locked, stop_watchdog, terminate, write_atomic)
+from infra.procs import ProcessError, alive, ancestors, locked, port_free, terminate, write_atomic
+from infra.service import Service, ServiceError, start_watchdog, stop_watchdog
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEAWEED = REPO_ROOT / "infra" / "storage" / "seaweed.py"
@@ -65,7 +64,7 @@ EXIT_ERROR = 1
 EXIT_STOPPED = 3  # `status` when a part is not running (LSB convention)
 
 
-class StackError(RuntimeError):
+class StackError(ServiceError):
     """A failure the user can act on; the message says what to do next."""
 
 
@@ -86,8 +85,11 @@ class Layout:
     state = property(lambda self: self.root / "stack.json")
     watchdog_pid = property(lambda self: self.root / "watchdog.pid")
 
-    def log_of(self, name: str) -> Path:
-        return self.prefect / f"{name}.log"
+    def prefect_service(self, name: str, command: list[str] | None = None, env: dict[str, str] | None = None,
+                        cwd: Path | None = None) -> Service:
+        """The Prefect `server` or `worker` (`command` and the rest are needed only to start it)."""
+        return Service(f"the Prefect {name}", command or [], log=self.prefect / f"{name}.log",
+                       state=self.prefect / f"{name}.pid", env=env, cwd=cwd)
 
 
 @dataclass
@@ -99,7 +101,6 @@ class State:
     pool: str = DEFAULT_POOL
     slurm: bool = True
     buckets: list[str] = field(default_factory=lambda: ["somflow"])
-    pids: dict[str, int] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -206,12 +207,6 @@ def _environ(pid: int) -> dict[str, str]:
     return {name: value for name, sep, value in pairs if sep}
 
 
-def _is_ours(pid: int | None, layout: Layout, word: str) -> bool:
-    """Guard against pid reuse: alive, carrying our marker, `word` on its command line."""
-    return (pid is not None and alive(pid) and _environ(pid).get(MARKER) == str(layout.root)
-            and any(word in part for part in cmdline(pid)))
-
-
 def member_processes(layout: Layout, flow_runs_only: bool = False) -> list[int]:
     """Live processes carrying this stack's marker (never this process or its ancestors)."""
     protected = ancestors()
@@ -227,38 +222,11 @@ def member_processes(layout: Layout, flow_runs_only: bool = False) -> list[int]:
     return found
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
 def _api(url: str, method: str = "GET", body: dict | None = None, timeout: float = 5) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own server
         return json.loads(response.read() or b"null")
-
-
-def _spawn(cmd: list[str], logfile: Path, env: dict[str, str], cwd: Path) -> int:
-    with open(logfile, "ab") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=cwd, start_new_session=True, close_fds=True)
-    proc.returncode = 0  # left running on purpose; silence Popen's destructor
-    return proc.pid
-
-
-def _wait(what: str, check, timeout: float, pid: int, logfile: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            raise StackError(f"{what} exited while starting; {logfile} ends with:\n{_tail(logfile)}")
-        with contextlib.suppress(OSError, ValueError):
-            if check():
-                return
-        time.sleep(0.25)
-    raise StackError(f"{what} was not ready within {timeout:.0f} s; {logfile} ends with:\n{_tail(logfile)}")
 
 
 # ----------------------------------------------------------------------------- prefect
@@ -286,7 +254,7 @@ def pick_prefect_port(state: State, requested: int | None) -> int:
 
 
 def start_server(layout: Layout, state: State, requested_port: int | None, timeout: float) -> str:
-    if _is_ours(state.pids.get("prefect-server"), layout, "server") and server_healthy(state):
+    if layout.prefect_service("server").pid() is not None and server_healthy(state):
         if requested_port and requested_port != state.prefect_port:
             raise StackError(f"the Prefect server already runs on port {state.prefect_port}; run `down` first")
         return "already-running"
@@ -295,9 +263,9 @@ def start_server(layout: Layout, state: State, requested_port: int | None, timeo
     env = process_env(layout, state, PREFECT_HOME=str(layout.prefect_home),
                       PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_API_URL=state.api_url)
     cmd = [prefect_binary(), "server", "start", "--host", state.host, "--port", str(state.prefect_port)]
-    pid = _spawn(cmd, layout.log_of("server"), env, layout.prefect)
-    state.pids["prefect-server"] = pid
-    _wait("the Prefect server", lambda: server_healthy(state), timeout, pid, layout.log_of("server"))
+    server = layout.prefect_service("server", cmd, env, cwd=layout.prefect)
+    server.start()
+    server.wait_ready(lambda: server_healthy(state), timeout)
     return "started"
 
 
@@ -323,28 +291,20 @@ def worker_online(state: State) -> bool:
 
 
 def start_worker(layout: Layout, state: State, poll_seconds: float, timeout: float) -> str:
-    if _is_ours(state.pids.get("prefect-worker"), layout, "worker"):
+    if layout.prefect_service("worker").pid() is not None:
         return "already-running"
     env = process_env(layout, state, PREFECT_HOME=str(layout.prefect_home),
                       PREFECT_WORKER_QUERY_SECONDS=str(poll_seconds), PYTHONUNBUFFERED="1")
     cmd = [prefect_binary(), "worker", "start", "--pool", state.pool, "--type", "process", "--name", WORKER_NAME]
-    pid = _spawn(cmd, layout.log_of("worker"), env, REPO_ROOT)
-    state.pids["prefect-worker"] = pid
-    _wait("the Prefect worker", lambda: worker_online(state), timeout, pid, layout.log_of("worker"))
+    worker = layout.prefect_service("worker", cmd, env, cwd=REPO_ROOT)
+    worker.start()
+    worker.wait_ready(lambda: worker_online(state), timeout)
     return "started"
 
 
-def stop_worker(pid: int) -> str:
+def stop_worker(layout: Layout) -> str:
     """A Prefect worker stops on the second SIGINT (INFRA-NOTES); SIGTERM/SIGKILL if it will not."""
-    for _ in range(2):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + 3
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not alive(pid):
-            return "interrupted"
-    return terminate(pid, timeout=10, name="prefect worker")
+    return layout.prefect_service("worker").stop(10, interrupts=2)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -355,7 +315,7 @@ def cmd_up(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     state = load_state(layout)
     state.host, state.pool, state.slurm = args.host, args.pool, not args.no_slurm
     state.buckets = sorted(set(state.buckets) | set(args.bucket or []))
-    if args.prefect_port and not _is_ours(state.pids.get("prefect-server"), layout, "server"):
+    if args.prefect_port and layout.prefect_service("server").pid() is None:
         pick_prefect_port(state, args.prefect_port)  # a busy port fails now, before anything starts
     layout.prefect.mkdir(parents=True, exist_ok=True)
     env = process_env(layout, state)
@@ -370,16 +330,16 @@ def cmd_up(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
             report["slurm"] = {"nodes": slurm["nodes"], "slurm_conf": slurm["slurm_conf"],
                                "status": "already-running" if slurm.get("already_running") else "started"}
         report["prefect_server"] = start_server(layout, state, args.prefect_port, args.timeout)
-        worker = state.pids.get("prefect-worker")
-        if report["prefect_server"] == "started" and _is_ours(worker, layout, "worker"):
-            stop_worker(worker)  # it talks to the previous server's address
+        if report["prefect_server"] == "started":
+            stop_worker(layout)  # one still running talks to the previous server's address
         report["work_pool"] = ensure_work_pool(layout, state)
         write_env_file(layout, state)
         report["prefect_worker"] = start_worker(layout, state, args.worker_poll_seconds, args.timeout)
     finally:
         save_state(layout, state)
     if args.stop_with_pid:
-        start_watchdog(Path(__file__).resolve(), layout.root, layout.watchdog_pid, args.stop_with_pid)
+        start_watchdog(args.stop_with_pid, layout.watchdog_pid,
+                       down=[sys.executable, str(Path(__file__).resolve()), "down", "--state", str(layout.root)])
     report.update(api_url=state.api_url, ui_url=state.api_url.removesuffix("/api"), pool=state.pool,
                   env_file=str(layout.env), logs=str(layout.prefect), seconds=round(time.monotonic() - started, 1))
     return report
@@ -396,26 +356,22 @@ def cmd_down(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     def attempt(name: str, action) -> None:
         try:
             stopped[name] = action()
-        except (StackError, ProcessError) as exc:
+        except (ServiceError, ProcessError) as exc:
             errors.append(f"{name}: {exc}")
 
-    worker = state.pids.get("prefect-worker")
-    if _is_ours(worker, layout, "worker"):
-        attempt("prefect-worker", lambda: stop_worker(worker))
+    if layout.prefect_service("worker").pid() is not None:
+        attempt("prefect-worker", lambda: stop_worker(layout))
     for pid in member_processes(layout, flow_runs_only=True):  # flow runs and their Dask workers
         attempt(f"flow-run process {pid}", lambda pid=pid: terminate(pid, timeout=10))
-    server = state.pids.get("prefect-server")
-    if _is_ours(server, layout, "server"):
-        attempt("prefect-server", lambda: terminate(server, timeout=20, name="prefect server"))
+    server = layout.prefect_service("server")
+    if server.pid() is not None:
+        attempt("prefect-server", lambda: server.stop(20))
     if (layout.slurm / "state.json").exists():
         attempt("slurm", lambda: ", ".join(_run_script(SLURM, ["down", "--state", str(layout.slurm)], env, 120)["stopped"]))
     if (layout.s3 / "state.json").exists():
         attempt("s3", lambda: _run_script(SEAWEED, ["down", "--state", str(layout.s3)], env, 60)["status"])
     for pid in member_processes(layout):  # anything else started under this stack
         attempt(f"process {pid}", lambda pid=pid: terminate(pid, timeout=10))
-    state.pids = {}
-    if layout.state.exists():
-        save_state(layout, state)
     return {"state_dir": str(layout.root), "stopped": stopped, "errors": errors, "remaining": member_processes(layout)}
 
 
@@ -427,25 +383,14 @@ def cmd_status(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     parts["s3"] = s3["status"]
     if state.slurm:
         parts["slurm"] = "running" if _run_script(SLURM, ["status", "--state", str(layout.slurm)], env, 30)["running"] else "stopped"
-    server_up = _is_ours(state.pids.get("prefect-server"), layout, "server") and server_healthy(state)
+    server_up = layout.prefect_service("server").pid() is not None and server_healthy(state)
     parts["prefect-server"] = "running" if server_up else "stopped"
-    worker_up = server_up and _is_ours(state.pids.get("prefect-worker"), layout, "worker")
+    worker_up = server_up and layout.prefect_service("worker").pid() is not None
     with contextlib.suppress(OSError, ValueError):
         worker_up = worker_up and worker_online(state)
     parts["prefect-worker"] = "running" if worker_up else "stopped"
     return {"state_dir": str(layout.root), "running": all(v == "running" for v in parts.values()), "parts": parts,
             "api_url": state.api_url if state.prefect_port else None, "env_file": str(layout.env)}
-
-
-# ----------------------------------------------------------------------------- watchdog
-
-
-def watch(layout: Layout, owner: int) -> None:
-    while alive(owner):
-        time.sleep(1)
-    with locked(layout.root):
-        log.info("owner %d exited; taking the stack down", owner)
-        cmd_down(argparse.Namespace(), layout)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -485,10 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="print the export lines (eval \"$(stack.py env)\")")
     common(env)
-
-    watch_parser = sub.add_parser("_watch")  # internal: see start_watchdog
-    watch_parser.add_argument("--state", type=Path, required=True)
-    watch_parser.add_argument("--owner", type=int, required=True)
     return parser
 
 
@@ -512,9 +453,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="stack: %(message)s")
     layout = Layout(args.state.resolve())
-    if args.command == "_watch":
-        watch(layout, args.owner)
-        return EXIT_OK
     if args.command == "env":
         if not layout.env.exists():
             print(f"error: {layout.env} does not exist; run `infra/stack.py up` first", file=sys.stderr)
@@ -527,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with locked(layout.root):
                 report = args.func(args, layout)
-    except (StackError, ProcessError) as exc:
+    except (ServiceError, ProcessError) as exc:
         if args.json:
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)

@@ -39,8 +39,11 @@ class LazyGroup(click.Group):
 
     lazy: dict[str, tuple[str, str]] = {
         "data": ("flows.cli:data", "Build listing + QA instruction data (LLaVA JSON) from a SoM dataset."),
+        "chat": ("som.serve.chat_cli:chat", "Chat with a SoM model about one image in the terminal (tags listed and highlighted)."),
         "dataset": ("flows.cli:dataset", "Build and refresh SoM datasets in object storage (Prefect + Dask)."),
+        "demo": ("som.serve.demo:demo", "Web page: upload an image, choose how it is marked, chat with a model about its tags."),
         "eval": ("som.eval.cli:eval_group", "Evaluate models on the benchmarks; score answers exactly as the official scripts do."),
+        "serve": ("som.serve.cli:serve_group", "Serve a model on an OpenAI-compatible API (here or as a Slurm job)."),
         "train": ("flows.train_cli:train", "Train a LLaVA-style model on Slurm or locally (DeepSpeed); prints the export."),
     }
 

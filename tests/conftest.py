@@ -1,4 +1,6 @@
-"""Shared fixtures (tests/plugins/): the session's local S3 server and Slurm cluster, and a local
-OpenAI-compatible chat server."""
+"""The test session's plugins (tests/plugins/): fixtures for real services (S3, Slurm, the whole
+stack, a Prefect API, a chat server), shared test data and models, and the `gpu` marker's skip.
+Helpers that tests import live in tests/helpers/; no test imports from a conftest."""
 
-pytest_plugins = ["tests.plugins.s3", "tests.plugins.slurm", "tests.plugins.chat"]
+pytest_plugins = ["tests.plugins.gpu", "tests.plugins.s3", "tests.plugins.slurm", "tests.plugins.chat",
+                  "tests.plugins.prefect", "tests.plugins.stack", "tests.plugins.training", "tests.plugins.marks"]

@@ -172,7 +172,6 @@ def test_listed_by_the_registry_and_cli():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("autocast", ["none", "bf16", "fp16"])
 def test_tiny_hf_sam_on_cuda(model_dir, photo, autocast):
     """On a GPU the model runs on CUDA, with and without half-precision autocast."""

@@ -18,7 +18,7 @@ from som.segment.sam import SamParams, SamSegmenter, official_checkpoint
 from tests.helpers.data import data_path, small_photo
 from tests.helpers.tiny_sam import build_tiny_sam
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
 FAST = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.95)
@@ -114,7 +114,6 @@ def test_describe_is_portable():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("autocast", ["none", "bf16", "fp16"])
 def test_tiny_sam_on_cuda(photo, autocast):
     """On a GPU the generator runs on CUDA, with and without half-precision autocast."""

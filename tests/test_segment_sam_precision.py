@@ -31,7 +31,6 @@ def _mean_best_iou(reference: list, other: list) -> float:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bf16_autocast_masks_match_fp32_within_tolerance() -> None:
     from PIL import Image
     from segment_anything import sam_model_registry

@@ -10,7 +10,8 @@ several clusters (a developer's, a test session's) can run side by side:
     STATE/slurmdbd.conf   accounting daemon config (mode 600; slurmdbd reads it beside
                           $SLURM_CONF, it has no -f option)
     STATE/slurm.env       ``export SLURM_CONF=...`` to ``source``
-    STATE/state.json      ports, node names and pids of the last start
+    STATE/state.json      ports and node names of the last start
+    STATE/run/NAME.pid    state of each daemon's process (pid and start time; infra/service.py)
     STATE/hosts           /etc/hosts + node names, bind-mounted over /etc/hosts for slurmd
     STATE/munge/          munge key, socket (folder mode 755), log, seed
     STATE/mysql/          MariaDB data folder, socket, log
@@ -23,7 +24,8 @@ Usage:
     python infra/slurm/cluster.py down --state .state/slurm
 
 Needs the Debian packages (``infra/slurm/install.sh``) and root (slurmd runs jobs as
-their submitter and starts under a private mount namespace). Python standard library only.
+their submitter and starts under a private mount namespace). Each daemon is an
+infra.service.Service. Python standard library only.
 """
 
 from __future__ import annotations
@@ -46,9 +48,8 @@ from typing import Any
 
 log = logging.getLogger("slurm-cluster")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # infra/, for procs
-from procs import (ProcessError, alive, cmdline, port_free, start_watchdog, stop_watchdog,  # noqa: E402
-                   terminate, write_atomic)
+from infra.procs import ProcessError, alive, ancestors, port_free, terminate, write_atomic
+from infra.service import Service, ServiceError, start_watchdog, stop_watchdog
 
 HOST = "127.0.0.1"
 CLUSTER_NAME = "somflow"
@@ -68,7 +69,7 @@ EXIT_STOPPED = 3  # `status` on a cluster that is not running (LSB convention)
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld")
 
 
-class ClusterError(RuntimeError):
+class ClusterError(ServiceError):
     """A failure the user can act on; the message says what to do next."""
 
 
@@ -305,12 +306,6 @@ def client_env(layout: Layout) -> dict[str, str]:
 # ----------------------------------------------------------------------------- processes
 
 
-
-
-
-
-
-
 def _environ(pid: int) -> dict[str, str]:
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
@@ -324,61 +319,20 @@ def _environ(pid: int) -> dict[str, str]:
     return out
 
 
-def _is_ours(pid: int, layout: Layout) -> bool:
-    """Guard against pid reuse: the process must name this state folder on its command
-    line or carry its SLURM_CONF / marker in its environment."""
-    if not alive(pid):
-        return False
-    if any(str(layout.root) in a for a in cmdline(pid)):
-        return True
-    env = _environ(pid)
-    return env.get("SOMFLOW_SLURM_STATE") == str(layout.root)
+def daemon(layout: Layout, name: str, command: list[str] | None = None,
+           env: dict[str, str] | None = None) -> Service:
+    """The Service of one daemon (munged, mariadbd, slurmdbd, slurmctld or a node's slurmd):
+    its stdout in log/NAME.stdout.log, its own LogFile tailed beside it in errors."""
+    own_log = layout.logs / f"slurmd-{name}.log" if name.startswith("node") else layout.log_of(name)
+    return Service(name, command or [], log=layout.log_of(f"{name}.stdout"), state=layout.pid_of(name),
+                   env=env, cwd=layout.root, logs=[own_log])
 
 
 def running_pids(layout: Layout) -> dict[str, int]:
     """The daemons of this state folder that are alive: {name: pid}."""
-    state = load_state(layout)
-    alive = {}
-    for name, pid in state.get("pids", {}).items():
-        if _is_ours(int(pid), layout):
-            alive[name] = int(pid)
-    return alive
-
-
-def _spawn(name: str, cmd: list[str], layout: Layout, env: dict[str, str]) -> int:
-    out = open(layout.log_of(f"{name}.stdout"), "ab")  # noqa: SIM115 - handed to child
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                cwd=layout.root)
-    finally:
-        out.close()
-    write_atomic(layout.pid_of(name), f"{proc.pid}\n")
-    return proc.pid
-
-
-def _wait_for(what: str, check, timeout: float, layout: Layout, name: str,
-              pid: int | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if pid is not None and not alive(pid):
-            break
-        time.sleep(0.1)
-    raise ClusterError(f"{what} did not come up within {timeout:.0f} s"
-                       f"{' (process exited)' if pid and not alive(pid) else ''}; "
-                       f"log tail:\n{_tail(layout, name)}")
-
-
-def _tail(layout: Layout, name: str, lines: int = 20) -> str:
-    out = []
-    for path in (layout.log_of(name), layout.log_of(f"{name}.stdout")):
-        with contextlib.suppress(OSError):
-            text = path.read_text(errors="replace").splitlines()[-lines:]
-            if text:
-                out.append(f"--- {path}\n" + "\n".join(text))
-    return "\n".join(out) or "(no log)"
+    names = {path.stem for path in layout.run.glob("*.pid") if not path.stem.endswith("-daemon")}
+    pids = {name: daemon(layout, name).pid() for name in sorted(names)}
+    return {name: pid for name, pid in pids.items() if pid is not None}
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float = 30,
@@ -442,16 +396,16 @@ def up(layout: Layout, nodes: int, cpus: int) -> dict[str, Any]:
     db_password = state.get("db_password") or secrets.token_hex(16)
     write_configs(layout, nodes, cpus, ports, db_password)
     state = {"nodes": node_names, "cpus_per_node": cpus, "ports": ports,
-             "db_password": db_password, "cluster_name": CLUSTER_NAME, "pids": {}}
+             "db_password": db_password, "cluster_name": CLUSTER_NAME}
     save_state(layout, state)
 
     env = client_env(layout)
     env["SOMFLOW_SLURM_STATE"] = str(layout.root)
-    pids: dict[str, int] = state["pids"]
 
-    def record(name: str, pid: int) -> None:
-        pids[name] = pid
-        save_state(layout, state)
+    def start(name: str, command: list[str]) -> Service:
+        service = daemon(layout, name, command, env)
+        service.start()
+        return service
 
     try:
         # munge
@@ -460,19 +414,18 @@ def up(layout: Layout, nodes: int, cpus: int) -> dict[str, Any]:
         sock_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(sock_dir, 0o755)
         layout.munge_socket.unlink(missing_ok=True)
-        pid = _spawn("munged", ["munged", "--foreground", "--force",
+        munged = start("munged", ["munged", "--foreground", "--force",
                                 f"--socket={layout.munge_socket}",
                                 f"--key-file={layout.munge_key}",
                                 f"--pid-file={layout.pid_of('munged-daemon')}",
                                 f"--log-file={layout.log_of('munged')}",
-                                f"--seed-file={layout.munge / 'munged.seed'}"], layout, env)
-        record("munged", pid)
-        _wait_for("munged", lambda: layout.munge_socket.is_socket(), 15, layout, "munged", pid)
+                                f"--seed-file={layout.munge / 'munged.seed'}"])
+        munged.wait_ready(layout.munge_socket.is_socket, 15)
 
         # MariaDB
         _ensure_mariadb_data(layout, env)
         layout.mysql_socket.unlink(missing_ok=True)
-        pid = _spawn("mariadbd", ["mariadbd", "--no-defaults",
+        mariadbd = start("mariadbd", ["mariadbd", "--no-defaults",
                                   f"--datadir={layout.mysql_data}",
                                   f"--socket={layout.mysql_socket}",
                                   f"--port={ports['mariadb']}", f"--bind-address={HOST}",
@@ -480,43 +433,33 @@ def up(layout: Layout, nodes: int, cpus: int) -> dict[str, Any]:
                                   f"--log-error={layout.log_of('mariadbd')}",
                                   "--user=root", "--skip-name-resolve",
                                   "--innodb-buffer-pool-size=64M",
-                                  "--innodb-log-file-size=48M"], layout, env)
-        record("mariadbd", pid)
+                                  "--innodb-log-file-size=48M"])
         mysql = ["mariadb", "--no-defaults", f"--socket={layout.mysql_socket}", "-uroot"]
-        _wait_for("mariadbd", lambda: _run([*mysql, "-e", "SELECT 1"], env,
-                                            check=False).returncode == 0,
-                  60, layout, "mariadbd", pid)
+        mariadbd.wait_ready(lambda: _run([*mysql, "-e", "SELECT 1"], env, check=False).returncode == 0, 60)
         sql = (f"CREATE USER IF NOT EXISTS 'slurm'@'{HOST}' IDENTIFIED BY '{db_password}'; "
                f"ALTER USER 'slurm'@'{HOST}' IDENTIFIED BY '{db_password}'; "
                f"GRANT ALL ON slurm_acct_db.* TO 'slurm'@'{HOST}'; FLUSH PRIVILEGES;")
         _run([*mysql, "-e", sql], env)
 
         # slurmdbd
-        pid = _spawn("slurmdbd", ["slurmdbd", "-D"], layout, env)
-        record("slurmdbd", pid)
-        _wait_for("slurmdbd", lambda: _port_listening(ports["slurmdbd"]), 60, layout,
-                  "slurmdbd", pid)
+        slurmdbd = start("slurmdbd", ["slurmdbd", "-D"])
+        slurmdbd.wait_ready(lambda: _port_listening(ports["slurmdbd"]), 60)
         listed = _run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], env,
                       check=False)
         if CLUSTER_NAME not in listed.stdout.split():
             _run(["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME], env)
 
         # slurmctld
-        pid = _spawn("slurmctld", ["slurmctld", "-D", "-f", str(layout.conf)], layout, env)
-        record("slurmctld", pid)
-        _wait_for("slurmctld", lambda: _run(["scontrol", "ping"], env, check=False,
-                                            timeout=10).stdout.count("UP") > 0,
-                  30, layout, "slurmctld", pid)
+        slurmctld = start("slurmctld", ["slurmctld", "-D", "-f", str(layout.conf)])
+        slurmctld.wait_ready(lambda: "UP" in _run(["scontrol", "ping"], env, check=False, timeout=10).stdout, 30)
 
         # slurmd nodes, each in a private mount namespace where node names resolve
+        nodes_started = []
         for name in node_names:
             script = (f"mount --bind {_sh(layout.hosts)} /etc/hosts && "
                       f"exec slurmd -D -N {name} -f {_sh(layout.conf)}")
-            pid = _spawn(name, ["unshare", "--mount", "--propagation", "private",
-                                "sh", "-c", script], layout, env)
-            record(name, pid)
-        _wait_for("the slurmd nodes", lambda: _nodes_ready(layout, node_names), 60, layout,
-                  f"slurmd-{node_names[0]}")
+            nodes_started.append(start(name, ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]))
+        nodes_started[0].wait_ready(lambda: _nodes_ready(layout, node_names), 60, what="the slurmd nodes")
     except BaseException:
         with contextlib.suppress(Exception):
             down(layout)
@@ -578,14 +521,7 @@ def _job_processes(layout: Layout) -> list[int]:
     """slurmstepd and job processes this cluster started (found through their SLURM_CONF),
     never this process or its ancestors."""
     conf = str(layout.conf)
-    protected = {os.getpid()}
-    pid = os.getpid()
-    while pid > 1:
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-        protected.add(pid)
+    protected = ancestors()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in protected:
@@ -611,16 +547,12 @@ def down(layout: Layout) -> dict[str, Any]:
             _run(["scancel", "--quiet", "--state=PENDING"], env, check=False, timeout=10)
     order = [*state.get("nodes", []), "slurmctld", "slurmdbd", "mariadbd", "munged"]
     for name in order + [n for n in alive if n not in order]:
-        pid = alive.get(name)
-        if pid is not None:
-            stopped[name] = terminate(pid, timeout=15)
+        if name in alive:
+            stopped[name] = daemon(layout, name).stop(15)
     # Left-overs: slurmstepd and job steps (they leave slurmd's process group).
     for pid in _job_processes(layout):
-        with contextlib.suppress(ClusterError):
+        with contextlib.suppress(ProcessError):
             stopped[f"pid {pid}"] = terminate(pid, timeout=5)
-    if state:
-        state["pids"] = {}
-        save_state(layout, state)
     for sock in (layout.munge_socket, layout.mysql_socket):
         with contextlib.suppress(OSError):
             sock.unlink()
@@ -647,22 +579,12 @@ def status(layout: Layout) -> tuple[int, dict[str, Any]]:
     return (EXIT_OK if running else EXIT_STOPPED), report
 
 
-def watch(layout: Layout, owner: int) -> None:
-    """Take the cluster down once `owner` exits (a killed test session leaves no daemon)."""
-    while alive(owner):
-        if not running_pids(layout):
-            return  # taken down already
-        time.sleep(1)
-    log.info("owner %d exited; taking the cluster down", owner)
-    down(layout)
-
-
 # ----------------------------------------------------------------------------- CLI
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("up", "down", "status", "_watch"))
+    parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument("--state", type=Path, default=Path(".state/slurm"),
                         help="state folder (default: .state/slurm)")
     parser.add_argument("--nodes", type=int, default=2, help="slurmd nodes (default 2)")
@@ -670,7 +592,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPUs each node announces (default 2)")
     parser.add_argument("--stop-with-pid", type=int, metavar="PID",
                         help="up: take the cluster down when process PID exits (tests use it)")
-    parser.add_argument("--owner", type=int, help=argparse.SUPPRESS)  # _watch: see start_watchdog
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -679,15 +600,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.nodes < 1 or args.cpus_per_node < 1:
         parser.error("--nodes and --cpus-per-node must be >= 1")
     layout = Layout(args.state)
-    if args.command == "_watch":
-        watch(layout, args.owner)
-        return EXIT_OK
     code = EXIT_OK
     try:
         if args.command == "up":
             report = up(layout, args.nodes, args.cpus_per_node)
             if args.stop_with_pid:
-                start_watchdog(Path(__file__).resolve(), layout.root, layout.watchdog_pid, args.stop_with_pid)
+                start_watchdog(args.stop_with_pid, layout.watchdog_pid, target=layout.pid_of("slurmctld"),
+                               down=[sys.executable, str(Path(__file__).resolve()), "down", "--state", str(layout.root)])
         elif args.command == "down":
             stop_watchdog(layout.watchdog_pid)
             report = down(layout)
@@ -695,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
                 code = EXIT_ERROR
         else:
             code, report = status(layout)
-    except (ClusterError, ProcessError) as exc:
+    except (ServiceError, ProcessError) as exc:
         if args.json:
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)

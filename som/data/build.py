@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from som import storage
-from som.data.conversations import ListingConfig, QAConfig, build_listing, build_qa
+from som.data.listing import ListingConfig, build_listing
 from som.data.mixing import MixConfig, MixResult, MixSource, mix
 from som.data.naming import NamingConfig, TagNames, name_tags
+from som.data.qa import QAConfig, build_qa
 from som.dataset.config import read_dataset_config
 from som.dataset.manifest import latest_version, new_version_name, read_manifest
 from som.segment.coco import CocoIndex

@@ -22,7 +22,6 @@ fault depends on the training run's `model_max_length`, so they do not change `o
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -32,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from som import storage
-from som.data.conversations import IMAGE_TOKEN, record_problems
-from som.data.mixing import MixError, _images, iter_json_array, under_root
+from som.data.llava import IMAGE_TOKEN, checked_images, id_digest, record_id, record_problems, under_root
+from som.data.mixing import MixError, iter_json_array
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +207,6 @@ def image_token_problems(record: Mapping[str, Any], images: list[str]) -> list[s
     return []
 
 
-def locate(image: str, image_root: str | None) -> str | None:
-    """Where an image is: relative paths under the image root; full URLs and paths as given.
-    None when a relative path leaves the root ('..'), reported as a problem, not raised."""
-    return under_root(image, image_root)
-
-
 def check_file(
     url: str,
     *,
@@ -241,7 +234,7 @@ def check_file(
                 if length is not None:
                     lengths[length] += 1
                     if length > max_length and len(over) < max_examples:
-                        over.append(Example(index, _id_of(record), f"{length} tokens"))
+                        over.append(Example(index, record_id(record), f"{length} tokens"))
         except MixError as exc:
             report.fatal = str(exc)
             log.warning("%s is not a readable JSON array: %s", url, exc)
@@ -262,7 +255,7 @@ def _check_record(
     tokenizer: Any,
 ) -> int | None:
     """Add one record's problems to the report; its token length (None without a tokenizer)."""
-    record_id = _id_of(record)
+    found_id = record_id(record)
     found: dict[str, list[str]] = {kind: [] for kind in KINDS}
     for problem in record_problems(record):
         empty = _EMPTY_TURN.fullmatch(problem)
@@ -273,25 +266,25 @@ def _check_record(
         else:
             found["malformed"].append(problem)
     if not isinstance(record, dict):
-        _add_all(report, index, record_id, found)
+        _add_all(report, index, found_id, found)
         return None
-    images = _image_paths(record)
+    images = checked_images(record)
     if images is None:
         found["malformed"].append("image is not a path or a list of paths")
         images = []
     found["image_token"] = image_token_problems(record, images)
-    if record_id is not None:
-        digest = hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest()
+    if found_id is not None:
+        digest = id_digest(found_id)
         if digest in seen:
-            found["duplicate_id"].append(f"id {record_id!r} seen before")
+            found["duplicate_id"].append(f"id {found_id!r} seen before")
         seen.add(digest)
     for image in images:
-        location = locate(image, image_root)
+        location = under_root(image, image_root)
         if location is None:
             found["malformed"].append(f"image path {image!r} leaves the image root {image_root}")
         elif not lookup(location):
             found["missing_image"].append(f"no image at {location}")
-    _add_all(report, index, record_id, found)
+    _add_all(report, index, found_id, found)
     return token_length(tokenizer, record_text(record)) if tokenizer is not None else None
 
 
@@ -299,23 +292,6 @@ def _add_all(report: CheckReport, index: int, record_id: str | None, found: Mapp
     for kind, reasons in found.items():
         if reasons:
             report.add(kind, Example(index, record_id, "; ".join(reasons)))
-
-
-def _id_of(record: Any) -> str | None:
-    if isinstance(record, dict) and isinstance(record.get("id"), (str, int)) and record["id"] != "":
-        return str(record["id"])
-    return None
-
-
-def _image_paths(record: Mapping[str, Any]) -> list[str] | None:
-    """The record's image paths ([] for text-only); None when `image` has the wrong type."""
-    image = record.get("image")
-    if image is not None and not (
-        (isinstance(image, str) and image)
-        or (isinstance(image, list) and image and all(isinstance(i, str) and i for i in image))
-    ):
-        return None
-    return _images(dict(record))
 
 
 def _token_stats(lengths: Counter[int], max_length: int, over: tuple[Example, ...]) -> TokenStats:

@@ -110,14 +110,7 @@ def tag_crop(
     x0, y0, x1, y1 = padded_box(mark["bbox"], padding, height, width)
     crop = np.array(image_rgb[y0:y1, x0:x1], dtype=np.uint8, copy=True)
     if mask_background:
-        segmentation = mark.get("segmentation")
-        if not segmentation or "counts" not in segmentation:
-            raise ValueError(f"tag {mark.get('id')} has no segmentation RLE to mask the background with")
-        if list(segmentation["size"]) != [height, width]:
-            raise ValueError(
-                f"tag {mark.get('id')} RLE size {segmentation['size']} differs from the image's {height}x{width}"
-            )
-        inside = rle.decode(segmentation)[y0:y1, x0:x1]
+        inside = rle.decode(rle.tag_segmentation(mark, height, width))[y0:y1, x0:x1]
         crop[~inside] = fill
     return crop
 

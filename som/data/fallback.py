@@ -6,13 +6,14 @@ unlabeled tags, so they chain: the build tries them in the configured order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from som import storage
+from som.chat_api import ChatClient
 from som.data.clip_namer import ClipNamer
 from som.data.describer import Describer
 from som.data.naming import TagName, TagNames
@@ -64,3 +65,22 @@ def source_at_marking_size(marks: Mapping[str, Any]) -> np.ndarray:
     if image.shape[:2] != (marks["height"], marks["width"]):
         raise ValueError(f"{marks['image']} does not resize to the marked size {marks['width']}x{marks['height']}")
     return image
+
+
+def build_fallback_namers(names: Sequence[str], *, cache_url: str, describer_model: str | None = None,
+                          describer_base_url: str | None = None, api_key: str | None = None,
+                          clip_model: str = "openai/clip-vit-large-patch14",
+                          clip_labels: str | None = None) -> list[DescriberFallback | ClipFallback]:
+    """The namers called `names`, in that order ("describer": an OpenAI-compatible chat model,
+    answers cached under `cache_url`; "clip": zero-shot CLIP over `clip_labels`, else COCO's
+    80). Built once per build, so a model loads once."""
+    namers: list[DescriberFallback | ClipFallback] = []
+    for name in names:
+        if name == "describer":
+            client = ChatClient(describer_base_url, describer_model, api_key, cache_url=cache_url)
+            namers.append(DescriberFallback(Describer(client)))
+        elif name == "clip":
+            namers.append(ClipFallback(ClipNamer(model_id=clip_model, labels=clip_labels)))
+        else:
+            raise ValueError(f"unknown namer {name!r}: use describer and/or clip")
+    return namers

@@ -34,8 +34,6 @@ import json
 import logging
 import math
 import os
-import posixpath
-import random
 import re
 import tempfile
 from array import array
@@ -48,6 +46,8 @@ from typing import IO, Any, BinaryIO
 import numpy as np
 
 from som import storage
+from som.data.llava import id_digest, record_images, under_root
+from som.data.seeding import seeded_random
 
 log = logging.getLogger(__name__)
 
@@ -178,18 +178,6 @@ def iter_json_array(
     skip_space()
     if pos < len(buffer):
         raise fail("unexpected data after the array")
-
-
-def under_root(image: str, root: str | None) -> str | None:
-    """Where an image is: relative paths under the root (with '.' and '..' resolved); full
-    URLs and absolute paths as given. None for a relative path that leaves the root, which
-    storage.join refuses (S3 keys do not resolve '..') and which is a problem to report."""
-    if not root or "://" in image or image.startswith("/"):
-        return image
-    relative = posixpath.normpath(image.replace("\\", "/"))
-    if relative == ".." or relative.startswith("../"):
-        return None
-    return storage.join(root, relative)
 
 
 class _HashingReader:
@@ -367,20 +355,8 @@ def _size(url: str) -> int:
         raise MixError(f"input {url} does not exist") from None
 
 
-def _seeded(seed: int, purpose: str) -> random.Random:
-    digest = hashlib.sha256(f"{seed}:mix:{purpose}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def _id_hash(record_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest(), "big")
-
-
-def _images(record: dict[str, Any]) -> list[str]:
-    image = record.get("image")
-    if image is None:
-        return []
-    return [image] if isinstance(image, str) else [str(i) for i in image]
+    return int.from_bytes(id_digest(record_id), "big")
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -412,7 +388,7 @@ class _Pass1:
         self, config: MixConfig, exists: Callable[[str], bool], counts: list[SourceCounts], paths: list[str]
     ) -> None:
         self.config, self.exists, self.counts, self.paths = config, exists, counts, paths
-        self.rng = _seeded(config.seed, "buckets")
+        self.rng = seeded_random(config.seed, "mix", "buckets")
         self.hashes = array("Q")
         self.missing: list[tuple[str, str]] = []
         self.missing_count = 0
@@ -459,14 +435,14 @@ class _Pass1:
     def _flush(
         self, batch: list[tuple[dict[str, Any], str]], counts: SourceCounts, files: list[IO[bytes]]
     ) -> None:
-        locations = sorted({self._locate(i) for r, _ in batch for i in _images(r)})
+        locations = sorted({self._locate(i) for r, _ in batch for i in record_images(r)})
         outside = [loc for loc in locations if loc.endswith(_OUTSIDE)]
         inside = [loc for loc in locations if not loc.endswith(_OUTSIDE)]
         found = dict(zip(inside, (self.pool.map if self.pool else map)(self.exists, inside)))
         found.update(dict.fromkeys(outside, False))
         for record, text in batch:
             counts.read += 1
-            images = _images(record)
+            images = record_images(record)
             counts.with_image += bool(images)
             counts.text_only += not images
             turns = record.get("conversations") or []
@@ -574,7 +550,7 @@ def _write_shuffled(
         for number, path in enumerate(paths):
             with open(path, "rb") as f:
                 lines = f.readlines()
-            _seeded(seed, f"bucket-{number}").shuffle(lines)
+            seeded_random(seed, "mix", f"bucket-{number}").shuffle(lines)
             for line in lines:
                 head, text = line.rstrip(b"\n").split(b"\t", 1)
                 index = int(head)

@@ -93,6 +93,14 @@ class TagNames:
         return dict(Counter(t.source or "unlabeled" for t in self.tags))
 
 
+Names = TagNames | Mapping[int, TagName]
+"""What the record builders accept: an image's `TagNames`, or its names by tag id."""
+
+
+def names_by_id(names: Names) -> dict[int, TagName]:
+    return names.by_id() if isinstance(names, TagNames) else dict(names)
+
+
 def name_tags(
     marks: Mapping[str, Any],
     index: CocoIndex | None = None,
@@ -180,15 +188,7 @@ def mask_iou(tag_rles: list[dict[str, Any]], instance_rles: list[dict[str, Any]]
 
 
 def _tag_rle(mark: Mapping[str, Any], height: int, width: int) -> dict[str, Any]:
-    segmentation = mark.get("segmentation")
-    if not segmentation or "counts" not in segmentation:
-        raise ValueError(f"tag {mark.get('id')} has no segmentation RLE")
-    if list(segmentation["size"]) != [height, width]:
-        raise ValueError(
-            f"tag {mark.get('id')} RLE size {segmentation['size']} differs from the marked "
-            f"image's {height}x{width}"
-        )
-    counts = segmentation["counts"]
+    counts = rle.tag_segmentation(mark, height, width)["counts"]
     return {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 

@@ -15,7 +15,7 @@ from som import storage
 from som.dataset.shard import MarkConfig
 from som.mark.options import MarkOptions
 from som.segment.auto import choose_segmenter
-from som.segment.base import available, parse_params
+from som.segment import available, parse_params
 
 CONFIG_NAME = "dataset.json"
 

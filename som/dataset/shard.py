@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from som import storage
+from som.code_version import source_hash
 from som.dataset.manifest import ManifestRow
 from som.dataset.sources import SourceImage
 from som.images import ImageLoadError, decode_image
@@ -67,10 +68,7 @@ class ShardResult:
 def marking_code_version() -> str:
     """Hash of the code that turns source bytes into outputs: changing it invalidates caches."""
     root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted([root / "images.py", *(root / "mark").glob("*.py"), *(root / "segment").glob("*.py")]):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
+    return source_hash([root / "images.py", *(root / "mark").glob("*.py"), *(root / "segment").glob("*.py")])
 
 
 def mark_shard(items: list[SourceImage], dest: str, config: MarkConfig, segmenter: Segmenter) -> ShardResult:

@@ -60,9 +60,15 @@ def score() -> None:
     pope   LLaVA question JSONL + answers JSONL + folder of coco_pope_<split>.json
     mme    an eval_tool results folder, or LLaVA questions/answers JSONL + ground truth
     mmvet  mm-vet.json + the official grader's grade JSON
-    seed   SEED-Bench.json + answers JSONL (upload format or LLaVA answers)
+    seed   SEED-Bench.json + answers JSONL (upload format or LLaVA answers); all/image/video
     llava-bench  LLaVA's review JSONL, or the benchmark folder + answers + a judge model
     listing      a folder of marked images (som mark --masks) + answers JSONL
+    textvqa      TextVQA_0.5.1_val.json + answers JSONL (+ LLaVA question JSONL)
+    vqav2        val annotations (+ questions) + answers JSONL or upload JSON
+    vizwiz       val.json + answers JSONL or upload JSON
+    sqa          folder of problems.json + pid_splits.json + answers JSONL
+    mmbench      the MMBench(-CN) dev TSV + answers JSONL
+    gqa          testdev_balanced_questions.json + answers JSONL or predictions JSON
     """
 
 
@@ -177,7 +183,9 @@ def score_seed(questions: str, answers: str, data_type: str, lenient: bool) -> N
     questions count as wrong. LLaVA answers are matched like convert_seed_for_submission.py
     does: it looks "101669" up as the integer 101669, so an answers file with string ids
     scores 0% there and here. `unmatched_answers` and `id_type_mismatches` in the JSON (and a
-    warning) show when that happened.
+    warning) show when that happened. Whatever --data-type, the JSON also has the converter's
+    own summary over every question in the file: `all_accuracy`, `image_accuracy`,
+    `video_accuracy`, and `official` (per-dimension accuracy and the lines it prints).
 
     \b
     Examples:
@@ -251,6 +259,249 @@ def score_listing(source: str, answers: str, allow_partial: bool) -> None:
 
     bench = ListingBenchmark()
     _emit(_run(lambda: bench.score(bench.load_items(source), load_answers(answers), allow_partial=allow_partial)))
+
+
+@eval_group.group("submission")
+def submission() -> None:
+    """Write a benchmark's upload file from model answers, as LLaVA's convert_* scripts do.
+
+    For benchmarks scored by an evaluation server (VQAv2 test-dev, VizWiz test, MMBench test,
+    SEED-Bench) or by the benchmark's own evaluator (GQA). The file is written atomically and
+    the command prints (JSON) where it went and where to upload it.
+    """
+
+
+# --- new benchmarks: each adds its `score` and `submission` commands below this line ------
+
+
+@score.command("gqa")
+@click.option("--questions", required=True, type=_FILE, help="GQA's testdev_balanced_questions.json (the answer key; from GQA's questions1.2.zip).")
+@click.option("--answers", type=_FILE, help="LLaVA's answers JSONL (question_id + text), converted as convert_gqa_for_eval.py does.")
+@click.option("--predictions", type=_FILE, help="Or GQA's predictions JSON ([{questionId, prediction}]), e.g. from `som eval submission gqa`.")
+@click.option("--allow-partial", is_flag=True, help="Score the answered balanced questions instead of failing like eval.py on a missing prediction (reported as unanswered).")
+def score_gqa(questions: str, answers: str | None, predictions: str | None, allow_partial: bool) -> None:
+    """GQA testdev-balanced: accuracy, binary / open accuracy, per-type accuracy and distribution,
+    as GQA's eval.py --tier testdev_balanced computes them (LLaVA's gqa.sh).
+
+    Exact string match over the balanced questions after LLaVA's conversion (trailing dots off,
+    lower case); question ids are strings, so numeric ids match nothing. Validity and
+    plausibility need a choices file GQA does not publish for testdev: reported as null.
+
+    \b
+    Example:
+      som eval score gqa --questions data/testdev_balanced_questions.json \\
+          --answers answers/llava_gqa_testdev_balanced/llava-v1.5-13b/merge.jsonl
+    """
+    from som.eval.benchmarks.gqa import score_gqa_files
+
+    if (answers is None) == (predictions is None):
+        raise click.UsageError("give --answers or --predictions (one of them)")
+    _emit(_run(lambda: score_gqa_files(questions, answers=answers, predictions=predictions,
+                                       allow_partial=allow_partial)))
+
+
+@submission.command("gqa")
+@click.option("--answers", required=True, type=_FILE, help="LLaVA's answers JSONL (question_id + text), e.g. merge.jsonl from gqa.sh.")
+@click.option("--out", required=True, help="Predictions file to write (path or URL); GQA's eval.py reads testdev_balanced_predictions.json.")
+def submission_gqa(answers: str, out: str) -> None:
+    """GQA: LLaVA's answers -> GQA's predictions JSON, byte for byte as convert_gqa_for_eval.py.
+
+    \b
+    Example:
+      som eval submission gqa --answers merge.jsonl --out gqa/data/testdev_balanced_predictions.json
+    """
+    from som.eval.benchmarks.gqa import write_predictions
+
+    _emit(_run(lambda: write_predictions(answers, out)))
+
+
+@submission.command("seed")
+@click.option("--questions", required=True, type=_FILE, help="SEED-Bench.json (the official annotation).")
+@click.option("--answers", required=True, type=_FILE, help="LLaVA's answers JSONL (question_id + text; numeric ids as JSON numbers, as LLaVA writes them).")
+@click.option("--out", required=True, help="Upload JSONL to write (path or URL), e.g. answers_upload/<model>.jsonl.")
+@click.option("--allow-partial", is_flag=True, help="Leave unanswered questions out (listed in the JSON) instead of failing, where the converter stops with a KeyError.")
+def submission_seed(questions: str, answers: str, out: str, allow_partial: bool) -> None:
+    """SEED-Bench: the leaderboard upload file, line for line as convert_seed_for_submission.py.
+
+    One line per annotation question (19,242 for SEED-Bench-1, 49914 twice), the annotation's
+    ids, the answer text as given. The JSON also carries the converter's all / image / video
+    accuracy and the lines it prints.
+
+    \b
+    Example:
+      som eval submission seed --questions SEED-Bench.json --answers merge.jsonl --out answers_upload/llava-v1.5-13b.jsonl
+    """
+    from som.eval.benchmarks.seed import write_upload
+
+    _emit(_run(lambda: write_upload(questions, answers, out, allow_partial=allow_partial)))
+
+
+@score.command("textvqa")
+@click.option("--annotations", required=True, type=_FILE, help="TextVQA_0.5.1_val.json (the official val annotations, 10 answers per question).")
+@click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id (the image id), prompt and text per line (LLaVA's model_vqa_loader output).")
+@click.option("--questions", type=_FILE, help="LLaVA's llava_textvqa_val_v051_ocr.jsonl: the questions that must be answered, and the prompt of answer lines without one.")
+@click.option("--allow-partial", is_flag=True, help="Score the answered questions instead of failing on unanswered ones (reported as unanswered).")
+def score_textvqa(annotations: str, answers: str, questions: str | None, allow_partial: bool) -> None:
+    """TextVQA: accuracy (m4c soft score, percent) exactly as LLaVA's eval_textvqa.py.
+
+    Each answer line is matched to its annotation by image id and the question recovered from
+    its prompt, as eval_textvqa.py does; every line counts. Without --questions, every
+    annotated question needs an answer.
+
+    \b
+    Example:
+      som eval score textvqa --annotations TextVQA_0.5.1_val.json \\
+          --answers answers/llava-v1.5-13b.jsonl --questions llava_textvqa_val_v051_ocr.jsonl
+    """
+    from som.eval.benchmarks.textvqa import score_textvqa_files
+
+    _emit(_run(lambda: score_textvqa_files(annotations, answers, questions=questions, allow_partial=allow_partial)))
+
+
+@score.command("vqav2")
+@click.option("--annotations", required=True, type=_FILE, help="v2_mscoco_val2014_annotations.json (official val annotations).")
+@click.option("--answers", required=True, type=_FILE, help="LLaVA answers JSONL (question_id, text; EvalAI-processed before scoring, as for upload) or an upload JSON list of {question_id, answer} (scored as it is).")
+@click.option("--questions", type=_FILE, help="v2_OpenEnded_mscoco_val2014_questions.json; checked to hold exactly the annotated questions.")
+@click.option("--allow-partial", is_flag=True, help="Score the answered questions instead of failing on unanswered ones (reported as unanswered).")
+def score_vqav2(annotations: str, answers: str, questions: str | None, allow_partial: bool) -> None:
+    """VQAv2 val: official VQA accuracy (vqaEval.py), overall and per answer/question type, %.
+
+    \b
+    Example:
+      som eval score vqav2 --annotations v2_mscoco_val2014_annotations.json \\
+          --questions v2_OpenEnded_mscoco_val2014_questions.json --answers answers/val.jsonl
+    """
+    from som.eval.benchmarks.vqav2 import score_vqav2_files
+
+    _emit(_run(lambda: score_vqav2_files(annotations, answers, questions=questions, allow_partial=allow_partial)))
+
+
+@score.command("vizwiz")
+@click.option("--annotations", required=True, type=_FILE, help="VizWiz val.json (a list of {image, question, answers, answer_type}).")
+@click.option("--answers", required=True, type=_FILE, help="LLaVA answers JSONL (question_id, text; EvalAI-processed as for upload) or an upload JSON list of {image, answer}.")
+@click.option("--questions", type=_FILE, help="LLaVA-layout question JSONL mapping question_id to image; default: question_id is the position in --annotations, as LLaVA numbers llava_test.jsonl.")
+@click.option("--allow-partial", is_flag=True, help="Score the answered questions instead of failing on unanswered ones (reported as unanswered).")
+def score_vizwiz(annotations: str, answers: str, questions: str | None, allow_partial: bool) -> None:
+    """VizWiz val: VQA accuracy as VizWiz's evaluator computes it, overall and per answer type, %.
+
+    \b
+    Example:
+      som eval score vizwiz --annotations val.json --answers answers/val.jsonl
+    """
+    from som.eval.benchmarks.vizwiz import score_vizwiz_files
+
+    _emit(_run(lambda: score_vizwiz_files(annotations, answers, questions=questions, allow_partial=allow_partial)))
+
+
+@submission.command("vqav2")
+@click.option("--questions", required=True, type=_FILE, help="LLaVA's llava_vqav2_mscoco_test2015.jsonl (the whole test split: the upload lists every question).")
+@click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id and text per line (e.g. LLaVA's merged test-dev answers).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the upload JSON.")
+@click.option("--split-questions", type=_FILE, help="The question file that was answered (llava_vqav2_mscoco_test-dev2015.jsonl): each of its questions needs an answer.")
+@click.option("--allow-partial", is_flag=True, help="With --split-questions: upload unanswered questions as '' instead of failing.")
+def submission_vqav2(questions: str, answers: str, out: str, split_questions: str | None, allow_partial: bool) -> None:
+    """VQAv2 test-dev/test upload, byte for byte as convert_vqav2_for_submission.py writes it.
+
+    Every test2015 question is listed in file order, answers through EvalAI's processor,
+    questions without an answer as "".
+
+    \b
+    Example:
+      som eval submission vqav2 --questions llava_vqav2_mscoco_test2015.jsonl \\
+          --split-questions llava_vqav2_mscoco_test-dev2015.jsonl --answers merge.jsonl --out upload.json
+    """
+    from som.eval.benchmarks.vqav2 import write_submission
+
+    _emit(_run(lambda: write_submission(questions, answers, out, split_questions=split_questions,
+                                        allow_partial=allow_partial)))
+
+
+@submission.command("vizwiz")
+@click.option("--questions", required=True, type=_FILE, help="LLaVA's llava_test.jsonl.")
+@click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id and text per line.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the upload JSON.")
+@click.option("--allow-partial", is_flag=True, help="Write the answered questions instead of failing on unanswered ones (the server will refuse an incomplete file).")
+def submission_vizwiz(questions: str, answers: str, out: str, allow_partial: bool) -> None:
+    """VizWiz test upload, byte for byte as convert_vizwiz_for_submission.py writes it.
+
+    \b
+    Example:
+      som eval submission vizwiz --questions llava_test.jsonl --answers answers/llava-v1.5-13b.jsonl \\
+          --out answers_upload/llava-v1.5-13b.json
+    """
+    from som.eval.benchmarks.vizwiz import write_submission
+
+    _emit(_run(lambda: write_submission(questions, answers, out, allow_partial=allow_partial)))
+
+
+@score.command("sqa")
+@click.option("--base-dir", required=True, type=_DIR, help="Folder with ScienceQA's problems.json and pid_splits.json (LLaVA: playground/data/eval/scienceqa).")
+@click.option("--answers", required=True, type=_FILE, help="Answers JSONL: question_id (string), text and prompt per line (model_vqa_science.py output); lines without a prompt need --questions.")
+@click.option("--split", default="test", show_default=True, help="The pid_splits.json split to score.")
+@click.option("--questions", type=_FILE, help="LLaVA's llava_test_CQM-A.json: rebuilds the prompt (which says whether a question has an image) of answer lines without one.")
+@click.option("--output-file", type=click.Path(dir_okay=False), help="Write LLaVA's per-question analysis ({correct, incorrect}) here, as eval_science_qa.py --output-file.")
+@click.option("--output-result", type=click.Path(dir_okay=False), help="Write LLaVA's result JSON (acc, correct, count, results, outputs) here, as --output-result.")
+@click.option("--allow-partial", is_flag=True, help="Score unanswered problems as FAILED (as eval_science_qa.py does) instead of failing; the JSON lists them.")
+def score_sqa(base_dir: str, answers: str, split: str, questions: str | None, output_file: str | None,
+              output_result: str | None, allow_partial: bool) -> None:
+    """ScienceQA: accuracy over all problems and on image questions (ScienceQA-IMG), in percent.
+
+    Letters are read as LLaVA's eval_science_qa.py reads them ("B", "B. ...", or one "The
+    answer is B."); anything else is FAILED. A problem is an image question when its answer's
+    prompt holds "<image>". The output files are byte for byte the script's.
+
+    \b
+    Example:
+      som eval score sqa --base-dir scienceqa --answers answers/llava-v1.5-13b.jsonl \\
+          --output-file answers/llava-v1.5-13b_output.jsonl --output-result answers/llava-v1.5-13b_result.json
+    """
+    from som.eval.benchmarks.sqa import score_sqa_files, write_llava_files
+
+    scores = _run(lambda: score_sqa_files(base_dir, answers, split=split, questions=questions,
+                                          allow_partial=allow_partial))
+    write_llava_files(scores, output_file, output_result)
+    _emit(scores)
+
+
+@score.command("mmbench")
+@click.option("--questions", required=True, type=_FILE, help="The MMBench dev TSV (mmbench_dev_20230712.tsv or mmbench_dev_cn_20231003.tsv), answers and circular copies included.")
+@click.option("--answers", required=True, type=_FILE, help="Answers JSONL: question_id (the TSV index) and text per line (model_vqa_mmbench.py output), or id and answer.")
+@click.option("--lang", type=click.Choice(["en", "cn"]), default="en", show_default=True, help="Names the result mmbench or mmbench_cn; the scoring rules are the same.")
+@click.option("--allow-partial", is_flag=True, help="Score the questions whose circular copies are all answered instead of failing (the JSON counts the rest).")
+def score_mmbench(questions: str, answers: str, lang: str, allow_partial: bool) -> None:
+    """MMBench / MMBench-CN: CircularEval accuracy (%), per category and l2-category, and vanilla.
+
+    Letters are found with the official evaluator's rules (tools/eval_mmbench.py: a standing
+    letter, a letter in one of its affixes, or one option's text). Where those find no letter
+    the official evaluator asks ChatGPT; here such questions count as wrong and are counted
+    (`undecided`), with `circular_accuracy_if_undecided_right` as the upper bound.
+
+    \b
+    Example:
+      som eval score mmbench --questions mmbench_dev_20230712.tsv \\
+          --answers answers/mmbench_dev_20230712/llava-v1.5-13b.jsonl
+    """
+    from som.eval.benchmarks.mmbench import score_mmbench_files
+
+    _emit(_run(lambda: score_mmbench_files(questions, answers, lang=lang, allow_partial=allow_partial)))
+
+
+@submission.command("mmbench")
+@click.option("--questions", required=True, type=_FILE, help="The MMBench(-CN) TSV that was answered (dev or test).")
+@click.option("--answers", required=True, type=_FILE, help="Answers JSONL: question_id (the TSV index) and text per line.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the upload xlsx.")
+@click.option("--allow-partial", is_flag=True, help="Leave unanswered rows' prediction empty instead of failing.")
+def submission_mmbench(questions: str, answers: str, out: str, allow_partial: bool) -> None:
+    """MMBench / MMBench-CN upload xlsx with the cells convert_mmbench_for_submission.py writes.
+
+    \b
+    Example:
+      som eval submission mmbench --questions mmbench_dev_20230712.tsv \\
+          --answers answers/mmbench_dev_20230712/llava-v1.5-13b.jsonl --out answers_upload/llava-v1.5-13b.xlsx
+    """
+    from som.eval.benchmarks.mmbench import write_submission
+
+    _emit(_run(lambda: write_submission(questions, answers, out, allow_partial=allow_partial)))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ download when online). Small metadata files are read through a local copy so the
 file readers (which name file and line in their errors) work unchanged; images are never
 copied, items point at them by URL.
 
-Standard library only at import time (som.storage and the tagger are imported where used).
+Standard library only at import time (som.storage is imported where used), so that
+`som eval score --help`, which imports every benchmark, stays instant. Reading an item's
+image (plain or Set-of-Mark) is `som.eval.tagging.read_image_bytes`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from som.eval.benchmarks import FormatError
+from som.eval.formats import FormatError
 
 log = logging.getLogger(__name__)
 
@@ -55,38 +57,6 @@ class EvalItem:
     def from_dict(cls, data: dict[str, Any]) -> EvalItem:
         return cls(id=str(data["id"]), prompt=str(data["prompt"]), image=data.get("image"),
                    meta=dict(data.get("meta") or {}))
-
-
-class ItemImageError(RuntimeError):
-    """An item's image could not be read; the message names the item and the URL."""
-
-
-TAGGING_KEY = "tagging"
-"""meta key set by `som.eval.tagging.with_tags`: the Set-of-Mark settings for this item."""
-
-
-def read_image_bytes(item: EvalItem) -> bytes | None:
-    """The bytes the model sees for `item`: None for text-only items, the Set-of-Mark image
-    for items of a "w/ tags" variant (see som.eval.tagging.with_tags), else the image itself."""
-    if item.image is None:
-        return None
-    from som import storage
-
-    try:
-        data = storage.read_bytes(item.image)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the item named
-        raise ItemImageError(f"item {item.id}: cannot read image {item.image}: {exc}") from exc
-    settings = item.meta.get(TAGGING_KEY)
-    if settings is None:
-        return data
-    from som.eval.tagging import TagConfig, tag_image
-
-    config = TagConfig.from_dict(settings)
-    try:
-        return tag_image(data, segmenter=config.segmenter, params=dict(config.params),
-                         cache_url=config.cache_url, **dict(config.mark_options))
-    except Exception as exc:  # noqa: BLE001 - re-raised with the item named
-        raise ItemImageError(f"item {item.id}: cannot mark image {item.image}: {exc}") from exc
 
 
 def take(items: Sequence[EvalItem], limit: int | None) -> list[EvalItem]:

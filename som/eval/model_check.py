@@ -6,7 +6,8 @@ not there. Checked once up front, it fails in a second with an error that says w
 a missing folder, a folder without the processor's or the model's files (named), or a hub id
 that is not in the local cache while the hub is off limits. A local folder's prompt profile is
 resolved too (som.eval.profiles), so a profile that does not fit the model fails here as well.
-API specs (``openai:``) are not checked here; no network call is made.
+API specs (``openai:``) are not checked here; a ``served:RUN`` spec must have its
+RUN/endpoint.json (a running `som serve`). No network call is made.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from som.eval.models import API_PREFIX, HF_PREFIX
+from som.eval.models import API_PREFIX, HF_PREFIX, SERVED_PREFIX
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -66,6 +67,17 @@ def check_model_spec(spec: str, *, local_files_only: bool = False, prompt_profil
         if prompt_profile not in (None, AUTO):
             raise ProfileError(f"--prompt-profile {prompt_profile} given for API model {spec!r}: API models "
                                "receive the raw question")
+        return
+    if spec.startswith(SERVED_PREFIX):
+        from som.serve.endpoint import EndpointError, read_endpoint
+
+        if prompt_profile not in (None, AUTO):
+            raise ProfileError(f"--prompt-profile {prompt_profile} given for {spec!r}: the server applies its "
+                               "own (som serve --prompt-profile)")
+        try:
+            read_endpoint(spec[len(SERVED_PREFIX):])
+        except EndpointError as exc:
+            raise ModelSpecError(str(exc)) from None
         return
     name = spec.removeprefix(HF_PREFIX)
     path = Path(name).expanduser()

@@ -10,18 +10,24 @@ answers and scores are comparable with the published ones.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from som.chat_api import ChatClient, ChatRequest, image_content, text_content
 from som.eval.profiles import AUTO, Prompt, PromptProfile, Question, processor_inputs, resolve_profile
 
-__all__ = ["API_PREFIX", "HF_PREFIX", "APIModel", "HFModel", "Question", "VisionLanguageModel", "load_model"]
+__all__ = ["API_PREFIX", "HF_PREFIX", "SERVED_PREFIX", "APIModel", "HFModel", "Question", "VisionLanguageModel",
+           "load_model"]
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "openai:"
 HF_PREFIX = "hf:"
+SERVED_PREFIX = "served:"
+"""``served:RUN_DIR``: the `som serve` whose RUN_DIR/endpoint.json says where it listens."""
+SERVER_SIDE_KWARGS = frozenset({"batch_size", "device", "dtype", "local_files_only"})
+"""Local-model settings a served model ignores: its server chose them when it loaded the model."""
 DEFAULT_MAX_NEW_TOKENS = 128
 """LLaVA's model_vqa_loader.py default; the runner passes each benchmark's own."""
 NOT_MODEL_INPUTS = frozenset({"labels"})
@@ -48,7 +54,8 @@ class HFModel:
 
     def __init__(self, model_id: str, *, device: str = "auto", dtype: str = "auto",
                  batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 local_files_only: bool = False, prompt_profile: str | None = AUTO) -> None:
+                 local_files_only: bool = False, prompt_profile: str | None = AUTO,
+                 quantization_config: Any = None) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -71,8 +78,13 @@ class HFModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         config = AutoConfig.from_pretrained(model_id, local_files_only=local_files_only)
         self.profile: PromptProfile = resolve_profile(prompt_profile, config, self.processor)  # before the weights
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            model_id, dtype=self.dtype, local_files_only=local_files_only).to(self.device).eval()
+        if quantization_config is None:
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                model_id, dtype=self.dtype, local_files_only=local_files_only).to(self.device).eval()
+        else:  # bitsandbytes places the weights itself (serving's --load-in-4bit/8bit)
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                model_id, dtype=self.dtype, local_files_only=local_files_only,
+                quantization_config=quantization_config, device_map={"": self.device}).eval()
         log.info("loaded %s on %s (%s), prompt profile %s", model_id, self.device, self.dtype, self.profile.name)
 
     def prompt(self, question: Question) -> Prompt:
@@ -91,19 +103,31 @@ class HFModel:
             index = [i for i, q in enumerate(requests) if (q.image is not None) == with_image]
             for start in range(0, len(index), self.batch_size):
                 chunk = index[start:start + self.batch_size]
-                for i, text in zip(chunk, self._generate([prompts[i] for i in chunk]), strict=True):
+                for i, text in zip(chunk, self.decode(self.generate([prompts[i] for i in chunk])), strict=True):
                     answers[i] = text
         return answers
 
-    def _generate(self, batch: Sequence[Prompt]) -> list[str]:
+    def generate(self, batch: Sequence[Prompt], *, max_new_tokens: int | None = None, temperature: float = 0.0,
+                 **generate_kwargs: Any) -> Any:
+        """The new token ids (batch x new tokens, pad after a row's end) for rendered prompts.
+
+        Greedy at temperature 0 (evaluation), sampled otherwise. Serving (som.serve.engine)
+        renders its requests with the same profile and generates through here, so served and
+        evaluated answers come from one code path; `generate_kwargs` (a streamer, stopping
+        criteria) go to transformers' generate."""
         import torch
 
         encoded = processor_inputs(self.processor, self.profile, batch)
         inputs = {k: self._to_device(v) for k, v in encoded.items() if k not in NOT_MODEL_INPUTS}
+        sampling: dict[str, Any] = {"do_sample": True, "temperature": temperature} if temperature > 0 else {
+            "do_sample": False}
         with torch.inference_mode():
-            output = self.model.generate(**inputs, do_sample=False, max_new_tokens=self.max_new_tokens,
-                                         pad_token_id=self.tokenizer.pad_token_id)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+            output = self.model.generate(**inputs, **sampling, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                         pad_token_id=self.tokenizer.pad_token_id, **generate_kwargs)
+        return output[:, inputs["input_ids"].shape[1]:]
+
+    def decode(self, new_tokens: Any) -> list[str]:
+        """Answers from `generate`'s token ids: special tokens dropped, whitespace stripped."""
         return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
     def _to_device(self, value: Any) -> Any:
@@ -160,7 +184,23 @@ def load_model(spec: str, *, prompt_profile: str | None = None, **kwargs: Any) -
     $SOMFLOW_CHAT_BASE_URL / $SOMFLOW_CHAT_MODEL) gives an `APIModel`; anything else (a hub
     id, a local folder, optionally prefixed ``hf:``) an `HFModel` prompted by `prompt_profile`
     (None or "auto": chosen from the model, see som.eval.profiles). `kwargs` go to the class;
-    ``max_new_tokens`` becomes an API model's ``max_tokens``, so one setting serves both."""
+    ``max_new_tokens`` becomes an API model's ``max_tokens``, so one setting serves both.
+
+    ``served:<run_dir>`` is an `APIModel` on the `som serve` endpoint of that run folder (its
+    endpoint.json; the key from $SOMFLOW_API_KEY). That server renders the raw question with
+    the same prompt profile as `HFModel`, so its answers equal the in-process ones."""
+    if spec.startswith(SERVED_PREFIX):
+        from som.serve.endpoint import API_KEY_ENV, read_endpoint
+
+        if prompt_profile not in (None, AUTO):
+            raise ValueError(f"prompt profile {prompt_profile!r} given for {spec!r}: the server applies its own "
+                             "(som serve --prompt-profile)")
+        endpoint = read_endpoint(spec[len(SERVED_PREFIX):])
+        kwargs = {k: v for k, v in kwargs.items() if k not in SERVER_SIDE_KWARGS}
+        if "max_new_tokens" in kwargs:
+            kwargs.setdefault("max_tokens", kwargs.pop("max_new_tokens"))
+        kwargs.setdefault("api_key", os.environ.get(API_KEY_ENV))
+        return APIModel(endpoint["url"], endpoint["model"], **kwargs)
     if spec.startswith(API_PREFIX):
         if prompt_profile not in (None, AUTO):
             raise ValueError(f"prompt profile {prompt_profile!r} given for {spec!r}: API models receive "

@@ -143,10 +143,16 @@ class Llava15Profile(PromptProfile):
         rendered = f"{template.system}{template.sep}{user}: {question}{template.sep}{assistant}:"
         if image is None:
             return Prompt(rendered)
+        return Prompt(rendered, (self.square_image(processor, image),))
+
+    @staticmethod
+    def square_image(processor: Any, image: Image.Image) -> Image.Image:
+        """`image` padded to a square with the image processor's mean colour (also used for
+        every image of a served multi-turn conversation, som.serve.prompting)."""
         from som.images import expand2square
 
         mean = processor.image_processor.image_mean
-        return Prompt(rendered, (expand2square(image, tuple(int(x * 255) for x in mean)),))
+        return expand2square(image, tuple(int(x * 255) for x in mean))
 
 
 class ChatTemplateProfile(PromptProfile):

@@ -48,17 +48,31 @@ def _cell(value: float | None) -> str:
 def comparison_rows(scores: Mapping[str, Mapping[str, Mapping[str, Any]]], model: str,
                     variants: Sequence[str]) -> list[dict[str, str]]:
     """One row per benchmark: its metric, this model's headline per variant, then each
-    published model's number. `scores` is benchmark -> variant -> scores dict."""
+    published model's number. `scores` is benchmark -> variant -> scores dict. A benchmark
+    whose papers report a second number (SEED image vs image + video) gets a derived row
+    too (published.json "rows": its value is the scores' `field`)."""
     paper = published()
+    derived = paper.get("rows", {})
+    keys = []
+    for benchmark in scores:
+        keys.append((benchmark, benchmark, "headline"))
+        keys += [(row, benchmark, spec["field"]) for row, spec in derived.items() if spec["benchmark"] == benchmark]
     rows = []
-    for benchmark, by_variant in scores.items():
-        row = {"benchmark": benchmark, "metric": paper["metrics"].get(benchmark, "headline")}
+    for key, benchmark, field in keys:
+        row = {"benchmark": key, "metric": paper["metrics"].get(key, "headline")}
         for variant in variants:
-            row[f"{model} ({variant})"] = _cell(headline(by_variant.get(variant)))
+            row[f"{model} ({variant})"] = _cell(_number(scores[benchmark].get(variant), field))
         for entry in paper["models"]:
-            row[f"{entry['name']} (paper)"] = _cell(entry["scores"].get(benchmark))
+            row[f"{entry['name']} (paper)"] = _cell(entry["scores"].get(key))
         rows.append(row)
     return rows
+
+
+def _number(scores: Mapping[str, Any] | None, field: str) -> float | None:
+    if field == "headline":
+        return headline(scores)
+    value = (scores or {}).get(field)
+    return None if value is None else float(value)
 
 
 def sources_markdown() -> str:

@@ -15,6 +15,7 @@ answers into the benchmark's scores (no model needed).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -23,7 +24,11 @@ from typing import Any
 
 from som import storage
 from som.eval import responses
-from som.eval.items import EvalItem, read_image_bytes
+from som.eval.items import EvalItem
+from som.eval.models import API_PREFIX, Question, load_model
+from som.eval.profiles import AUTO, INPUT_FORMAT
+from som.eval.registry import get_benchmark
+from som.eval.tagging import TAGGING_KEY, TagConfig, read_image_bytes, with_tags
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +49,10 @@ def variant_items(benchmark: str, source: str, variant: str, eval_dir: str, *,
 
     `tag_options` are `TagConfig` fields (segmenter, params, mark_options, cache_url); tagged
     images are cached under ``<eval_dir>/_cache/tags`` unless they name another cache."""
-    from som.eval.registry import get_benchmark
-
     check_variant(variant)
     items = get_benchmark(benchmark).load_items(source, limit=limit)
     if variant == "plain":
         return items
-    from som.eval.tagging import TagConfig, with_tags
-
     options = dict(tag_options or {})
     options.setdefault("cache_url", storage.join(eval_dir, *TAG_CACHE))
     return with_tags(items, TagConfig.from_dict(options))
@@ -62,8 +63,6 @@ def item_hash(item: EvalItem) -> str:
 
     Generation settings are recorded beside it (`generation_settings`), not in it: scoring
     recomputes this hash with no model at hand."""
-    from som.eval.items import TAGGING_KEY
-
     tagging = {k: v for k, v in (item.meta.get(TAGGING_KEY) or {}).items() if k != "cache_url"}
     return responses.prompt_hash(item.prompt, item.image, tagging)
 
@@ -131,10 +130,6 @@ def generation_settings(model: str, benchmark: str, model_kwargs: Mapping[str, A
     settings (or an answer from an older input format) is asked again: the input format's
     version, the token limit (the benchmark's own unless overridden, as LLaVA's scripts:
     `model_vqa.py` 1024, `model_vqa_loader.py` 128) and, for local models, the prompt profile."""
-    from som.eval.models import API_PREFIX
-    from som.eval.profiles import AUTO, INPUT_FORMAT
-    from som.eval.registry import get_benchmark
-
     kwargs = model_kwargs or {}
     limit = kwargs.get("max_new_tokens") or get_benchmark(benchmark).max_new_tokens
     settings: dict[str, Any] = {"input_format": INPUT_FORMAT, "max_new_tokens": int(limit)}
@@ -144,8 +139,6 @@ def generation_settings(model: str, benchmark: str, model_kwargs: Mapping[str, A
 
 
 def _load(model: str, batch_size: int, model_kwargs: Mapping[str, Any]) -> Any:
-    from som.eval.models import API_PREFIX, load_model
-
     kwargs = dict(model_kwargs)
     if not model.startswith(API_PREFIX):  # API models take no batch size (they run concurrently)
         kwargs.setdefault("batch_size", batch_size)
@@ -154,8 +147,6 @@ def _load(model: str, batch_size: int, model_kwargs: Mapping[str, Any]) -> Any:
 
 def _answer(vlm: Any, batch: Sequence[EvalItem], model: str, variant: str,
             hashes: Mapping[str, str], settings: Mapping[str, Any]) -> list[responses.Response]:
-    from som.eval.models import Question
-
     questions = [Question(image=read_image_bytes(item), prompt=item.prompt, id=item.id) for item in batch]
     texts = vlm.answer(questions)
     if len(texts) != len(batch):
@@ -178,8 +169,6 @@ def score_variant(benchmark: str, source: str, variant: str, eval_dir: str, *,
     Every item must have an answer to the current prompt (an unfinished or stale run is an
     error naming how many are missing) unless `allow_partial`. Judge calls are cached under
     ``<eval_dir>/_cache/judge`` (shared by variants and reruns)."""
-    from som.eval.registry import get_benchmark
-
     bench = get_benchmark(benchmark)
     items = variant_items(benchmark, source, variant, eval_dir, limit=limit, tag_options=tag_options)
     folder = responses.variant_dir(eval_dir, benchmark, variant)
@@ -197,5 +186,8 @@ def score_variant(benchmark: str, source: str, variant: str, eval_dir: str, *,
     answered = [item for item in items if item.id in current]
     if bench.needs_judge and judge is None:
         raise ValueError(f"{benchmark} is scored by a judge model: pass judge=")
+    extra = {}
+    if "output_url" in inspect.signature(bench.score).parameters:
+        extra["output_url"] = str(folder)  # where a submission-only split writes its upload file
     return bench.score(answered, {i: records[i].answer for i in current}, judge=judge,
-                       cache_url=storage.join(eval_dir, "_cache", "judge"))
+                       cache_url=storage.join(eval_dir, "_cache", "judge"), **extra)

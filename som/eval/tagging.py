@@ -9,8 +9,12 @@ granularity, which is the segmenter's own knobs (SAM `points_per_side`, SLIC `n_
 Marking costs a segmenter pass per image and the same images recur across runs and models,
 so tagged images are cached under `cache_url` by the sha256 of (image bytes, segmenter,
 params, mark options). `with_tags` turns plain items into tagged ones without reading any
-image: it records the settings in `meta["tagging"]`, and `som.eval.items.read_image_bytes`
-marks the image when the runner reads it, on whichever worker that is.
+image: it records the settings in `meta["tagging"]`, and `read_image_bytes` (here, beside the
+marking it calls; the runner imports it) marks the image when the runner reads it, on whichever
+worker that is.
+
+Standard library only at import time: `som eval --help` imports this module; som.storage, the
+marker and the segmenters load when an image is read.
 """
 
 from __future__ import annotations
@@ -23,12 +27,18 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from som.eval.items import TAGGING_KEY, EvalItem, with_meta
+from som.eval.items import EvalItem, with_meta
 
 log = logging.getLogger(__name__)
 
+TAGGING_KEY = "tagging"
+"""meta key set by `with_tags`: the Set-of-Mark settings for this item."""
 PREMARKED_KEY = "premarked"
 """meta flag of items whose image already is a Set-of-Mark image (the listing probe)."""
+
+
+class ItemImageError(RuntimeError):
+    """An item's image could not be read; the message names the item and the URL."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ def tag_image(image: bytes, *, segmenter: str = "auto", params: Mapping[str, Any
     from som import storage
     from som.images import decode_image
     from som.mark import annotate
-    from som.segment.base import resident_segmenter
+    from som.segment import resident_segmenter
 
     options = _mark_options(mark_options)
     name, resolved = _resolve_segmenter(segmenter, params or {})
@@ -136,3 +146,25 @@ def with_tags(items: Sequence[EvalItem], config: TagConfig) -> list[EvalItem]:
         else:
             tagged.append(with_meta(item, **{TAGGING_KEY: settings}))
     return tagged
+
+
+def read_image_bytes(item: EvalItem) -> bytes | None:
+    """The bytes the model sees for `item`: None for text-only items, the Set-of-Mark image
+    for items of a "w/ tags" variant (see `with_tags`), else the image itself."""
+    if item.image is None:
+        return None
+    from som import storage
+
+    try:
+        data = storage.read_bytes(item.image)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the item named
+        raise ItemImageError(f"item {item.id}: cannot read image {item.image}: {exc}") from exc
+    settings = item.meta.get(TAGGING_KEY)
+    if settings is None:
+        return data
+    config = TagConfig.from_dict(settings)
+    try:
+        return tag_image(data, segmenter=config.segmenter, params=dict(config.params),
+                         cache_url=config.cache_url, **dict(config.mark_options))
+    except Exception as exc:  # noqa: BLE001 - re-raised with the item named
+        raise ItemImageError(f"item {item.id}: cannot mark image {item.image}: {exc}") from exc

@@ -30,6 +30,7 @@ from som.images import DEFAULT_MAX_ASPECT_RATIO, IMAGE_EXTENSIONS, ImageLoadErro
 from som.mark.annotate import ImageFormat, annotate
 from som.mark.options import MarkOptions
 from som.segment.base import Segmenter
+from som.segment.flops import throughput_line
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +400,7 @@ def mark_paths(
     """Mark every image under `inputs` into `out_dir`; failures go to quarantine.jsonl.
 
     Output names: see `collect_jobs`. Images whose worker died count as failed and `lost`.
+    Logs the run's images/s and, for SAM, its FLOPs per image and share of the GPU's peak.
     """
     from tqdm import tqdm
 
@@ -415,6 +417,7 @@ def mark_paths(
                 log.warning("quarantined %s: %s", report.source, report.reason)
             bar.update()
     summary.seconds = time.perf_counter() - started
+    log.info("%s", throughput_line(segmenter, summary.count("marked"), summary.seconds))
     summary.reports.sort(key=lambda r: r.source)
     write_quarantine(out / "quarantine.jsonl", summary.reports)
     return summary

@@ -8,6 +8,9 @@ full image and are merged. No full-image mask is ever built.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from pycocotools import mask as mask_utils
 
@@ -47,3 +50,20 @@ def decode(rle: dict) -> np.ndarray:
     """HxW boolean array of a JSON RLE (for tests and consumers)."""
     compressed = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
     return mask_utils.decode(compressed).astype(bool)
+
+
+def tag_segmentation(mark: Mapping[str, Any], height: int, width: int) -> dict:
+    """A marks JSON tag's RLE, checked to be there and to be `height` x `width`.
+
+    Why check: an RLE of another size decodes to the wrong pixels without an error (a marks
+    JSON from a different resize, a tag edited by hand), so naming by IoU and masking a crop
+    both refuse it by name."""
+    segmentation = mark.get("segmentation")
+    if not segmentation or "counts" not in segmentation:
+        raise ValueError(f"tag {mark.get('id')} has no segmentation RLE")
+    if list(segmentation["size"]) != [height, width]:
+        raise ValueError(
+            f"tag {mark.get('id')} RLE size {segmentation['size']} differs from the marked "
+            f"image's {height}x{width}"
+        )
+    return segmentation

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from som.segment.sam import CHECKPOINTS, default_cache_dir
+
 log = logging.getLogger(__name__)
 
 
 def choose_segmenter(params: dict[str, str]) -> tuple[str, dict[str, str]]:
     """Pick (name, params) without downloading anything."""
-    from som.segment.sam import CHECKPOINTS, default_cache_dir
-
     model_type = params.get("model_type", "vit_h")
     url = CHECKPOINTS.get(model_type, CHECKPOINTS["vit_h"])[0]
     cached = default_cache_dir() / "sam" / url.rsplit("/", 1)[1]

@@ -1,14 +1,16 @@
-"""The segmenter protocol and the registry that picks one by name with typed parameters."""
+"""The segmenter protocol, a registry entry's shape, and the typed parsing of its parameters.
+
+The table of segmenters by name is `som.segment.registry`; it imports the segmenter modules,
+and they import only this module, so the registry is never imported back (no cycle).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,7 +36,8 @@ class Segmenter(Protocol):
 
 @dataclass(frozen=True)
 class SegmenterSpec:
-    """A registry entry: a params dataclass and the factory that builds the segmenter.
+    """A registry entry: a params dataclass and the factory (usually the segmenter class) that
+    builds the segmenter from it.
 
     uses_gpu: the segmenter holds a neural model that runs on the GPU when there is one, so
     `som mark` runs it in one process instead of one model copy per core.
@@ -45,46 +48,6 @@ class SegmenterSpec:
     factory: Callable[[Any], Segmenter]
     summary: str
     uses_gpu: bool = False
-
-
-_REGISTRY: dict[str, SegmenterSpec] = {}
-
-
-def register(name: str, params_type: type, summary: str, *, uses_gpu: bool = False) -> Callable:
-    """Decorator for a factory `f(params) -> Segmenter`."""
-
-    def wrap(factory: Callable[[Any], Segmenter]) -> Callable[[Any], Segmenter]:
-        _REGISTRY[name] = SegmenterSpec(name, params_type, factory, summary, uses_gpu)
-        return factory
-
-    return wrap
-
-
-def available() -> dict[str, SegmenterSpec]:
-    _load_builtin()
-    return dict(sorted(_REGISTRY.items()))
-
-
-def build_segmenter(name: str, params: Mapping[str, Any] | None = None) -> Segmenter:
-    """Build a registered segmenter; string values are converted to the parameter's type."""
-    specs = available()
-    if name not in specs:
-        raise ValueError(f"unknown segmenter {name!r}; choose one of: {', '.join(specs)}")
-    spec = specs[name]
-    return spec.factory(parse_params(spec.params_type, params or {}))
-
-
-def resident_segmenter(name: str, params: Mapping[str, Any] | None = None) -> Segmenter:
-    """This process's segmenter for (name, params), built on first use and then reused.
-
-    Workers that mark many shards load a model once, not once per shard.
-    """
-    return _resident(name, json.dumps(dict(params or {}), sort_keys=True))
-
-
-@lru_cache(maxsize=4)
-def _resident(name: str, params_json: str) -> Segmenter:
-    return build_segmenter(name, json.loads(params_json))
 
 
 def parse_params(params_type: type, values: Mapping[str, Any]) -> Any:
@@ -129,8 +92,3 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
 
 def _is_union(hint: Any) -> bool:
     return typing.get_origin(hint) in (typing.Union, types.UnionType)
-
-
-def _load_builtin() -> None:
-    # Importing registers them; each module imports its heavy libraries lazily.
-    from som.segment import coco, hf_sam, sam, superpixel  # noqa: F401

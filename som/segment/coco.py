@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from som.segment.base import register
+from som import storage
 from som.segment.mask import Mask
 
 
@@ -60,8 +60,6 @@ class CocoIndex:
     @classmethod
     def load(cls, path: str | Path) -> CocoIndex:
         """Read an instances file from a path or any storage URL (s3://, file://)."""
-        from som import storage
-
         try:
             data = json.loads(storage.read_bytes(str(path)))
         except (OSError, json.JSONDecodeError) as exc:
@@ -337,8 +335,3 @@ class CocoSegmenter:
                 **({"rescale": True} if self.params.rescale else {}),
             },
         }
-
-
-@register("coco", CocoParams, "masks and categories from a COCO instances JSON (annotations=PATH)")
-def _build_coco(params: CocoParams) -> CocoSegmenter:
-    return CocoSegmenter(params)

@@ -14,11 +14,11 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from som.segment.base import register
+from som.segment.automask import AutoMaskKnobs, autocast_context
 from som.segment.mask import Mask
 from som.segment.sam import half_to_float32, resolve_device
 
@@ -26,26 +26,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class HfSamParams:
+class HfSamParams(AutoMaskKnobs):
     """Model choice plus the knobs of segment-anything's automatic generator that transformers'
-    pipeline supports (min_mask_region_area is not: SAM's post-processing there has no
-    small-region removal)."""
+    pipeline supports (`AutoMaskKnobs`, and mask_threshold; min_mask_region_area is not: SAM's
+    post-processing there has no small-region removal)."""
 
     model: str = "facebook/sam-vit-base"  # a hub id or a local folder
     local_files_only: bool = False  # never touch the network; the model must be cached
     cache_dir: str | None = None  # None = the Hugging Face cache
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    autocast: Literal["none", "bf16", "fp16"] = "none"
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
     mask_threshold: float = 0.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
 
 
 class HfSamSegmenter:
@@ -100,12 +89,7 @@ class HfSamSegmenter:
         return [mask for mask in masks if mask.area > 0]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        import torch
-
-        if self.params.autocast == "none":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.params.autocast == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
+        return autocast_context(self.params.autocast, self.device)
 
     def describe(self) -> dict[str, Any]:
         """Params without machine-specific paths: a local model folder is recorded by name."""
@@ -169,13 +153,3 @@ def load_model(model: str, local_files_only: bool, cache_dir: str | None) -> tup
             "the folder here, then pass model=FOLDER; or use a CPU segmenter (--segmenter slic) "
             "that needs no weights."
         ) from exc
-
-
-@register(
-    "hf-sam",
-    HfSamParams,
-    "Segment Anything via transformers SamModel (hub id or folder; GPU if present)",
-    uses_gpu=True,
-)
-def _build_hf_sam(params: HfSamParams) -> HfSamSegmenter:
-    return HfSamSegmenter(params)

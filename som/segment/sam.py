@@ -21,7 +21,8 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from som.segment.base import register
+from som.segment.automask import AutoMaskKnobs, autocast_context
+from som.devices import enable_tf32
 from som.segment.mask import Mask
 
 log = logging.getLogger(__name__)
@@ -45,24 +46,14 @@ CHECKPOINTS: dict[str, tuple[str, str]] = {
 
 
 @dataclass(frozen=True)
-class SamParams:
-    """Model choice plus every knob of segment-anything's SamAutomaticMaskGenerator."""
+class SamParams(AutoMaskKnobs):
+    """Model choice plus every knob of segment-anything's SamAutomaticMaskGenerator (the shared
+    ones in `AutoMaskKnobs`)."""
 
     model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_h"
     checkpoint: str | None = None  # a local .pth; None = the official one, cached
     cache_dir: str | None = None
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    autocast: Literal["none", "bf16", "fp16"] = "none"
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
     crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
     min_mask_region_area: int = 0
 
 
@@ -146,8 +137,6 @@ class SamSegmenter:
             # Precision default: TF32 on Ampere+ GPUs (fp32 range, ~2x faster ViT-H), not bf16
             # autocast, whose masks have not yet been compared with fp32 on a GPU; autocast
             # stays an explicit choice. See som.devices.enable_tf32, benchmarks/gpu_check.py.
-            from som.devices import enable_tf32
-
             enable_tf32(self.device)
         knobs = {
             f.name: getattr(params, f.name)
@@ -168,12 +157,7 @@ class SamSegmenter:
         ]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        import torch
-
-        if self.params.autocast == "none":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.params.autocast == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
+        return autocast_context(self.params.autocast, self.device)
 
     def describe(self) -> dict[str, Any]:
         params = dataclasses.asdict(self.params)
@@ -211,13 +195,3 @@ def half_to_float32(data: _M) -> _M:
         if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16):
             data[key] = value.float()
     return data
-
-
-@register(
-    "sam",
-    SamParams,
-    "Segment Anything automatic masks (checkpoint downloaded once, GPU if present)",
-    uses_gpu=True,
-)
-def _build_sam(params: SamParams) -> SamSegmenter:
-    return SamSegmenter(params)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from som.segment.base import register
 from som.segment.mask import Mask
 
 
@@ -49,11 +48,23 @@ def masks_from_labels(labels: np.ndarray, *, min_area: int = 0) -> list[Mask]:
     return masks
 
 
-class SlicSegmenter:
-    name = "slic"
+P = TypeVar("P", SlicParams, FelzenszwalbParams)
 
-    def __init__(self, params: SlicParams) -> None:
+
+class _LabelSegmenter(Generic[P]):
+    """What both segmenters share: their params, recorded as they are (no paths, no weights)."""
+
+    name: str
+
+    def __init__(self, params: P) -> None:
         self.params = params
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dataclasses.asdict(self.params)}
+
+
+class SlicSegmenter(_LabelSegmenter[SlicParams]):
+    name = "slic"
 
     def generate(self, image: np.ndarray, *, source: str | None = None) -> list[Mask]:
         from skimage.segmentation import slic
@@ -68,15 +79,9 @@ class SlicSegmenter:
         )
         return masks_from_labels(labels, min_area=self.params.min_area)
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "params": dataclasses.asdict(self.params)}
 
-
-class FelzenszwalbSegmenter:
+class FelzenszwalbSegmenter(_LabelSegmenter[FelzenszwalbParams]):
     name = "felzenszwalb"
-
-    def __init__(self, params: FelzenszwalbParams) -> None:
-        self.params = params
 
     def generate(self, image: np.ndarray, *, source: str | None = None) -> list[Mask]:
         from skimage.segmentation import felzenszwalb
@@ -85,16 +90,3 @@ class FelzenszwalbSegmenter:
             image, scale=self.params.scale, sigma=self.params.sigma, min_size=self.params.min_size
         )
         return masks_from_labels(labels + 1, min_area=self.params.min_area)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "params": dataclasses.asdict(self.params)}
-
-
-@register("slic", SlicParams, "SLIC superpixels (scikit-image, CPU, no weights)")
-def _build_slic(params: SlicParams) -> SlicSegmenter:
-    return SlicSegmenter(params)
-
-
-@register("felzenszwalb", FelzenszwalbParams, "Felzenszwalb graph segmentation (scikit-image, CPU)")
-def _build_felzenszwalb(params: FelzenszwalbParams) -> FelzenszwalbSegmenter:
-    return FelzenszwalbSegmenter(params)

@@ -8,7 +8,8 @@ position (without loading them); DeepSpeed restores weights, optimizer and learn
 schedule; each rank restores its RNG state.
 
 Steps are counted in optimizer steps; one step is `global_batch_size` samples over all ranks
-(`micro_batch_size` per forward, gradient accumulation making up the rest).
+(`micro_batch_size` per forward, gradient accumulation making up the rest). Each logged step
+carries its model FLOPs (`som.train.flops`) and, on a GPU of known peak, its MFU (`som.mfu`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from typing import Any
 import torch
 
 from som import storage
+from som.mfu import device_peak_flops
 from som.train import checkpoints as ck
 from som.train.config import TrainConfig, gradient_accumulation_steps
 from som.train.distributed import DistEnv, barrier
+from som.train.flops import LlavaFlops
 from som.train.metrics import MetricsLog, step_record, summarize
 
 log = logging.getLogger(__name__)
@@ -177,6 +180,8 @@ class Trainer:
         built = build_model(config, dtype=self.dtype, ds_config=ds_config)
         self._zero3_config = built.zero3_config  # transformers holds it weakly: keep it alive
         self.processor = built.processor
+        self.flops = LlavaFlops.from_config(built.model.config, config.trainable, config.lora.enabled)
+        self.peak_flops = device_peak_flops(env.device)
         self.dataset, collator, self.data_report = build_data(config, built.processor, env)
         self.collate = _Collate(collator)
         self.sampler = make_sampler(config, self.dataset, env)
@@ -237,9 +242,10 @@ class Trainer:
 
         return forward_loss(self.engine, batch, self.blank_pass, self.env.device, self.dtype)
 
-    def _step(self, micro_batches: Any) -> tuple[float, int, int]:
-        """One optimizer step; returns this rank's (mean loss, samples, tokens)."""
-        losses, samples, tokens = [], 0, 0
+    def _step(self, micro_batches: Any) -> tuple[float, int, int, int, int]:
+        """One optimizer step; returns this rank's (mean loss, samples, tokens, sum of squared
+        sequence lengths, images): the last three are what the step's FLOPs depend on."""
+        losses, samples, tokens, squares, images = [], 0, 0, 0, 0
         for _ in range(self.grad_accum):
             batch = next(micro_batches)
             loss = self._forward(batch)
@@ -247,8 +253,11 @@ class Trainer:
             self.engine.step()
             losses.append(loss.item())
             samples += len(batch["ids"])
-            tokens += int(batch["attention_mask"].sum())
-        return sum(losses) / len(losses), samples, tokens
+            lengths = batch["attention_mask"].sum(dim=1)
+            tokens += int(lengths.sum())
+            squares += int((lengths * lengths).sum())
+            images += len(batch["pixel_values"]) if "pixel_values" in batch else 0
+        return sum(losses) / len(losses), samples, tokens, squares, images
 
     def _save(self, step: int, epoch: int) -> None:
         tag = ck.tag_for(step)
@@ -287,8 +296,8 @@ class Trainer:
                     break
                 clock = time.perf_counter()
                 lr = self.scheduler.get_last_lr()[0]
-                loss, samples, tokens = self._step(micro_batches)
-                loss_sum, samples, tokens = _sum_across_ranks([loss, samples, tokens], self.env.device)
+                loss, *counts = self._step(micro_batches)
+                loss_sum, samples, tokens, squares, images = _sum_across_ranks([loss, *counts], self.env.device)
                 loss = loss_sum / self.env.world_size
                 step += 1
                 if not math.isfinite(loss):
@@ -300,7 +309,9 @@ class Trainer:
                         step=step, epoch=epoch, loss=loss, lr=lr,
                         grad_norm=None if grad_norm is None else float(grad_norm),
                         samples=int(samples), tokens=int(tokens),
-                        seconds=time.perf_counter() - clock))
+                        seconds=time.perf_counter() - clock,
+                        flops=self.flops.step_flops(tokens, squares, images),
+                        peak_flops=self.peak_flops, devices=self.env.world_size))
                 if step % self.config.save_every == 0 or step == self.total_steps:
                     self._save(step, epoch)
                     last_saved = step

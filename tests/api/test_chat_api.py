@@ -18,7 +18,7 @@ from som.chat_api import (
     parse_retry_after,
     request_key,
 )
-from tests.api.chat_server import ChatServer, Reply
+from tests.helpers.chat_server import ChatServer, Reply
 
 SECRET = "sk-test-very-secret-0123456789"
 HELLO = [{"role": "user", "content": "hello"}]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from som.chat_api import ChatClient, ChatHTTPError
-from som.data.conversations import listing_answer
+from som.data.listing import listing_answer
 from som.data.describer import (
     SOURCE_DESCRIBER,
     DescriberConfig,
@@ -17,7 +17,7 @@ from som.data.describer import (
     DescriberPrompt,
     parse_answer,
 )
-from tests.api.chat_server import ChatServer, Reply
+from tests.helpers.chat_server import ChatServer, Reply
 
 GOOD = "1. boat: small white motorboat near the pier\n2. water: calm grey-blue lake\n3. sky: pale overcast sky"
 

@@ -14,7 +14,7 @@ from som.dataset.config import resolve_dataset_config
 from som.dataset.manifest import ManifestRow, read_manifest, write_manifest
 from som.dataset.shard import mark_source
 from som.dataset.sources import list_sources
-from som.segment.base import build_segmenter
+from som.segment import build_segmenter
 from tests.helpers.image_sets import bad_files, derived_photos
 from tests.plugins.s3 import S3Server
 

@@ -12,7 +12,7 @@ from som.dataset.config import read_dataset_config, resolve_dataset_config
 from som.dataset.manifest import ManifestRow, latest_version, merge_rows, read_manifest, write_manifest
 from som.dataset.shard import mark_source
 from som.dataset.sources import list_sources, split_into_shards
-from som.segment.base import build_segmenter
+from som.segment import build_segmenter
 from tests.helpers.image_sets import bad_files, derived_photos
 
 

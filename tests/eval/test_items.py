@@ -14,8 +14,9 @@ from som.eval.benchmarks import FormatError
 from som.eval.benchmarks.mme import LLAVA_SUFFIX, eval_tool_rows, score_results_dir, write_results_dir
 from som.eval.benchmarks.pope import PROMPT_SUFFIX as POPE_SUFFIX
 from som.eval.benchmarks.seed import PROMPT_SUFFIX as SEED_SUFFIX
-from som.eval.items import EvalItem, Source, SourceError, load_answers, read_image_bytes
+from som.eval.items import EvalItem, Source, SourceError, load_answers
 from som.eval.registry import BENCHMARKS, Benchmark, get_benchmark
+from som.eval.tagging import read_image_bytes
 from tests.eval.reference import reference
 from tests.helpers.data import data_path
 from tests.helpers.eval_sources import mme_full_source
@@ -36,13 +37,14 @@ def llava_answers(path: Path) -> dict[str, str]:
 
 
 def test_registry_names_and_errors() -> None:
-    assert list(BENCHMARKS) == ["pope", "mme", "seed", "mmvet", "llava_bench", "listing"]
+    assert list(BENCHMARKS) == ["pope", "mme", "seed", "mmvet", "llava_bench", "listing", "textvqa", "vqav2",
+                                "vizwiz", "gqa", "sqa", "mmbench", "mmbench_cn"]
     for name, bench in BENCHMARKS.items():
         assert isinstance(bench, Benchmark) and bench.name == name
     assert [n for n, b in BENCHMARKS.items() if b.needs_judge] == ["mmvet", "llava_bench"]
     assert get_benchmark("LLaVA-Bench") is BENCHMARKS["llava_bench"]
-    with pytest.raises(ValueError, match="unknown benchmark 'gqa'; choose one of: pope, mme, seed, mmvet, llava_bench, listing"):
-        get_benchmark("gqa")
+    with pytest.raises(ValueError, match="unknown benchmark 'okvqa'; choose one of: pope, mme, seed, mmvet, llava_bench, listing, textvqa"):
+        get_benchmark("okvqa")
     assert get_benchmark("pope", images="s3://coco/val2014").images == "s3://coco/val2014"
     with pytest.raises(ValueError, match="pope: unknown option.*colour; known: allow_missing_splits, images, max_new_tokens"):
         get_benchmark("pope", colour="red")
@@ -144,7 +146,8 @@ def test_seed_items_and_scores(tmp_path: Path) -> None:
     assert items[0].prompt == f"Question 101?\nA. one\nB. two\nC. three\nD. four\n{SEED_SUFFIX}"
     assert items[0].image == str(tmp_path / "seed" / "SEED-Bench-image" / "101.jpg")
     scores = bench.score(items, {"101": "A", "102": "B.", "103": "D"})
-    assert scores["headline"] == pytest.approx(200 / 3)  # "B." is wrong by the official rule
+    assert scores["headline"] == 50.0  # "B." is wrong by the official rule; 102 is listed twice, as the converter counts
+    assert scores["exact"]["overall"] == pytest.approx(200 / 3)  # each item once
     assert scores["exact"]["per_type"] == {"Scene Understanding": 100.0, "Instances Counting": 50.0}
     assert scores["lenient"]["overall"] == 100.0
 

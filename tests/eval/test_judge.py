@@ -18,7 +18,7 @@ from som.eval.benchmarks.mmvet import (
 )
 from som.eval.items import EvalItem
 from som.eval.judge import Judge
-from tests.api.chat_server import ChatServer, Reply
+from tests.helpers.chat_server import ChatServer, Reply
 from tests.eval.reference import reference
 
 

@@ -19,7 +19,7 @@ from som.eval.benchmarks.listing import (
     score_listing,
 )
 from som.eval.cli import eval_group
-from som.eval.items import read_image_bytes
+from som.eval.tagging import read_image_bytes
 from tests.helpers.som_datasets import som_dataset
 
 

@@ -24,7 +24,7 @@ from som.eval.benchmarks.llava_bench import (
 )
 from som.eval.cli import eval_group
 from som.eval.judge import Judge
-from tests.api.chat_server import ChatServer, Reply
+from tests.helpers.chat_server import ChatServer, Reply
 from tests.eval.reference import reference
 
 

@@ -13,7 +13,7 @@ from som.eval.model_check import ModelSpecError, check_model_spec
 from som.eval.models import APIModel, HFModel, Question, VisionLanguageModel, load_model
 from som.eval.profiles import ProfileError
 from som.train.templates import VICUNA_SYSTEM
-from tests.api.chat_server import ChatServer, Reply
+from tests.helpers.chat_server import ChatServer, Reply
 from tests.helpers.data import data_path
 from tests.helpers.tiny_llava import build_tiny_llava
 
@@ -92,8 +92,6 @@ def test_llava_models_get_llava15_prompt_unless_overridden(hf_model: HFModel, ll
 @pytest.mark.gpu
 def test_hf_model_bf16_on_cuda(llava_folder: str, questions: list[Question]) -> None:
     torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     model = HFModel(llava_folder, max_new_tokens=6, local_files_only=True)
     assert model.model.device.type == "cuda" and model.model.dtype == torch.bfloat16
     answers = model.answer(questions)

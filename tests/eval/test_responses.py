@@ -104,7 +104,7 @@ def test_prompt_hash_tracks_prompt_image_and_options() -> None:
 
 
 def test_shards_in_object_storage(s3_server, s3_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.flows.conftest import use_s3
+    from tests.helpers.s3 import use_s3
 
     use_s3(monkeypatch, s3_server)
     folder = responses.variant_dir(storage.join(s3_prefix, "eval"), "mme", "tags")

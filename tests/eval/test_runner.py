@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from som.eval import responses
-from som.eval.items import ItemImageError
 from som.eval.runner import answer_shard, score_variant, shard_of
+from som.eval.tagging import ItemImageError
 from tests.helpers.eval_sources import pope_source, reference_available
 
 pytestmark = pytest.mark.skipif(not reference_available(), reason="../shared/reference is not there")
@@ -195,7 +195,7 @@ def test_judged_benchmark_scores_once_then_from_the_cache(tiny_model: str, tmp_p
     """LLaVA-Bench through a judge behind the local chat server: a second scoring of the same
     answers sends no request (cached under <eval_dir>/_cache/judge)."""
     from som.eval.judge import Judge
-    from tests.api.chat_server import ChatServer, Reply
+    from tests.helpers.chat_server import ChatServer, Reply
     from tests.helpers.eval_sources import llava_bench_source
 
     source = str(llava_bench_source(tmp_path / "llava-bench", questions=3))
@@ -221,7 +221,7 @@ def test_judged_benchmark_scores_once_then_from_the_cache(tiny_model: str, tmp_p
 def test_answers_and_tag_cache_in_object_storage(tiny_model: str, pope: str, s3_server, s3_prefix: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from som import storage
-    from tests.flows.conftest import use_s3
+    from tests.helpers.s3 import use_s3
 
     use_s3(monkeypatch, s3_server)
     eval_dir = storage.join(s3_prefix, "eval")
@@ -243,9 +243,6 @@ def test_answers_and_tag_cache_in_object_storage(tiny_model: str, pope: str, s3_
 @pytest.mark.gpu
 def test_shard_answered_on_cuda_in_bf16(tmp_path: Path) -> None:
     """The same code path on a GPU node: auto device and dtype, batched, resumable."""
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     from tests.helpers.tiny_llava import build_tiny_llava
 
     model = build_tiny_llava(tmp_path / "model")

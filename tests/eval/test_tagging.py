@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from som.eval.items import EvalItem, ItemImageError, read_image_bytes
-from som.eval.tagging import TagConfig, tag_image, with_tags
+from som.eval.items import EvalItem
+from som.eval.tagging import ItemImageError, TagConfig, read_image_bytes, tag_image, with_tags
 from tests.helpers.data import data_path
 
 SLIC = {"segmenter": "slic", "params": {"n_segments": 12}}

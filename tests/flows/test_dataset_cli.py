@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from som import storage
 from som.dataset.manifest import read_manifest
-from tests.flows.conftest import use_s3
+from tests.helpers.prefect_servers import servers_with_home
+from tests.helpers.s3 import use_s3
 from tests.helpers.image_sets import bad_files, derived_photos
 
 pytestmark = pytest.mark.slow
@@ -38,14 +38,3 @@ def test_cli_builds_into_s3_with_its_own_prefect_server(s3_server, s3_prefix, tm
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.startswith("nothing new"), again.stdout
     assert not servers_with_home(tmp_path / "prefect"), "the CLI stopped the server it started"
-
-
-def servers_with_home(home: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if "server" in (process.info["cmdline"] or []) and process.environ().get("PREFECT_HOME") == str(home):
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found

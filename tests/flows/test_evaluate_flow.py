@@ -123,7 +123,7 @@ def test_cli_runs_the_flow_with_local_jobs(prefect_api, tiny_model, tmp_path, mo
 
 
 def test_judge_spec_and_job_folders(tmp_path, monkeypatch) -> None:
-    from flows.evaluate import jobs_folder, make_judge
+    from som.eval.plan import jobs_folder, make_judge
 
     judge = make_judge("openai:gpt-4-0613@http://127.0.0.1:9/v1")
     try:
@@ -138,7 +138,8 @@ def test_judge_spec_and_job_folders(tmp_path, monkeypatch) -> None:
 
 
 def test_inputs_resolve_benchmark_aliases() -> None:
-    from flows.evaluate import check_inputs, model_label
+    from som.eval.plan import check_inputs
+    from som.eval.report import model_label
 
     sources = check_inputs(["llava-bench", "pope"], {"llava_bench": "a", "pope": "b", "unused": "c"},
                            ["plain"], 1, judge="gpt-4-0314")

@@ -48,7 +48,7 @@ def test_cli_fills_unlabeled_tags_with_clip(prefect_api, tmp_path: Path):
 def test_describer_key_from_a_prefect_secret(prefect_api, tmp_path: Path):
     from prefect.blocks.system import Secret
 
-    from tests.api.chat_server import ChatServer, Reply
+    from tests.helpers.chat_server import ChatServer, Reply
 
     dest, rows = som_dataset(tmp_path, segmenter="slic")
     server = ChatServer().start()

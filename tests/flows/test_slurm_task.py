@@ -24,7 +24,7 @@ from prefect.states import Cancelled, Cancelling, State
 from flows.prefect_api import flush_to_api
 from som.jobs import JobSpec
 from tasks.slurm import FlowRunCancelled, run_job, run_job_array
-from tests.slurm.jobs import fail_once, sleep_recording_pid, square
+from tests.helpers.slurm_jobs import fail_once, sleep_recording_pid, square
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLURM = JobSpec(executor="slurm", timeout_min=5, partition="debug")
@@ -151,7 +151,7 @@ from prefect import flow
 from flows.prefect_api import flush_to_api
 from som.jobs import JobSpec
 from tasks.slurm import run_job
-from tests.slurm.jobs import sleep_long
+from tests.helpers.slurm_jobs import sleep_long
 
 @flow(name="sigterm-probe")
 def probe(folder: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from flows.som_dataset import build_som_dataset
 from som import storage
 from som.dataset.manifest import latest_version, read_manifest
-from tests.flows.conftest import use_s3
+from tests.helpers.s3 import use_s3
 from tests.helpers.image_sets import bad_files, derived_photos, unusual_but_valid
 
 pytestmark = pytest.mark.slow

@@ -16,13 +16,13 @@ from click.testing import CliRunner
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from flows.train import code_version, job_spec, train_llava, training_cache_key
+from flows.train import train_llava
+from som.train.plan import code_version, job_spec, training_cache_key
 from som.cli import cli
 from tasks.reports import artifact_key
-from tests.train.conftest import listing_data, parts  # noqa: F401 (session fixtures)
 
 
-def _config(parts) -> dict[str, Any]:  # noqa: F811
+def _config(parts) -> dict[str, Any]:
     """A 4-step fine-tune of the tiny parts (data and image root come from the flow's arguments)."""
     return {"stage": "finetune", "vision_tower": parts.clip, "language_model": parts.lm, "local_files_only": True,
             "zero_stage": 2, "global_batch_size": 4, "micro_batch_size": 2, "max_length": 256, "lr": 1e-3,
@@ -34,7 +34,7 @@ def _submitted(folder: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_trains_then_returns_the_cached_export(prefect_api, parts, listing_data, tmp_path: Path,  # noqa: F811
+def test_trains_then_returns_the_cached_export(prefect_api, parts, listing_data, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
@@ -74,11 +74,8 @@ def test_trains_then_returns_the_cached_export(prefect_api, parts, listing_data,
 
 
 @pytest.mark.gpu
-def test_trains_on_the_gpu_it_reserves(prefect_api, parts, listing_data, tmp_path: Path,  # noqa: F811
+def test_trains_on_the_gpu_it_reserves(prefect_api, parts, listing_data, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     run_dir = tmp_path / "gpu"
     export = train_llava(data=str(listing_data), run_dir=str(run_dir), image_root=str(listing_data.parent),

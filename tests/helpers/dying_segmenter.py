@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from som.segment.base import Segmenter, build_segmenter, register
+from som.segment import SEGMENTERS, Segmenter, SegmenterSpec, build_segmenter
 from som.segment.mask import Mask
 
 
@@ -45,4 +45,5 @@ class DyingSegmenter:
 
 def register_dying() -> None:
     """Make `--segmenter dying` available in this process (the CLI looks segmenters up by name)."""
-    register("dying", DyingParams, "test only: SIGKILLs its worker on chosen images")(DyingSegmenter)
+    SEGMENTERS["dying"] = SegmenterSpec("dying", DyingParams, DyingSegmenter,
+                                        "test only: SIGKILLs its worker on chosen images")

@@ -47,7 +47,7 @@ def test_unlabeled_tags_are_filled_by_the_describer_then_clip(tmp_path: Path):
     from som.data.clip_namer import ClipNamer
     from som.data.describer import Describer
     from som.data.fallback import ClipFallback, DescriberFallback
-    from tests.api.chat_server import ChatServer, Reply
+    from tests.helpers.chat_server import ChatServer, Reply
     from tests.helpers.tiny_clip import build_tiny_clip
 
     dest, rows = som_dataset(tmp_path, segmenter="slic")

@@ -177,7 +177,6 @@ def test_whole_marks_json_and_no_tags(namer, scene):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bf16_agrees_with_cpu(model_dir, namer, scene):
     image, marks = scene
     gpu = ClipNamer(model_id=model_dir, labels=LABELS, device="cuda", batch_size=2)

@@ -7,21 +7,11 @@ from itertools import combinations
 
 import pytest
 
-from som.data.conversations import (
-    IMAGE_TOKEN,
-    QA_KINDS,
-    ListingConfig,
-    QAConfig,
-    build_listing,
-    build_qa,
-    image_reference,
-    llava_record,
-    load_question_pool,
-    qa_items,
-    record_problems,
-)
+from som.data.listing import ListingConfig, build_listing, load_question_pool
+from som.data.llava import IMAGE_TOKEN, image_reference, llava_record, record_problems
+from som.data.qa import QA_KINDS, QAConfig, build_qa, qa_items
 from som.data.naming import TagName, name_tags
-from tests.instructions.scenes import HEIGHT, WIDTH, Box, box_of_tag, scene_marks
+from tests.helpers.scenes import HEIGHT, WIDTH, Box, box_of_tag, scene_marks
 
 URI = "s3://bucket/som/marks/abc.jpg"
 ROOT = "s3://bucket/som"

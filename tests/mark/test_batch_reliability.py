@@ -22,7 +22,7 @@ from som.dataset.shard import MarkConfig, mark_source
 from som.dataset.sources import SourceImage
 from som.mark.batch import collect_jobs, mark_paths
 from som.mark.options import MarkOptions
-from som.segment.base import build_segmenter
+from som.segment import build_segmenter
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--segmenter", "slic", "--param", "n_segments=8", "--short-side", "64", "--no-progress"]

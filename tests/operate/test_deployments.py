@@ -9,14 +9,14 @@ import pytest
 
 from som import storage
 from som.dataset.manifest import read_manifest
-from tests.operate.conftest import PHOTOS, REPO_ROOT, DatasetRun, Stack
+from tests.helpers.stack import PHOTOS, REPO_ROOT, DatasetRun, Stack
 
 pytestmark = pytest.mark.slow
 
 
 def test_deploy_all_creates_the_deployments_on_the_process_pool(stack: Stack, deployed: dict[str, dict]):
     assert set(deployed) == {"som-dataset/samples", "som-refresh/nightly", "som-train/llava15-13b-som",
-                             "som-evaluate/paper-benchmarks", "som-pipeline/samples"}
+                             "som-evaluate/paper-benchmarks", "som-evaluate/llava15-suite", "som-pipeline/samples"}
     for name, deployment in deployed.items():
         assert deployment["work_pool_name"] == "somflow", name
         assert deployment["pull_steps"] == [

@@ -18,7 +18,7 @@ from tasks.reports import artifact_key
 from tests.helpers.som_datasets import som_dataset
 from tests.helpers.tiny_clip import build_tiny_clip
 from tests.helpers.tiny_train import build_tiny_lm
-from tests.operate.conftest import Stack
+from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.slow
 
@@ -66,16 +66,16 @@ def inputs(stack: Stack, tmp_path: Path, monkeypatch) -> dict[str, Any]:
               "keep_last": 1, "dataloader_workers": 0}
     return {
         "source": f"{prefix}/raw", "root": prefix, "run_root": str(tmp_path / "runs"),
-        "coco": f"{prefix}/instances.json", "short_side": 200, "workers": 1, "train_config": config,
-        "executor": "slurm", "slurm": {"partition": "debug", "timeout_min": 10},
-        "benchmarks": ["listing"], "eval_data": {"listing": probe}, "eval_variants": ["plain"], "eval_shards": 1,
-        "eval_options": {"model_kwargs": {"local_files_only": True, "max_new_tokens": 8}},
+        "dataset": {"coco": f"{prefix}/instances.json", "short_side": 200, "workers": 1},
+        "train": {"config": config}, "executor": "slurm", "slurm": {"partition": "debug", "timeout_min": 10},
+        "evaluate": {"benchmarks": ["listing"], "data": {"listing": probe}, "variants": ["plain"], "shards": 1,
+                     "model_kwargs": {"local_files_only": True, "max_new_tokens": 8}},
     }
 
 
 def test_pipeline_fails_at_training_then_resumes_there_then_is_all_cached(stack: Stack, deployed, inputs):
     pipeline = deployed["som-pipeline/samples"]
-    broken = {**inputs, "train_config": {**inputs["train_config"], "language_model": None}}
+    broken = {**inputs, "train": {"config": {**inputs["train"]["config"], "language_model": None}}}
     run, summary = run_pipeline(stack, pipeline, broken)
     assert run["state"]["type"] == "FAILED"
     message = run["state"]["message"]

@@ -8,7 +8,7 @@ import stat
 import psutil
 import pytest
 
-from tests.operate.conftest import Stack, run_stack, stack_processes
+from tests.helpers.stack import Stack, run_stack, stack_processes
 
 pytestmark = pytest.mark.slow
 

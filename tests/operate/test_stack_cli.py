@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.operate.conftest import run_stack
+from tests.helpers.stack import run_stack
 
 
 def test_status_down_and_env_of_a_stack_never_started(tmp_path: Path):

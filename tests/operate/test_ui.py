@@ -16,7 +16,7 @@ import pytest
 
 from som import storage
 from tasks.reports import artifact_key
-from tests.operate.conftest import ARTIFACTS_DIR, DatasetRun, Stack
+from tests.helpers.stack import ARTIFACTS_DIR, DatasetRun, Stack
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,4 +1,4 @@
-"""pytest plugin: ``chat_server``, a local OpenAI-compatible server (tests/api/chat_server.py)
+"""pytest plugin: ``chat_server``, a local OpenAI-compatible server (tests/helpers/chat_server.py)
 that a test scripts replies on and whose received requests it inspects."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.api.chat_server import ChatServer
+from tests.helpers.chat_server import ChatServer
 
 
 @pytest.fixture

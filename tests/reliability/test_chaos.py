@@ -14,7 +14,7 @@ import pytest
 
 from flows.som_dataset import build_som_dataset
 from som import storage
-from tests.flows.conftest import prefect_api, use_s3  # noqa: F401  (prefect_api: a fixture)
+from tests.helpers.s3 import use_s3
 from tests.helpers.chaos import (SLOW_STYLE, assert_invariants, chaos_images, cli_env, dask_workers,
                                  interrupt_cli, mark_objects, som_command, upload, wait_for_marks,
                                  when_marks_appear)

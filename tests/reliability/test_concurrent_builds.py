@@ -17,7 +17,7 @@ import pytest
 
 from som import storage
 from som.dataset.manifest import read_manifest
-from tests.flows.conftest import use_s3
+from tests.helpers.s3 import use_s3
 from tests.helpers.image_sets import derived_photos
 
 pytestmark = pytest.mark.slow

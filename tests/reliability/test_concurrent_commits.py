@@ -18,7 +18,7 @@ from som import storage
 from som.dataset import commit
 from som.dataset.commit import CommitTimeout, LeaseOwner, commit_rows, lease, lock_url
 from som.dataset.manifest import ManifestRow, latest_version, read_manifest, write_manifest
-from tests.flows.conftest import use_s3
+from tests.helpers.s3 import use_s3
 
 
 def rows_of(build: str, n: int) -> list[ManifestRow]:

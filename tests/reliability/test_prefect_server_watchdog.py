@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 
-from tests.flows.test_dataset_cli import servers_with_home
+from tests.helpers.prefect_servers import servers_with_home
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD = """

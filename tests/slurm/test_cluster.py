@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.plugins.slurm import INSTALL_HINT, SlurmCluster, slurm_packages_installed
-from tests.slurm.jobs import add, node_name, sleep_long
+from tests.helpers.slurm_jobs import add, node_name, sleep_long
 
 submitit = pytest.importorskip("submitit")
 

@@ -26,7 +26,7 @@ N_IMAGE = 16  # (32 px / patch 8)^2 + CLS - CLS ("default" strategy drops it)
 
 @pytest.fixture(scope="module")
 def llava_folder(tiny_llava: str) -> str:
-    """The tiny Llava saved once per session (tests/train/conftest.py)."""
+    """The tiny Llava saved once per session (tests/plugins/training.py)."""
     return tiny_llava
 
 

@@ -22,7 +22,7 @@ from som.train.config import ConfigError, load_config
 from som.train.deepspeed_config import resolve_precision
 from som.train.distributed import DeviceError, gpu_for_local_rank
 from som.train.model import BlankImagePass, build_model, forward_loss
-from tests.train.conftest import REPO_ROOT, training_env
+from tests.helpers.training import REPO_ROOT, training_env
 
 # ----------------------------------------------------------------------------- module order
 

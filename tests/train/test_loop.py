@@ -19,8 +19,7 @@ from som import storage
 from som.train.checkpoints import Checkpoint, ResumeError, RunFolder, tag_for
 from som.train.loop import lr_lambda
 from som.train.metrics import MetricsLog
-from tests.train.conftest import (generate_listing, losses, read_log, start_ranks, wait_ranks,
-                                  write_config)
+from tests.helpers.training import generate_listing, losses, read_log, start_ranks, wait_ranks, write_config
 
 # ----------------------------------------------------------------------------- bookkeeping
 

@@ -17,7 +17,7 @@ from som.train.checkpoints import tag_for
 from som.train.config import load_config
 from som.train.entry import TrainJob
 from tests.plugins.slurm import SlurmCluster
-from tests.train.conftest import generate_listing, losses
+from tests.helpers.training import generate_listing, losses
 
 submitit = pytest.importorskip("submitit")
 

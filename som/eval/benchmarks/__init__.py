@@ -1,76 +1,15 @@
-"""Benchmark scorers (pope, mme, mmvet, seed) plus the file readers they share.
+"""Benchmark scorers (pope, mme, mmvet, seed, llava_bench, listing) plus the file readers they share.
 
 Every scorer must give the official script's number on the same answers, so the modules follow
 the official parsing rules to the letter and say in their docstrings where they deliberately
 differ (always in how malformed input is reported, never in how a valid file is scored).
 
-The readers here turn a broken input into a `FormatError` that names the file and the line, so
-a user with a half-written answers file learns where it breaks instead of getting a KeyError.
-Standard library only: `som eval score --help` must stay instant.
+The benchmarks' shared readers, `from som.eval.benchmarks import FormatError, iter_jsonl, ...`,
+are defined in `som.eval.formats` (below both the items and the scorers, so neither imports the
+other for them) and re-exported here for the benchmark modules. This package imports nothing
+else: a scorer module may import it without an import cycle.
 """
 
-from __future__ import annotations
+from som.eval.formats import FormatError, iter_jsonl, read_json, require, text_field
 
-import json
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
-
-
-class FormatError(ValueError):
-    """An input file that cannot be scored; the message names the file (and line) at fault."""
-
-    def __init__(self, path: str | Path, message: str, line: int | None = None) -> None:
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
-        self.path = str(path)
-        self.line = line
-
-
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line of a JSON Lines file."""
-    path = Path(path)
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise FormatError(path, f"cannot open: {exc.strerror or exc}") from exc
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(path, f"not valid JSON ({exc.msg})", number) from exc
-            if not isinstance(record, dict):
-                raise FormatError(path, f"expected a JSON object, got {type(record).__name__}", number)
-            yield number, record
-
-
-def read_json(path: str | Path) -> Any:
-    """Load a whole JSON document, with the file named in any error."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FormatError(path, f"cannot open: {exc.strerror or exc}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FormatError(path, f"not valid JSON ({exc.msg})", exc.lineno) from exc
-
-
-def require(record: Mapping[str, Any], key: str, path: str | Path, line: int | None) -> Any:
-    """`record[key]`, or a FormatError saying which file and line lacks it."""
-    try:
-        return record[key]
-    except KeyError:
-        raise FormatError(path, f"missing field {key!r}", line) from None
-
-
-def text_field(record: Mapping[str, Any], key: str, path: str | Path, line: int | None) -> str:
-    """A field that must hold a string (model answers, questions, labels)."""
-    value = require(record, key, path, line)
-    if not isinstance(value, str):
-        raise FormatError(path, f"field {key!r} must be a string, got {type(value).__name__}", line)
-    return value
+__all__ = ["FormatError", "iter_jsonl", "read_json", "require", "text_field"]

@@ -1,4 +1,5 @@
-"""Fixtures for flow tests: a Prefect API for the session and S3 credentials in the environment."""
+"""pytest plugin: ``prefect_api`` (session), a real Prefect server (Prefect's test harness) that
+flows in the test process and the Dask worker processes they start both report to."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
-from som import storage
 
 
 @pytest.fixture(scope="session")
@@ -18,10 +17,3 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-def use_s3(monkeypatch: pytest.MonkeyPatch, server) -> None:
-    """Point this process, and the worker processes it starts, at `server`."""
-    for name, value in server.env.items():
-        monkeypatch.setenv(name, value)
-    storage.clear_filesystems()

@@ -1,4 +1,5 @@
-"""Fixtures of the chat API tests: a marked image and its marks (the server is tests/plugins/chat.py)."""
+"""pytest plugin: a marked image and its marks JSON, the inputs of the chat API and describer tests
+(the chat server they talk to is tests/plugins/chat.py)."""
 
 from __future__ import annotations
 

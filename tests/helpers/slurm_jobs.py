@@ -1,4 +1,4 @@
-"""Functions the Slurm tests submit; in their own importable module (`tests.slurm.jobs`)
+"""Functions the Slurm tests submit; in their own importable module (`tests.helpers.slurm_jobs`)
 because submitit pickles functions by reference and the job imports them from the
 submission folder."""
 

@@ -1,0 +1,1 @@
+"""What runs somflow: the local services and their one supervisor (service.py)."""

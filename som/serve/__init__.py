@@ -1,0 +1,1 @@
+"""Serving SoM models: an OpenAI-compatible server, a terminal chat and a web demo."""

@@ -1,0 +1,125 @@
+"""Settings from YAML plus `--set key.sub=value` overrides, validated by one pydantic model.
+
+Why one loader: a setting typed in a YAML file, a deployment's parameters or on a command line
+must be checked the same way, and a mistake must name its key (`evaluate.shards: Input should
+be greater than or equal to 1`, `unknown key 'evaluate.shard' (did you mean evaluate.shards?)`)
+before any job starts. Command-line values arrive as text and are read as YAML scalars
+(`8` → 8, `true` → True, `[a, b]` → a list) wherever the field is not a string.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names every key at fault."""
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["train.nodes=2", "evaluate.suite=llava15"]`` → nested mapping, values read as YAML."""
+    import yaml
+
+    flat: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"override {pair!r}: expected KEY=VALUE (e.g. evaluate.shards=8)")
+        try:
+            flat[key.strip()] = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            flat[key.strip()] = text
+    return nest(flat)
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys (``train.nodes``) as nested mappings."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SettingsError(f"{key}: {part} is both a value and a section")
+            node = child
+        if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
+            node[leaf] = merge(node[leaf], nest(value))
+        else:
+            node[leaf] = dict(nest(value)) if isinstance(value, Mapping) else value
+    return nested
+
+
+def merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
+    """`high` over `low`, section by section."""
+    merged = dict(low)
+    for key, value in high.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML mapping from `path` (an empty file is an empty mapping)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path} must be a mapping of key: value, got {type(data).__name__}")
+    return nest(data)
+
+
+def load_settings(model: type[M], source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+                  overrides: Iterable[str] | Mapping[str, Any] = ()) -> M:
+    """`model` from a YAML file or mapping, then `overrides` (KEY=VALUE strings or a mapping)."""
+    base = {} if source is None else nest(source) if isinstance(source, Mapping) else read_yaml(source)
+    extra = nest(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    return validate(model, merge(base, extra))
+
+
+def validate(model: type[M], values: Mapping[str, Any]) -> M:
+    """`model(**values)`, with every error as one line naming its dotted key."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_describe(model, error) for error in exc.errors())) from None
+
+
+def _describe(model: type[BaseModel], error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        known = _field_names(model, error["loc"][:-1])
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        prefix = ".".join(str(part) for part in error["loc"][:-1])
+        hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
+        return f"unknown key '{key}'{hint}"
+    return f"{key}: {error['msg']}"
+
+
+def _field_names(model: type[BaseModel], path: Iterable[Any]) -> list[str]:
+    """The field names of the (sub)model at `path`, for did-you-mean hints."""
+    current: Any = model
+    for part in path:
+        field = getattr(current, "model_fields", {}).get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return list(getattr(current, "model_fields", {}))
