@@ -132,7 +132,7 @@ def _segment_rows(name: str, make: Callable[[str], Any], images: list[Any]) -> l
     analytic FLOPs per image (som.segment.flops) and the share of the GPU's dense bf16 peak."""
     import torch
 
-    from som.mfu import device_peak_flops, utilization
+    from som.mfu import device_peak_flops, format_flops, utilization
     from som.segment.flops import segmenter_flops
 
     rows = []
@@ -159,7 +159,7 @@ def _segment_rows(name: str, make: Callable[[str], Any], images: list[Any]) -> l
         share = utilization(flops.total * len(images), seconds, device_peak_flops("cuda"))
         peak = "–" if share is None else f"{100 * share:.1f}%"
         rows.append(Row(f"{name} {mode}", status,
-                        f"{len(images) / seconds:.2f} images/s, {flops.total / 1e12:.2f} TFLOP/image, "
+                        f"{len(images) / seconds:.2f} images/s, {format_flops(flops.total)}/image, "
                         f"{peak} of bf16 peak, {sum(map(len, masks))} masks, "
                         f"worst image mean IoU vs fp32 {agreement:.3f} (tolerance "
                         f"{MASK_IOU_TOLERANCE})", _peak()))
@@ -256,7 +256,9 @@ def training(dry_run: bool) -> list[Row]:
                 rows.append(Row(f"train ZeRO-{stage} tiny LLaVA", "FAIL",
                                 f"exit {code}: {logs.read_text()[-300:]}"))
                 continue
-            first = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+            records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            first = [r["loss"] for r in records]
+            accounting = _step_accounting(records)
             (run / "summary.json").unlink(missing_ok=True)  # as if killed after step 4's save
             for name in ("hf", "checkpoints/step-00000008"):
                 shutil.rmtree(run / name, ignore_errors=True)
@@ -277,10 +279,23 @@ def training(dry_run: bool) -> list[Row]:
                 problems.append(f"export does not load: {exc}")
             rows.append(Row(f"train ZeRO-{stage} tiny LLaVA", "FAIL" if problems else "ok",
                             "; ".join(problems) or f"loss {first[0]:.3f} -> {first[-1]:.3f}, "
-                            f"resume exact, export loads, {time.perf_counter() - start:.0f} s"))
+                            f"resume exact, export loads, {accounting}, {time.perf_counter() - start:.0f} s"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return rows
+
+
+def _step_accounting(records: list[dict[str, Any]]) -> str:
+    """Median FLOPs per step and the run's MFU (time-weighted; "–" without a known peak), from
+    the loop's own metrics (som.train.flops, som.mfu)."""
+    import statistics
+
+    from som.mfu import format_flops
+    from som.train.metrics import summarize
+
+    mfu = summarize(records, wall_time_s=0.0)["mfu"]
+    flops = format_flops(statistics.median(r["flops_per_step"] for r in records))
+    return f"{flops}/step, MFU {'–' if mfu is None else f'{100 * mfu:.1f}%'}"
 
 
 def evaluation(dry_run: bool) -> Row:

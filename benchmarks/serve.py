@@ -126,9 +126,10 @@ def main() -> None:
             process = start_server(model, run_dir, tags, args.device)
             try:
                 endpoint = read_endpoint(run_dir)
-                run_level(endpoint["url"], endpoint["model"], distinct_images(2), 1, args.max_tokens)  # warm-up
+                # Warm-up: the first dozen generations of a fresh process run several times slower.
+                run_level(endpoint["url"], endpoint["model"], distinct_images(16, start=10_000), 4, args.max_tokens)
                 for level, clients in enumerate(args.clients):
-                    images = distinct_images(args.requests, start=2 + level * args.requests)
+                    images = distinct_images(args.requests, start=level * args.requests)
                     wall, latencies = run_level(endpoint["url"], endpoint["model"], images, clients, args.max_tokens)
                     print(f"| {tags} | {clients} | {len(latencies) / wall:.1f} | "
                           f"{statistics.median(latencies) * 1000:.0f} | {percentile(latencies, 95) * 1000:.0f} |",

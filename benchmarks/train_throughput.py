@@ -32,8 +32,10 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import yaml  # noqa: E402
 
+from som.mfu import format_flops  # noqa: E402
 from som.train.config import TrainConfig, load_config  # noqa: E402
 from som.train.distributed import free_port  # noqa: E402
+from som.train.metrics import summarize  # noqa: E402
 
 
 def tiny_setup(folder: Path, images: int, image_size: int) -> dict[str, Any]:
@@ -94,13 +96,10 @@ def train_throughput(values: dict[str, Any], world_size: int, folder: Path) -> d
         raise RuntimeError(f"training failed; see {folder}/rank0.log:\n"
                            f"{(folder / 'rank0.log').read_text()[-3000:]}")
     records = [json.loads(line) for line in metrics.read_text().splitlines()][1:]
-    seconds = sum(r["step_time_s"] for r in records)
-    mfu = [r["mfu"] for r in records]
-    return {"samples_per_s": sum(r["samples"] for r in records) / seconds,
-            "tokens_per_s": sum(r["tokens"] for r in records) / seconds,
+    summary = summarize(records, wall_time_s=0.0)
+    return {"samples_per_s": summary["samples_per_s"], "tokens_per_s": summary["tokens_per_s"],
             "ms_per_step": 1000 * statistics.median(r["step_time_s"] for r in records),
-            "flops_per_step": statistics.median(r["flops_per_step"] for r in records),
-            "mfu": None if None in mfu else sum(m * r["step_time_s"] for m, r in zip(mfu, records)) / seconds}
+            "flops_per_step": statistics.median(r["flops_per_step"] for r in records), "mfu": summary["mfu"]}
 
 
 def main() -> None:
@@ -140,7 +139,7 @@ def main() -> None:
                 mfu = "–" if rates["mfu"] is None else f"{100 * rates['mfu']:.1f}%"
                 print(f"| {stage} | {world} | {rates['samples_per_s']:.1f} | "
                       f"{rates['tokens_per_s']:.0f} | {rates['ms_per_step']:.0f} | "
-                      f"{rates['flops_per_step']:.3g} | {mfu} |")
+                      f"{format_flops(rates['flops_per_step'])} | {mfu} |")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from prefect.states import Completed, State
 
 from som import storage
 from som.data.build import InstructionConfig, build_instruction_data
-from som.data.conversations import ListingConfig, QAConfig
 from som.data.fallback import build_fallback_namers
+from som.data.listing import ListingConfig
 from som.data.naming import NamingConfig
+from som.data.qa import QAConfig
 from tasks.credentials import use_storage_secret
 from tasks.reports import artifact_key
 

@@ -55,3 +55,5 @@ for row in rows:
         print(f"  quarantined {row.source_uri}: {row.error}")
 PY
 echo "browse the runs and artifacts: ${PREFECT_API_URL%/api}/runs   (stop everything: $python infra/stack.py down --state $state)"
+# Not started here (it needs a model): the Set-of-Mark chat page, see README "Chat and demo".
+echo "chat with a SoM model about your images: .venv/bin/som demo --model MODEL_OR_FOLDER  (or --endpoint NAME=URL of a som serve), then open http://127.0.0.1:7860"

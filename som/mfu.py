@@ -62,6 +62,14 @@ def device_peak_flops(device: Any) -> float | None:
     return peak
 
 
+def format_flops(flops: float) -> str:
+    """FLOPs with a decimal prefix that keeps 3 significant digits: "5.96 TFLOP", "42.1 MFLOP"."""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(flops) >= scale:
+            return f"{flops / scale:.3g} {prefix}FLOP"
+    return f"{flops:.3g} FLOP"
+
+
 def utilization(flops: float, seconds: float, peak: float | None, devices: int = 1) -> float | None:
     """The fraction of `devices` x `peak` that `flops` done in `seconds` reach; None without a
     peak."""

@@ -77,5 +77,8 @@ def run_shards(
                 failed.append(futures[future])
                 log.error("shard %d failed: %s", futures[future], state.message)
             progress.advance()
+        # the cluster's close takes a moment, and the commit follows it: say what comes next
+        log.info("all %d shards done (%d failed); closing the Dask cluster, then committing the manifest",
+                 len(shards), len(failed))
     progress.close()
     return results, sorted(failed)

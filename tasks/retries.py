@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger
+from prefect import Task, get_run_logger
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
 from som import storage
 
 
-def retry_if_transient(task: Any, task_run: TaskRun, state: State) -> bool:
+def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
     """`retry_condition_fn` for tasks whose failures come from storage or the network."""
     error = state.result(raise_on_failure=False)
     if not isinstance(error, BaseException):

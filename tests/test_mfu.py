@@ -28,6 +28,13 @@ def test_peak_by_device_name(name: str, peak: float | None) -> None:
     assert mfu.peak_bf16_flops(name) == peak
 
 
+def test_format_flops() -> None:
+    assert mfu.format_flops(5.961e12) == "5.96 TFLOP"
+    assert mfu.format_flops(42_100_000) == "42.1 MFLOP"
+    assert mfu.format_flops(2.25e15) == "2.25 PFLOP"
+    assert mfu.format_flops(12) == "12 FLOP"
+
+
 def test_utilization() -> None:
     assert mfu.utilization(989e12, 1.0, 989e12) == 1.0
     assert mfu.utilization(1e12, 0.5, 1e13, devices=4) == pytest.approx(0.05)

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from som import storage
+from som.data.json_stream import JsonArrayError, iter_json_array
 from som.data.llava import IMAGE_TOKEN, checked_images, id_digest, record_id, record_problems, under_root
-from som.data.mixing import MixError, iter_json_array
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +190,7 @@ def image_token_problems(record: Mapping[str, Any], images: list[str]) -> list[s
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         return []  # no conversation at all is reported as malformed
-    values = [t.get("value") for t in turns if isinstance(t, dict)]
-    values = [v for v in values if isinstance(v, str)]
+    values = [t["value"] for t in turns if isinstance(t, dict) and isinstance(t.get("value"), str)]
     tokens = sum(v.count(IMAGE_TOKEN) for v in values)
     if not images:
         return [f"{IMAGE_TOKEN} appears {tokens}x in a record without an image"] if tokens else []
@@ -235,7 +234,7 @@ def check_file(
                     lengths[length] += 1
                     if length > max_length and len(over) < max_examples:
                         over.append(Example(index, record_id(record), f"{length} tokens"))
-        except MixError as exc:
+        except JsonArrayError as exc:
             report.fatal = str(exc)
             log.warning("%s is not a readable JSON array: %s", url, exc)
     report.images_checked = lookup.calls

@@ -66,6 +66,7 @@ def listing_answer(marks: Mapping[str, Any], names: Names, config: ListingConfig
     lines = []
     for mark in sorted(marks.get("marks") or [], key=lambda m: m["id"]):
         tag = by_id.get(mark["id"])
+        name: str | None
         if tag is None or not tag.labeled:
             if not config.keep_unlabeled:
                 continue

@@ -1,7 +1,7 @@
 """Mix a base LLaVA instruction file with SoM records: seeded shuffle, unique ids, images checked.
 
 Inputs are JSON arrays of LLaVA records (e.g. llava_v1_5_mix665k.json, ~1 GB). They are read
-as streams, one record at a time (`iter_json_array`), and never held whole.
+as streams, one record at a time (`som.data.json_stream`), and never held whole.
 
 Shuffle (bucketed, two passes): pass 1 writes each record as one line (its source text with
 the line breaks between tokens removed) to one of B temporary bucket files on local disk,
@@ -27,7 +27,6 @@ source declares a prefix, otherwise the mix fails before writing anything.
 from __future__ import annotations
 
 import bisect
-import codecs
 import contextlib
 import hashlib
 import json
@@ -41,143 +40,20 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
 from som import storage
+from som.data.json_stream import JsonArrayError, iter_json_array
 from som.data.llava import id_digest, record_images, under_root
 from som.data.seeding import seeded_random
 
 log = logging.getLogger(__name__)
 
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-
 
 class MixError(ValueError):
     """The inputs cannot be mixed as asked (malformed, id collisions, too many missing images)."""
-
-
-# ----------------------------------------------------------------------------- streaming reader
-
-
-_LOOKAHEAD = 16  # chars past a decode error that prove it is not just the chunk's end
-
-
-def iter_json_array(
-    stream: BinaryIO, *, chunk_size: int = 1 << 20, max_record_chars: int = 64 << 20, with_text: bool = False
-) -> Iterator[Any]:
-    """The elements of a JSON array read from a binary stream, one at a time.
-
-    With `with_text`, (element, its source text) pairs. Holds at most one chunk plus the
-    element being parsed; an element over `max_record_chars` is an error, not a read to EOF.
-    A decode error with data after it is final at once (reading on until the size limit
-    made a malformed record in a 200 MB file cost 400 MB and lose its position), so errors
-    name the element index, byte offset and line. Non-UTF-8 input is an error naming the
-    byte, not a UnicodeDecodeError."""
-    decoder = json.JSONDecoder()
-    utf8 = codecs.getincrementaldecoder("utf-8-sig")()
-    buffer, pos, eof = "", 0, False
-    # For error messages: bytes read, lines before buffer[0], and where the current line
-    # starts (a char offset relative to buffer[0]). Byte offsets are derived at failure.
-    dropped_lines, line_start, bytes_read = 0, 0, 0
-    index = 0
-    not_utf8: str | None = None  # set when a chunk holds invalid UTF-8: input ends there
-
-    def more(size: int) -> bool:
-        nonlocal buffer, pos, eof, dropped_lines, line_start, bytes_read, not_utf8
-        if eof:
-            return False
-        data = stream.read(size)
-        eof = not data
-        try:
-            text = utf8.decode(data, final=eof)
-            bytes_read += len(data)
-        except UnicodeDecodeError as exc:
-            # Parse up to the bad byte, then stop: the error names the element it falls in.
-            bad_byte = exc.object[exc.start]
-            text = exc.object[: exc.start].decode("utf-8")
-            if bytes_read == 0:
-                text = text.removeprefix("\ufeff")
-            bytes_read += len(data) - (len(exc.object) - exc.start)  # the bad byte's offset
-            utf8.reset()
-            eof = True
-            not_utf8 = f"not UTF-8 text: byte 0x{bad_byte:02x}"
-        newlines = buffer.count("\n", 0, pos)  # counted in place: no copy of the dropped text
-        if newlines:
-            dropped_lines += newlines
-            line_start = buffer.rindex("\n", 0, pos) + 1 - pos
-        else:
-            line_start -= pos
-        buffer = buffer[pos:] + text
-        pos = 0
-        return True
-
-    def skip_space() -> None:
-        nonlocal pos
-        while True:
-            pos = _WHITESPACE.match(buffer, pos).end()
-            if pos < len(buffer) or not more(chunk_size):
-                return
-
-    def where(at: int) -> str:
-        pending = len(utf8.getstate()[0])  # bytes read but not yet decoded
-        byte = bytes_read - pending - len(buffer[at:].encode("utf-8", "surrogatepass"))
-        newlines = buffer.count("\n", 0, at)
-        line = dropped_lines + newlines + 1
-        column = at - (buffer.rindex("\n", 0, at) + 1 if newlines else line_start) + 1
-        return f"element {index} (byte offset {byte}, line {line}, column {column})"
-
-    def fail(message: str, at: int | None = None) -> MixError:
-        if not_utf8:
-            return MixError(
-                f"{not_utf8} at {where(len(buffer))}; JSON must be UTF-8 (re-encode it, e.g. "
-                "iconv -f latin1 -t utf-8)"
-            )
-        return MixError(f"{message} at {where(pos if at is None else at)}")
-
-    skip_space()
-    if buffer[pos : pos + 1] != "[":
-        raise fail("expected a JSON array ('[')")
-    pos += 1
-    first = True
-    while True:
-        skip_space()
-        if pos >= len(buffer):
-            raise fail("unexpected end of input inside the array")
-        if buffer[pos] == "]" and first:
-            pos += 1
-            break
-        while True:
-            try:
-                value, end = decoder.raw_decode(buffer, pos)
-                if end < len(buffer) or eof:  # a value at the buffer's end may continue
-                    break
-            except json.JSONDecodeError as exc:
-                # Final unless the error may just be the chunk's end: an unterminated string
-                # or an error within a token's length of the end.
-                truncated = exc.msg.startswith("Unterminated string") or exc.pos + _LOOKAHEAD >= len(buffer)
-                if eof or not truncated:
-                    raise fail(f"malformed JSON ({exc.msg})", exc.pos) from None
-            if len(buffer) - pos > max_record_chars:
-                raise fail(f"an element exceeds {max_record_chars} characters or is malformed")
-            more(max(chunk_size, len(buffer) - pos))
-        yield (value, buffer[pos:end]) if with_text else value
-        pos, first = end, False
-        index += 1
-        skip_space()
-        if buffer[pos : pos + 1] == ",":
-            pos += 1
-        elif buffer[pos : pos + 1] == "]":
-            pos += 1
-            break
-        elif pos >= len(buffer):
-            raise fail("unexpected end of input inside the array")
-        else:
-            raise fail("expected ',' or ']' after the previous element")
-    skip_space()
-    if pos < len(buffer):
-        raise fail("unexpected data after the array")
 
 
 class _HashingReader:
@@ -408,7 +284,7 @@ class _Pass1:
                 self.pool.shutdown()
         return np.frombuffer(self.hashes, dtype=np.uint64), starts
 
-    def _read(self, number: int, source: MixSource, files: list[IO[bytes]]) -> None:
+    def _read(self, number: int, source: MixSource, files: Sequence[IO[bytes]]) -> None:
         counts = self.counts[number]
         fs, path = storage.resolve(source.url)
         batch: list[tuple[dict[str, Any], str]] = []
@@ -421,7 +297,7 @@ class _Pass1:
                     batch.append((record, text))
                     if len(batch) >= self.BATCH:
                         self._flush(batch, counts, files)
-            except MixError as exc:
+            except (JsonArrayError, MixError) as exc:
                 raise MixError(f"{source.url}: {exc}") from None
             self._flush(batch, counts, files)
         counts.sha256 = reader.sha256.hexdigest()
@@ -433,7 +309,7 @@ class _Pass1:
         return location if location is not None else f"{image} {_OUTSIDE}"
 
     def _flush(
-        self, batch: list[tuple[dict[str, Any], str]], counts: SourceCounts, files: list[IO[bytes]]
+        self, batch: list[tuple[dict[str, Any], str]], counts: SourceCounts, files: Sequence[IO[bytes]]
     ) -> None:
         locations = sorted({self._locate(i) for r, _ in batch for i in record_images(r)})
         outside = [loc for loc in locations if loc.endswith(_OUTSIDE)]

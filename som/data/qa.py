@@ -189,7 +189,9 @@ class _Scene:
         self.height, self.width = int(marks["height"]), int(marks["width"])
         self.shapes = {g.tag: g for g in scene_geometry(marks)}
         by_id = names_by_id(names)
-        self.names = {t: by_id[t].name for t in self.shapes if t in by_id and by_id[t].labeled}
+        self.names: dict[int, str] = {
+            t: name for t in self.shapes if t in by_id and (name := by_id[t].name) is not None  # labeled
+        }
         self.tags_by_name: dict[str, list[int]] = defaultdict(list)
         for tag in sorted(self.names):
             self.tags_by_name[self.names[tag]].append(tag)

@@ -42,13 +42,16 @@ class _EvalGroup(LazyGroup):
 
 @click.group("eval", cls=_EvalGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def eval_group() -> None:
-    """Evaluate models on POPE, MME, SEED-Bench, MM-Vet, LLaVA-Bench and the SoM listing probe.
+    """Evaluate models on LLaVA-1.5's 12 benchmarks and the SoM listing probe.
 
-    `som eval run --model M --benchmark pope --data pope=DIR --run-dir RUN` answers the
-    benchmarks with the model, sharded over Slurm job arrays (or local processes), with and
-    without Set-of-Mark tags, then scores them. `som eval score BENCHMARK ...` recomputes a
-    benchmark's scores from existing answer files with the official scripts' rules and prints
-    them as JSON; no model or GPU is needed.
+    Benchmarks: vqav2, gqa, vizwiz, sqa, textvqa, pope, mme, mmbench, mmbench_cn, seed,
+    llava_bench, mmvet, listing. `som eval run --model M --benchmark pope --data pope=DIR
+    --run-dir RUN` answers benchmarks with the model, sharded over Slurm job arrays (or local
+    processes), with and without Set-of-Mark tags, then scores them; `--suite llava15
+    --data-root playground/data/eval` runs all of them. `som eval score BENCHMARK ...`
+    recomputes a benchmark's scores from existing answer files with the official scripts'
+    rules and prints them as JSON; `som eval submission BENCHMARK ...` writes the upload file
+    for an evaluation server. No model or GPU is needed for those two.
     """
 
 

@@ -1,8 +1,8 @@
 """What a job asks of the scheduler: `JobSpec` (resources, partition, requeues) and the sbatch
 options it becomes.
 
-Why apart from submitting and waiting: configs, CLIs and plans build and check specs (and tests
-read the sbatch text) without touching submitit's executors or a cluster.
+Why apart from submitting and waiting: configs, CLIs and plans build and check specs, and tests
+read the sbatch text they give, with no cluster and no job in sight.
 """
 
 from __future__ import annotations

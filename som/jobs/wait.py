@@ -52,7 +52,8 @@ class JobFailed(RuntimeError):
 
 def _failure_message(name: str, failures: list[tuple[int, str, str, list[str]]], total: int) -> str:
     if total > 1:
-        head = f"{len(failures)} of {total} jobs of {name} failed (indices {', '.join(map(str, [f[0] for f in failures]))})"
+        indices = ", ".join(str(f[0]) for f in failures)
+        head = f"{len(failures)} of {total} jobs of {name} failed (indices {indices})"
     else:
         head = f"job {failures[0][1]} ({name}) ended {failures[0][2]}"
     parts = [head]

@@ -18,6 +18,7 @@ from som.images import DEFAULT_MAX_ASPECT_RATIO, LoadedImage, resize_short_side
 from som.mark.marker import mark_image
 from som.mark.options import MarkOptions
 from som.segment.base import Segmenter
+from som.segment.mask import Mask
 
 ImageFormat = Literal["jpg", "png"]
 
@@ -54,7 +55,7 @@ def annotate(
     resized, scale = resize_short_side(
         loaded.rgb, options.short_side, source=loaded.source, max_aspect_ratio=max_aspect_ratio
     )
-    masks = segmenter.generate(resized, source=loaded.source)
+    masks = segment(segmenter, resized, loaded)
     result = mark_image(resized, masks, options)
     metadata: dict[str, Any] = {
         "image": loaded.source,
@@ -73,6 +74,15 @@ def annotate(
         metadata["skipped"] = result.skipped
         return SomOutput(metadata, None)
     return SomOutput(metadata, encode_image(result.image, image_format, jpeg_quality))
+
+
+def segment(segmenter: Segmenter, resized: Any, loaded: LoadedImage) -> list[Mask]:
+    """Masks for the resized image. Annotation-backed segmenters (`takes_original_size`, i.e.
+    coco) also get the size before the resize: their "masks must be the image's size" check
+    is then exact, where the resized size alone lets a half-size copy pass as the original."""
+    if getattr(segmenter, "takes_original_size", False):
+        return segmenter.generate(resized, source=loaded.source, original_size=(loaded.height, loaded.width))
+    return segmenter.generate(resized, source=loaded.source)
 
 
 def encode_image(rgb: Any, image_format: ImageFormat, jpeg_quality: int = 90) -> bytes:

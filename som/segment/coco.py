@@ -294,6 +294,9 @@ class CocoSegmenter:
     """Returns the annotated objects of the image named by `source`."""
 
     name = "coco"
+    # annotate() passes the size before the marking resize, so check_size is exact: a resized
+    # copy of the image cannot tell a half-size file from the annotated one.
+    takes_original_size = True
 
     def __init__(self, params: CocoParams, index: CocoIndex | None = None) -> None:
         if index is None:

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from som.mfu import device_peak_flops, utilization
+from som.mfu import device_peak_flops, format_flops, utilization
 
 POINT_TOKENS = 2  # a point prompt without a box is padded with one "not a point" token
 
@@ -172,14 +172,14 @@ def segmenter_flops(segmenter: Any) -> ImageFlops | None:
 
 
 def throughput_line(segmenter: Any, images: int, seconds: float) -> str:
-    """"<name>: N images in S s (R images/s)", then for SAM its TFLOP per image and, on a GPU
+    """"<name>: N images in S s (R images/s)", then for SAM its FLOPs per image and, on a GPU
     whose peak is known, the fraction of it reached."""
     rate = images / seconds if seconds > 0 else 0.0
     line = f"{segmenter.name}: {images} images in {seconds:.1f} s ({rate:.2f} images/s)"
     flops = segmenter_flops(segmenter)
     if flops is None:
         return line
-    line += (f", {flops.total / 1e12:.2f} TFLOP/image (encoder {flops.encoder / 1e12:.2f}, "
-             f"decoder {flops.decoder / 1e12:.2f})")
+    line += (f", {format_flops(flops.total)}/image (encoder {format_flops(flops.encoder)}, "
+             f"decoder {format_flops(flops.decoder)})")
     share = utilization(flops.total * images, seconds, device_peak_flops(segmenter.device))
     return line + (f", {100 * share:.1f}% of the GPU's dense bf16 peak" if share is not None else "")

@@ -55,6 +55,7 @@ class _LabelSegmenter(Generic[P]):
     """What both segmenters share: their params, recorded as they are (no paths, no weights)."""
 
     name: str
+    params: P
 
     def __init__(self, params: P) -> None:
         self.params = params

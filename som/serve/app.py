@@ -25,6 +25,7 @@ import contextlib
 import hmac
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -42,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from som.eval.tagging import TagConfig
 from som.serve.engine import Engine, GenerationStats
 from som.serve.errors import RequestError
-from som.serve.messages import ImageLimits, image_bytes, image_count
+from som.serve.messages import ImageLimits, data_url, image_bytes, image_count
 
 __all__ = ["APIError", "ServeSettings", "create_app", "error_body"]
 
@@ -138,7 +139,7 @@ def create_app(engine: Engine, settings: ServeSettings = ServeSettings()) -> Fas
     app = FastAPI(title="somflow", description=f"OpenAI-compatible chat API for {engine.name}",
                   docs_url=None, redoc_url=None, openapi_url=None)
     admission = _Admission(settings.max_concurrency)
-    app.state.engine, app.state.settings, app.state.admission = engine, settings, admission
+    marking = threading.Lock()  # one segmentation at a time: parallel ones only thrash the CPU
     _install_error_handlers(app)
 
     def authorize(request: Request) -> None:
@@ -174,7 +175,7 @@ def create_app(engine: Engine, settings: ServeSettings = ServeSettings()) -> Fas
                            "too_many_images", param="messages")
         slot = _Slot(admission)
         try:
-            messages, marks = await run_in_threadpool(_prepare, body.messages, settings)
+            messages, marks = await run_in_threadpool(_prepare, body.messages, settings, marking)
             stats = GenerationStats()
             temperature = body.temperature or 0.0
             if body.stream:
@@ -267,10 +268,11 @@ def _max_tokens(body: ChatCompletionRequest, settings: ServeSettings) -> int:
     return asked
 
 
-def _prepare(messages: list[Any], settings: ServeSettings) -> tuple[list[Any], list[dict[str, Any]] | None]:
-    """`messages` with every image fetched, checked and (with tags) marked, as data URLs, and
-    the marks of each image (None without tags). Malformed parts are left for the engine's
-    parser to reject with its message."""
+def _prepare(messages: list[Any], settings: ServeSettings,
+             marking: threading.Lock) -> tuple[list[Any], list[dict[str, Any]] | None]:
+    """`messages` with every image fetched, checked and (with tags) marked under `marking`,
+    as data URLs, and the marks of each image (None without tags). Malformed parts are left
+    for the engine's parser to reject with its message."""
     marked: list[dict[str, Any]] | None = [] if settings.tags is not None else None
     prepared = []
     for message in messages:
@@ -286,9 +288,10 @@ def _prepare(messages: list[Any], settings: ServeSettings) -> tuple[list[Any], l
                 continue
             data = image_bytes(url, settings.images)
             if settings.tags is not None and marked is not None:
-                data, info = _mark(data, settings.tags, f"image {len(marked)}")
+                with marking:
+                    data, info = _mark(data, settings.tags, f"image {len(marked)}")
                 marked.append(info)
-            parts.append({"type": "image_url", "image_url": {"url": _data_url(data)}})
+            parts.append({"type": "image_url", "image_url": {"url": data_url(data)}})
         prepared.append({**message, "content": parts})
     return prepared, marked
 
@@ -312,12 +315,6 @@ def _mark(data: bytes, config: TagConfig, source: str) -> tuple[bytes, dict[str,
     info = {"marks": marked.marks, "width": marked.width, "height": marked.height,
             "label_mode": marked.label_mode, "segmenter": marked.segmenter, "skipped": marked.skipped}
     return marked.image, info
-
-
-def _data_url(data: bytes) -> str:
-    from som.chat_api import image_content
-
-    return image_content(data)["image_url"]["url"]
 
 
 def _usage(stats: GenerationStats) -> dict[str, int]:
@@ -354,7 +351,7 @@ async def _events(model: str, pieces: Iterator[str], stats: GenerationStats, mar
         try:
             async for piece in iterate_in_threadpool(pieces):
                 yield event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-        except Exception as exc:  # noqa: BLE001 - reported to the client in the stream
+        except Exception as exc:  # reported to the client in the stream
             log.exception("streaming a completion failed")
             status = exc.status if isinstance(exc, RequestError) else 500
             yield f"data: {json.dumps(error_body(status, str(exc), getattr(exc, 'code', 'internal_error')))}\n\n"

@@ -14,7 +14,7 @@ import base64
 import hashlib
 import io
 import json
-import logging
+import mimetypes
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +25,6 @@ from som.serve.marking import MarkedImage, mark_image
 
 if TYPE_CHECKING:
     from som.serve.engine import Engine
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,8 +65,8 @@ class ChatImage:
 
     def write(self, folder: Path) -> Path:
         """Save the image the model sees as `<stem>-<sha256 prefix>.<ext>` under `folder`."""
-        extension = {"image/png": "png", "image/jpeg": "jpg"}.get(self.mime, "img")
-        path = Path(folder) / f"{Path(self.source).stem}-{self.sha256[:12]}.{extension}"
+        extension = mimetypes.guess_extension(self.mime) or ".img"
+        path = Path(folder) / f"{Path(self.source).stem}-{self.sha256[:12]}{extension}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.data)
         return path
@@ -111,7 +109,7 @@ class Conversation:
     def record(self, record_id: str | None = None) -> dict[str, Any]:
         """This conversation as a LLaVA record; empty answers are written as "(no answer)"
         because LLaVA records must not hold empty turns."""
-        from som.data.conversations import llava_record
+        from som.data.llava import llava_record
 
         turns = [(question, answer.strip() or "(no answer)") for question, answer in self.turns]
         return llava_record(record_id or f"chat-{self.image.sha256[:12]}", self.record_image or self.image.source, turns)

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.text import Text
 
 from som.cli import parse_key_values
 from som.eval.tagging import TagConfig
 from som.serve.chat import ChatImage, Conversation, tag_rows
-
-from rich.text import Text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -201,6 +200,8 @@ def run_repl(session: ChatSession, read: Callable[[], str]) -> None:
             console.print(Text(f"cannot use {exc.source}: {exc.reason}", "red"), soft_wrap=True)
         except (RequestError, EngineError, ValueError) as exc:
             console.print(Text(str(exc), "red"), soft_wrap=True)
+        except click.ClickException as exc:  # a malformed KEY=VALUE
+            console.print(Text(exc.format_message(), "red"), soft_wrap=True)
         except (ChatAPIError, httpx.HTTPError, OSError) as exc:
             console.print(Text(f"{type(exc).__name__}: {exc}", "red"), soft_wrap=True)
 
@@ -231,7 +232,8 @@ def _command(session: ChatSession, line: str) -> str | None:
 @click.option("--api-key", envvar=["SOMFLOW_API_KEY", "OPENAI_API_KEY"],
               help="Key for --url (default: $SOMFLOW_API_KEY, which `som serve` checks, else $OPENAI_API_KEY).")
 @click.option("--tags", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
-              help="auto: mark the image here and send the marked one; none: send it as it is.")
+              help="auto: mark the image here and send the marked one; none: send it as it is (use none with "
+                   "a `som serve --tags auto` server, which marks images itself).")
 @click.option("--segmenter", default="auto", show_default=True,
               help="sam | slic | felzenszwalb | hf-sam, or auto: sam when its checkpoint is cached, else slic.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",

@@ -171,17 +171,13 @@ def _mark_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _serve_here(options: Any, api_key: str | None, run_dir: str | None) -> None:
-    from som.eval.model_check import ModelSpecError
-    from som.eval.profiles import ProfileError
     from som.serve.errors import EngineError
     from som.serve.launch import serve
 
     try:
         serve(options, api_key=api_key, run_dir=run_dir, announce=lambda line: click.echo(line, err=True))
-    except (EngineError, ModelSpecError, ProfileError, OSError) as exc:
+    except (EngineError, ValueError, OSError) as exc:  # model spec, profile, marking options, port in use
         raise click.ClickException(str(exc)) from None
-    except ValueError as exc:  # a segmenter or mark option the marking refused at start-up
-        raise click.ClickException(f"--tags {options.tags}: {exc}") from None
 
 
 def _run_vllm(options: Any, api_key: str | None, run_dir: str | None, slurm: bool) -> None:

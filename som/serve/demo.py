@@ -59,7 +59,6 @@ GRANULARITY = {
     "sam": Knob("points_per_side", 4, 64, 1, "SAM's point grid (more: smaller objects found)"),
     "hf-sam": Knob("points_per_side", 4, 64, 1, "SAM's point grid (more: smaller objects found)"),
 }
-MAX_TOKENS = 512
 
 
 class Models:
@@ -185,7 +184,7 @@ def _describe(marked: MarkedImage) -> str:
 # ----------------------------------------------------------------------------- page
 
 
-def build_demo(models: Models, examples: list[str]) -> gr.Blocks:
+def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) -> gr.Blocks:
     """The page: marking controls and gallery, the marked image and its tags, the chat."""
     import gradio as gr
 
@@ -237,6 +236,8 @@ def build_demo(models: Models, examples: list[str]) -> gr.Blocks:
     pick_at.__annotations__["event"] = pick_row.__annotations__["event"] = gr.SelectData
 
     def ask(question: str, model: str, conversation: Conversation | None, history: list) -> Iterator[tuple]:
+        import httpx
+
         from som.chat_api import ChatAPIError
         from som.serve.errors import EngineError, RequestError
 
@@ -251,11 +252,11 @@ def build_demo(models: Models, examples: list[str]) -> gr.Blocks:
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
         text = ""
         try:
-            for piece in conversation.ask(models.get(model), question, max_tokens=MAX_TOKENS):
+            for piece in conversation.ask(models.get(model), question, max_tokens=max_tokens):
                 text += piece
                 history[-1] = {"role": "assistant", "content": answer_html(text, marked)}
                 yield history, "", gr.update(), gr.update(), conversation
-        except (RequestError, EngineError, ChatAPIError, ValueError, RuntimeError, OSError) as exc:
+        except (RequestError, EngineError, ChatAPIError, httpx.HTTPError, ValueError, RuntimeError, OSError) as exc:
             history[-1] = {"role": "assistant", "content": f"⚠️ {html.escape(f'{type(exc).__name__}: {exc}')}"}
             yield history, question, gr.update(), gr.update(), conversation
             return
@@ -275,8 +276,10 @@ def build_demo(models: Models, examples: list[str]) -> gr.Blocks:
                     "Then ask the model about the tags (\"What is tag 3?\", \"Which tag is the dog?\").")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
-                upload = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=260,
-                                  elem_id="upload")
+                # image_mode=None: Gradio passes the file on without decoding it, so the safe loader
+                # (pixel limits, corrupt data) is what judges it and says why.
+                upload = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
+                                  height=260, elem_id="upload")
                 if examples:
                     gr.Examples([[path] for path in examples], inputs=[upload], label="Examples")
                 segmenter = gr.Dropdown(names, value=default_segmenter, label="Segmenter", elem_id="segmenter")
@@ -309,9 +312,11 @@ def build_demo(models: Models, examples: list[str]) -> gr.Blocks:
         segmenter.change(knob_update, segmenter, granularity)
         upload.change(mark, marking, marked_outputs)
         mark_button.click(mark, marking, marked_outputs)
-        tag_pick.change(show_tag, [tag_pick, conversation], [marked_view, status])
-        marked_view.select(pick_at, conversation, tag_pick)
-        tags.select(pick_row, None, tag_pick)
+        # .input, not .change: marking resets the list without redrawing the image once more.
+        tag_pick.input(show_tag, [tag_pick, conversation], [marked_view, status])
+        marked_view.select(pick_at, conversation, tag_pick).then(show_tag, [tag_pick, conversation],
+                                                                  [marked_view, status])
+        tags.select(pick_row, None, tag_pick).then(show_tag, [tag_pick, conversation], [marked_view, status])
         question.submit(ask, [question, model, conversation, chatbot],
                         [chatbot, question, marked_view, status, conversation])
         new_chat.click(restart, conversation, [chatbot, conversation])
@@ -341,13 +346,14 @@ def theme() -> gr.themes.Base:
 @click.option("--device", default="auto", show_default=True, help="--model: cuda, cuda:1, cpu or auto.")
 @click.option("--dtype", default="auto", show_default=True, help="--model: bfloat16, float16, float32 or auto.")
 @click.option("--local-files-only", is_flag=True, help="--model: never download, use the cache only.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Longest answer.")
 @click.option("--examples", "examples_dir", type=click.Path(file_okay=False, path_type=Path), default=EXAMPLES_DIR,
               show_default=True, help="Folder of example images for the gallery.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; the default keeps the page on this machine (use an ssh tunnel).")
-@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--port", type=int, default=7860, show_default=True, help="Port of the page.")
 def demo(endpoints: tuple[str, ...], model: str | None, api_key: str | None, prompt_profile: str | None, device: str,
-         dtype: str, local_files_only: bool, examples_dir: Path, host: str, port: int) -> None:
+         dtype: str, local_files_only: bool, max_tokens: int, examples_dir: Path, host: str, port: int) -> None:
     """Web page to try a SoM model: upload an image, mark it, chat about its tags.
 
     Choose the segmenter and its granularity, see the numbered tags, ask a model picked
@@ -371,12 +377,12 @@ def demo(endpoints: tuple[str, ...], model: str | None, api_key: str | None, pro
     if model:
         local = _load_local(model, prompt_profile=prompt_profile, device=device, dtype=dtype,
                             local_files_only=local_files_only)
-        factories = {local.name: lambda: local, **factories}
+        factories = {f"{Path(model.rstrip('/')).name} (this process)": lambda: local, **factories}
     try:
         models = Models(factories)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    page = build_demo(models, example_images(examples_dir))
+    page = build_demo(models, example_images(examples_dir), max_tokens=max_tokens)
     click.echo(f"som demo: http://{host}:{port} (models: {', '.join(models.names)}); Ctrl-C stops it")
     page.queue().launch(server_name=host, server_port=port, show_error=True, quiet=True, ssr_mode=False,
                         theme=theme(), footer_links=[])

@@ -8,6 +8,7 @@ argument or through $SOMFLOW_API_KEY.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -103,13 +104,15 @@ def build_app(options: ServeOptions, api_key: str | None) -> Any:
     """The app for `options`: the engine loaded, marking checked."""
     from som.serve.app import create_app
     from som.serve.engine import local_engine
+    from som.serve.messages import image_bytes
 
     serve_settings = settings(options, api_key)
     if serve_settings.tags is not None:
         warm_up_marking(serve_settings.tags)
     engine = local_engine(options.model, prompt_profile=options.prompt_profile, device=options.device,
                           dtype=options.dtype, local_files_only=options.local_files_only,
-                          load_in_4bit=options.load_in_4bit, load_in_8bit=options.load_in_8bit)
+                          load_in_4bit=options.load_in_4bit, load_in_8bit=options.load_in_8bit,
+                          fetch=functools.partial(image_bytes, limits=serve_settings.images))
     engine.name = options.name
     return create_app(engine, serve_settings)
 

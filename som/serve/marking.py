@@ -15,6 +15,7 @@ extreme-aspect images raise ImageLoadError whose `reason` says why.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -50,6 +51,8 @@ class MarkedImage:
     label_mode: "number" or "alpha", how tags are written (and so how answers mention them).
     segmenter: the segmenter's name and parameters actually used ("auto" resolved).
     skipped: why nothing was tagged (the segmenter found no usable mask), else None.
+
+    Results are cached and shared between callers: treat them as read-only.
     """
 
     image: bytes
@@ -153,8 +156,6 @@ def mark_image(data: bytes, config: TagConfig, *, source: str = "upload") -> Mar
     corrupt or non-image input, too many pixels, or an extreme aspect ratio (its `reason`
     says which), and ValueError for an unknown segmenter, parameter or mark option.
     """
-    import hashlib
-
     from som.eval.tagging import _mark_options, _resolve_segmenter, tag_key
 
     options = _mark_options(config.mark_options)

@@ -23,8 +23,15 @@ from typing import Any
 import submitit
 
 from som.jobs import JobSpec, cancel, jobs_folder, log_tail, submission_environment, submit
-from som.serve.endpoint import (API_KEY_ENV, ENDPOINT_FILE, JOB_FILE, EndpointError, read_endpoint,
-                                remove_endpoint, write_json_atomic)
+from som.serve.endpoint import (
+    API_KEY_ENV,
+    ENDPOINT_FILE,
+    JOB_FILE,
+    EndpointError,
+    read_endpoint,
+    remove_endpoint,
+    write_json_atomic,
+)
 from som.serve.launch import ServeOptions, serve
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,6 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 STAGES = ("pretrain", "finetune")
@@ -164,20 +163,12 @@ def _read_source(source: str | os.PathLike[str] | Mapping[str, Any] | None) -> d
         return {}
     if isinstance(source, Mapping):
         return _nest(dict(source), "config")
-    import yaml
+    from som.settings import SettingsError, read_yaml
 
-    path = Path(source)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read training config {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training config {path} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"training config {path} must be a mapping of field: value")
-    return _nest(data, str(path))
+        return _nest(read_yaml(source), str(source))
+    except SettingsError as exc:
+        raise ConfigError(f"training config: {exc}") from None
 
 
 def _nest(flat: dict[str, Any], origin: str) -> dict[str, Any]:

@@ -16,7 +16,9 @@ included, padding excluded) and n images:
   the full square, the causal mask's savings ignored, as nanoGPT's 12·L·H·Q·T counts it).
 - vision tower, per image: forward 2·L_v·(4·d_v² + 2·d_v·f_v)·T + 2·(C·p²·d_v)·P + 4·L_v·d_v·T²,
   with P = (image_size / patch_size)² patches and T = P (+1 with a CLS token) tokens. Every
-  layer runs, also those after the feature layer LLaVA reads.
+  layer runs, also those after the feature layer LLaVA reads. The blank image a text-only
+  micro-batch passes through the tower (`BlankImagePass`) is overhead, not model work, and is
+  not counted.
 - projector, per image: forward 2·(d_v·k·d + d·d)·R, with R image tokens passed to the
   language model (T without the CLS token by default) and k feature layers concatenated.
 

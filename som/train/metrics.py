@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from som.mfu import utilization
+from som.mfu import format_flops, utilization
 from som.storage import write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -56,14 +56,18 @@ class MetricsLog:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
-        log.info("step %d loss %.4f lr %.3g grad_norm %s %.1f samples/s %.0f tokens/s %s FLOP/step MFU %s",
+        log.info("step %d loss %.4f lr %.3g grad_norm %s %.1f samples/s %.0f tokens/s %s/step MFU %s",
                  record["step"], record["loss"], record["lr"],
                  _fmt(record.get("grad_norm")), record["samples_per_s"], record["tokens_per_s"],
-                 _fmt(record.get("flops_per_step"), ".3g"), _percent(record.get("mfu")))
+                 _flops(record.get("flops_per_step")), _percent(record.get("mfu")))
 
 
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _flops(value: float | None) -> str:
+    return "n/a FLOP" if value is None else format_flops(value)
 
 
 def _percent(value: float | None) -> str:

@@ -127,6 +127,40 @@ def interrupt_cli(process: subprocess.Popen, sig: signal.Signals, wait_s: float 
     return code, reap(children)
 
 
+class OutputWatch:
+    """Reads a CLI's merged stdout+stderr in a thread, keeps every line, and lets a test block
+    until a line containing some text appears (a deterministic point to inject a fault).
+
+    `triggers` maps a text to an action run by the reading thread itself, as soon as the first
+    line containing it is read: no waiting test thread between the line and the fault."""
+
+    def __init__(self, process: subprocess.Popen, triggers: dict[str, Callable[[], None]] | None = None) -> None:
+        self.lines: list[str] = []
+        self._pending = dict(triggers or {})
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            for text in [text for text in self._pending if text in line]:
+                self._pending.pop(text)()
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout_s: float = 180) -> bool:
+        """Whether a line containing `text` appeared within `timeout_s`."""
+        with self._changed:
+            return self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout_s)
+
+    def text(self) -> str:
+        """Everything read so far (all of it once the process has exited and been joined)."""
+        self._thread.join(timeout=10)
+        with self._changed:
+            return "".join(self.lines)
+
+
 def dask_workers(root: int | None = None) -> list[psutil.Process]:
     """Live Dask worker processes (multiprocessing spawn children) under `root` (default: us)."""
     found = []

@@ -9,8 +9,8 @@ import pytest
 
 from som.data.listing import ListingConfig, build_listing, load_question_pool
 from som.data.llava import IMAGE_TOKEN, image_reference, llava_record, record_problems
-from som.data.qa import QA_KINDS, QAConfig, build_qa, qa_items
 from som.data.naming import TagName, name_tags
+from som.data.qa import QA_KINDS, QAConfig, build_qa, qa_items
 from tests.helpers.scenes import HEIGHT, WIDTH, Box, box_of_tag, scene_marks
 
 URI = "s3://bucket/som/marks/abc.jpg"

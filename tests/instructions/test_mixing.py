@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from som.data.mixing import MixConfig, MixError, MixSource, iter_json_array, mix
+from som.data.json_stream import JsonArrayError, iter_json_array
+from som.data.mixing import MixConfig, MixError, MixSource, mix
 
 
 def record(rid, image=None, turns=1, text="a reply"):
@@ -88,13 +89,13 @@ def test_reader_empty_arrays(text):
     ],
 )
 def test_reader_errors_name_the_problem(text, message):
-    with pytest.raises(MixError, match=message):
+    with pytest.raises(JsonArrayError, match=message):
         list(iter_json_array(io.BytesIO(text.encode()), chunk_size=2))
 
 
 def test_reader_refuses_an_oversized_element_without_reading_on():
     text = '[{"id": "' + "x" * 10_000 + '"}, 1]'
-    with pytest.raises(MixError, match="exceeds 1000"):
+    with pytest.raises(JsonArrayError, match="exceeds 1000"):
         list(iter_json_array(io.BytesIO(text.encode()), chunk_size=100, max_record_chars=1000))
 
 
@@ -308,7 +309,7 @@ def test_malformed_record_in_the_middle_is_reported_at_its_position(tmp_path):
     assert path.stat().st_size > 2 * 2**20
     tracemalloc.start()
     try:
-        with open(path, "rb") as stream, pytest.raises(MixError) as info:
+        with open(path, "rb") as stream, pytest.raises(JsonArrayError) as info:
             for _ in iter_json_array(stream, chunk_size=1 << 16, max_record_chars=1 << 20):
                 pass
         _, peak = tracemalloc.get_traced_memory()

@@ -68,3 +68,41 @@ def test_slic_on_a_real_photo_tags_most_of_the_image():
     assert 10 <= len(marks) <= 60
     assert [m["id"] for m in marks] == list(range(1, len(marks) + 1))
     assert sum(m["area"] for m in marks) > 0.9 * 320 * 480, "superpixels cover the image"
+
+
+# --- issue 11 item 6: the COCO size check uses the size before the marking resize -------------
+
+import pytest  # noqa: E402
+
+from som.segment.coco import CocoImageError  # noqa: E402
+
+
+def _photo_at(width: int, height: int, name: str = "photos/extreme_ironing.jpg"):
+    """The photo re-encoded at width x height, decoded as marking would load it."""
+    buffer = io.BytesIO()
+    Image.open(data_path("extreme_ironing.jpg")).convert("RGB").resize((width, height)).save(buffer, format="JPEG")
+    return decode_image(buffer.getvalue(), name)
+
+
+def test_coco_image_resized_for_marking_passes_when_its_original_size_is_the_records():
+    """570x380 annotated, marked at short side 190 (285x190): the original size matches."""
+    segmenter = CocoSegmenter(CocoParams(), coco_for("extreme_ironing.jpg", 570, 380))
+    output = annotate(_photo_at(570, 380), segmenter, MarkOptions(short_side=190))
+    assert (output.metadata["width"], output.metadata["height"]) == (285, 190)
+    assert len(output.metadata["marks"]) == 2
+
+
+def test_coco_half_size_copy_is_an_error_even_when_the_resize_restores_the_records_size():
+    """A 285x190 copy of a photo annotated at 570x380, marked at short side 380: resized, it is
+    570x380 again, which the check used to compare and pass; masks then landed on a copy that
+    was never annotated. Both sizes are named."""
+    segmenter = CocoSegmenter(CocoParams(), coco_for("extreme_ironing.jpg", 570, 380))
+    with pytest.raises(CocoImageError, match=r"masks are 570x380 but the image is 285x190"):
+        annotate(_photo_at(285, 190), segmenter, MarkOptions(short_side=380))
+
+
+def test_coco_half_size_copy_is_stretched_when_rescale_is_asked_for():
+    segmenter = CocoSegmenter(CocoParams(rescale=True), coco_for("extreme_ironing.jpg", 570, 380))
+    output = annotate(_photo_at(285, 190), segmenter, MarkOptions(short_side=380))
+    assert (output.metadata["width"], output.metadata["height"]) == (570, 380)
+    assert len(output.metadata["marks"]) == 2

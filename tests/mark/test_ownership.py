@@ -14,14 +14,19 @@ scenes = st.tuples(
 )
 
 
+def owned(scene):
+    """A scene's random masks and their ownership; None when the scene has no mask."""
+    seed, height, width, count = scene
+    masks = random_masks(seed, height, width, count)
+    return (masks, assign_ownership(masks, height, width)) if masks else None
+
+
 @settings(max_examples=200, deadline=None)
 @given(scenes)
 def test_ownership_matches_the_reference_residuals(scene):
-    seed, height, width, count = scene
-    masks = random_masks(seed, height, width, count)
-    if not masks:
+    if (found := owned(scene)) is None:
         return
-    ownership = assign_ownership(masks, height, width)
+    masks, ownership = found
     expected = reference_residuals(masks)
     for rank, residual in enumerate(expected):
         assert np.array_equal(ownership.owner == rank + 1, residual)
@@ -31,11 +36,9 @@ def test_ownership_matches_the_reference_residuals(scene):
 @settings(max_examples=200, deadline=None)
 @given(scenes)
 def test_union_preserved_and_smallest_containing_mask_wins(scene):
-    seed, height, width, count = scene
-    masks = random_masks(seed, height, width, count)
-    if not masks:
+    if (found := owned(scene)) is None:
         return
-    ownership = assign_ownership(masks, height, width)
+    masks, ownership = found
     union = np.logical_or.reduce([m.full() for m in masks])
     assert np.array_equal(ownership.owner > 0, union)
     areas = np.array([m.area for m in masks])

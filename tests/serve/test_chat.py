@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from som.data.conversations import record_problems
+from som.data.llava import record_problems
 from som.eval.tagging import TagConfig
 from som.serve.chat import ChatImage, Conversation
 from tests.helpers.data import data_path
@@ -147,7 +147,8 @@ def test_image_switch_and_bad_image_keep_the_session(terminal, tiny_model, tmp_p
     term = terminal(str(data_path("waterview.jpg")), "--model", tiny_model, "--tags", "none",
                     "--max-tokens", "4", "--out", str(tmp_path / "out"))
     screen = term.wait_for(PROMPT)
-    assert "Image (untagged):" in screen and "Tags" not in screen
+    [plain] = re.findall(r"Image \(untagged\): (\S+)", screen)
+    assert Path(plain).read_bytes() == data_path("waterview.jpg").read_bytes() and "Tags" not in screen
     term.type(f"/image {data_path('som_logo.png')}")
     screen = term.wait_for(PROMPT, 2)
     assert "som_logo.png: corrupt or truncated image data" in screen
@@ -157,6 +158,10 @@ def test_image_switch_and_bad_image_keep_the_session(terminal, tiny_model, tmp_p
     term.type(f"/image {data_path('extreme_ironing.jpg')}")
     screen = term.wait_for("Marked image:", 2)
     assert "extreme_ironing-" in screen.rsplit("Marked image:", 1)[1]
+    term.type("/tags n_segments")
+    term.wait_for("expected KEY=VALUE, got 'n_segments'")
+    term.type("/tags colour=red")
+    term.wait_for("unknown parameter(s) colour")
     term.type("/nonsense")
     term.wait_for("/save FILE")
     term.type("/quit")
@@ -215,3 +220,61 @@ def test_answer_view_highlights_the_tags_it_mentions():
     styled = [(span.start, span.end) for span in text.spans if span.style == TAG_STYLE]
     assert [text.plain[start:end] for start, end in styled] == ["3", "5"]
     assert view.mentioned() == ["3", "5"]
+
+
+@pytest.fixture
+def served(tiny_model, tmp_path):
+    """`som serve` with the tiny model on a free port; yields its base URL."""
+    import httpx
+
+    from tests.helpers.stack import free_port
+
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen([SOM, "serve", tiny_model, "--port", str(port), "--device", "cpu"], stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"som serve did not come up:\n{(tmp_path / 'serve.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_chat_through_a_som_serve_endpoint(terminal, served, tmp_path):
+    """--url: the same session against a running `som serve` (streamed over HTTP); the saved
+    answer is what the server answers to the saved conversation."""
+    import httpx
+
+    term = terminal(str(data_path("waterview.jpg")), "--url", served, "--segmenter", "slic",
+                    "--param", "n_segments=8", "--max-tokens", "8", "--out", str(tmp_path / "out"))
+    term.wait_for(PROMPT)
+    term.type("What is tag 1?")
+    term.wait_for(PROMPT, 2)
+    saved = tmp_path / "remote.json"
+    term.type(f"/save {saved}")
+    term.wait_for("Saved 1 turn")
+    term.type("/quit")
+    term.wait_for("CHAT-EXIT=0")
+
+    [record] = json.loads(saved.read_text())
+    image = base64.b64encode(Path(record["image"]).read_bytes()).decode()
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+        {"type": "text", "text": "What is tag 1?"}]}], "max_tokens": 8, "temperature": 0}
+    models = httpx.get(f"{served}/models", timeout=30).json()["data"]
+    reply = httpx.post(f"{served}/chat/completions", json={**body, "model": models[0]["id"]}, timeout=120).json()
+    answer = reply["choices"][0]["message"]["content"].strip() or "(no answer)"
+    assert record["conversations"][1]["value"] == answer

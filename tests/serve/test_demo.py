@@ -10,6 +10,7 @@ person to look at.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -34,7 +35,7 @@ from tests.helpers.tiny_llava import build_tiny_llava
 pytestmark = pytest.mark.slow
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "serve"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SCRIPTED = "Tag 2 is the man ironing; [5] is a taxi, 3.5 m away."
+SCRIPTED = "Tag 2 is a tree; [5] is a building, 3.5 m away."
 # The page's default marking: SLIC (no SAM checkpoint on test machines) at its default granularity.
 DEFAULT_TAGS = TagConfig(segmenter="slic", params={"n_segments": 48},
                          mark_options={"label_mode": "number", "modes": ["mark"], "min_tag_area": 110,
@@ -51,7 +52,7 @@ def sse(*pieces: str) -> bytes:
 @pytest.fixture(scope="module")
 def endpoint():
     server = ChatServer().start()
-    server.script = [Reply(body=sse("Tag 2 is the man ironing; ", "[5] is a taxi, 3.5 m away."),
+    server.script = [Reply(body=sse("Tag 2 is a tree; ", "[5] is a building, 3.5 m away."),
                            headers={"Cache-Control": "no-cache"})]
     yield server
     server.stop()
@@ -63,7 +64,7 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory, endpoint: ChatServer):
     port = free_port()
     log = tmp_path_factory.mktemp("demo") / "demo.log"
     command = [str(Path(sys.executable).with_name("som")), "demo", "--model", model, "--port", str(port),
-               "--endpoint", f"scripted=gpt-som@{endpoint.url}", "--examples", str(DATA_DIR)]
+               "--endpoint", f"scripted=gpt-som@{endpoint.url}", "--examples", str(DATA_DIR), "--max-tokens", "24"]
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -127,8 +128,10 @@ def shown_image(page) -> np.ndarray:
 
 
 def wait_image_change(page, before: str | None) -> None:
+    """Until the marked image shows a new picture, loaded, with no event pending on it."""
     page.wait_for_function(
-        "b => { const i = document.querySelector('#marked img'); return i && i.src !== b && i.complete; }",
+        "b => { const i = document.querySelector('#marked img'); return i && i.src !== b && i.complete "
+        "&& i.naturalWidth > 0 && document.querySelector('#marked [data-testid=status-tracker].hide'); }",
         arg=before, timeout=60_000)
 
 
@@ -140,6 +143,17 @@ def image_src(page) -> str | None:
 def upload(page, path: Path) -> str:
     page.set_input_files("#upload input[type=file]", str(path))
     return wait_status(page, "tags on")
+
+
+def click_image(page, x: int, y: int) -> None:
+    """Click pixel (x, y) of the marked image, which the page scales down to fit (object-fit)."""
+    where = page.evaluate("""([x, y]) => {
+        const img = document.querySelector('#marked img'), r = img.getBoundingClientRect();
+        const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight, 1);
+        return [r.x + (r.width - img.naturalWidth * scale) / 2 + (x + 0.5) * scale,
+                r.y + (r.height - img.naturalHeight * scale) / 2 + (y + 0.5) * scale];
+    }""", [x, y])
+    page.mouse.click(*where)
 
 
 def table_rows(page) -> int:
@@ -189,7 +203,7 @@ def test_endpoint_answer_highlights_its_tags(page, endpoint):
     wait_image_change(page, None)
     before = image_src(page)
     choose(page, "#model", "scripted")
-    ask(page, "Which tags show the man and a taxi?", 1)
+    ask(page, "Which tags show a tree and a building?", 1)
     assert "Tags mentioned: 2, 5" in status(page)
     answer = page.locator("#chat .bot").first
     assert answer.inner_text().strip() == SCRIPTED
@@ -202,8 +216,6 @@ def test_endpoint_answer_highlights_its_tags(page, endpoint):
     assert request["model"] == "gpt-som" and request["stream"] is True
     picture = request["messages"][0]["content"][0]["image_url"]["url"]
     assert picture.startswith("data:image/png;base64,")
-    import base64
-
     assert base64.b64decode(picture.split(",", 1)[1]) == expected.image
 
 
@@ -219,12 +231,11 @@ def test_picking_or_clicking_a_tag_shows_its_mask(page):
     assert (shown_image(page) == np.asarray(Image.open(io.BytesIO(expected.highlight(["3"]))))).all()
     page.screenshot(path=str(ARTIFACTS / "demo-tag-mask.png"), full_page=True)
 
-    # Click tag 7's label on the shown image (scaled to the page): the dropdown follows.
-    x, y = expected.mark("7")["position"]
-    box = page.locator("#marked img").bounding_box()
-    page.mouse.click(box["x"] + (x + 0.5) * box["width"] / expected.width,
-                     box["y"] + (y + 0.5) * box["height"] / expected.height)
+    # Click tag 7's label on the shown image: the list follows and its mask shows.
+    wait_image_change(page, None)
+    click_image(page, *expected.mark("7")["position"])
     wait_status(page, "Tag 7:")
+    assert page.input_value("#tag-pick input") == "7"
 
     # And a row of the tag table.
     page.click("#tags [data-testid='cell-1-0']")
@@ -248,10 +259,16 @@ def test_gallery_granularity_and_alpha_labels(page):
     assert cell(page, 0, 0) == "a" and table_rows(page) == len(coarse.marks)
 
 
-def test_a_corrupt_upload_says_why(page):
+def test_unusable_uploads_say_why(page, tmp_path):
+    """The safe loader judges uploads (Gradio passes them on undecoded): a truncated PNG and
+    a 40:1 strip are refused with the reason, and a good upload works again afterwards."""
     page.set_input_files("#upload input[type=file]", str(data_path("som_logo.png")))
-    text = wait_status(page, "Cannot")
-    assert "truncated" in text
+    assert "corrupt or truncated image data" in wait_status(page, "Cannot use this image")
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (400, 10), "gray").save(strip)
+    page.set_input_files("#upload input[type=file]", str(strip))
+    assert "extreme aspect ratio 400x10 (40.0:1)" in wait_status(page, "extreme aspect")
+    upload(page, data_path("waterview.jpg"))
 
 
 def test_answer_html_escapes_and_marks():

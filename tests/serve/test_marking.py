@@ -119,6 +119,18 @@ def test_highlight_dims_all_but_the_chosen_tags(photo):
     assert marked.highlight(["999"]) == marked.image, "unknown tags change nothing"
 
 
+def test_tag_at_finds_the_mask_under_a_pixel(photo):
+    """What a click on the demo's image resolves to: the tag owning that pixel, else None."""
+    marked = mark_image(png_bytes(photo), slic(min_tag_area=5000))  # some regions get no tag
+    owner = np.zeros(photo.shape[:2], dtype=object)
+    for mark in marked.marks:
+        owner[marked.mask(mark["tag"])] = mark["tag"]
+    assert (owner == 0).any()
+    for y in range(0, 240, 7):
+        for x in range(0, 360, 7):
+            assert marked.tag_at(x, y) == (owner[y, x] or None), (x, y)
+
+
 def test_unknown_tag_names_the_known_ones(photo):
     marked = mark_image(png_bytes(photo), slic())
     with pytest.raises(KeyError, match="tags are 1, 2"):

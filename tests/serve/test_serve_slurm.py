@@ -96,3 +96,30 @@ def _data_url() -> str:
     from som.chat_api import image_content
 
     return image_content(data_path("extreme_ironing.jpg").read_bytes())["image_url"]["url"]
+
+
+def test_serve_job_requeues_itself_before_its_time_limit(slurm_env: SlurmCluster, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """--time-min 2: Slurm signals the job (submitit's USR2, 90 s before the limit), submitit
+    checkpoints it (the endpoint goes away) and requeues it; the restarted job serves again."""
+    import os
+
+    folder = build_tiny_llava(tmp_path / "model")
+    run = tmp_path / "run"
+    monkeypatch.setenv("SOMFLOW_API_KEY", KEY)
+    result = CliRunner().invoke(cli, ["serve", folder, "--slurm", "--gpus", "0", "--partition", "debug", "--cpus", "1",
+                                      "--time-min", "2", "--run-dir", str(run), "--local-files-only",
+                                      "--wait-s", "240"])
+    assert result.exit_code == 0, result.output
+    first = read_endpoint(run)
+    try:
+        restarted = wait_for(run, lambda new: new["restarts"] >= 1, timeout_s=300)
+        assert restarted["job_id"] == first["job_id"]
+        assert ask(restarted)
+    finally:
+        CliRunner().invoke(cli, ["serve", "stop", str(run)])
+    env = {**os.environ, **slurm_env.env}
+    deadline = time.monotonic() + 60
+    while job_state(first["job_id"], env) not in ("CANCELLED", "CANCELLED+"):
+        assert time.monotonic() < deadline, job_state(first["job_id"], env)
+        time.sleep(1)

@@ -25,12 +25,13 @@ import numpy as np
 import psutil
 import pytest
 
-from som.chat_api import image_content, text_content
+from som.chat_api import ChatConnectionError, image_content, text_content
 from som.eval.models import Question, load_model
 from som.eval.tagging import TagConfig
 from som.serve.app import ServeSettings, create_app
 from som.serve.endpoint import read_endpoint
 from som.serve.engine import LocalEngine, local_engine, remote_engine
+from som.serve.errors import RequestError
 from som.serve.messages import ImageLimits
 from som.serve.server import Server
 from tests.helpers.data import DATA_DIR, data_path
@@ -182,6 +183,13 @@ def test_remote_engine_equals_local_engine(served: dict, engine: LocalEngine, ph
     expected = engine.complete(ask(photo), max_tokens=8)
     assert remote.complete(ask(photo), max_tokens=8) == expected
     assert "".join(remote.stream(ask(photo), max_tokens=8)) == expected
+    with pytest.raises(RequestError, match="invalid API key") as caught:
+        remote_engine(served["url"], api_key="wrong")
+    assert caught.value.status == 401
+    with pytest.raises(RequestError, match="truncated"):
+        list(remote.stream(ask(data_path("som_logo.png").read_bytes()), max_tokens=8))
+    with pytest.raises(ChatConnectionError, match="cannot reach"):
+        remote_engine("http://127.0.0.1:9/v1")
 
 
 def test_served_answers_equal_in_process_answers(served: dict, folder: str, photo: bytes,
@@ -207,6 +215,20 @@ def test_corrupt_image_is_400(served: dict) -> None:
     part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{not_an_image}"}}
     assert_error(post(served, {"messages": [{"role": "user", "content": [part]}]}), 400, "invalid_image",
                  "not a recognised image")
+
+
+def test_any_format_the_safe_loader_reads(served: dict, engine: LocalEngine) -> None:
+    """A BMP upload (no JPEG/PNG sniffing on the way) is answered, and as the same pixels."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(data_path("extreme_ironing.jpg")).save(buffer, format="BMP")
+    messages = [{"role": "user", "content": [image_content(buffer.getvalue(), "image/bmp"), text_content("Hi.")]}]
+    response = post(served, {"messages": messages, "max_tokens": 6})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == engine.complete(messages, max_tokens=6)
 
 
 def test_unknown_model_is_404(served: dict, photo: bytes) -> None:
@@ -270,6 +292,20 @@ def test_concurrency_limit_answers_429(engine: LocalEngine, photo: bytes) -> Non
         thread.join(timeout=60)
         assert first["r"].status_code == 200
         assert httpx.post(url, json={"messages": ask(photo), "max_tokens": 3}, timeout=60).status_code == 200
+
+
+def test_a_client_leaving_a_stream_frees_the_server(engine: LocalEngine) -> None:
+    with Server(create_app(engine, ServeSettings(max_concurrency=1))) as server:
+        body = {"messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 150, "stream": True}
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=60) as response:
+            assert next(response.iter_lines()).startswith("data: ")
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{server.url}/health", timeout=5).json()["active_requests"]:
+            assert time.monotonic() < deadline, "the stream's slot was never released"
+            time.sleep(0.05)
+        short = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2},
+                           timeout=60)
+        assert short.status_code == 200
 
 
 def test_body_and_image_limits(engine: LocalEngine, photo: bytes) -> None:

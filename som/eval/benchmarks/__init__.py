@@ -1,4 +1,4 @@
-"""Benchmark scorers (pope, mme, mmvet, seed, llava_bench, listing) plus the file readers they share.
+"""Benchmark scorers, one module per benchmark, plus the file readers they share.
 
 Every scorer must give the official script's number on the same answers, so the modules follow
 the official parsing rules to the letter and say in their docstrings where they deliberately
