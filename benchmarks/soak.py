@@ -449,6 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     atexit.register(PROCS.cleanup)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # Started as a background job (`soak.py &` in a script: the shell ignores SIGINT for it,
+        # and every build would inherit that and shrug off its "sigint" fault, as 8 of 8 did
+        # once). Builds must start as a terminal's foreground job does, with SIGINT live.
+        log.info("SIGINT was ignored (a background job): restoring it, for this process and the builds")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         stats = soak(args)
     except KeyboardInterrupt:

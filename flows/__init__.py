@@ -1,1 +1,5 @@
 """Prefect flows: each composes `tasks/` over `som/` in the order data moves."""
+
+SOMFLOW_PACKAGE = True
+"""Marks this top-level package as somflow's (see som.cli.LazyGroup: another installed
+package of the same generic name would shadow it; the CLI says so instead of failing oddly)."""

@@ -30,6 +30,10 @@ def parse_key_values(pairs: tuple[str, ...]) -> dict[str, str]:
     return values
 
 
+ORCHESTRATION_PACKAGES = ("flows", "tasks", "infra")
+"""somflow's top-level packages besides som (the project layout); their names are generic."""
+
+
 class LazyGroup(click.Group):
     """A group whose heavier subcommand groups are imported only when invoked.
 
@@ -38,7 +42,7 @@ class LazyGroup(click.Group):
     """
 
     lazy: dict[str, tuple[str, str]] = {
-        "data": ("flows.cli:data", "Build listing + QA instruction data (LLaVA JSON) from a SoM dataset."),
+        "data": ("som.data.cli:data", "Build, mix and check listing + QA instruction data (LLaVA JSON)."),
         "chat": ("som.serve.chat_cli:chat", "Chat with a SoM model about one image in the terminal (tags listed and highlighted)."),
         "dataset": ("flows.cli:dataset", "Build and refresh SoM datasets in object storage (Prefect + Dask)."),
         "demo": ("som.serve.demo:demo", "Web page: upload an image, choose how it is marked, chat with a model about its tags."),
@@ -54,7 +58,13 @@ class LazyGroup(click.Group):
         if name not in self.lazy:
             return super().get_command(ctx, name)
         module, _, attribute = self.lazy[name][0].partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        imported = importlib.import_module(module)
+        top = sys.modules[module.partition(".")[0]]
+        if top.__name__ in ORCHESTRATION_PACKAGES and not getattr(top, "SOMFLOW_PACKAGE", False):
+            raise click.ClickException(f"the '{top.__name__}' package at {getattr(top, '__file__', '?')} is not "
+                                       "somflow's: another installed package of that name shadows it; install "
+                                       "somflow in its own environment")
+        return getattr(imported, attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -206,8 +216,23 @@ def segmenters() -> None:
             click.echo(f"    {f.name} = {default!r}")
 
 
+EXTRAS = {"prefect": "orchestrate", "prefect_dask": "orchestrate", "dask": "orchestrate",
+          "distributed": "orchestrate", "deepspeed": "train", "peft": "train", "openpyxl": "eval",
+          "num2words": "eval", "fastapi": "serve", "uvicorn": "serve", "gradio": "serve", "rich": "serve",
+          "vllm": "serve-vllm", "dask_jobqueue": "slurm", "dask_cuda": "gpu"}
+"""Top-level module -> the somflow extra that installs it (pyproject.toml)."""
+
+
 def main() -> None:
-    cli(prog_name="som")
+    """`som`: a command whose optional dependencies are missing names the extra to install."""
+    try:
+        cli(prog_name="som")
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        raise SystemExit(f"Error: this command needs {exc.name}, from somflow's '{extra}' extra: "
+                         f"pip install 'somflow[{extra}]' (or 'somflow[all]')") from None
 
 
 if __name__ == "__main__":

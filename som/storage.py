@@ -47,6 +47,7 @@ from fsspec.spec import AbstractFileSystem
 from fsspec.utils import get_protocol
 
 from som.images import IMAGE_EXTENSIONS
+from som.s3fs_retries import log_s3fs_retries
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,7 @@ def filesystem(protocol: str, options: Options | None = None) -> AbstractFileSys
             fs = fsspec.filesystem(protocol, skip_instance_cache=True, **kwargs)
             if protocol in S3_PROTOCOLS:
                 _log_s3_retries(fs, kwargs)
+                log_s3fs_retries()
             _FILESYSTEMS[cache_key] = fs
             log.debug("new %s filesystem in pid %d", protocol, os.getpid())
     return fs

@@ -158,3 +158,31 @@ def test_registry_marks_the_gpu_model_segmenters():
     from som.segment import available
 
     assert {name for name, spec in available().items() if spec.uses_gpu} == {"sam", "hf-sam"}
+
+
+def test_a_missing_optional_dependency_names_its_extra() -> None:
+    """`som` without the orchestration stack: the command says which extra to install."""
+    code = ("import builtins, sys\n"
+            "real = builtins.__import__\n"
+            "def fake(name, *args, **kwargs):\n"
+            "    if name.partition('.')[0] == 'prefect':\n"
+            "        raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
+            "    return real(name, *args, **kwargs)\n"
+            "builtins.__import__ = fake\n"
+            "sys.argv = ['som', 'dataset', 'build', 'src', 'dest']\n"
+            "from som.cli import main\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "somflow[orchestrate]" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_another_package_named_flows_is_reported_not_run(tmp_path: Path) -> None:
+    """`flows` is a generic name: a foreign one found first is named, never half-used."""
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "__init__.py").write_text("")
+    (tmp_path / "flows" / "cli.py").write_text("import click\n\n@click.group()\ndef dataset():\n    pass\n")
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); sys.argv = ['som', 'dataset', '--help']; " \
+           "from som.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "is not somflow's" in done.stderr and str(tmp_path) in done.stderr

@@ -182,7 +182,7 @@ def commit_rows(dest: str, new_rows: Iterable[ManifestRow], run_id: str | None =
         rows = merge_rows(read_manifest(dest, base) if base else [], new_rows)
         version = _write_new_version(dest, rows)
         try:
-            storage.write_bytes_atomic(pointer, version.encode("utf-8"))  # TEMP BREAK
+            storage.compare_and_swap(pointer, version.encode("utf-8"), current[1] if current else None)
         except storage.PreconditionFailed:
             storage.remove(manifest_url(dest, version))  # never named by _latest
             if time.monotonic() >= deadline:

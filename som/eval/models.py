@@ -196,6 +196,9 @@ def load_model(spec: str, *, prompt_profile: str | None = None, **kwargs: Any) -
             raise ValueError(f"prompt profile {prompt_profile!r} given for {spec!r}: the server applies its own "
                              "(som serve --prompt-profile)")
         endpoint = read_endpoint(spec[len(SERVED_PREFIX):])
+        if endpoint.get("tags", "none") != "none":
+            raise ValueError(f"{spec} marks every image (som serve --tags {endpoint['tags']}); evaluation marks "
+                             "the images of its tags variant itself, so evaluate a server started with --tags none")
         kwargs = {k: v for k, v in kwargs.items() if k not in SERVER_SIDE_KWARGS}
         if "max_new_tokens" in kwargs:
             kwargs.setdefault("max_tokens", kwargs.pop("max_new_tokens"))

@@ -76,3 +76,18 @@ def test_bad_credentials_fail_the_shard_task_at_once(prefect_api, s3_server, s3_
     assert "S3 refused access" in state.message and "AWS_SECRET_ACCESS_KEY" in state.message, state.message
     assert run_counts(state.state_details.flow_run_id) == [1]
     assert seconds < RETRY_DELAYS[-1], f"{seconds:.1f} s: the failure waited for retries"
+
+
+def test_a_task_retry_is_a_warning_with_the_task_error_class_and_attempt(prefect_api, tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Prefect announces a retry at INFO only; an outage carried by task retries left no
+    warning (issue 11 item 9)."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    state = fails_once_flow(ConnectionRefusedError(111, "Connection refused"), tmp_path / "marker", return_state=True)
+    assert state.is_completed(), state.message
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and " attempt " in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    assert warnings[0].startswith("fails_once-") and warnings[0].endswith(
+        " attempt 1/4 failed (ConnectionRefusedError: [Errno 111] Connection refused); retrying"), warnings

@@ -3,6 +3,7 @@ mark objects appear, process-tree handling for killed CLI runs, and the invarian
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -159,6 +160,21 @@ class OutputWatch:
         self._thread.join(timeout=10)
         with self._changed:
             return "".join(self.lines)
+
+
+@contextlib.contextmanager
+def sigint_as_in_a_terminal() -> Iterator[None]:
+    """Processes started in the block get SIGINT's default action, as a terminal's foreground
+    job does, even when pytest itself was started with SIGINT ignored (a background job of a
+    script: `pytest ... &`), which children inherit and which makes Python drop SIGINT.
+
+    A handler installed here (not SIG_IGN) is reset to the default by exec in children."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def dask_workers(root: int | None = None) -> list[psutil.Process]:

@@ -84,3 +84,6 @@ def test_served_spec_checks(tmp_path: Path) -> None:
     model = load_model(f"served:{tmp_path}", max_new_tokens=7, batch_size=4, device="cpu", dtype="auto",
                        local_files_only=True)
     assert model.name == "m" and model.max_tokens == 7 and model.client.base_url == "http://127.0.0.1:9/v1"
+    write_endpoint(tmp_path, {"url": "http://127.0.0.1:9/v1", "model": "m", "tags": "auto"})
+    with pytest.raises(ValueError, match="--tags none"):
+        load_model(f"served:{tmp_path}")

@@ -6,6 +6,8 @@ botocore retries connection errors and 5xx itself and logged that only at DEBUG,
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import threading
 import time
@@ -75,3 +77,31 @@ def test_a_brief_outage_is_survived_and_logged(seaweed_factory: Any, tmp_path: P
     warnings = _retry_warnings(caplog)
     assert warnings, "an outage survived by retries left no warning"
     assert all("failed (" in w and w.endswith("; retrying") for w in warnings), warnings
+
+
+def test_retries_inside_s3fs_are_warnings_too(seaweed_factory: Any, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A frozen server (SIGSTOP: connections open, no answers) gives read timeouts, which
+    botocore (one attempt here) hands to s3fs, which retries them itself and used to say so
+    only at DEBUG. Each of its attempts is now a warning naming the operation, the error
+    class and the attempt; the read succeeds once the server is thawed."""
+    caplog.set_level(logging.WARNING)
+    server = seaweed_factory(tmp_path / "weed")
+    options = {**server.storage_options,
+               "config_kwargs": {"read_timeout": 1, "connect_timeout": 1, "retries": {"total_max_attempts": 1}}}
+    url = server.url("frozen", "obj.bin")
+    storage.write_bytes_atomic(url, b"before the freeze", options)
+    os.kill(server.pid, signal.SIGSTOP)
+    thaw = threading.Timer(2.5, os.kill, (server.pid, signal.SIGCONT))
+    thaw.start()
+    try:
+        assert storage.read_bytes(url, options) == b"before the freeze"
+    finally:
+        thaw.cancel()
+        os.kill(server.pid, signal.SIGCONT)
+    inside = [r.getMessage() for r in caplog.records if r.name == "s3fs" and r.levelno == logging.WARNING]
+    assert inside, f"no s3fs retry was a warning: {caplog.text}"
+    assert inside[0].startswith("S3 head_object attempt 1/5 failed inside s3fs (ReadTimeoutError: "), inside
+    assert all(w.endswith("; retrying") for w in inside), inside
+    assert not [r for r in caplog.records if r.name == "s3fs" and r.levelno < logging.WARNING], \
+        "s3fs's other debug records stay hidden"
