@@ -7,7 +7,7 @@ clients, with and without --tags auto.
 
 The server is the real `som serve` process (transformers engine, one generation at a time,
 --max-concurrency high enough that nothing is refused); clients are threads posting OpenAI
-chat requests with a 570x380 photo. Each request's image differs by one pixel, so with
+chat requests with a 570x380 photo. Each request's image differs in one 8x8 block, so with
 --tags auto every request is segmented and marked (SLIC, no marking cache hits). With the
 tiny model the numbers measure the server's overhead (HTTP, image checks, prompt rendering,
 marking), not a real model's compute.
@@ -54,15 +54,18 @@ def start_server(model: str, run_dir: Path, tags: str, device: str) -> subproces
 
 
 def distinct_images(count: int, start: int = 0) -> list[bytes]:
-    """JPEGs of the photo, each with one pixel changed (different bytes, same picture); image
-    `start + i` is the same in every call, so levels that start elsewhere share none."""
+    """JPEGs of the photo, each with its index drawn into the top-left 8x8 block (different
+    bytes, so no marking cache hit; the same picture otherwise); image `start + i` is the same
+    in every call, so levels that start elsewhere share none."""
     rgb = np.asarray(Image.open(PHOTO).convert("RGB")).copy()
     images = []
     for index in range(start, start + count):
-        rgb[0, 0] = (index % 256, index // 256 % 256, 7)
+        rgb[:8, :8] = (index * 37 % 256, index // 7 * 53 % 256, index % 7 * 36)
         buffer = io.BytesIO()
         Image.fromarray(rgb).save(buffer, format="JPEG", quality=95)
         images.append(buffer.getvalue())
+    if len(set(images)) != count:
+        raise RuntimeError("two benchmark images encode to the same bytes")
     return images
 
 

@@ -11,17 +11,71 @@ from __future__ import annotations
 
 import difflib
 import os
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class SettingsError(ValueError):
     """Settings that cannot be used; the message names every key at fault."""
+
+
+class Settings(BaseModel):
+    """Base of somflow's settings models: frozen, unknown keys refused, types strict, except
+    that text typed on a command line is read as YAML where a field is not text (`"8"` → 8,
+    `"[a, b]"` → ("a", "b")) and a list fills a tuple field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_text(cls, values: Any) -> Any:
+        if not isinstance(values, Mapping):
+            return values
+        fields = cls.model_fields
+        return {key: _typed(value, fields[key].annotation) if key in fields else value
+                for key, value in values.items()}
+
+
+def _options(annotation: Any) -> tuple[Any, ...]:
+    """The alternatives of a `X | Y | None` annotation (just `X` when it is not a union)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return tuple(a for a in typing.get_args(annotation) if a is not type(None))
+    return (annotation,)
+
+
+def _wants_text(annotation: Any) -> bool:
+    return any(option is str or option is Any or (typing.get_origin(option) is Literal
+                                                  and any(isinstance(v, str) for v in typing.get_args(option)))
+               for option in _options(annotation))
+
+
+def _typed(value: Any, annotation: Any) -> Any:
+    """A value as typed text becomes what the field holds; lists fill tuple fields."""
+    if isinstance(value, str) and not _wants_text(annotation):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if isinstance(value, str) and float in _options(annotation):  # YAML 1.1 reads "3e-4" as text
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+    if any(typing.get_origin(option) is tuple for option in _options(annotation)):
+        if isinstance(value, str):
+            value = (value,)
+        elif isinstance(value, list):
+            value = tuple(value)
+    return value
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:

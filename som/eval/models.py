@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 from som.chat_api import ChatClient, ChatRequest, image_content, text_content
 from som.eval.profiles import AUTO, Prompt, PromptProfile, Question, processor_inputs, resolve_profile
 
-__all__ = ["API_PREFIX", "HF_PREFIX", "SERVED_PREFIX", "APIModel", "HFModel", "Question", "VisionLanguageModel",
+__all__ = ["API_PREFIX", "HF_PREFIX", "SERVED_PREFIX", "APIModel", "HFModel", "Question", "VisionLanguageModel", "is_api_spec",
            "load_model"]
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,12 @@ class APIModel:
 
 
 # ----------------------------------------------------------------------------- specs
+
+
+def is_api_spec(spec: str) -> bool:
+    """True for models answered over HTTP (``openai:``, ``served:``): no local weights, no
+    batch size, and the prompt format is the endpoint's."""
+    return spec.startswith((API_PREFIX, SERVED_PREFIX))
 
 
 def load_model(spec: str, *, prompt_profile: str | None = None, **kwargs: Any) -> VisionLanguageModel:

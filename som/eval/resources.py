@@ -48,7 +48,7 @@ def with_eval_defaults(slurm: Mapping[str, Any] | None, weight_bytes: int | None
 def weight_bytes(model: str, *, local_files_only: bool = False) -> int | None:
     """Bytes of `model`'s weight files: a local folder's, else the hub's file listing (None
     when it cannot be known: an API model, offline, no such repository)."""
-    if model.startswith("openai:"):
+    if model.startswith(("openai:", "served:")):  # som.eval.models.is_api_spec (that module loads more)
         return None
     folder = Path(model)
     if folder.is_dir():

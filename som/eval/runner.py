@@ -25,7 +25,7 @@ from typing import Any
 from som import storage
 from som.eval import responses
 from som.eval.items import EvalItem
-from som.eval.models import API_PREFIX, Question, load_model
+from som.eval.models import Question, is_api_spec, load_model
 from som.eval.profiles import AUTO, INPUT_FORMAT
 from som.eval.registry import get_benchmark
 from som.eval.tagging import TAGGING_KEY, TagConfig, read_image_bytes, with_tags
@@ -133,14 +133,14 @@ def generation_settings(model: str, benchmark: str, model_kwargs: Mapping[str, A
     kwargs = model_kwargs or {}
     limit = kwargs.get("max_new_tokens") or get_benchmark(benchmark).max_new_tokens
     settings: dict[str, Any] = {"input_format": INPUT_FORMAT, "max_new_tokens": int(limit)}
-    if not model.startswith(API_PREFIX):
+    if not is_api_spec(model):
         settings["prompt_profile"] = kwargs.get("prompt_profile") or AUTO
     return settings
 
 
 def _load(model: str, batch_size: int, model_kwargs: Mapping[str, Any]) -> Any:
     kwargs = dict(model_kwargs)
-    if not model.startswith(API_PREFIX):  # API models take no batch size (they run concurrently)
+    if not is_api_spec(model):  # API models take no batch size (they run concurrently)
         kwargs.setdefault("batch_size", batch_size)
     return load_model(model, **kwargs)
 

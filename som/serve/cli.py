@@ -94,6 +94,8 @@ def serve_group() -> None:
               help="Pixels per image (width x height), checked before decoding.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=32.0, show_default=True,
               help="Request body limit (images travel inside it).")
+@click.option("--max-image-mb", type=click.FloatRange(min=0.001), default=20.0, show_default=True,
+              help="Encoded size of one image (inline or downloaded).")
 @click.option("--no-image-urls", is_flag=True, help="Refuse http(s) image URLs (only inline data URLs).")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Write RUN/endpoint.json (URL, model, job) "
               "once listening, for `served:RUN` evaluation and `som serve stop RUN`. Required with --slurm.")
@@ -116,8 +118,8 @@ def start(model: str, host: str | None, port: int | None, engine_name: str, serv
           prompt_profile: str | None, device: str, dtype: str, local_files_only: bool, load_in_4bit: bool,
           load_in_8bit: bool, tags: str, segmenter: str, params: tuple[str, ...], mark_options: tuple[str, ...],
           api_key: str | None, max_tokens: int, max_concurrency: int, max_images: int, max_pixels: int,
-          max_body_mb: float, no_image_urls: bool, run_dir: str | None, slurm: bool, gpus: int,
-          partition: str | None, account: str | None, qos: str | None, cpus: int, mem_gb: float | None,
+          max_body_mb: float, max_image_mb: float, no_image_urls: bool, run_dir: str | None, slurm: bool,
+          gpus: int, partition: str | None, account: str | None, qos: str | None, cpus: int, mem_gb: float | None,
           time_min: int, max_requeues: int, setup: tuple[str, ...], wait_s: float) -> None:
     """Serve MODEL (a hub id or a folder) on an OpenAI-compatible API.
 
@@ -141,7 +143,7 @@ def start(model: str, host: str | None, port: int | None, engine_name: str, serv
         local_files_only=local_files_only, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, tags=tags,
         segmenter=segmenter, params=parse_key_values(params), mark_options=_mark_options(mark_options),
         max_tokens=max_tokens, max_concurrency=max_concurrency, max_images=max_images, max_body_mb=max_body_mb,
-        max_pixels=max_pixels, image_urls=not no_image_urls,
+        max_image_mb=max_image_mb, max_pixels=max_pixels, image_urls=not no_image_urls,
         log_level="info" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "warning")
     if engine_name == "vllm":
         _run_vllm(options, api_key, run_dir, slurm)

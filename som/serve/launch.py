@@ -70,6 +70,7 @@ def tag_config(options: ServeOptions) -> Any:
 
 
 def settings(options: ServeOptions, api_key: str | None) -> Any:
+    """The app's ServeSettings for `options` (sizes in MiB become bytes)."""
     from som.serve.app import ServeSettings
     from som.serve.messages import ImageLimits
 

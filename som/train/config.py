@@ -1,4 +1,4 @@
-"""Training configuration: one typed, frozen dataclass, built from a stage preset, then a YAML
+"""Training configuration: one typed, frozen settings model (som.settings), built from a stage preset, then a YAML
 file, then overrides (the CLI's ``--set key=value``), each layer winning over the one before.
 
 Why presets: LLaVA-1.5's two stages differ in a dozen settings at once (which parts train, the
@@ -18,16 +18,14 @@ Example YAML (every key is a `TrainConfig` field; ``lora`` is a nested mapping):
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import hashlib
 import json
 import os
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from som.settings import Settings, SettingsError, merge, nest, read_yaml
+from som.settings import validate as validate_settings
 
 STAGES = ("pretrain", "finetune")
 PARTS = ("vision_tower", "projector", "language_model")
@@ -42,8 +40,7 @@ class ConfigError(ValueError):
     """A configuration that cannot be trained; the message names the field."""
 
 
-@dataclass(frozen=True)
-class LoraSettings:
+class LoraSettings(Settings):
     """LoRA on the language model's linear layers (LLaVA-1.5's ``finetune_lora.sh`` values)."""
 
     enabled: bool = False
@@ -53,20 +50,19 @@ class LoraSettings:
     targets: tuple[str, ...] = LLAMA_LINEAR_LAYERS
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """Everything one training run needs; see `load_config` for how it is assembled."""
 
-    stage: str = "finetune"
+    stage: Literal["pretrain", "finetune"] = "finetune"
     # model: an existing LLaVA checkpoint, or a vision tower + language model (ids or folders)
     init_checkpoint: str | None = None
     vision_tower: str | None = None
     language_model: str | None = None
     vision_feature_layer: int = -2
-    vision_feature_select_strategy: str | None = None  # None: "default" (drop CLS) when the tower has one
+    vision_feature_select_strategy: Literal["default", "full"] | None = None  # None: "default" (drop CLS) when the tower has one
     local_files_only: bool = False
     trainable: tuple[str, ...] = ("projector", "language_model")
-    lora: LoraSettings = field(default_factory=LoraSettings)
+    lora: LoraSettings = LoraSettings()
     # data
     data_url: str = ""
     image_root: str | None = None
@@ -80,7 +76,7 @@ class TrainConfig:
     lr: float = 2e-5
     projector_lr: float | None = None
     weight_decay: float = 0.0
-    schedule: str = "cosine"
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = 0.03
     max_grad_norm: float = 1.0
     epochs: int = 1
@@ -88,8 +84,8 @@ class TrainConfig:
     global_batch_size: int = 128
     micro_batch_size: int = 16
     gradient_checkpointing: bool = True
-    zero_stage: int = 3
-    precision: str = "auto"
+    zero_stage: Literal[2, 3] = 3
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     deepspeed_config: str | None = None
     # run
     save_every: int = 500
@@ -102,12 +98,12 @@ class TrainConfig:
 
     # Fields that change how a run is operated, not what it computes: left out of the
     # fingerprint so that changing them neither invalidates caches nor blocks a resume.
-    OPERATIONAL = frozenset({"save_every", "keep_last", "dataloader_workers", "log_every",
-                             "local_files_only", "dist_timeout_min"})
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"save_every", "keep_last", "dataloader_workers",
+                                                       "log_every", "local_files_only", "dist_timeout_min"})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (tuples as lists), the inverse of `load_config(mapping)`."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        return self.model_dump(mode="json")
 
     def fingerprint(self) -> str:
         """A short hash of every field that affects the trained weights (cache keys, resume)."""
@@ -144,129 +140,23 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None
     """Preset of the stage, then `source` (a YAML file or a mapping), then `overrides`.
 
     Override keys may be dotted (``lora.rank``) and values may be strings as typed on a
-    command line (``"8"``, ``"true"``, ``"[q_proj, v_proj]"``): they are parsed as YAML
-    scalars when the field is not a string. Unknown keys and bad values raise `ConfigError`
-    naming the key."""
-    base = _read_source(source)
-    extra = _nest(dict(overrides or {}), "overrides")
-    stage = extra.get("stage", base.get("stage", TrainConfig.stage))
-    if stage not in PRESETS:
-        raise ConfigError(f"stage: {stage!r} is not one of {', '.join(STAGES)}")
-    merged = _merge(_merge({"stage": stage, **PRESETS[stage]}, base), extra)
-    config = _from_mapping(merged)
-    validate(config)
-    return config
-
-
-def _read_source(source: str | os.PathLike[str] | Mapping[str, Any] | None) -> dict[str, Any]:
-    if source is None:
-        return {}
-    if isinstance(source, Mapping):
-        return _nest(dict(source), "config")
-    from som.settings import SettingsError, read_yaml
-
+    command line (``"8"``, ``"true"``, ``"[q_proj, v_proj]"``): they are read as YAML where
+    the field is not text (`som.settings`, the one loader of somflow's settings). Unknown keys
+    and bad values raise `ConfigError` naming the key."""
     try:
-        return _nest(read_yaml(source), str(source))
+        base = {} if source is None else nest(source) if isinstance(source, Mapping) else read_yaml(source)
+        extra = nest(dict(overrides or {}))
     except SettingsError as exc:
         raise ConfigError(f"training config: {exc}") from None
-
-
-def _nest(flat: dict[str, Any], origin: str) -> dict[str, Any]:
-    """Turn dotted keys (``lora.rank``) into nested mappings."""
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        if not isinstance(key, str):
-            raise ConfigError(f"{origin}: key {key!r} is not a string")
-        head, dot, rest = key.partition(".")
-        if dot:
-            section = nested.setdefault(head, {})
-            if not isinstance(section, dict):
-                raise ConfigError(f"{origin}: {head} is both a value and a section")
-            section[rest] = value
-        elif isinstance(value, Mapping):
-            nested.setdefault(key, {}).update(value)
-        else:
-            nested[key] = value
-    return nested
-
-
-def _merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(low)
-    for key, value in high.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
-
-
-def _from_mapping(values: Mapping[str, Any]) -> TrainConfig:
-    lora_values = values.get("lora", {})
-    if isinstance(lora_values, LoraSettings):
-        lora_values = dataclasses.asdict(lora_values)
-    if not isinstance(lora_values, Mapping):
-        raise ConfigError(f"lora: expected a mapping, got {lora_values!r}")
-    lora = LoraSettings(**_typed(LoraSettings, lora_values, prefix="lora."))
-    top = {k: v for k, v in values.items() if k != "lora"}
-    return TrainConfig(lora=lora, **_typed(TrainConfig, top, prefix=""))
-
-
-def _typed(cls: type, values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "lora"]
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            raise ConfigError(f"unknown training config key '{prefix}{key}'{hint}")
-        out[key] = _coerce(f"{prefix}{key}", value, hints[key])
-    return out
-
-
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """`value` as the field's type; strings from a command line are parsed as YAML first."""
-    args = typing.get_args(hint)
-    optional = isinstance(hint, types.UnionType) and type(None) in args
-    target = next((a for a in args if a is not type(None)), hint) if optional else hint
-    if isinstance(value, str) and target is not str:
-        import yaml
-
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{name}: cannot parse {value!r}: {exc}") from exc
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{name}: a value is required")
-    if typing.get_origin(target) is tuple:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
-            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
-        return tuple(items)
-    if target is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name}: expected true or false, got {value!r}")
-        return value
-    if target is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        return value
-    if target is float:
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name}: expected a number, got {value!r}")
-        return float(value)
-    if target is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{name}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{name}: unsupported field type {hint}")  # pragma: no cover
+    stage = extra.get("stage", base.get("stage", "finetune"))
+    if stage not in PRESETS:
+        raise ConfigError(f"stage: {stage!r} is not one of {', '.join(STAGES)}")
+    try:
+        config = validate_settings(TrainConfig, merge(merge({"stage": stage, **PRESETS[stage]}, base), extra))
+    except SettingsError as exc:
+        raise ConfigError(f"training config: {exc}") from None
+    validate(config)
+    return config
 
 
 # ----------------------------------------------------------------------------- validation

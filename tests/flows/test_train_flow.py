@@ -114,5 +114,5 @@ def test_cli_names_a_bad_setting(prefect_api, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["train", "--data", str(data), "--run-dir", str(tmp_path / "run"),
                                       "--set", "init_checkpoint=x", "--set", "lerning_rate=1"])
     assert result.exit_code == 1
-    assert "unknown training config key 'lerning_rate'" in result.output
+    assert "unknown key 'lerning_rate'" in result.output
     assert not (tmp_path / "run").exists()  # nothing submitted

@@ -6,6 +6,7 @@ good image marked exactly once, every bad image failed with its reason."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import time
@@ -15,9 +16,10 @@ import pytest
 from flows.som_dataset import build_som_dataset
 from som import storage
 from tests.helpers.s3 import use_s3
-from tests.helpers.chaos import (SLOW_STYLE, assert_invariants, chaos_images, cli_env, dask_workers,
-                                 interrupt_cli, mark_objects, som_command, upload, wait_for_marks,
-                                 when_marks_appear)
+from som.dataset.manifest import latest_version
+from tests.helpers.chaos import (SLOW_STYLE, OutputWatch, assert_invariants, chaos_images, cli_env, dask_workers,
+                                 descendants, interrupt_cli, mark_objects, reap, sigint_as_in_a_terminal,
+                                 som_command, upload, wait_for_marks, when_marks_appear)
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
@@ -92,8 +94,9 @@ def test_cli_stopped_mid_build_then_a_rerun_redoes_only_what_was_missing(
     good, bad = chaos_images()
     upload(source, good, bad)
     env = cli_env(PREFECT_API_URL.value(), s3_server.env, tmp_path / "prefect")
-    first = subprocess.Popen(som_command(source, dest), env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with sigint_as_in_a_terminal():
+        first = subprocess.Popen(som_command(source, dest), env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_for_marks(dest, at_least=2)
         code, survivors = interrupt_cli(first, sig)
@@ -121,3 +124,56 @@ def test_cli_stopped_mid_build_then_a_rerun_redoes_only_what_was_missing(
         assert after[image_path] == done_before[image_path], f"{image_path} was rewritten by the rerun"
     if survivors:  # reaped by interrupt_cli before the rerun; recorded, not failed on
         log.warning("descendants outlived the %s'd CLI: %s", sig.name, survivors)
+
+
+CLUSTER_STARTING = "Creating a new Dask cluster"  # prefect_dask, as the local cluster starts
+
+
+def test_ctrl_c_while_the_dask_cluster_starts_stops_the_build(prefect_api, s3_server, s3_prefix, tmp_path,
+                                                               monkeypatch):
+    """SIGINT to the CLI's whole process group (what Ctrl-C in a terminal sends) the moment the
+    Dask cluster starts: the build stops within a minute, non-zero, having committed nothing,
+    and a rerun builds everything.
+
+    Soak runs once saw 8 of 8 such builds finish and exit 0: they had been started from a
+    background job, whose ignored SIGINT every child inherits (and Python then never raises
+    KeyboardInterrupt). The CLI here starts as a terminal's foreground job does."""
+    from prefect.settings import PREFECT_API_URL
+
+    use_s3(monkeypatch, s3_server)
+    source, dest = storage.join(s3_prefix, "raw"), storage.join(s3_prefix, "ds")
+    good, bad = chaos_images(good=4)
+    upload(source, good, bad)
+    env = cli_env(PREFECT_API_URL.value(), s3_server.env, tmp_path / "prefect")
+    with sigint_as_in_a_terminal():
+        first = subprocess.Popen(som_command(source, dest), env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    sent: list[float] = []
+    children: list = []
+
+    def ctrl_c() -> None:
+        children.extend(descendants(first.pid))
+        os.killpg(first.pid, signal.SIGINT)
+        sent.append(time.monotonic())
+
+    output = OutputWatch(first, triggers={CLUSTER_STARTING: ctrl_c})
+    try:
+        code = first.wait(timeout=240)
+        ended = time.monotonic()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    survivors = reap(children + descendants(first.pid))
+    assert sent, f"the cluster never started:\n{output.text()[-3000:]}"
+    assert code != 0, f"a build interrupted as its cluster started reported success:\n{output.text()[-3000:]}"
+    log.info("chaos: Ctrl-C at cluster start: exit %s, %.1f s after the signal", code, ended - sent[0])
+    assert ended - sent[0] < 60, f"the build took {ended - sent[0]:.0f} s to stop"
+    assert latest_version(dest) is None, "nothing was committed"
+    assert not mark_objects(dest), "nothing was marked"
+    if survivors:
+        log.warning("descendants outlived the interrupted CLI: %s", survivors)
+
+    again = subprocess.run(som_command(source, dest), env=env, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    assert_invariants(dest, good, bad)
