@@ -36,6 +36,7 @@ from prefect.runtime import flow_run
 from som import storage
 from som.eval import report
 from som.eval.model_check import check_model_spec
+from som.eval.options import check_model_options, check_tag_options
 from som.eval.plan import check_inputs, suite_inputs
 from som.eval.report import model_label
 from som.eval.resources import weight_bytes, with_eval_defaults
@@ -84,8 +85,10 @@ def evaluate(
         timeout_min, ...) applied to every task; executor: auto | slurm | local.
       judge: ``<model>[@<base_url>]`` for benchmarks graded by a judge (MM-Vet, LLaVA-Bench).
       limit: only the first `limit` items per benchmark; batch_size: questions per model call.
-      model_kwargs: extra `load_model` arguments (dtype, device, local_files_only, prompt_profile,
-        max_new_tokens: default each benchmark's own); the model is checked before any job.
+      model_kwargs: extra `load_model` arguments, `som.eval.options.ModelOptions` fields (dtype,
+        device, local_files_only, prompt_profile, max_new_tokens: default each benchmark's own);
+        they, `tag_options` (`som.eval.tagging.TagConfig` fields) and the model are checked
+        before any job.
       retries: Prefect retries of an array whose tasks failed (finished shards are skipped).
       poll_s: seconds between two looks at the arrays' states (one sacct call each).
     Returns ``{"scores": {benchmark: {variant: scores}}, "answered": {benchmark: {variant:
@@ -95,12 +98,12 @@ def evaluate(
         raise ValueError("run_dir is required: the folder or URL answers and scores go to")
     benchmarks, data, variants = suite_inputs(suite, benchmarks, data or {}, data_root, variants)
     sources = check_inputs(benchmarks, data, variants, shards, judge)
-    check_model_spec(model, local_files_only=bool((model_kwargs or {}).get("local_files_only")),
-                     prompt_profile=(model_kwargs or {}).get("prompt_profile"))
+    model_kwargs, tag_options = check_model_options(model_kwargs), check_tag_options(tag_options)
+    local_only = bool(model_kwargs.get("local_files_only"))
+    check_model_spec(model, local_files_only=local_only, prompt_profile=model_kwargs.get("prompt_profile"))
     eval_dir = storage.join(run_dir, "eval")
     # Memory and CPUs from the model's size where the user set none (a 13B model on 1 CPU and
     # the partition's default memory does not load).
-    local_only = bool((model_kwargs or {}).get("local_files_only"))
     slurm = with_eval_defaults(slurm, weight_bytes(model, local_files_only=local_only))
     spec = JobSpec.from_mapping({"executor": executor, **slurm})
 

@@ -152,6 +152,7 @@ def mark(
     from som.mark.options import MarkOptions
     from som.segment import available, build_segmenter
     from som.segment.auto import choose_segmenter
+    from som.settings import validate
 
     parsed = parse_key_values(params)
     if masks:
@@ -161,12 +162,8 @@ def mark(
     elif segmenter == "auto":
         segmenter, parsed = choose_segmenter(parsed)
     try:
-        options = MarkOptions(
-            short_side=short_side,
-            min_tag_area=min_tag_area,
-            label_mode=label_mode,  # type: ignore[arg-type]
-            modes=tuple(m.strip() for m in modes.split(",") if m.strip()),  # type: ignore[arg-type]
-        )
+        options = validate(MarkOptions, {"short_side": short_side, "min_tag_area": min_tag_area, "label_mode": label_mode,
+                                         "modes": [m.strip() for m in modes.split(",") if m.strip()]})
         built = build_segmenter(segmenter, parsed)
     except (ValueError, RuntimeError) as exc:
         raise click.UsageError(str(exc)) from exc
@@ -205,15 +202,12 @@ def _cuda_devices() -> int:
 @cli.command()
 def segmenters() -> None:
     """List the segmenters and their parameters (pass them with --param KEY=VALUE)."""
-    import dataclasses
-
     from som.segment import available
 
     for name, spec in available().items():
         click.echo(f"{name}: {spec.summary}")
-        for f in dataclasses.fields(spec.params_type):
-            default = f.default if f.default is not dataclasses.MISSING else "(required)"
-            click.echo(f"    {f.name} = {default!r}")
+        for field, info in spec.params_type.model_fields.items():
+            click.echo(f"    {field} = {'(required)' if info.is_required() else repr(info.default)}")
 
 
 EXTRAS = {"prefect": "orchestrate", "prefect_dask": "orchestrate", "dask": "orchestrate",

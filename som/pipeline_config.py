@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from som.settings import validate
 
 Variant = Literal["plain", "tags"]
 
@@ -66,8 +68,26 @@ class EvalStage(_Stage):
     limit: int | None = Field(None, ge=1)
     judge: str | None = Field(None, description="<model>[@<base_url>] for MM-Vet / LLaVA-Bench")
     batch_size: int = Field(8, ge=1)
-    model_kwargs: dict[str, Any] | None = None
-    tag_options: dict[str, Any] | None = None
+    model_kwargs: dict[str, Any] | None = Field(None, description="som.eval.options.ModelOptions fields")
+    tag_options: dict[str, Any] | None = Field(None, description="som.eval.tagging.TagConfig fields")
+
+    @field_validator("model_kwargs")
+    @classmethod
+    def _model_options(cls, values: dict[str, Any] | None) -> dict[str, Any] | None:
+        from som.eval.options import ModelOptions
+
+        if values is not None:
+            validate(ModelOptions, values)
+        return values
+
+    @field_validator("tag_options")
+    @classmethod
+    def _tag_options(cls, values: dict[str, Any] | None) -> dict[str, Any] | None:
+        from som.eval.tagging import TagConfig
+
+        if values is not None:
+            TagConfig.from_dict(values)
+        return values
 
     @property
     def enabled(self) -> bool:

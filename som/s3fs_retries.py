@@ -32,18 +32,19 @@ class S3fsRetryWarnings(logging.Filter):
         self.floor = floor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.DEBUG and str(record.msg).startswith(RETRY_RECORD):
-            return self._promote(record)
+        if record.levelno == logging.DEBUG and str(record.msg).startswith(RETRY_RECORD) and self._promote(record):
+            return True
         logger = logging.getLogger(S3FS_LOGGER)
         floor = self.floor if self.floor is not None else (logger.parent or logger).getEffectiveLevel()
         return record.levelno >= floor
 
     @staticmethod
     def _promote(record: logging.LogRecord) -> bool:
+        """Rewrite the record as a warning; False when it does not come from s3fs's retry loop."""
         error = record.args[0] if isinstance(record.args, tuple) and record.args else None
         loop = _retry_loop(sys._getframe())
         if loop is None:
-            return False  # not from the retry loop this module knows: leave it at DEBUG
+            return False  # not from the retry loop this module knows: left as it is
         attempt, retries, operation = loop
         action = "retrying" if attempt < retries else "giving up"
         record.msg = "S3 %s attempt %d/%d failed inside s3fs (%s: %s); %s"

@@ -15,9 +15,16 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,7 +36,10 @@ class SettingsError(ValueError):
 class Settings(BaseModel):
     """Base of somflow's settings models: frozen, unknown keys refused, types strict, except
     that text typed on a command line is read as YAML where a field is not text (`"8"` → 8,
-    `"[a, b]"` → ("a", "b")) and a list fills a tuple field."""
+    `"[a, b]"` → ("a", "b"), `"1"`/`"0"` → a bool, `"none"` → None where the field is
+    optional) and a list fills a tuple field. Settings from users go through `validate` (or
+    `load_settings`), whose errors are one line per key; building one in code
+    (`JobSpec(nodes=0)`) raises pydantic's ValidationError, also a ValueError."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -50,14 +60,35 @@ def _options(annotation: Any) -> tuple[Any, ...]:
     return (annotation,)
 
 
-def _wants_text(annotation: Any) -> bool:
-    return any(option is str or option is Any or (typing.get_origin(option) is Literal
-                                                  and any(isinstance(v, str) for v in typing.get_args(option)))
+def _optional(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+def _wants_text(annotation: Any, *, literals_only: bool = False) -> bool:
+    """Whether the field takes text as it is (a `str` field, or text among its `Literal`
+    choices; with `literals_only`, only the latter: "none" is a choice, not None)."""
+    return any((not literals_only and (option is str or option is Any))
+               or (typing.get_origin(option) is Literal and any(isinstance(v, str) for v in typing.get_args(option)))
                for option in _options(annotation))
+
+
+def _keep_int(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    return value if type(value) is int else handler(value)
+
+
+Real = Annotated[float, WrapValidator(_keep_int)]
+"""A float field that keeps an int given as an int (`10` stays `10`; text is read as a float).
+For settings whose JSON is persisted or hashed (dataset.json, marking fingerprints, tagged-image
+cache keys, segmenter metadata): the values recorded before they were `Settings` kept ints as
+given, and turning them into floats would change those bytes for the same settings."""
 
 
 def _typed(value: Any, annotation: Any) -> Any:
     """A value as typed text becomes what the field holds; lists fill tuple fields."""
+    options = _options(annotation)
+    if isinstance(value, str) and value.lower() in ("none", "null") and _optional(annotation) \
+            and not _wants_text(annotation, literals_only=True):
+        return None
     if isinstance(value, str) and not _wants_text(annotation):
         import yaml
 
@@ -65,12 +96,17 @@ def _typed(value: Any, annotation: Any) -> Any:
             value = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
-        if isinstance(value, str) and float in _options(annotation):  # YAML 1.1 reads "3e-4" as text
+        if isinstance(value, str) and float in options:  # YAML 1.1 reads "3e-4" as text
             try:
                 value = float(value)
             except ValueError:
                 pass
-    if any(typing.get_origin(option) is tuple for option in _options(annotation)):
+        elif type(value) is int and int not in options:
+            if float in options:  # text is read as the field's type: "2" is 2.0 for a float
+                value = float(value)
+            elif bool in options and value in (0, 1):
+                value = bool(value)
+    if any(typing.get_origin(option) is tuple for option in options):
         if isinstance(value, str):
             value = (value,)
         elif isinstance(value, list):
@@ -162,9 +198,12 @@ def _describe(model: type[BaseModel], error: Any) -> str:
         known = _field_names(model, error["loc"][:-1])
         close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
         prefix = ".".join(str(part) for part in error["loc"][:-1])
-        hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
+        hint = (f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close
+                else f" (known: {', '.join(known)})" if known else "")
         return f"unknown key '{key}'{hint}"
-    return f"{key}: {error['msg']}"
+    # a validator's own ValueError reads as its message, without pydantic's "Value error, "
+    message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+    return f"{key}: {message}" if key else message
 
 
 def _field_names(model: type[BaseModel], path: Iterable[Any]) -> list[str]:

@@ -404,7 +404,7 @@ def test_mismatch_is_a_failed_manifest_row_in_the_dataset(tmp_path, coco_file):
     path = tmp_path / "000000000001.jpg"
     Image.new("RGB", (H1, W1)).save(path)  # upright 60x80: width and height swapped
     params = {"annotations": str(coco_file)}
-    config = MarkConfig("coco", params, MarkOptions(short_side=0))
+    config = MarkConfig(segmenter="coco", segmenter_params=params, options=MarkOptions(short_side=0))
     item = SourceImage(str(path), path.stat().st_size, "test")
     row = mark_source(item, str(tmp_path / "dest"), config, build_segmenter("coco", params))
     assert row.status == "failed"

@@ -7,15 +7,15 @@ two styles (or two segmenters) would be two datasets under one name.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
 from som import storage
 from som.dataset.shard import MarkConfig
 from som.mark.options import MarkOptions
+from som.segment import segmenter_params as parse_segmenter_params
 from som.segment.auto import choose_segmenter
-from som.segment import available, parse_params
+from som.settings import validate
 
 CONFIG_NAME = "dataset.json"
 
@@ -25,8 +25,8 @@ def read_dataset_config(dest: str) -> MarkConfig | None:
         data = json.loads(storage.read_bytes(storage.join(dest, CONFIG_NAME)))
     except FileNotFoundError:
         return None
-    options = {**data["style"], "modes": tuple(data["style"]["modes"])}
-    return MarkConfig(data["segmenter"], data["segmenter_params"], MarkOptions(**options), data["image_format"])
+    return validate(MarkConfig, {"segmenter": data["segmenter"], "segmenter_params": data["segmenter_params"],
+                                 "options": data["style"], "image_format": data["image_format"]})
 
 
 def write_dataset_config(dest: str, config: MarkConfig) -> None:
@@ -64,28 +64,22 @@ def resolve_dataset_config(
         name, params = ("coco", {**params, "annotations": coco}) if coco else choose_segmenter(params)
     elif name == "coco" and coco:
         params.setdefault("annotations", coco)
-    if "modes" in style:
-        style["modes"] = tuple(style["modes"])
-    config = MarkConfig(name, typed_params(name, params), MarkOptions(**style), image_format or "jpg")  # type: ignore[arg-type]
+    config = validate(MarkConfig, {"segmenter": name, "segmenter_params": typed_params(name, params),
+                                   "options": style, "image_format": image_format or "jpg"})
     write_dataset_config(dest, config)
     return config
 
 
 def typed_params(segmenter: str, params: dict[str, Any]) -> dict[str, Any]:
     """Every parameter of `segmenter`, typed ("20" from a CLI and 20 from Python are the same)."""
-    specs = available()
-    if segmenter not in specs:
-        raise ValueError(f"unknown segmenter {segmenter!r}; choose one of: {', '.join(specs)}")
-    return dataclasses.asdict(parse_params(specs[segmenter].params_type, params))
+    return parse_segmenter_params(segmenter, params).model_dump()
 
 
 def _check_matches(dest: str, recorded: MarkConfig, segmenter, segmenter_params, style, image_format) -> None:
     wanted = recorded.options.as_metadata()
-    conflicts = [
-        f"{key}={value!r} (recorded {wanted[key]!r})"
-        for key, value in style.items()
-        if (list(value) if key == "modes" else value) != wanted.get(key)
-    ]
+    typed = validate(MarkOptions, style).as_metadata()
+    conflicts = [f"{key}={value!r} (recorded {wanted[key]!r})"
+                 for key, value in style.items() if typed[key] != wanted[key]]
     if segmenter not in (None, "auto", recorded.segmenter):
         conflicts.append(f"segmenter={segmenter!r} (recorded {recorded.segmenter!r})")
     if segmenter_params and typed_params(recorded.segmenter, segmenter_params) != recorded.segmenter_params:

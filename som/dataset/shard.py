@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,15 +26,18 @@ from som.images import ImageLoadError, decode_image
 from som.mark.annotate import ImageFormat, annotate
 from som.mark.options import MarkOptions
 from som.segment.base import Segmenter
+from som.settings import Settings
 
 
-@dataclass(frozen=True)
-class MarkConfig:
-    """Everything that decides a dataset's outputs (and so belongs in cache keys)."""
+class MarkConfig(Settings):
+    """Everything that decides a dataset's outputs (and so belongs in cache keys).
+
+    `segmenter_params` are kept as recorded (typed by `som.dataset.config.typed_params` when a
+    dataset is first built): the fingerprint hashes them as they are."""
 
     segmenter: str
-    segmenter_params: dict[str, Any] = field(default_factory=dict)
-    options: MarkOptions = field(default_factory=MarkOptions)
+    segmenter_params: dict[str, Any] = {}
+    options: MarkOptions = MarkOptions()
     image_format: ImageFormat = "jpg"
 
     def fingerprint(self) -> str:

@@ -13,8 +13,8 @@ image: it records the settings in `meta["tagging"]`, and `read_image_bytes` (her
 marking it calls; the runner imports it) marks the image when the runner reads it, on whichever
 worker that is.
 
-Standard library only at import time: `som eval --help` imports this module; som.storage, the
-marker and the segmenters load when an image is read.
+Light at import time (the standard library and som.settings' pydantic); som.storage, the marker
+and the segmenters load when an image is read or a config is checked.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from pydantic import ValidationInfo, field_validator
+
 from som.eval.items import EvalItem, with_meta
+from som.settings import Settings, validate
 
 log = logging.getLogger(__name__)
 
@@ -41,43 +43,59 @@ class ItemImageError(RuntimeError):
     """An item's image could not be read; the message names the item and the URL."""
 
 
-@dataclass(frozen=True)
-class TagConfig:
-    """How the tagged images of a "w/ tags" run are made.
+class TagConfig(Settings):
+    """How the tagged images of a "w/ tags" run are made; checked when built, so that a bad
+    segmenter, parameter or mark option fails a run before any job, naming the key.
 
     Arguments:
     segmenter: a som.segment name ("auto", "sam", "slic", "felzenszwalb", ...).
-    params: the segmenter's parameters (its granularity), strings or typed values.
+    params: the segmenter's parameters (its granularity), strings or typed values ("auto"
+      takes SAM's: it is SAM when its checkpoint is cached, else SLIC with its defaults).
     mark_options: som.mark.MarkOptions fields (short_side, min_tag_area, label_mode, ...).
     cache_url: where marked images are kept (any som.storage URL); None marks every time.
+
+    `params` and `mark_options` are kept as given, not typed: they are hashed into the
+    answers' prompt hashes (`to_dict`) and the tagged images' cache keys (params).
     """
 
     segmenter: str = "auto"
-    params: Mapping[str, Any] = field(default_factory=dict)
-    mark_options: Mapping[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = {}
+    mark_options: dict[str, Any] = {}
     cache_url: str | None = None
 
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from som.segment import segmenter_params
+
+        if "segmenter" in info.data:
+            segmenter = info.data["segmenter"]
+            segmenter_params("sam" if segmenter == "auto" else segmenter, params)
+        return params
+
+    @field_validator("mark_options")
+    @classmethod
+    def _known_mark_options(cls, mark_options: dict[str, Any]) -> dict[str, Any]:
+        _style(mark_options)
+        return mark_options
+
     def to_dict(self) -> dict[str, Any]:
-        return {"segmenter": self.segmenter, "params": dict(self.params),
-                "mark_options": dict(self.mark_options), "cache_url": self.cache_url}
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TagConfig:
-        return cls(segmenter=str(data.get("segmenter", "auto")), params=dict(data.get("params") or {}),
-                   mark_options=dict(data.get("mark_options") or {}), cache_url=data.get("cache_url"))
+        """The config of `to_dict` or of a flow's `tag_options` (None: the default)."""
+        return validate(cls, {k: v for k, v in data.items() if v is not None})
+
+    def style(self) -> Any:
+        """The mark options as som.mark.MarkOptions."""
+        return _style(self.mark_options)
 
 
-def _mark_options(values: Mapping[str, Any]) -> Any:
+def _style(values: Mapping[str, Any]) -> Any:
     from som.mark import MarkOptions
 
-    known = set(MarkOptions.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown mark option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    values = dict(values)
-    if "modes" in values:
-        values["modes"] = tuple(values["modes"])
-    return MarkOptions(**values)
+    return validate(MarkOptions, values)
 
 
 def _resolve_segmenter(name: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -114,7 +132,7 @@ def tag_image(image: bytes, *, segmenter: str = "auto", params: Mapping[str, Any
     from som.mark import annotate
     from som.segment import resident_segmenter
 
-    options = _mark_options(mark_options)
+    options = TagConfig.from_dict({"segmenter": segmenter, "params": params, "mark_options": mark_options}).style()
     name, resolved = _resolve_segmenter(segmenter, params or {})
     key = tag_key(image, name, resolved, options)
     url = storage.join(cache_url, key[:2], f"{key}.jpg") if cache_url else None

@@ -7,16 +7,15 @@ read the sbatch text they give, with no cluster and no job in sight.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-EXECUTORS = ("auto", "slurm", "local")
+from pydantic import Field, field_validator
+
+from som.settings import Settings, SettingsError, validate
 
 
-@dataclass(frozen=True)
-class JobSpec:
+class JobSpec(Settings):
     """Resources and scheduler options of a job (one per node count / partition choice).
 
     Arguments:
@@ -35,46 +34,38 @@ class JobSpec:
         True gives a bare flag: {"exclusive": True}).
     """
 
-    executor: str = "auto"
-    nodes: int = 1
-    tasks_per_node: int = 1
-    gpus_per_node: int = 0
-    cpus_per_task: int = 1
-    mem_gb: float | None = None
-    timeout_min: int = 60
+    executor: Literal["auto", "slurm", "local"] = "auto"
+    nodes: int = Field(1, ge=1)
+    tasks_per_node: int = Field(1, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    cpus_per_task: int = Field(1, ge=1)
+    mem_gb: float | None = Field(None, ge=0)
+    timeout_min: int = Field(60, ge=1)
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    array_parallelism: int = 64
-    signal_delay_s: int = 90
-    max_requeues: int = 3
+    array_parallelism: int = Field(64, ge=1)
+    signal_delay_s: int = Field(90, ge=0)
+    max_requeues: int = Field(3, ge=0)
     setup: tuple[str, ...] = ()
-    extra: Mapping[str, str | bool] = field(default_factory=dict)
+    extra: dict[str, str | bool] = {}
 
-    def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"JobSpec executor {self.executor!r}: expected one of {', '.join(EXECUTORS)}")
-        for name in ("nodes", "tasks_per_node", "cpus_per_task", "timeout_min", "array_parallelism"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"JobSpec {name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("gpus_per_node", "signal_delay_s", "max_requeues"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"JobSpec {name} must be an integer >= 0, got {getattr(self, name)!r}")
-        if self.mem_gb is not None and self.mem_gb < 0:
-            raise ValueError(f"JobSpec mem_gb must be >= 0 (0: the whole node), got {self.mem_gb!r}")
-        object.__setattr__(self, "setup", tuple(self.setup))
-        object.__setattr__(self, "extra", {str(k): v if isinstance(v, bool) else str(v)
-                                           for k, v in dict(self.extra).items()})
+    @field_validator("extra", mode="before")
+    @classmethod
+    def _sbatch_text(cls, extra: Any) -> Any:
+        """sbatch reads every option as text, so `{"nice": 10}` means `--nice=10`; True is a bare flag."""
+        if not isinstance(extra, Mapping):
+            return extra
+        return {str(k): v if isinstance(v, bool) else str(v) for k, v in extra.items()}
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> JobSpec:
-        """A spec from config values (YAML, CLI); unknown keys are an error naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown job option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**{k: v for k, v in values.items() if v is not None})
+        """A spec from config values (YAML, CLI; None: unset); errors name each key at fault."""
+        try:
+            return validate(cls, {k: v for k, v in values.items() if v is not None})
+        except SettingsError as exc:
+            raise SettingsError(f"job options: {exc}") from None
 
 
 def slurm_parameters(spec: JobSpec, name: str) -> dict[str, Any]:

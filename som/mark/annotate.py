@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 from PIL import Image
 
@@ -76,12 +76,22 @@ def annotate(
     return SomOutput(metadata, encode_image(result.image, image_format, jpeg_quality))
 
 
+class SizeCheckingSegmenter(Protocol):
+    """A segmenter with `takes_original_size = True` (coco): `generate` also takes the image's
+    (height, width) before the marking resize."""
+
+    def generate(
+        self, image: Any, *, source: str | None = None, original_size: tuple[int, int] | None = None
+    ) -> list[Mask]: ...
+
+
 def segment(segmenter: Segmenter, resized: Any, loaded: LoadedImage) -> list[Mask]:
     """Masks for the resized image. Annotation-backed segmenters (`takes_original_size`, i.e.
     coco) also get the size before the resize: their "masks must be the image's size" check
     is then exact, where the resized size alone lets a half-size copy pass as the original."""
     if getattr(segmenter, "takes_original_size", False):
-        return segmenter.generate(resized, source=loaded.source, original_size=(loaded.height, loaded.width))
+        checking = cast(SizeCheckingSegmenter, segmenter)
+        return checking.generate(resized, source=loaded.source, original_size=(loaded.height, loaded.width))
     return segmenter.generate(resized, source=loaded.source)
 
 

@@ -9,14 +9,14 @@ names, defaults and CLI parsing (`--param points_per_side=16`) the same for both
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Literal
+
+from som.settings import Real, Settings
 
 Autocast = Literal["none", "bf16", "fp16"]
 
 
-@dataclass(frozen=True)
-class AutoMaskKnobs:
+class AutoMaskKnobs(Settings):
     """Device, precision and the automatic generator's knobs both implementations support (each
     segmenter's params add their model choice and the knobs only one of them has)."""
 
@@ -24,12 +24,12 @@ class AutoMaskKnobs:
     autocast: Autocast = "none"
     points_per_side: int = 32
     points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
+    pred_iou_thresh: Real = 0.88
+    stability_score_thresh: Real = 0.95
+    stability_score_offset: Real = 1.0
+    box_nms_thresh: Real = 0.7
     crop_n_layers: int = 0
-    crop_overlap_ratio: float = 512 / 1500
+    crop_overlap_ratio: Real = 512 / 1500
     crop_n_points_downscale_factor: int = 1
 
 

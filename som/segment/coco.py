@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from som import storage
 from som.segment.mask import Mask
+from som.settings import Settings
 
 
 class CocoImageError(LookupError, ValueError):
@@ -36,8 +36,7 @@ class CocoImageError(LookupError, ValueError):
     """
 
 
-@dataclass(frozen=True)
-class CocoParams:
+class CocoParams(Settings):
     annotations: str = ""
     include_crowd: bool = True
     min_area: int = 0

@@ -10,9 +10,7 @@ torch and transformers are imported only when an hf-sam segmenter is built.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +19,11 @@ import numpy as np
 from som.segment.automask import AutoMaskKnobs, autocast_context
 from som.segment.mask import Mask
 from som.segment.sam import half_to_float32, resolve_device
+from som.settings import Real
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
 class HfSamParams(AutoMaskKnobs):
     """Model choice plus the knobs of segment-anything's automatic generator that transformers'
     pipeline supports (`AutoMaskKnobs`, and mask_threshold; min_mask_region_area is not: SAM's
@@ -34,7 +32,7 @@ class HfSamParams(AutoMaskKnobs):
     model: str = "facebook/sam-vit-base"  # a hub id or a local folder
     local_files_only: bool = False  # never touch the network; the model must be cached
     cache_dir: str | None = None  # None = the Hugging Face cache
-    mask_threshold: float = 0.0
+    mask_threshold: Real = 0.0
 
 
 class HfSamSegmenter:
@@ -93,8 +91,7 @@ class HfSamSegmenter:
 
     def describe(self) -> dict[str, Any]:
         """Params without machine-specific paths: a local model folder is recorded by name."""
-        params = dataclasses.asdict(self.params)
-        params.pop("cache_dir")
+        params = self.params.model_dump(exclude={"cache_dir"})
         if Path(params["model"]).is_dir():
             params["model"] = Path(params["model"]).name
         return {"name": self.name, "params": params}

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from som.segment.base import Segmenter, SegmenterSpec, parse_params
+from som.segment.base import Segmenter, SegmenterSpec
 from som.segment.coco import CocoParams, CocoSegmenter
 from som.segment.hf_sam import HfSamParams, HfSamSegmenter
 from som.segment.sam import SamParams, SamSegmenter
 from som.segment.superpixel import FelzenszwalbParams, FelzenszwalbSegmenter, SlicParams, SlicSegmenter
+from som.settings import Settings, SettingsError, validate
 
 SEGMENTERS: dict[str, SegmenterSpec] = {
     spec.name: spec
@@ -43,12 +44,21 @@ def available() -> dict[str, SegmenterSpec]:
     return dict(sorted(SEGMENTERS.items()))
 
 
-def build_segmenter(name: str, params: Mapping[str, Any] | None = None) -> Segmenter:
-    """Build a segmenter by name; string values are converted to the parameter's type."""
+def segmenter_params(name: str, params: Mapping[str, Any] | None = None) -> Settings:
+    """`name`'s typed parameters from `params` (CLI text such as "32" or "true" is read by the
+    field's type); an unknown segmenter, key or value raises an error that names it."""
     if name not in SEGMENTERS:
         raise ValueError(f"unknown segmenter {name!r}; choose one of: {', '.join(available())}")
-    spec = SEGMENTERS[name]
-    return spec.factory(parse_params(spec.params_type, params or {}))
+    try:
+        return validate(SEGMENTERS[name].params_type, params or {})
+    except SettingsError as exc:
+        raise SettingsError(f"segmenter {name}: {exc}") from None
+
+
+def build_segmenter(name: str, params: Mapping[str, Any] | None = None) -> Segmenter:
+    """Build a segmenter by name from its parameters (see `segmenter_params`)."""
+    typed = segmenter_params(name, params)
+    return SEGMENTERS[name].factory(typed)
 
 
 def resident_segmenter(name: str, params: Mapping[str, Any] | None = None) -> Segmenter:

@@ -8,22 +8,21 @@ torch and segment_anything are imported only when a SAM segmenter is built.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from som.segment.automask import AutoMaskKnobs, autocast_context
 from som.devices import enable_tf32
+from som.segment.automask import AutoMaskKnobs, autocast_context
 from som.segment.mask import Mask
+from som.settings import Real
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,6 @@ CHECKPOINTS: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass(frozen=True)
 class SamParams(AutoMaskKnobs):
     """Model choice plus every knob of segment-anything's SamAutomaticMaskGenerator (the shared
     ones in `AutoMaskKnobs`)."""
@@ -53,7 +51,7 @@ class SamParams(AutoMaskKnobs):
     model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_h"
     checkpoint: str | None = None  # a local .pth; None = the official one, cached
     cache_dir: str | None = None
-    crop_nms_thresh: float = 0.7
+    crop_nms_thresh: Real = 0.7
     min_mask_region_area: int = 0
 
 
@@ -138,11 +136,7 @@ class SamSegmenter:
             # autocast, whose masks have not yet been compared with fp32 on a GPU; autocast
             # stays an explicit choice. See som.devices.enable_tf32, benchmarks/gpu_check.py.
             enable_tf32(self.device)
-        knobs = {
-            f.name: getattr(params, f.name)
-            for f in dataclasses.fields(params)
-            if f.name not in ("model_type", "checkpoint", "cache_dir", "device", "autocast")
-        }
+        knobs = params.model_dump(exclude={"model_type", "checkpoint", "cache_dir", "device", "autocast"})
         self.generator = _generator_class()(model, output_mode="binary_mask", **knobs)
 
     def generate(self, image: np.ndarray, *, source: str | None = None) -> list[Mask]:
@@ -160,8 +154,7 @@ class SamSegmenter:
         return autocast_context(self.params.autocast, self.device)
 
     def describe(self) -> dict[str, Any]:
-        params = dataclasses.asdict(self.params)
-        params.pop("cache_dir")
+        params = self.params.model_dump(exclude={"cache_dir"})
         if params["checkpoint"]:
             params["checkpoint"] = Path(params["checkpoint"]).name
         return {"name": self.name, "params": params}

@@ -6,27 +6,24 @@ when no SAM checkpoint is available, not a substitute for SAM in real datasets.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from som.segment.mask import Mask
+from som.settings import Real, Settings
 
 
-@dataclass(frozen=True)
-class SlicParams:
+class SlicParams(Settings):
     n_segments: int = 48
-    compactness: float = 10.0
-    sigma: float = 1.0
+    compactness: Real = 10.0
+    sigma: Real = 1.0
     min_area: int = 0
 
 
-@dataclass(frozen=True)
-class FelzenszwalbParams:
-    scale: float = 400.0
-    sigma: float = 0.8
+class FelzenszwalbParams(Settings):
+    scale: Real = 400.0
+    sigma: Real = 0.8
     min_size: int = 300
     min_area: int = 0
 
@@ -61,7 +58,7 @@ class _LabelSegmenter(Generic[P]):
         self.params = params
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "params": dataclasses.asdict(self.params)}
+        return {"name": self.name, "params": self.params.model_dump()}
 
 
 class SlicSegmenter(_LabelSegmenter[SlicParams]):

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from som.eval.tagging import TagConfig
 from som.serve.marking import MarkedImage, mark_image
 
 if TYPE_CHECKING:
+    from som.eval.tagging import TagConfig
     from som.serve.engine import Engine
 
 

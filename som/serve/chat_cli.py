@@ -12,7 +12,7 @@ import logging
 import shlex
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +20,12 @@ import click
 from rich.text import Text
 
 from som.cli import parse_key_values
-from som.eval.tagging import TagConfig
 from som.serve.chat import ChatImage, Conversation, tag_rows
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from som.eval.tagging import TagConfig
     from som.serve.engine import Engine
     from som.serve.marking import MarkedImage
 
@@ -83,6 +83,7 @@ class ChatSession:
     def retag(self, settings: dict[str, str]) -> None:
         """Mark the current image again with `settings` applied (see COMMANDS); the
         conversation goes on when the marked image comes out the same."""
+        from som.eval.tagging import TagConfig
         from som.mark import MarkOptions
 
         config = self.tags or TagConfig()
@@ -90,11 +91,12 @@ class ChatSession:
         for key, value in settings.items():
             if key == "segmenter":
                 segmenter, params = value, {}
-            elif key in MarkOptions.__dataclass_fields__:
-                options[key] = value.split(",") if key == "modes" else _number(value)
+            elif key in MarkOptions.model_fields:
+                options[key] = value.split(",") if key == "modes" else value  # typed by MarkOptions
             else:
                 params[key] = value
-        config = replace(config, segmenter=segmenter, params=params, mark_options=options)
+        config = TagConfig.from_dict({"segmenter": segmenter, "params": params, "mark_options": options,
+                                      "cache_url": config.cache_url})
         before = self.conversation
         image = load_image(Path(before.image.source), config)
         self.tags = config
@@ -132,15 +134,6 @@ def load_image(path: Path, tags: TagConfig | None) -> ChatImage:
     except OSError as exc:
         raise ImageLoadError(str(path), f"cannot read file: {exc.strerror or exc}") from exc
     return ChatImage.load(data, str(path), tags)
-
-
-def _number(value: str) -> int | float | str:
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
 
 
 class AnswerView:
@@ -268,14 +261,15 @@ def chat(image: Path, model: str | None, url: str | None, api_key: str | None, t
     """
     from rich.console import Console
 
+    from som.eval.tagging import TagConfig
     from som.images import ImageLoadError
 
     if not model and not url:
         raise click.UsageError("give --model (a model to load here) or --url (an OpenAI-compatible endpoint)")
     console = Console(highlight=False)
-    config = (TagConfig(segmenter=segmenter, params=parse_key_values(params), mark_options={"label_mode": label_mode})
-              if tags == "auto" else None)
-    try:  # the image first: a bad one fails before a big model loads
+    try:  # the settings and the image first: a bad one fails before a big model loads
+        config = (TagConfig.from_dict({"segmenter": segmenter, "params": parse_key_values(params),
+                                       "mark_options": {"label_mode": label_mode}}) if tags == "auto" else None)
         with console.status("Marking the image..."):
             first = load_image(image, config)
     except ImageLoadError as exc:

@@ -155,20 +155,10 @@ def start(model: str, host: str | None, port: int | None, engine_name: str, serv
 
 
 def _mark_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """--mark-option values typed like MarkOptions' fields (ints, floats, comma lists for modes)."""
-    values: dict[str, Any] = {}
-    for key, value in parse_key_values(pairs).items():
-        if key == "modes":
-            values[key] = [m.strip() for m in value.split(",") if m.strip()]
-        else:
-            for cast in (int, float):
-                try:
-                    values[key] = cast(value)
-                    break
-                except ValueError:
-                    continue
-            else:
-                values[key] = value
+    """--mark-option values, modes as a comma list (MarkOptions reads the rest as typed text)."""
+    values: dict[str, Any] = parse_key_values(pairs)
+    if "modes" in values:
+        values["modes"] = [m.strip() for m in values["modes"].split(",") if m.strip()]
     return values
 
 

@@ -124,11 +124,9 @@ def segmenter_choices() -> tuple[list[str], str]:
 
 
 def default_params(segmenter: str) -> dict[str, Any]:
-    import dataclasses
-
     from som.segment import available
 
-    return {f.name: f.default for f in dataclasses.fields(available()[segmenter].params_type)}
+    return available()[segmenter].params_type().model_dump()
 
 
 def knob_settings(segmenter: str) -> dict[str, Any]:
@@ -149,7 +147,7 @@ def tag_config(segmenter: str, granularity: float | None, extra: str, label_mode
         params[knob.param] = int(granularity) if float(granularity).is_integer() else granularity
     options = {"label_mode": label_mode, "modes": list(modes) or ["mark"], "min_tag_area": int(min_tag_area),
                "short_side": int(short_side)}
-    return TagConfig(segmenter=segmenter, params=params, mark_options=options)
+    return TagConfig.from_dict({"segmenter": segmenter, "params": params, "mark_options": options})
 
 
 def answer_html(text: str, marked: MarkedImage | None) -> str:

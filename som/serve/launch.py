@@ -66,7 +66,8 @@ def tag_config(options: ServeOptions) -> Any:
 
     if options.tags == "none":
         return None
-    return TagConfig(segmenter=options.segmenter, params=dict(options.params), mark_options=dict(options.mark_options))
+    return TagConfig.from_dict({"segmenter": options.segmenter, "params": dict(options.params),
+                                "mark_options": dict(options.mark_options)})
 
 
 def settings(options: ServeOptions, api_key: str | None) -> Any:

@@ -23,11 +23,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from som.eval.tagging import TagConfig
+if TYPE_CHECKING:
+    from som.eval.tagging import TagConfig
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,9 @@ def mark_image(data: bytes, config: TagConfig, *, source: str = "upload") -> Mar
     corrupt or non-image input, too many pixels, or an extreme aspect ratio (its `reason`
     says which), and ValueError for an unknown segmenter, parameter or mark option.
     """
-    from som.eval.tagging import _mark_options, _resolve_segmenter, tag_key
+    from som.eval.tagging import _resolve_segmenter, tag_key
 
-    options = _mark_options(config.mark_options)
+    options = config.style()
     name, params = _resolve_segmenter(config.segmenter, config.params)
     key = tag_key(data, name, params, options)
     with _LOCK:

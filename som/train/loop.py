@@ -222,7 +222,7 @@ class Trainer:
         self.folder.load_rng(latest.tag, self.env.rank)
         if self.env.is_main:
             self.folder.pull_metrics()
-            self.metrics.truncate_after(10**9)  # TEMP BREAK
+            self.metrics.truncate_after(latest.step)
         log.info("resumed from %s at step %d", self.folder.url(ck.CHECKPOINTS, latest.tag), latest.step)
         return latest.step
 

@@ -85,9 +85,11 @@ def test_a_task_retry_is_a_warning_with_the_task_error_class_and_attempt(prefect
     import logging
 
     caplog.set_level(logging.INFO)
-    state = fails_once_flow(ConnectionRefusedError(111, "Connection refused"), tmp_path / "marker", return_state=True)
+    refused = ConnectionRefusedError(111, "Connection refused")
+    state = fails_once_flow(refused, tmp_path / "marker", return_state=True)
     assert state.is_completed(), state.message
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and " attempt " in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and " attempt " in r.getMessage()]
     assert len(warnings) == 1, caplog.text
     assert warnings[0].startswith("fails_once-") and warnings[0].endswith(
         " attempt 1/4 failed (ConnectionRefusedError: [Errno 111] Connection refused); retrying"), warnings

@@ -104,7 +104,7 @@ def test_job_spec_takes_shape_from_arguments_and_the_rest_from_slurm() -> None:
                                                                                                         600)
     with pytest.raises(ValueError, match="slurm: set nodes with the flow's own argument"):
         job_spec("slurm", 1, 1, 0, {"nodes": 2})
-    with pytest.raises(ValueError, match="unknown job option.*partiton"):
+    with pytest.raises(ValueError, match="unknown key 'partiton' .did you mean partition"):
         job_spec("slurm", 1, 1, 0, {"partiton": "gpu"})
 
 

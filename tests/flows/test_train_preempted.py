@@ -81,9 +81,10 @@ def test_training_preempted_twice_resumes_from_its_checkpoints_and_exports_once(
     outcome: dict[str, Any] = {}
 
     def run_flow() -> None:
-        outcome["state"] = train_llava(data=str(listing_data), run_dir=str(run_dir), image_root=str(listing_data.parent),
-                                       config=_config(parts), executor="slurm", retries=0,
-                                       slurm={"partition": "debug", "timeout_min": 10}, return_state=True)
+        outcome["state"] = train_llava(data=str(listing_data), run_dir=str(run_dir),
+                                       image_root=str(listing_data.parent), config=_config(parts),
+                                       executor="slurm", retries=0, slurm={"partition": "debug", "timeout_min": 10},
+                                       return_state=True)
 
     flow = threading.Thread(target=run_flow, daemon=True)
     flow.start()
@@ -92,7 +93,7 @@ def test_training_preempted_twice_resumes_from_its_checkpoints_and_exports_once(
     job = submitit.SlurmJob(folder=folder, job_id=job_id)
     resumed_expected = []
     for step in PREEMPT_AFTER:
-        _until(lambda: _latest_complete(run_dir) >= step or not flow.is_alive(), f"checkpoint {step}")
+        _until(lambda step=step: _latest_complete(run_dir) >= step or not flow.is_alive(), f"checkpoint {step}")
         assert flow.is_alive(), f"the flow ended before checkpoint {step}: {outcome}"
         job._interrupt()  # preemption: SIGTERM, then USR2; submitit asks checkpoint() and requeues
         _until(lambda: _squeue_state(job_id) == "PENDING", f"job {job_id} requeued after step {step}")
@@ -109,7 +110,7 @@ def test_training_preempted_twice_resumes_from_its_checkpoints_and_exports_once(
     resumed = [int(s) for s in re.findall(r"resumed from \S+ at step (\d+)", logs)]
     log.info("preempted after checkpoints %s; resumed at steps %s", PREEMPT_AFTER, resumed)
     assert resumed == resumed_expected, (resumed, resumed_expected)
-    assert all(step >= after for step, after in zip(resumed, PREEMPT_AFTER)), resumed
+    assert all(step >= after for step, after in zip(resumed, PREEMPT_AFTER, strict=True)), resumed
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, STEPS + 1)), "every step exactly once, none lost"
     assert logs.count("exported the model to") == 1, "exported once, by the last run only"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,10 @@ import numpy as np
 
 from som.segment import SEGMENTERS, Segmenter, SegmenterSpec, build_segmenter
 from som.segment.mask import Mask
+from som.settings import Settings
 
 
-@dataclass(frozen=True)
-class DyingParams:
+class DyingParams(Settings):
     attempts_dir: str  # one file per attempt at a killer image, named by the attempting pid
     kill_word: str = "killer"
 

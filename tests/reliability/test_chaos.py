@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,11 +16,11 @@ import pytest
 
 from flows.som_dataset import build_som_dataset
 from som import storage
-from tests.helpers.s3 import use_s3
 from som.dataset.manifest import latest_version
 from tests.helpers.chaos import (SLOW_STYLE, OutputWatch, assert_invariants, chaos_images, cli_env, dask_workers,
                                  descendants, interrupt_cli, mark_objects, reap, sigint_as_in_a_terminal,
                                  som_command, upload, wait_for_marks, when_marks_appear)
+from tests.helpers.s3 import use_s3
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
@@ -176,4 +177,39 @@ def test_ctrl_c_while_the_dask_cluster_starts_stops_the_build(prefect_api, s3_se
 
     again = subprocess.run(som_command(source, dest), env=env, capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    assert_invariants(dest, good, bad)
+
+
+def test_a_16_s_outage_mid_build_leaves_retry_warnings(prefect_api, seaweed_factory, tmp_path, monkeypatch, capfd):
+    """SeaweedFS down for 16 s while shards write (issue 11 item 9: such an outage once left no
+    line at all): the Dask workers' S3 retries and any Prefect task retry are warnings naming
+    the operation, the error class and the attempt; a rerun leaves a clean dataset."""
+    server = seaweed_factory(tmp_path / "s3")
+    use_s3(monkeypatch, server)
+    source, dest = server.url("outage", "raw"), server.url("outage", "ds")
+    good, bad = chaos_images(good=6)
+    upload(source, good, bad)
+
+    def outage() -> None:
+        server.stop()
+        time.sleep(16)
+        server.start(port=server.port)
+
+    watcher = when_marks_appear(dest, outage)
+    state, _ = build(source, dest)
+    watcher.join()
+    output = capfd.readouterr()
+    text = output.out + output.err
+    s3_retries = re.findall(r"S3 \w+ attempt \d+/\d+ failed \(\w+: ", text)
+    task_retries = re.findall(r"mark-shard-\d+ attempt \d+/\d+ failed \(\w+: .*; retrying", text)
+    prefect_retries = re.findall(r"Retry \d+/\d+ will start", text)  # Prefect's own line, INFO
+    log.info("chaos: 16 s outage: %d S3 retry warnings, %d task retries (%d warnings); the build ended %s; "
+             "e.g. %s", len(s3_retries), len(prefect_retries), len(task_retries), state.name, task_retries[:1])
+    assert s3_retries, f"a 16 s outage left no S3 retry warning:\n{text[-3000:]}"
+    assert len(task_retries) == len(prefect_retries), "every Prefect task retry is a warning too"
+    warned = [line for line in text.splitlines() if "attempt" in line and "failed (" in line]
+    assert all("WARNING" in line for line in warned), warned
+    assert state.is_completed() or (state.is_failed() and state.message), state
+    state, _ = build(source, dest)
+    assert state.is_completed(), state.message
     assert_invariants(dest, good, bad)

@@ -59,7 +59,7 @@ def test_two_cli_builds_committing_at_once_keep_both_builds_rows(prefect_api, se
                                        text=True, start_new_session=True)
             pause = functools.partial(os.kill, process.pid, signal.SIGSTOP)
             builds[name] = process, OutputWatch(process, triggers={SHARDS_DONE: pause})
-        for name, (process, output) in builds.items():
+        for name, (_, output) in builds.items():
             assert output.wait_for(SHARDS_DONE), f"{name} never finished its shards:\n{output.text()[-3000:]}"
         os.kill(server.pid, signal.SIGSTOP)
         try:
@@ -73,8 +73,7 @@ def test_two_cli_builds_committing_at_once_keep_both_builds_rows(prefect_api, se
     finally:
         for process, _ in builds.values():
             if process.poll() is None:
-                os.kill(process.pid, signal.SIGCONT)
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)  # its Dask workers too (own session)
                 process.wait()
     logs = {name: output.text() for name, (_, output) in builds.items()}
     uris = [row.source_uri for row in read_manifest(dest)]

@@ -161,7 +161,7 @@ def test_image_switch_and_bad_image_keep_the_session(terminal, tiny_model, tmp_p
     term.type("/tags n_segments")
     term.wait_for("expected KEY=VALUE, got 'n_segments'")
     term.type("/tags colour=red")
-    term.wait_for("unknown parameter(s) colour")
+    term.wait_for("unknown key 'colour'")
     term.type("/nonsense")
     term.wait_for("/save FILE")
     term.type("/quit")

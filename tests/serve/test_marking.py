@@ -181,7 +181,7 @@ def test_pixel_limit_applies_after_resizing():
 
 
 def test_bad_settings_are_value_errors(photo):
-    with pytest.raises(ValueError, match="unknown mark option"):
+    with pytest.raises(ValueError, match="unknown key 'colour'"):
         mark_image(png_bytes(photo), slic(colour="red"))
     with pytest.raises(ValueError, match="unknown segmenter"):
         mark_image(png_bytes(photo), TagConfig(segmenter="nope"))

@@ -41,7 +41,7 @@ def test_help_says_what_to_do() -> None:
     (["--slurm"], "--slurm needs --run-dir"),
     (["--load-in-4bit", "--load-in-8bit"], "one of --load-in-4bit and --load-in-8bit"),
     (["--prompt-profile", "vicuna"], "unknown prompt profile 'vicuna'"),
-    (["--tags", "auto", "--segmenter", "slic", "--mark-option", "colour=red"], "unknown mark option"),
+    (["--tags", "auto", "--segmenter", "slic", "--mark-option", "colour=red"], "mark_options: unknown key 'colour'"),
 ])
 def test_bad_arguments_are_one_line_errors(folder: str, args: list[str], says: str) -> None:
     code, text = run("serve", folder, "--local-files-only", *args)
