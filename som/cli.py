@@ -72,7 +72,9 @@ class LazyGroup(click.Group):
             if name in self.lazy:
                 rows.append((name, self.lazy[name][1]))
             else:
-                rows.append((name, click.Group.get_command(self, ctx, name).get_short_help_str(60)))
+                command = click.Group.get_command(self, ctx, name)
+                assert command is not None, name  # list_commands gave it: a registered (non-lazy) command
+                rows.append((name, command.get_short_help_str(60)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

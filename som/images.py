@@ -85,7 +85,7 @@ def decode_image(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXE
         # We enforce our own pixel limit below; PIL's warning would only add noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as exc:
             raise ImageLoadError(source, "not a recognised image format") from exc
         except Image.DecompressionBombError as exc:

@@ -29,19 +29,19 @@ class _Stage(BaseModel):
 class DatasetStage(_Stage):
     """The SoM dataset build (flows/som_dataset.py): segmenter, COCO masks, shards, Dask."""
 
-    segmenter: str | None = Field(None, description="sam | slic | felzenszwalb | coco | auto (default)")
+    segmenter: str | None = Field(default=None, description="sam | slic | felzenszwalb | coco | auto (default)")
     segmenter_params: dict[str, Any] | None = None
-    coco: str | None = Field(None, description="COCO instances JSON: its images, masks and names")
-    short_side: int | None = Field(None, ge=0)
-    shard_size: int = Field(200, ge=1)
-    workers: int | None = Field(None, ge=1)
-    scheduler: str | None = Field(None, description="address of a running Dask scheduler")
+    coco: str | None = Field(default=None, description="COCO instances JSON: its images, masks and names")
+    short_side: int | None = Field(default=None, ge=0)
+    shard_size: int = Field(default=200, ge=1)
+    workers: int | None = Field(default=None, ge=1)
+    scheduler: str | None = Field(default=None, description="address of a running Dask scheduler")
 
 
 class InstructionStage(_Stage):
     """Listing + QA instruction data and the mix into a base LLaVA instruction set."""
 
-    base_mix: str | None = Field(None, description="base LLaVA instruction JSON, e.g. llava_v1_5_mix665k.json")
+    base_mix: str | None = Field(default=None, description="base LLaVA instruction JSON, e.g. llava_v1_5_mix665k.json")
     base_image_root: str | None = None
     seed: int = 0
 
@@ -51,25 +51,25 @@ class TrainStage(_Stage):
 
     config: str | dict[str, Any] | None = None
     overrides: dict[str, Any] | None = None
-    nodes: int = Field(1, ge=1)
-    tasks_per_node: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
+    nodes: int = Field(default=1, ge=1)
+    tasks_per_node: int = Field(default=1, ge=1)
+    gpus_per_node: int = Field(default=0, ge=0)
 
 
 class EvalStage(_Stage):
     """som-evaluate of the trained model; skipped when no benchmark and no suite is named."""
 
     benchmarks: list[str] = Field(default_factory=list)
-    suite: str | None = Field(None, description="a named suite, e.g. llava15")
+    suite: str | None = Field(default=None, description="a named suite, e.g. llava15")
     data: dict[str, str] = Field(default_factory=dict, description="benchmark -> folder or URL of its files")
-    data_root: str | None = Field(None, description="with a suite: LLaVA's playground/data/eval layout")
+    data_root: str | None = Field(default=None, description="with a suite: LLaVA's playground/data/eval layout")
     variants: list[Variant] | None = None
-    shards: int = Field(2, ge=1)
-    limit: int | None = Field(None, ge=1)
-    judge: str | None = Field(None, description="<model>[@<base_url>] for MM-Vet / LLaVA-Bench")
-    batch_size: int = Field(8, ge=1)
-    model_kwargs: dict[str, Any] | None = Field(None, description="som.eval.options.ModelOptions fields")
-    tag_options: dict[str, Any] | None = Field(None, description="som.eval.tagging.TagConfig fields")
+    shards: int = Field(default=2, ge=1)
+    limit: int | None = Field(default=None, ge=1)
+    judge: str | None = Field(default=None, description="<model>[@<base_url>] for MM-Vet / LLaVA-Bench")
+    batch_size: int = Field(default=8, ge=1)
+    model_kwargs: dict[str, Any] | None = Field(default=None, description="som.eval.options.ModelOptions fields")
+    tag_options: dict[str, Any] | None = Field(default=None, description="som.eval.tagging.TagConfig fields")
 
     @field_validator("model_kwargs")
     @classmethod

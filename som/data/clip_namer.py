@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -160,7 +160,8 @@ class ClipNamer:
         # Cast after loading rather than passing a dtype: the keyword's name changed across
         # transformers releases (torch_dtype -> dtype), the cast works on all of them.
         self.model = CLIPModel.from_pretrained(model_id, local_files_only=offline)
-        self.model.to(self.device, self.dtype).eval()
+        # transformers wraps PreTrainedModel.to in functools.wraps, whose stub does not bind self
+        cast("torch.nn.Module", self.model).to(self.device, self.dtype).eval()
         self._text_embeddings: torch.Tensor | None = None
         log.info("CLIP namer %s on %s (%s), %d labels", model_id, self.device, self.dtype, len(self.labels))
 

@@ -53,7 +53,9 @@ class ClipFallback:
         if not pending:
             return names
         results = self.namer.name_tags(source_at_marking_size(marks), pending)
-        return _replace(names, {r.tag: r for r in results if r.probability >= self.min_probability})
+        # name_tags always sets probability (it is Optional only for the dataclass field order)
+        return _replace(names, {r.tag: r for r in results
+                                if r.probability is not None and r.probability >= self.min_probability})
 
 
 def source_at_marking_size(marks: Mapping[str, Any]) -> np.ndarray:

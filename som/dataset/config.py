@@ -71,7 +71,8 @@ def resolve_dataset_config(
 
 
 def typed_params(segmenter: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Every parameter of `segmenter`, typed ("20" from a CLI and 20 from Python are the same)."""
+    """Every parameter of `segmenter`, typed (an int field gets 20 from "20" and from 20; a float
+    field reads text as a float and keeps an int as given, as recorded datasets hold it)."""
     return parse_segmenter_params(segmenter, params).model_dump()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from som.chat_api import ChatClient, ChatRequest, image_content, text_content
 from som.eval.profiles import AUTO, Prompt, PromptProfile, Question, processor_inputs, resolve_profile
@@ -79,8 +79,12 @@ class HFModel:
         config = AutoConfig.from_pretrained(model_id, local_files_only=local_files_only)
         self.profile: PromptProfile = resolve_profile(prompt_profile, config, self.processor)  # before the weights
         if quantization_config is None:
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                model_id, dtype=self.dtype, local_files_only=local_files_only).to(self.device).eval()
+            model = AutoModelForImageTextToText.from_pretrained(
+                model_id, dtype=self.dtype, local_files_only=local_files_only)
+            # transformers wraps PreTrainedModel.to in functools.wraps, whose stub does not bind self;
+            # Module.to moves the model in place and returns it
+            cast("torch.nn.Module", model).to(self.device)
+            self.model = model.eval()
         else:  # bitsandbytes places the weights itself (serving's --load-in-4bit/8bit)
             self.model = AutoModelForImageTextToText.from_pretrained(
                 model_id, dtype=self.dtype, local_files_only=local_files_only,

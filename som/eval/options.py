@@ -31,8 +31,8 @@ class ModelOptions(Settings):
     dtype: str | None = None
     local_files_only: bool = False
     prompt_profile: str | None = None
-    max_new_tokens: int | None = Field(None, ge=1)
-    max_concurrency: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
     cache_url: str | None = None
 
 

@@ -52,11 +52,18 @@ if TYPE_CHECKING:
 class Benchmark(Protocol):
     """What the runner drives; see each benchmark's module for its source layouts."""
 
-    name: str
-    needs_judge: bool
-    max_new_tokens: int
-    """Default generation length, as LLaVA's scripts: 128 for short answers (model_vqa_loader.py),
-    1024 for open-ended ones (model_vqa.py); `som eval run --max-new-tokens` overrides it."""
+    # Read-only properties: the benchmarks are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs_judge(self) -> bool: ...
+
+    @property
+    def max_new_tokens(self) -> int:
+        """Default generation length, as LLaVA's scripts: 128 for short answers (model_vqa_loader.py),
+        1024 for open-ended ones (model_vqa.py); `som eval run --max-new-tokens` overrides it."""
+        ...
 
     def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
         """Items from the published files at `source` (folder, storage URL or hf://datasets/...)."""

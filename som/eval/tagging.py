@@ -24,12 +24,15 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationInfo, field_validator
 
 from som.eval.items import EvalItem, with_meta
 from som.settings import Settings, validate
+
+if TYPE_CHECKING:
+    from som.mark import MarkOptions
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +66,21 @@ class TagConfig(Settings):
     mark_options: dict[str, Any] = {}
     cache_url: str | None = None
 
+    @field_validator("segmenter")
+    @classmethod
+    def _known_segmenter(cls, segmenter: str) -> str:
+        from som.segment import available
+
+        if segmenter != "auto" and segmenter not in available():
+            raise ValueError(f"unknown segmenter {segmenter!r}; choose one of: auto, {', '.join(available())}")
+        return segmenter
+
     @field_validator("params")
     @classmethod
     def _known_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         from som.segment import segmenter_params
 
-        if "segmenter" in info.data:
+        if "segmenter" in info.data:  # else the segmenter is unknown, and that is the error
             segmenter = info.data["segmenter"]
             segmenter_params("sam" if segmenter == "auto" else segmenter, params)
         return params
@@ -80,6 +92,7 @@ class TagConfig(Settings):
         return mark_options
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as given (JSON-able): what `with_tags` records in each item's meta."""
         return self.model_dump()
 
     @classmethod
@@ -87,12 +100,12 @@ class TagConfig(Settings):
         """The config of `to_dict` or of a flow's `tag_options` (None: the default)."""
         return validate(cls, {k: v for k, v in data.items() if v is not None})
 
-    def style(self) -> Any:
-        """The mark options as som.mark.MarkOptions."""
+    def style(self) -> MarkOptions:
+        """The mark options, typed."""
         return _style(self.mark_options)
 
 
-def _style(values: Mapping[str, Any]) -> Any:
+def _style(values: Mapping[str, Any]) -> MarkOptions:
     from som.mark import MarkOptions
 
     return validate(MarkOptions, values)

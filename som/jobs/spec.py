@@ -35,19 +35,19 @@ class JobSpec(Settings):
     """
 
     executor: Literal["auto", "slurm", "local"] = "auto"
-    nodes: int = Field(1, ge=1)
-    tasks_per_node: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
-    cpus_per_task: int = Field(1, ge=1)
-    mem_gb: float | None = Field(None, ge=0)
-    timeout_min: int = Field(60, ge=1)
+    nodes: int = Field(default=1, ge=1)
+    tasks_per_node: int = Field(default=1, ge=1)
+    gpus_per_node: int = Field(default=0, ge=0)
+    cpus_per_task: int = Field(default=1, ge=1)
+    mem_gb: float | None = Field(default=None, ge=0)
+    timeout_min: int = Field(default=60, ge=1)
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    array_parallelism: int = Field(64, ge=1)
-    signal_delay_s: int = Field(90, ge=0)
-    max_requeues: int = Field(3, ge=0)
+    array_parallelism: int = Field(default=64, ge=1)
+    signal_delay_s: int = Field(default=90, ge=0)
+    max_requeues: int = Field(default=3, ge=0)
     setup: tuple[str, ...] = ()
     extra: dict[str, str | bool] = {}
 

@@ -24,13 +24,16 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from som.images import DEFAULT_MAX_ASPECT_RATIO, IMAGE_EXTENSIONS, ImageLoadError, load_image
 from som.mark.annotate import ImageFormat, annotate
 from som.mark.options import MarkOptions
 from som.segment.base import Segmenter
 from som.segment.flops import throughput_line
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkServerContext  # POSIX only
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +317,7 @@ def _run_pool(
 
 
 def _retry_alone(
-    context: BaseContext, marker: Marker, jobs: Sequence[MarkJob], workers: int
+    context: ForkServerContext, marker: Marker, jobs: Sequence[MarkJob], workers: int
 ) -> Iterator[ImageReport]:
     """Each job once more in its own fresh process, `workers` at a time, so a second death
     names its image and takes no other with it. Plain processes, not a pool: their exit code
@@ -329,7 +332,9 @@ def _retry_alone(
             process.start()
             sender.close()
             running[receiver] = (process, job)
-        for receiver in multiprocessing.connection.wait(list(running)):
+        for ready in multiprocessing.connection.wait(list(running)):
+            assert isinstance(ready, multiprocessing.connection.Connection)  # wait returns the receivers given
+            receiver = ready
             process, job = running.pop(receiver)
             try:
                 report: ImageReport = receiver.recv()

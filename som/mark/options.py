@@ -26,10 +26,10 @@ class MarkOptions(Settings):
     seed: picks the deterministic colour sequence.
     """
 
-    short_side: int = Field(640, ge=0)
+    short_side: int = Field(default=640, ge=0)
     min_tag_area: int = 110
     label_mode: LabelMode = "number"
-    modes: tuple[DrawMode, ...] = Field(("mark",), min_length=1)
+    modes: tuple[DrawMode, ...] = Field(default=("mark",), min_length=1)
     font_size: int = 20
     box_alpha: Real = 0.8
     mask_alpha: Real = 0.4

@@ -55,6 +55,12 @@ class ChatSession:
     temperature: float
     conversation: Conversation | None = None
 
+    @property
+    def current(self) -> Conversation:
+        """The conversation going on: `start` begins one before the REPL reads a line."""
+        assert self.conversation is not None, "no conversation: start() first"
+        return self.conversation
+
     def start(self, image: ChatImage) -> None:
         """A new conversation about `image` (written under `out_dir`, its tags listed)."""
         written = image.write(self.out_dir)
@@ -64,7 +70,7 @@ class ChatSession:
     def show_image(self, written: Path) -> None:
         from rich.table import Table
 
-        marked = self.conversation.image.marked
+        marked = self.current.image.marked
         if marked is None:
             self.console.print(Text.assemble("Image (untagged): ", (str(written), "bold")), soft_wrap=True)
             return
@@ -97,12 +103,12 @@ class ChatSession:
                 params[key] = value
         config = TagConfig.from_dict({"segmenter": segmenter, "params": params, "mark_options": options,
                                       "cache_url": config.cache_url})
-        before = self.conversation
+        before = self.current
         image = load_image(Path(before.image.source), config)
         self.tags = config
         self.start(image)
         if before.image.sha256 == image.sha256:
-            self.conversation.turns = before.turns
+            self.current.turns = before.turns
         elif before.turns:
             self.console.print("[dim]The tags changed: new conversation.[/]")
 
@@ -110,10 +116,10 @@ class ChatSession:
         """Stream the answer to `question`, tags highlighted as they appear."""
         from rich.live import Live
 
-        shown = AnswerView(self.conversation.image.marked)
+        shown = AnswerView(self.current.image.marked)
         self.console.print("[bold magenta]model ›[/]")
         with Live(shown.render(), console=self.console, auto_refresh=False, vertical_overflow="visible") as live:
-            stream = self.conversation.ask(self.engine, question, max_tokens=self.max_tokens,
+            stream = self.current.ask(self.engine, question, max_tokens=self.max_tokens,
                                            temperature=self.temperature)
             for piece in stream:
                 shown.add(piece)
@@ -209,8 +215,8 @@ def _command(session: ChatSession, line: str) -> str | None:
     elif name == "/tags":
         session.retag(parse_key_values(tuple(args)))
     elif name == "/save" and len(args) == 1:
-        path = session.conversation.save(Path(args[0]).expanduser())
-        turns = len(session.conversation.turns)
+        path = session.current.save(Path(args[0]).expanduser())
+        turns = len(session.current.turns)
         console.print(Text.assemble(f"Saved {turns} turn{'s' * (turns != 1)} as LLaVA JSON: ", (str(path), "bold")),
                       soft_wrap=True)
     else:
@@ -294,6 +300,7 @@ def _engine(console: Console, model: str | None, url: str | None, api_key: str |
     try:
         if url:
             return remote_engine(url, model, api_key)
+        assert model is not None  # chat() stops when given neither --model nor --url
         with console.status(f"Loading {model}..."):
             return local_engine(model, **local)
     except httpx.HTTPError as exc:

@@ -162,6 +162,12 @@ def answer_html(text: str, marked: MarkedImage | None) -> str:
     return "".join(pieces) + html.escape(text[last:])
 
 
+def _marked(image: ChatImage) -> MarkedImage:
+    """The marks of a page image: the page loads every image with a TagConfig, so it is marked."""
+    assert image.marked is not None, f"{image.source} was loaded without tags"
+    return image.marked
+
+
 def _picture(data: bytes) -> Image.Image:
     import io
 
@@ -195,7 +201,8 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
              modes: list[str], min_tag_area: float, short_side: float) -> tuple:
         from som.images import ImageLoadError
 
-        empty = (None, gr.update(choices=[], value=None), [], None, [])
+        empty: tuple[None, dict[str, Any], list[list[Any]], None, list[dict[str, str]]] = (
+            None, gr.update(choices=[], value=None), [], None, [])
         if not path:
             return ("Upload an image or pick an example.", *empty)
         try:
@@ -205,7 +212,7 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
             return (f"**Cannot use this image**: {exc.reason}", *empty)
         except (ValueError, RuntimeError, OSError) as exc:  # bad settings; a segmenter that cannot load
             return (f"**Cannot mark**: {exc}", *empty)
-        marked = image.marked
+        marked = _marked(image)
         tags = [m["tag"] for m in marked.marks]
         return (_describe(marked), _picture(marked.image), gr.update(choices=tags, value=None),
                 [list(row) for row in tag_rows(marked)], Conversation(image), [])
@@ -213,7 +220,7 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
     def show_tag(tag: str | None, conversation: Conversation | None) -> tuple:
         if conversation is None:
             return gr.update(), gr.update()
-        marked = conversation.image.marked
+        marked = _marked(conversation.image)
         if not tag:
             return _picture(marked.image), _describe(marked)
         mark = marked.mark(tag)
@@ -224,7 +231,7 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
         if conversation is None or not event.index:
             return gr.update()
         x, y = (int(v) for v in event.index[:2])
-        return gr.update(value=conversation.image.marked.tag_at(x, y))
+        return gr.update(value=_marked(conversation.image).tag_at(x, y))
 
     def pick_row(event: gr.SelectData) -> dict:
         return gr.update(value=str(event.row_value[0])) if event.row_value else gr.update()
@@ -246,7 +253,7 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
         if not question.strip():
             yield history, "", gr.update(), gr.update(), conversation
             return
-        marked = conversation.image.marked
+        marked = _marked(conversation.image)
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
         text = ""
         try:

@@ -174,30 +174,30 @@ def supervise(text: str, spans: Sequence[Span], ids: Sequence[int], offsets: Seq
               sample_id: str = "?") -> Encoded:
     """Labels from one tokenization of `text` (ids and character offsets), image tokens
     expanded, truncated to `max_length`; see `tokenize_supervised`."""
-    ids = np.asarray(ids, dtype=np.int64)
-    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    is_image = ids == image_token_id
+    token_ids = np.asarray(ids, dtype=np.int64)
+    token_offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    is_image = token_ids == image_token_id
     if int(is_image.sum()) != text.count(image_token):
         raise SampleError(f"{text.count(image_token)} {image_token} in the text became "
                           f"{int(is_image.sum())} image tokens", kind="mismatch", sample_id=sample_id)
-    trained = _trained_tokens(text, spans, offsets, sample_id)
+    trained = _trained_tokens(text, spans, token_offsets, sample_id)
     if (trained & is_image).any():
         raise SampleError(f"an {image_token} lies inside an answer", kind="mismatch", sample_id=sample_id)
     repeats = np.where(is_image, image_seq_length, 1)
-    ids, trained = np.repeat(ids, repeats), np.repeat(trained, repeats)
-    full_length = len(ids)
+    token_ids, trained = np.repeat(token_ids, repeats), np.repeat(trained, repeats)
+    full_length = len(token_ids)
     if full_length > max_length:
-        image_positions = np.flatnonzero(ids == image_token_id)
+        image_positions = np.flatnonzero(token_ids == image_token_id)
         if image_positions.size and image_positions[-1] >= max_length:
             raise SampleError(f"{full_length} tokens with image tokens up to position "
                               f"{image_positions[-1]}: max_length {max_length} would cut the image",
                               kind="too_long", sample_id=sample_id)
-        ids, trained = ids[:max_length], trained[:max_length]
+        token_ids, trained = token_ids[:max_length], trained[:max_length]
     if not trained.any():
         where = (f" within max_length {max_length} (of {full_length} tokens)"
                  if full_length > max_length else "")
         raise SampleError(f"no answer token to train on{where}", kind="no_target", sample_id=sample_id)
-    return Encoded(ids, np.where(trained, ids, IGNORE_INDEX), full_length)
+    return Encoded(token_ids, np.where(trained, token_ids, IGNORE_INDEX), full_length)
 
 
 def _trained_tokens(text: str, spans: Sequence[Span], offsets: np.ndarray, sample_id: str) -> np.ndarray:
@@ -342,7 +342,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         if image is not None and (not isinstance(image, str) or not image):
             raise SampleError(f"image must be one path, got {image!r}", kind="malformed", sample_id=sample_id)
         try:
-            text, spans = render(record.get("conversations"), self.template)
+            text, spans = render(record.get("conversations", []), self.template)  # render checks the JSON value
         except ValueError as exc:
             raise SampleError(str(exc), kind="malformed", sample_id=sample_id) from None
         if (IMAGE_TOKEN in text) != (image is not None):

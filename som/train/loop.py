@@ -324,6 +324,7 @@ class Trainer:
         state = export.full_state_dict(self.engine)
         summary: dict[str, Any] = {}
         if self.env.is_main:
+            assert state is not None  # full_state_dict gathers the weights on rank 0
             lora = self.config.lora
             local = self.folder.local / ck.EXPORT
             export.write_export(self.engine.module, state, self.processor, local,

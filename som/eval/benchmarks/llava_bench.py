@@ -377,10 +377,13 @@ class LlavaBenchBenchmark:
         if self.runs < 1:
             raise ValueError(f"llava_bench: runs must be at least 1, got {self.runs}")
         cached = judge.with_cache(cache_url)
+
+        def review_all(run: int) -> list[Review]:
+            return cached.map(lambda item: review(item, answered[item.id], cached, rules, self.temperature,
+                                                  retry_unparsable=self.retry_unparsable, run=run), todo)
+
         try:
-            runs = [cached.map(lambda item, run=run: review(item, answered[item.id], cached, rules, self.temperature,
-                                                            retry_unparsable=self.retry_unparsable, run=run), todo)
-                    for run in range(self.runs)]
+            runs = [review_all(run) for run in range(self.runs)]
             record = cached.record()
         finally:
             if cached is not judge:

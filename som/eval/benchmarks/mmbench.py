@@ -192,7 +192,7 @@ def load_rows(table: TsvTable) -> list[MMBenchRow]:
             if cells[key] is None:
                 raise FormatError(table.path, f"row {index}: empty {key!r}", line)
         answer = cells.get("answer")
-        options = {letter: cells[letter] for letter in LETTERS if cells.get(letter) is not None}
+        options = {letter: value for letter in LETTERS if (value := cells.get(letter)) is not None}
         if answer is not None and answer not in options:
             raise FormatError(table.path, f"row {index}: answer {answer!r} is not one of its options", line)
         rows.append(MMBenchRow(
@@ -213,7 +213,7 @@ def prompt_options(row: MMBenchRow) -> list[str]:
     shown = []
     for letter in LETTERS:
         value = row.options.get(letter)
-        if _is_none(value):
+        if value is None or _is_none(value):
             break
         shown.append(value)
     return shown

@@ -381,8 +381,7 @@ def grade_answers(samples: Mapping[str, MMVetSample], answers: Mapping[str, str]
     def grade_all_runs(sample_id: str) -> list[Grade]:
         sample = samples[sample_id]
         return [grade(sample.question, sample.answer, answers[sample_id],
-                      lambda prompt, temperature, run=run: judge.ask(
-                          prompt, temperature, max_tokens=JUDGE_MAX_TOKENS, run=run))
+                      functools.partial(judge.ask, max_tokens=JUDGE_MAX_TOKENS, run=run))
                 for run in range(runs)]
 
     ids = [sample_id for sample_id in samples if sample_id in answers]
