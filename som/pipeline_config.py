@@ -15,18 +15,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from som.settings import validate
+from som.settings import Settings, validate
 
 Variant = Literal["plain", "tags"]
 
 
-class _Stage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetStage(_Stage):
+class DatasetStage(Settings):
     """The SoM dataset build (flows/som_dataset.py): segmenter, COCO masks, shards, Dask."""
 
     segmenter: str | None = Field(default=None, description="sam | slic | felzenszwalb | coco | auto (default)")
@@ -38,7 +34,7 @@ class DatasetStage(_Stage):
     scheduler: str | None = Field(default=None, description="address of a running Dask scheduler")
 
 
-class InstructionStage(_Stage):
+class InstructionStage(Settings):
     """Listing + QA instruction data and the mix into a base LLaVA instruction set."""
 
     base_mix: str | None = Field(default=None, description="base LLaVA instruction JSON, e.g. llava_v1_5_mix665k.json")
@@ -46,7 +42,7 @@ class InstructionStage(_Stage):
     seed: int = 0
 
 
-class TrainStage(_Stage):
+class TrainStage(Settings):
     """som-train: a config (YAML path or mapping), overrides and the job layout."""
 
     config: str | dict[str, Any] | None = None
@@ -56,7 +52,7 @@ class TrainStage(_Stage):
     gpus_per_node: int = Field(default=0, ge=0)
 
 
-class EvalStage(_Stage):
+class EvalStage(Settings):
     """som-evaluate of the trained model; skipped when no benchmark and no suite is named."""
 
     benchmarks: list[str] = Field(default_factory=list)
@@ -94,7 +90,7 @@ class EvalStage(_Stage):
         return bool(self.benchmarks or self.suite)
 
 
-class PipelineConfig(_Stage):
+class PipelineConfig(Settings):
     """Everything `som_pipeline` takes, as one document (YAML) with a section per stage."""
 
     source: str

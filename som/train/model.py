@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -54,7 +54,7 @@ class BuiltModel:
 
 
 def is_zero3(ds_config: dict[str, Any] | None) -> bool:
-    return bool(ds_config) and ds_config.get("zero_optimization", {}).get("stage") == 3
+    return ds_config is not None and ds_config.get("zero_optimization", {}).get("stage") == 3
 
 
 def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32,
@@ -146,7 +146,7 @@ def _vision_config(vision_id: str, local_files_only: bool) -> Any:
 
 
 def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.float32,
-                   feature_layer: int = -2, strategy: str | None = None,
+                   feature_layer: int = -2, strategy: Literal["default", "full"] | None = None,
                    local_files_only: bool = False, seed: int = 0,
                    zero3_config: Any = None) -> tuple[nn.Module, Any]:
     """A LlavaForConditionalGeneration made of a pretrained vision tower, a pretrained causal LM
@@ -159,14 +159,15 @@ def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.flo
     partitioned loading uses some), so every ZeRO stage starts from the same weights."""
     from transformers import (MODEL_MAPPING, AutoImageProcessor, AutoModelForCausalLM,
                               AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+                              LlavaProcessor, PreTrainedModel)
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     vision_config = _vision_config(vision_id, local_files_only)
     has_cls = vision_config.model_type in CLS_TOWERS
     strategy = strategy or ("default" if has_cls else "full")
     try:
-        vision_class = MODEL_MAPPING[type(vision_config)]
+        # MODEL_MAPPING's values are model classes; transformers annotates them as tuples
+        vision_class = cast("type[PreTrainedModel]", MODEL_MAPPING[type(vision_config)])
     except KeyError as exc:
         raise ModelLoadError(f"vision_tower {vision_id!r}: transformers has no vision model for "
                              f"config type {type(vision_config).__name__}") from exc
@@ -190,13 +191,15 @@ def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.flo
                                 mem_efficient_linear=False)
 
     patches = (vision_config.image_size // vision_config.patch_size) ** 2
+    # Not a LlavaConfig field: the config's strict dataclass keeps extra keyword arguments as attributes
+    extra: dict[str, Any] = {"pad_token_id": tokenizer.pad_token_id}
     config = LlavaConfig(
         vision_config=vision_config, text_config=lm.config,
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_seq_length=patches + (1 if has_cls and strategy == "full" else 0),
         projector_hidden_act="gelu", vision_feature_layer=feature_layer,
-        vision_feature_select_strategy=strategy, pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)))
+        vision_feature_select_strategy=strategy,
+        tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)), **extra)
     # The shell is made on the meta device: its random tower and LM would be thrown away.
     with _zero3_off(zero3_config), torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
@@ -272,7 +275,10 @@ class BlankImagePass:
     vision pass."""
 
     def __init__(self, model: nn.Module) -> None:
-        llava = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # A LlavaForConditionalGeneration, or the PeftModel around one (LoRA), used duck-typed
+        # (nn.Module types its dynamic attributes as Tensor | Module)
+        get_base_model = getattr(model, "get_base_model", None)
+        llava: Any = get_base_model() if get_base_model is not None else model
         vision = llava.config.vision_config
         size = getattr(vision, "image_size", None)
         if isinstance(size, (tuple, list)):
@@ -334,6 +340,9 @@ def set_trainable(model: nn.Module, parts: tuple[str, ...], lora: bool = False) 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Recompute activations in the backward pass (non-reentrant, so frozen inputs are fine)."""
+    from transformers import PreTrainedModel
+
+    assert isinstance(model, PreTrainedModel)  # the Llava model, before any LoRA wrapper
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
@@ -377,7 +386,8 @@ def count_parameters(model: nn.Module, trainable_only: bool) -> int:
 def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """Optimizer groups: the projector at `projector_lr` when set (LLaVA's LoRA recipe trains it
     at 2e-5 beside adapters at 2e-4), everything else at `lr`."""
-    projector, rest = [], []
+    projector: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (projector if "multi_modal_projector." in name else rest).append(param)
