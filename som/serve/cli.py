@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from som.cli import parse_key_values
+from som.job_options import job_fields, job_options
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,9 @@ def serve_group() -> None:
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Write RUN/endpoint.json (URL, model, job) "
               "once listening, for `served:RUN` evaluation and `som serve stop RUN`. Required with --slurm.")
 @click.option("--slurm", is_flag=True, help="Run the server as a Slurm job (the other options below).")
-@click.option("--gpus", type=click.IntRange(min=0), default=1, show_default=True, help="--slurm: GPUs of the job.")
-@click.option("--partition", help="--slurm: partition.")
-@click.option("--account", help="--slurm: account.")
-@click.option("--qos", help="--slurm: QOS.")
-@click.option("--cpus", type=click.IntRange(min=1), default=4, show_default=True, help="--slurm: CPUs of the job.")
-@click.option("--mem-gb", type=float, help="--slurm: memory (0: the whole node) [default: the partition's].")
-@click.option("--time-min", type=click.IntRange(min=1), default=24 * 60, show_default=True,
-              help="--slurm: time limit of one run; the job requeues itself before it (--max-requeues).")
+@job_options(executor=False, gpus_flag="--gpus", gpus_help="--slurm: GPUs of the job (default 1).",
+             time_help="--slurm: time limit of one run in minutes (default 1440); the job requeues itself "
+                       "before it (--max-requeues).", cpus_help="--slurm: CPUs of the job (default 4).")
 @click.option("--max-requeues", type=click.IntRange(min=0), default=10, show_default=True,
               help="--slurm: how often the job may requeue itself.")
 @click.option("--setup", multiple=True, metavar="LINE", help="--slurm: shell line run before the server "
@@ -119,8 +115,9 @@ def start(model: str, host: str | None, port: int | None, engine_name: str, serv
           load_in_8bit: bool, tags: str, segmenter: str, params: tuple[str, ...], mark_options: tuple[str, ...],
           api_key: str | None, max_tokens: int, max_concurrency: int, max_images: int, max_pixels: int,
           max_body_mb: float, max_image_mb: float, no_image_urls: bool, run_dir: str | None, slurm: bool,
-          gpus: int, partition: str | None, account: str | None, qos: str | None, cpus: int, mem_gb: float | None,
-          time_min: int, max_requeues: int, setup: tuple[str, ...], wait_s: float) -> None:
+          partition: str | None, account: str | None, qos: str | None, constraint: str | None,
+          timeout_min: int | None, cpus_per_task: int | None, mem_gb: float | None, gpus_per_node: int | None,
+          max_requeues: int, setup: tuple[str, ...], wait_s: float) -> None:
     """Serve MODEL (a hub id or a folder) on an OpenAI-compatible API.
 
     \b
@@ -148,8 +145,11 @@ def start(model: str, host: str | None, port: int | None, engine_name: str, serv
     if engine_name == "vllm":
         _run_vllm(options, api_key, run_dir, slurm)
     elif slurm:
-        _submit(options, api_key, run_dir or "", gpus=gpus, partition=partition, account=account, qos=qos, cpus=cpus,
-                mem_gb=mem_gb, time_min=time_min, max_requeues=max_requeues, setup=setup, wait_s=wait_s)
+        job = {"gpus_per_node": 1, "cpus_per_task": 4, "timeout_min": 24 * 60,  # a GPU server for a day
+               **job_fields(partition=partition, account=account, qos=qos, constraint=constraint,
+                            timeout_min=timeout_min, cpus_per_task=cpus_per_task, mem_gb=mem_gb,
+                            gpus_per_node=gpus_per_node)}
+        _submit(options, api_key, run_dir or "", job=job, max_requeues=max_requeues, setup=setup, wait_s=wait_s)
     else:
         _serve_here(options, api_key, run_dir)
 
@@ -188,14 +188,12 @@ def _run_vllm(options: Any, api_key: str | None, run_dir: str | None, slurm: boo
         raise click.ClickException(str(exc)) from None
 
 
-def _submit(options: Any, api_key: str | None, run_dir: str, *, gpus: int, partition: str | None,
-            account: str | None, qos: str | None, cpus: int, mem_gb: float | None, time_min: int,
-            max_requeues: int, setup: tuple[str, ...], wait_s: float) -> None:
+def _submit(options: Any, api_key: str | None, run_dir: str, *, job: dict[str, Any], max_requeues: int,
+            setup: tuple[str, ...], wait_s: float) -> None:
     from som.jobs import JobSpec
     from som.serve.slurm import submit_server, wait_for_endpoint
 
-    spec = JobSpec(executor="slurm", gpus_per_node=gpus, cpus_per_task=cpus, mem_gb=mem_gb, timeout_min=time_min,
-                   partition=partition, account=account, qos=qos, max_requeues=max_requeues, setup=setup)
+    spec = JobSpec(executor="slurm", max_requeues=max_requeues, setup=setup, **job)
     try:
         job = submit_server(options, spec, run_dir, api_key=api_key)
     except RuntimeError as exc:

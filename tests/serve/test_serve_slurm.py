@@ -56,7 +56,7 @@ def ask(info: dict) -> str:
 
 
 def test_serve_on_slurm(slurm_env: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Submit with --time-min 2: the endpoint appears and answers as the model does in
+    """Submit with --time 2: the endpoint appears and answers as the model does in
     process; Slurm then signals the job (submitit's USR2, 90 s before the limit), submitit
     checkpoints it (the endpoint goes away) and requeues it, and the restarted job serves and
     rewrites the endpoint; `som serve stop` cancels it."""
@@ -65,8 +65,8 @@ def test_serve_on_slurm(slurm_env: SlurmCluster, tmp_path: Path, monkeypatch: py
     folder = build_tiny_llava(tmp_path / "model")
     run = tmp_path / "run"
     monkeypatch.setenv("SOMFLOW_API_KEY", KEY)
-    result = CliRunner().invoke(cli, ["serve", folder, "--slurm", "--gpus", "0", "--partition", "debug", "--cpus", "1",
-                                      "--time-min", "2", "--run-dir", str(run), "--local-files-only",
+    result = CliRunner().invoke(cli, ["serve", folder, "--slurm", "--gpus", "0", "--partition", "debug", "--cpus-per-task", "1",
+                                      "--time", "2", "--run-dir", str(run), "--local-files-only",
                                       "--wait-s", "240"])
     assert result.exit_code == 0, result.output
     info = read_endpoint(run)
