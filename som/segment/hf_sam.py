@@ -136,11 +136,10 @@ def load_model(model: str, local_files_only: bool, cache_dir: str | None) -> tup
     and says what to do when it is neither cached nor downloadable."""
     from transformers import SamModel, SamProcessor
 
-    options = {"local_files_only": local_files_only, "cache_dir": cache_dir}
     try:
         return (
-            SamModel.from_pretrained(model, **options),
-            SamProcessor.from_pretrained(model, **options),
+            SamModel.from_pretrained(model, local_files_only=local_files_only, cache_dir=cache_dir),
+            SamProcessor.from_pretrained(model, local_files_only=local_files_only, cache_dir=cache_dir),
         )
     except (OSError, ValueError) as exc:
         where = "in the local Hugging Face cache" if local_files_only else "locally or on the hub"

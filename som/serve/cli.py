@@ -145,11 +145,12 @@ def start(model: str, host: str | None, port: int | None, engine_name: str, serv
     if engine_name == "vllm":
         _run_vllm(options, api_key, run_dir, slurm)
     elif slurm:
-        job = {"gpus_per_node": 1, "cpus_per_task": 4, "timeout_min": 24 * 60,  # a GPU server for a day
+        resources = {"gpus_per_node": 1, "cpus_per_task": 4, "timeout_min": 24 * 60,  # a GPU server for a day
                **job_fields(partition=partition, account=account, qos=qos, constraint=constraint,
                             timeout_min=timeout_min, cpus_per_task=cpus_per_task, mem_gb=mem_gb,
                             gpus_per_node=gpus_per_node)}
-        _submit(options, api_key, run_dir or "", job=job, max_requeues=max_requeues, setup=setup, wait_s=wait_s)
+        _submit(options, api_key, run_dir or "", resources=resources, max_requeues=max_requeues, setup=setup,
+                wait_s=wait_s)
     else:
         _serve_here(options, api_key, run_dir)
 
@@ -188,12 +189,12 @@ def _run_vllm(options: Any, api_key: str | None, run_dir: str | None, slurm: boo
         raise click.ClickException(str(exc)) from None
 
 
-def _submit(options: Any, api_key: str | None, run_dir: str, *, job: dict[str, Any], max_requeues: int,
+def _submit(options: Any, api_key: str | None, run_dir: str, *, resources: dict[str, Any], max_requeues: int,
             setup: tuple[str, ...], wait_s: float) -> None:
     from som.jobs import JobSpec
     from som.serve.slurm import submit_server, wait_for_endpoint
 
-    spec = JobSpec(executor="slurm", max_requeues=max_requeues, setup=setup, **job)
+    spec = JobSpec.from_mapping({"executor": "slurm", "max_requeues": max_requeues, "setup": setup, **resources})
     try:
         job = submit_server(options, spec, run_dir, api_key=api_key)
     except RuntimeError as exc:
