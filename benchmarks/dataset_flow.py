@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> None:
     from tests.helpers.image_sets import derived_photos
 
     source = "s3://bench/images"
-    storage.write_many({storage.join(source, k): v for k, v in derived_photos(args.images, size=args.short_side).items()})
+    storage.write_many(
+        {storage.join(source, k): v for k, v in derived_photos(args.images, size=args.short_side).items()}
+    )
     style = {"short_side": args.short_side}
     params = {"n_segments": 48}
 
@@ -78,16 +80,31 @@ def run(args: argparse.Namespace) -> None:
     with prefect_api():
         for workers in (1, 2):
             clock = time.perf_counter()
-            state = build_som_dataset(source=source, dest=f"s3://bench/flow{workers}", segmenter="slic", segmenter_params=params, short_side=args.short_side, shard_size=args.shard_size, workers=workers, return_state=True)
+            state = build_som_dataset(
+                source=source,
+                dest=f"s3://bench/flow{workers}",
+                segmenter="slic",
+                segmenter_params=params,
+                short_side=args.short_side,
+                shard_size=args.shard_size,
+                workers=workers,
+                return_state=True,
+            )
             flows[workers] = time.perf_counter() - clock
             assert state.is_completed(), state.message
 
-    print(f"{args.images} images, slic n_segments=48 at short side {args.short_side}, shards of {args.shard_size}, SeaweedFS on 127.0.0.1")
+    print(
+        f"{args.images} images, slic n_segments=48 at short side {args.short_side}, shards of {args.shard_size}, "
+        f"SeaweedFS on 127.0.0.1"
+    )
     print("| run | wall s | images/s | vs plain loop |")
     print("|---|---|---|---|")
     print(f"| plain loop, 1 process | {loop:.1f} | {args.images / loop:.2f} | - |")
     for workers, seconds in flows.items():
-        print(f"| flow, {workers} worker{'s' if workers > 1 else ''} | {seconds:.1f} | {args.images / seconds:.2f} | {100 * (seconds - loop) / loop:+.1f}% time |")
+        print(
+            f"| flow, {workers} worker{'s' if workers > 1 else ''} | {seconds:.1f} | {args.images / seconds:.2f} | "
+            f"{100 * (seconds - loop) / loop:+.1f}% time |"
+        )
     print(f"2 workers vs 1: {flows[1] / flows[2]:.2f}x")
 
 

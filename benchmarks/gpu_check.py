@@ -73,8 +73,15 @@ def _peak() -> float | None:
 def photos(count: int = 8) -> list[Path]:
     """Real photos from tests/data and ../shared/reference/images (logos left out)."""
     roots = [REPO / "tests" / "data", REPO.parent / "shared" / "reference" / "images"]
-    found = sorted({p.resolve() for root in roots if root.is_dir() for p in root.rglob("*")
-                    if p.suffix.lower() in PHOTO_SUFFIXES and "logo" not in p.name})
+    found = sorted(
+        {
+            p.resolve()
+            for root in roots
+            if root.is_dir()
+            for p in root.rglob("*")
+            if p.suffix.lower() in PHOTO_SUFFIXES and "logo" not in p.name
+        }
+    )
     return found[:count]
 
 
@@ -90,9 +97,13 @@ def environment() -> Row:
         return Row("environment", "ok", f"torch {torch.__version__}, no CUDA device")
     name = torch.cuda.get_device_name()
     capability = devices.compute_capability("cuda")
-    return Row("environment", "ok", f"torch {torch.__version__}, {name}, capability {capability}, "
-               f"native bf16 {devices.native_bf16('cuda')}, auto train dtype "
-               f"{devices.auto_dtype('cuda')}")
+    return Row(
+        "environment",
+        "ok",
+        f"torch {torch.__version__}, {name}, capability {capability}, "
+        f"native bf16 {devices.native_bf16('cuda')}, auto train dtype "
+        f"{devices.auto_dtype('cuda')}",
+    )
 
 
 def gpu_tests(dry_run: bool) -> Row:
@@ -152,17 +163,23 @@ def _segment_rows(name: str, make: Callable[[str], Any], images: list[Any]) -> l
             reference = masks
             agreement = 1.0
         else:
-            agreement = min(_mask_agreement(r, m) for r, m in zip(reference, masks))
+            agreement = min(_mask_agreement(r, m) for r, m in zip(reference, masks, strict=False))
         status = "ok" if agreement >= MASK_IOU_TOLERANCE else "FAIL"
         flops = segmenter_flops(segmenter)
         assert flops is not None  # sam and hf-sam
         share = utilization(flops.total * len(images), seconds, device_peak_flops("cuda"))
         peak = "–" if share is None else f"{100 * share:.1f}%"
-        rows.append(Row(f"{name} {mode}", status,
-                        f"{len(images) / seconds:.2f} images/s, {format_flops(flops.total)}/image, "
-                        f"{peak} of bf16 peak, {sum(map(len, masks))} masks, "
-                        f"worst image mean IoU vs fp32 {agreement:.3f} (tolerance "
-                        f"{MASK_IOU_TOLERANCE})", _peak()))
+        rows.append(
+            Row(
+                f"{name} {mode}",
+                status,
+                f"{len(images) / seconds:.2f} images/s, {format_flops(flops.total)}/image, "
+                f"{peak} of bf16 peak, {sum(map(len, masks))} masks, "
+                f"worst image mean IoU vs fp32 {agreement:.3f} (tolerance "
+                f"{MASK_IOU_TOLERANCE})",
+                _peak(),
+            )
+        )
         del segmenter
         torch.cuda.empty_cache()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -177,21 +194,28 @@ def segmenters(dry_run: bool) -> list[Row]:
     from PIL import Image
 
     images = [np.asarray(Image.open(p).convert("RGB")) for p in photos()]
-    knobs = {"points_per_side": 16, "points_per_batch": 64, "pred_iou_thresh": 0.0,
-             "stability_score_thresh": 0.0}  # random weights: keep every mask to compare
+    knobs = {
+        "points_per_side": 16,
+        "points_per_batch": 64,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+    }  # random weights: keep every mask to compare
     rows: list[Row] = []
     try:
+        import torch
         from segment_anything import sam_model_registry
 
         from som.segment.sam import SamParams, SamSegmenter
 
-        import torch
-
         torch.manual_seed(0)
         sam = sam_model_registry["vit_b"](checkpoint=None)  # real ViT-B shape, random weights
-        rows += _segment_rows("sam", lambda autocast: SamSegmenter(
-            SamParams(model_type="vit_b", device="cuda", autocast=autocast, **knobs), model=sam),
-            images)
+        rows += _segment_rows(
+            "sam",
+            lambda autocast: SamSegmenter(
+                SamParams(model_type="vit_b", device="cuda", autocast=autocast, **knobs), model=sam
+            ),
+            images,
+        )
     except ImportError as exc:
         rows += [Row(n, f"skipped: {exc}") for n in names[:4]]
     folder = Path(tempfile.mkdtemp(prefix="hf-sam-"))
@@ -206,9 +230,13 @@ def segmenters(dry_run: bool) -> list[Row]:
         from transformers import SamImageProcessor
 
         SamImageProcessor().save_pretrained(folder)
-        rows += _segment_rows("hf-sam", lambda autocast: HfSamSegmenter(HfSamParams(
-            model=str(folder), local_files_only=True, device="cuda", autocast=autocast, **knobs)),
-            images)
+        rows += _segment_rows(
+            "hf-sam",
+            lambda autocast: HfSamSegmenter(
+                HfSamParams(model=str(folder), local_files_only=True, device="cuda", autocast=autocast, **knobs)
+            ),
+            images,
+        )
     except Exception as exc:  # noqa: BLE001
         rows += [Row(n, "FAIL", f"{type(exc).__name__}: {exc}"[:200]) for n in names[4:]]
     finally:
@@ -223,9 +251,14 @@ def _train(config: dict[str, Any], run_dir: Path, log_path: Path) -> int:
     path = run_dir.parent / f"{run_dir.name}.json"
     path.write_text(json.dumps(config))  # JSON is YAML
     with log_path.open("ab") as out:
-        return subprocess.run([sys.executable, "-m", "som.train.entry", "--config", str(path),
-                               "--run-dir", str(run_dir)], cwd=REPO, env=env, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=300).returncode
+        return subprocess.run(
+            [sys.executable, "-m", "som.train.entry", "--config", str(path), "--run-dir", str(run_dir)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        ).returncode
 
 
 def training(dry_run: bool) -> list[Row]:
@@ -243,18 +276,28 @@ def training(dry_run: bool) -> list[Row]:
         data = make_listing_dataset(root / "data", count=16)
         for stage in (2, 3):
             run = root / f"zero{stage}"
-            config = {"stage": "finetune", "vision_tower": clip, "language_model": lm,
-                      "local_files_only": True, "data_url": str(data),
-                      "image_root": str(data.parent), "zero_stage": stage,
-                      "global_batch_size": 4, "micro_batch_size": 2, "max_length": 256,
-                      "lr": 1e-3, "save_every": 4, "keep_last": 2, "dataloader_workers": 0,
-                      "max_steps": 8}
+            config = {
+                "stage": "finetune",
+                "vision_tower": clip,
+                "language_model": lm,
+                "local_files_only": True,
+                "data_url": str(data),
+                "image_root": str(data.parent),
+                "zero_stage": stage,
+                "global_batch_size": 4,
+                "micro_batch_size": 2,
+                "max_length": 256,
+                "lr": 1e-3,
+                "save_every": 4,
+                "keep_last": 2,
+                "dataloader_workers": 0,
+                "max_steps": 8,
+            }
             logs = root / f"zero{stage}.log"
             start = time.perf_counter()
             code = _train(config, run, logs)
             if code != 0:
-                rows.append(Row(f"train ZeRO-{stage} tiny LLaVA", "FAIL",
-                                f"exit {code}: {logs.read_text()[-300:]}"))
+                rows.append(Row(f"train ZeRO-{stage} tiny LLaVA", "FAIL", f"exit {code}: {logs.read_text()[-300:]}"))
                 continue
             records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
             first = [r["loss"] for r in records]
@@ -277,9 +320,15 @@ def training(dry_run: bool) -> list[Row]:
                 LlavaForConditionalGeneration.from_pretrained(run / "hf")
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"export does not load: {exc}")
-            rows.append(Row(f"train ZeRO-{stage} tiny LLaVA", "FAIL" if problems else "ok",
-                            "; ".join(problems) or f"loss {first[0]:.3f} -> {first[-1]:.3f}, "
-                            f"resume exact, export loads, {accounting}, {time.perf_counter() - start:.0f} s"))
+            rows.append(
+                Row(
+                    f"train ZeRO-{stage} tiny LLaVA",
+                    "FAIL" if problems else "ok",
+                    "; ".join(problems)
+                    or f"loss {first[0]:.3f} -> {first[-1]:.3f}, "
+                    f"resume exact, export loads, {accounting}, {time.perf_counter() - start:.0f} s",
+                )
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return rows
@@ -316,20 +365,24 @@ def evaluation(dry_run: bool) -> Row:
         for k, path in enumerate(photos(4)):
             buffer = io.BytesIO()
             Image.open(path).convert("RGB").resize((64, 48)).save(buffer, format="PNG")
-            questions.append(Question(image=buffer.getvalue(), prompt=f"What is in photo {k}?" * (k + 1),
-                                      id=f"q{k}"))
+            questions.append(Question(image=buffer.getvalue(), prompt=f"What is in photo {k}?" * (k + 1), id=f"q{k}"))
         questions.append(Question(image=None, prompt="Say something.", id="text"))
-        kwargs = {"device": "cuda" if cuda else "cpu", "dtype": "bfloat16" if cuda else "float32",
-                  "max_new_tokens": 8, "local_files_only": True}
+        kwargs = {
+            "device": "cuda" if cuda else "cpu",
+            "dtype": "bfloat16" if cuda else "float32",
+            "max_new_tokens": 8,
+            "local_files_only": True,
+        }
         _peak_reset()
         batched = load_model(str(folder), batch_size=8, **kwargs).answer(questions)
         single = load_model(str(folder), batch_size=1, **kwargs).answer(questions)
-        differ = [q.id for q, a, b in zip(questions, batched, single) if a != b]
+        differ = [q.id for q, a, b in zip(questions, batched, single, strict=False) if a != b]
         name = f"eval batched vs single ({'bf16' if cuda else 'fp32, CPU'})"
         # bf16 left padding may change a greedy token; report, do not fail the table for it
         status = "ok" if not differ or cuda else "FAIL"
-        return Row(name, status, f"{len(questions)} questions, {len(differ)} differ {differ}",
-                   _peak() if cuda else None)
+        return Row(
+            name, status, f"{len(questions)} questions, {len(differ)} differ {differ}", _peak() if cuda else None
+        )
     except Exception as exc:  # noqa: BLE001
         return Row("eval batched vs single", "FAIL", f"{type(exc).__name__}: {exc}"[:200])
     finally:
@@ -359,21 +412,17 @@ def cluster(dry_run: bool) -> Row:
 def table(rows: list[Row]) -> str:
     """A fixed-width text table: check | status | peak MiB | detail."""
     header = ("check", "status", "peak MiB", "detail")
-    cells = [(r.check, r.status, "" if r.peak_mib is None else f"{r.peak_mib:.0f}", r.detail)
-             for r in rows]
+    cells = [(r.check, r.status, "" if r.peak_mib is None else f"{r.peak_mib:.0f}", r.detail) for r in rows]
     widths = [max(len(header[i]), *(len(c[i]) for c in cells)) for i in range(3)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(header[:3], widths)) + " | " + header[3]]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(header[:3], widths, strict=False)) + " | " + header[3]]
     lines.append("-+-".join("-" * w for w in widths) + "-+-" + "-" * 6)
-    lines += [" | ".join(c.ljust(w) for c, w in zip(cell[:3], widths)) + " | " + cell[3]
-              for cell in cells]
+    lines += [" | ".join(c.ljust(w) for c, w in zip(cell[:3], widths, strict=True)) + " | " + cell[3] for cell in cells]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true",
-                        help="CPU parts only (the default without CUDA)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dry-run", action="store_true", help="CPU parts only (the default without CUDA)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     dry_run = args.dry_run or not _cuda()

@@ -90,7 +90,11 @@ def main() -> None:
             row = measure(tree, target)
             log.info(
                 "| %s | %d | %.0f | %.1f | %s |",
-                tree, row["records"], row["peak_mib"], row["seconds"], (row["fatal"] or "")[:110],
+                tree,
+                row["records"],
+                row["peak_mib"],
+                row["seconds"],
+                (row["fatal"] or "")[:110],
             )
 
 

@@ -27,14 +27,16 @@ from som.mark.draw import draw_tags  # noqa: E402
 from som.mark.marker import place_tags  # noqa: E402
 from som.mark.options import MarkOptions  # noqa: E402
 from som.mark.ownership import assign_ownership  # noqa: E402
-from som.segment.coco import CocoSegmenter, CocoParams  # noqa: E402
+from som.segment.coco import CocoParams, CocoSegmenter  # noqa: E402
 
 
 def time_stages(folder: Path, masks: int, repeats: int) -> dict[str, float]:
     annotations = make_dataset(folder, images=repeats, masks=masks, seed=masks)
     segmenter = CocoSegmenter(CocoParams(annotations=str(annotations)))
     options = MarkOptions()
-    stages: dict[str, list[float]] = {k: [] for k in ("load", "resize", "masks", "ownership", "placement", "draw", "encode")}
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("load", "resize", "masks", "ownership", "placement", "draw", "encode")
+    }
     for path in sorted(folder.glob("*.jpg")):
         clock = time.perf_counter()
         loaded = load_image(path)
@@ -63,7 +65,18 @@ def time_stages(folder: Path, masks: int, repeats: int) -> dict[str, float]:
 def end_to_end(folder: Path, images: int, masks: int, workers: int) -> tuple[float, str]:
     annotations = make_dataset(folder, images=images, masks=masks, seed=7)
     out = folder / "out"
-    command = [sys.executable, "-m", "som.cli", "mark", str(folder), "--out", str(out), "--masks", str(annotations), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "som.cli",
+        "mark",
+        str(folder),
+        "--out",
+        str(out),
+        "--masks",
+        str(annotations),
+        "--no-progress",
+    ]
     if workers:
         command += ["--workers", str(workers)]
     clock = time.perf_counter()

@@ -102,9 +102,7 @@ def place(variant: Variant, masks: list[Mask], ownership: Ownership) -> list[Poi
     return [shape.position for shape in shapes]
 
 
-def run(
-    variants: dict[str, Variant], cases: list, reference: list, repeats: int
-) -> dict[str, tuple[float, int, int]]:
+def run(variants: dict[str, Variant], cases: list, reference: list, repeats: int) -> dict[str, tuple[float, int, int]]:
     """Per variant: median over images of the best-of-`repeats` ms, and tags off the reference.
 
     Variants take turns on each image, so load from other processes hits them alike.
@@ -117,15 +115,13 @@ def run(
                 clock = time.perf_counter()
                 got = place(variant, masks, ownership)
                 best[name][index] = min(best[name][index], time.perf_counter() - clock)
-                off[name] += sum(a != b for a, b in zip(got, reference[index]))
+                off[name] += sum(a != b for a, b in zip(got, reference[index], strict=False))
     tags = sum(map(len, reference)) * repeats
     return {name: (statistics.median(best[name]) * 1000, off[name], tags) for name in variants}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--masks", type=int, default=100)
     parser.add_argument("--height", type=int, default=640)

@@ -40,8 +40,23 @@ PHOTO = REPO_ROOT / "tests" / "data" / "extreme_ironing.jpg"
 
 
 def start_server(model: str, run_dir: Path, tags: str, device: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "som.cli", "serve", model, "--port", "0", "--run-dir", str(run_dir),
-               "--max-concurrency", "64", "--device", device, "--tags", tags]
+    command = [
+        sys.executable,
+        "-m",
+        "som.cli",
+        "serve",
+        model,
+        "--port",
+        "0",
+        "--run-dir",
+        str(run_dir),
+        "--max-concurrency",
+        "64",
+        "--device",
+        device,
+        "--tags",
+        tags,
+    ]
     if tags == "auto":
         command += ["--segmenter", "slic"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -82,8 +97,16 @@ def run_level(url: str, model: str, images: list[bytes], clients: int, max_token
                     if not queue:
                         return
                     index = queue.pop()
-                body = {"model": model, "max_tokens": max_tokens, "messages": [
-                    {"role": "user", "content": [image_content(images[index]), text_content("What is the man doing?")]}]}
+                body = {
+                    "model": model,
+                    "max_tokens": max_tokens,
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [image_content(images[index]), text_content("What is the man doing?")],
+                        }
+                    ],
+                }
                 started = time.perf_counter()
                 response = http.post(f"{url}/chat/completions", json=body)
                 elapsed = time.perf_counter() - started
@@ -120,8 +143,10 @@ def main() -> None:
             from tests.helpers.tiny_llava import build_tiny_llava
 
             model = build_tiny_llava(Path(tmp) / "tiny_llava")
-        print(f"som serve {'tiny random LLaVA' if args.model is None else model} on {args.device}, "
-              f"{args.requests} requests per level, max_tokens {args.max_tokens}, {os.cpu_count()} cores")
+        print(
+            f"som serve {'tiny random LLaVA' if args.model is None else model} on {args.device}, "
+            f"{args.requests} requests per level, max_tokens {args.max_tokens}, {os.cpu_count()} cores"
+        )
         print("| --tags | clients | req/s | p50 ms | p95 ms |")
         print("|---|---|---|---|---|")
         for tags in args.tags:
@@ -134,9 +159,11 @@ def main() -> None:
                 for level, clients in enumerate(args.clients):
                     images = distinct_images(args.requests, start=level * args.requests)
                     wall, latencies = run_level(endpoint["url"], endpoint["model"], images, clients, args.max_tokens)
-                    print(f"| {tags} | {clients} | {len(latencies) / wall:.1f} | "
-                          f"{statistics.median(latencies) * 1000:.0f} | {percentile(latencies, 95) * 1000:.0f} |",
-                          flush=True)
+                    print(
+                        f"| {tags} | {clients} | {len(latencies) / wall:.1f} | "
+                        f"{statistics.median(latencies) * 1000:.0f} | {percentile(latencies, 95) * 1000:.0f} |",
+                        flush=True,
+                    )
             finally:
                 process.terminate()
                 process.wait(timeout=60)

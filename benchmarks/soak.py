@@ -87,8 +87,9 @@ PROCS = Processes()
 
 def seaweed(*args: str, check: bool = True, timeout: float = 90) -> dict[str, Any]:
     """Run infra/storage/seaweed.py; returns its JSON report ({} when it printed none)."""
-    result = subprocess.run([sys.executable, str(SEAWEED), *args, "--json"], capture_output=True,
-                            text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        [sys.executable, str(SEAWEED), *args, "--json"], capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and result.returncode != 0:
         raise RuntimeError(f"seaweed.py {args[0]} failed: {result.stdout}{result.stderr}")
     lines = result.stdout.strip().splitlines()
@@ -114,10 +115,13 @@ def start_prefect(workdir: Path, env: dict[str, str]) -> str:
     """One Prefect server for all builds (each CLI would otherwise start its own)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    PROCS.prefect = Service("the Prefect server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                                                   "--port", str(port)],
-                            log=workdir / "prefect.log", state=workdir / "prefect.pid",
-                            env={**env, "PREFECT_UI_ENABLED": "false"})
+    PROCS.prefect = Service(
+        "the Prefect server",
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        log=workdir / "prefect.log",
+        state=workdir / "prefect.pid",
+        env={**env, "PREFECT_UI_ENABLED": "false"},
+    )
     PROCS.prefect.start()
     PROCS.prefect.watch_owner(os.getpid())
     PROCS.prefect.wait_ready(lambda: healthy(url), 120)
@@ -225,11 +229,25 @@ class Build:
         return len(alive)
 
 
-def start_build(source: str, dest: str, env: dict[str, str], logs: Path, name: str, workers: int,
-                shard_size: int) -> Build:
+def start_build(
+    source: str, dest: str, env: dict[str, str], logs: Path, name: str, workers: int, shard_size: int
+) -> Build:
     """Start the CLI in its own session (process group) with output to logs/<name>.log."""
-    command = [str(BIN / "som"), "dataset", "build", source, dest, "--segmenter", "slic",
-               "--workers", str(workers), "--shard-size", str(shard_size), "--short-side", "256"]
+    command = [
+        str(BIN / "som"),
+        "dataset",
+        "build",
+        source,
+        dest,
+        "--segmenter",
+        "slic",
+        "--workers",
+        str(workers),
+        "--shard-size",
+        str(shard_size),
+        "--short-side",
+        "256",
+    ]
     out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 (closed by the child's exit)
     proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     out.close()
@@ -292,8 +310,9 @@ def inject(kind: str, rng: random.Random, build: Build, args: argparse.Namespace
         seaweed_up(ctx["state"], port=ctx["port"])
         return at
     elif kind == "concurrent":
-        second = start_build(ctx["subset"], ctx["dest"], ctx["env"], ctx["logs"], f"{build.name}-second",
-                             args.workers, args.shard_size)
+        second = start_build(
+            ctx["subset"], ctx["dest"], ctx["env"], ctx["logs"], f"{build.name}-second", args.workers, args.shard_size
+        )
         ctx["second"] = second
     elif kind == "worker_kill":
         end = time.monotonic() + 30
@@ -320,12 +339,21 @@ def soak(args: argparse.Namespace) -> dict[str, KindStats]:
     from som.storage import clear_filesystems, read_config_file
 
     settings = read_config_file(state / "s3.env")
-    s3_env = {"AWS_ACCESS_KEY_ID": settings.key or "", "AWS_SECRET_ACCESS_KEY": settings.secret or "",
-              "AWS_DEFAULT_REGION": report.get("region", "us-east-1"), "AWS_ENDPOINT_URL": report["endpoint_url"]}
+    s3_env = {
+        "AWS_ACCESS_KEY_ID": settings.key or "",
+        "AWS_SECRET_ACCESS_KEY": settings.secret or "",
+        "AWS_DEFAULT_REGION": report.get("region", "us-east-1"),
+        "AWS_ENDPOINT_URL": report["endpoint_url"],
+    }
     os.environ.update(s3_env)
     clear_filesystems()
-    env = {**os.environ, **s3_env, "PREFECT_HOME": str(workdir / "prefect"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **s3_env,
+        "PREFECT_HOME": str(workdir / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("PREFECT_API_URL", None)
     log.info("SeaweedFS at %s (state %s); starting Prefect", report["endpoint_url"], state)
     env["PREFECT_API_URL"] = start_prefect(workdir, env)
@@ -341,8 +369,14 @@ def soak(args: argparse.Namespace) -> dict[str, KindStats]:
         new = upload_round(rng, round_no, args.images, truncated=2 if round_no == 1 else 0)
         expected_good += new
         name = f"r{round_no:03d}-{kind}"
-        ctx: dict[str, Any] = {"state": state, "port": port, "dest": dest, "env": env, "logs": logs,
-                               "subset": f"{source}/r{round_no:03d}/b"}
+        ctx: dict[str, Any] = {
+            "state": state,
+            "port": port,
+            "dest": dest,
+            "env": env,
+            "logs": logs,
+            "subset": f"{source}/r{round_no:03d}/b",
+        }
         build = start_build(source, dest, env, logs, name, args.workers, args.shard_size)
         fault_at = inject(kind, rng, build, args, ctx)
         code = build.wait()
@@ -389,14 +423,28 @@ def soak(args: argparse.Namespace) -> dict[str, KindStats]:
             st.unrecovered += 1
         elif kind_injected:
             st.recover_s.append(recovered_at - fault_at)
-        log.info("round %d %-11s injected=%s exit=%s rows=%s ok=%s failed=%s dups=%d losses=%d orphans=%d "
-                 "recover=%s", round_no, kind, kind_injected, code, audit and audit.rows,
-                 audit and audit.ok, audit and audit.failed, dups, losses, st.orphans,
-                 f"{recovered_at - fault_at:.1f}s" if recovered_at else "NO")
+        log.info(
+            "round %d %-11s injected=%s exit=%s rows=%s ok=%s failed=%s dups=%d losses=%d orphans=%d recover=%s",
+            round_no,
+            kind,
+            kind_injected,
+            code,
+            audit and audit.rows,
+            audit and audit.ok,
+            audit and audit.failed,
+            dups,
+            losses,
+            st.orphans,
+            f"{recovered_at - fault_at:.1f}s" if recovered_at else "NO",
+        )
         if audit is not None and not audit.clean:
-            log.warning("unclean audit: orphaned=%d missing=%d dup=%d failed_without_reason=%d",
-                        len(audit.orphaned_objects), len(audit.missing_objects),
-                        len(audit.duplicate_sources), len(audit.failed_without_reason))
+            log.warning(
+                "unclean audit: orphaned=%d missing=%d dup=%d failed_without_reason=%d",
+                len(audit.orphaned_objects),
+                len(audit.missing_objects),
+                len(audit.duplicate_sources),
+                len(audit.failed_without_reason),
+            )
     stats["_meta"] = KindStats(images=expected_good)
     log.info("logs in %s", logs)
     return stats
@@ -404,8 +452,10 @@ def soak(args: argparse.Namespace) -> dict[str, KindStats]:
 
 def table(stats: dict[str, KindStats]) -> str:
     """The summary table (plain text)."""
-    header = f"{'fault kind':<12} {'faults':>6} {'images':>6} {'dups':>5} {'losses':>6} {'orphans':>7} " \
-             f"{'unrecov':>7} {'missed':>6} {'max RSS MiB':>11} {'recover s med/max':>18} {'fault exits':<20}"
+    header = (
+        f"{'fault kind':<12} {'faults':>6} {'images':>6} {'dups':>5} {'losses':>6} {'orphans':>7} "
+        f"{'unrecov':>7} {'missed':>6} {'max RSS MiB':>11} {'recover s med/max':>18} {'fault exits':<20}"
+    )
     lines = [header, "-" * len(header)]
     total = KindStats()
     for kind in KINDS:
@@ -413,8 +463,11 @@ def table(stats: dict[str, KindStats]) -> str:
         if st is None:
             continue
         rec = f"{statistics.median(st.recover_s):.1f}/{max(st.recover_s):.1f}" if st.recover_s else "-"
-        lines.append(f"{kind:<12} {st.faults:>6} {st.images:>6} {st.duplicates:>5} {st.losses:>6} {st.orphans:>7} "
-                     f"{st.unrecovered:>7} {st.missed:>6} {st.max_rss / 2**20:>11.0f} {rec:>18} {','.join(map(str, st.fault_exit)):<20}")
+        lines.append(
+            f"{kind:<12} {st.faults:>6} {st.images:>6} {st.duplicates:>5} {st.losses:>6} {st.orphans:>7} "
+            f"{st.unrecovered:>7} {st.missed:>6} {st.max_rss / 2**20:>11.0f} {rec:>18} "
+            f"{','.join(map(str, st.fault_exit)):<20}"
+        )
         total.faults += st.faults
         total.images += st.images
         total.duplicates = max(total.duplicates, st.duplicates)
@@ -426,8 +479,10 @@ def table(stats: dict[str, KindStats]) -> str:
         total.recover_s += st.recover_s
     rec = f"{statistics.median(total.recover_s):.1f}/{max(total.recover_s):.1f}" if total.recover_s else "-"
     lines.append("-" * len(header))
-    lines.append(f"{'TOTAL':<12} {total.faults:>6} {total.images:>6} {total.duplicates:>5} {total.losses:>6} "
-                 f"{total.orphans:>7} {total.unrecovered:>7} {total.missed:>6} {total.max_rss / 2**20:>11.0f} {rec:>18}")
+    lines.append(
+        f"{'TOTAL':<12} {total.faults:>6} {total.images:>6} {total.duplicates:>5} {total.losses:>6} "
+        f"{total.orphans:>7} {total.unrecovered:>7} {total.missed:>6} {total.max_rss / 2**20:>11.0f} {rec:>18}"
+    )
     return "\n".join(lines)
 
 
@@ -463,8 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         PROCS.cleanup()
     sys.stdout.write(table(stats) + "\n")
-    sys.stdout.write(f"expected good images {stats['_meta'].images}; losses = expected good - ok rows after "
-                     "recovery (worst seen); dups = duplicate source rows (worst seen)\n")
+    sys.stdout.write(
+        f"expected good images {stats['_meta'].images}; losses = expected good - ok rows after "
+        "recovery (worst seen); dups = duplicate source rows (worst seen)\n"
+    )
     return 0
 
 

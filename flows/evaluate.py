@@ -115,22 +115,43 @@ def evaluate(
 
     # Answer: one job array per (benchmark, variant), all submitted at once (the scheduler
     # decides what runs); each array task owns one shard file.
-    futures = {(benchmark, variant): answer_variant.submit(
-        model, benchmark, source, variant, shards=shards, run_dir=run_dir, spec=spec, retries=retries,
-        poll_s=poll_s, limit=limit, batch_size=batch_size, model_kwargs=model_kwargs, tag_options=tag_options)
-        for benchmark, source in sources.items() for variant in variants}
+    futures = {
+        (benchmark, variant): answer_variant.submit(
+            model,
+            benchmark,
+            source,
+            variant,
+            shards=shards,
+            run_dir=run_dir,
+            spec=spec,
+            retries=retries,
+            poll_s=poll_s,
+            limit=limit,
+            batch_size=batch_size,
+            model_kwargs=model_kwargs,
+            tag_options=tag_options,
+        )
+        for benchmark, source in sources.items()
+        for variant in variants
+    }
     wait(list(futures.values()))  # every array ends before a failure of one is raised
     answered: dict[str, dict[str, int]] = {}
     for (benchmark, variant), future in futures.items():
         answered.setdefault(benchmark, {})[variant] = future.result()["answered"]
 
     # Score each benchmark from the merged answers of its shards.
-    scores = {benchmark: score_benchmark(benchmark, source, variants, eval_dir, model=model,
-                                         judge=judge, limit=limit, tag_options=tag_options)
-              for benchmark, source in sources.items()}
+    scores = {
+        benchmark: score_benchmark(
+            benchmark, source, variants, eval_dir, model=model, judge=judge, limit=limit, tag_options=tag_options
+        )
+        for benchmark, source in sources.items()
+    }
 
     # The table beside the published numbers.
     rows = report.comparison_rows(scores, model_label(model), variants)
-    create_table_artifact(rows, key=artifact_key(run_dir, "eval"),
-                          description=f"{model} on {', '.join(benchmarks)}\n\n{report.sources_markdown()}")
+    create_table_artifact(
+        rows,
+        key=artifact_key(run_dir, "eval"),
+        description=f"{model} on {', '.join(benchmarks)}\n\n{report.sources_markdown()}",
+    )
     return {"scores": scores, "answered": answered, "table": rows}

@@ -74,11 +74,21 @@ def build_instruction_dataset(
         from prefect.blocks.system import Secret
 
         api_key = Secret.load(describer_secret).get()
-    namers = build_fallback_namers(fill_unlabeled or [], cache_url=storage.join(dest, "_cache", "describer"),
-                                   describer_model=describer_model, describer_base_url=describer_base_url,
-                                   api_key=api_key, clip_model=clip_model, clip_labels=clip_labels)
+    namers = build_fallback_namers(
+        fill_unlabeled or [],
+        cache_url=storage.join(dest, "_cache", "describer"),
+        describer_model=describer_model,
+        describer_base_url=describer_base_url,
+        api_key=api_key,
+        clip_model=clip_model,
+        clip_labels=clip_labels,
+    )
     build = build_instruction_data(dest, config, manifest_version=manifest_version, fallback_namers=namers)
-    create_markdown_artifact(build.card_markdown(config), key=artifact_key(dest, "instructions"), description=f"instruction data {build.version}")
+    create_markdown_artifact(
+        build.card_markdown(config),
+        key=artifact_key(dest, "instructions"),
+        description=f"instruction data {build.version}",
+    )
     message = (
         f"instruction data {build.folder}: {build.listing_records} listing + {build.qa_records} QA records "
         f"from {build.images} images" + (f", mix of {build.mix.written}" if build.mix else "")

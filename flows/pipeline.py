@@ -40,8 +40,16 @@ from som import storage
 from som.pipeline_config import DatasetStage, EvalStage, InstructionStage, PipelineConfig, TrainStage
 from som.settings import load_settings
 from som.train.plan import absolute
-from tasks.pipeline import (StageFailed, StageLog, evaluate_stage, instruction_stage, loss_line, mix_stage,
-                            run_id, train_stage)
+from tasks.pipeline import (
+    StageFailed,
+    StageLog,
+    evaluate_stage,
+    instruction_stage,
+    loss_line,
+    mix_stage,
+    run_id,
+    train_stage,
+)
 from tasks.result_storage import result_storage_for
 
 
@@ -85,46 +93,86 @@ def som_pipeline(
     if not build.is_completed():
         return stages.failed("dataset", build.message)
     report = build.result()
-    stages.add("dataset", "nothing new" if not report.new else f"{report.new} new images",
-               f"{dest} (manifest {report.version})", run_id(build))
+    stages.add(
+        "dataset",
+        "nothing new" if not report.new else f"{report.new} new images",
+        f"{dest} (manifest {report.version})",
+        run_id(build),
+    )
 
     try:
         # 2. Instruction data (listing + QA) for that manifest version.
-        made = stages.run("instruction data", instruction_stage.with_options(result_storage=results),
-                          dataset=dest, manifest_version=report.version, coco=dataset.coco,
-                          base_mix=instructions.base_mix, base_image_root=instructions.base_image_root,
-                          seed=instructions.seed)
+        made = stages.run(
+            "instruction data",
+            instruction_stage.with_options(result_storage=results),
+            dataset=dest,
+            manifest_version=report.version,
+            coco=dataset.coco,
+            base_mix=instructions.base_mix,
+            base_image_root=instructions.base_image_root,
+            seed=instructions.seed,
+        )
         version, records = made["version"], made["records"]
-        stages.rows[-1]["output"] = f"{made['folder']} ({records['som_listing']} listing, {records['som_qa']} QA records)"
+        stages.rows[-1]["output"] = (
+            f"{made['folder']} ({records['som_listing']} listing, {records['som_qa']} QA records)"
+        )
 
         # 3. The training file: the build's mix, else listing + QA shuffled together.
-        data = stages.run("mix", mix_stage.with_options(result_storage=results), instructions=made, dataset=dest,
-                          output=storage.join(root, "mixes", f"{name}-{version}.json"), seed=instructions.seed)
+        data = stages.run(
+            "mix",
+            mix_stage.with_options(result_storage=results),
+            instructions=made,
+            dataset=dest,
+            output=storage.join(root, "mixes", f"{name}-{version}.json"),
+            seed=instructions.seed,
+        )
         stages.rows[-1]["output"] = data
 
         # 4. Train; Slurm jobs may start elsewhere: a local run folder travels as an absolute path.
         run_dir = absolute(storage.join(run_root or storage.join(root, "runs"), f"{name}-{version}"))
-        trained = stages.run("train", train_stage.with_options(result_storage=results), data=data,
-                             run_dir=run_dir, image_root=dest, config=train.config, overrides=train.overrides,
-                             nodes=train.nodes, tasks_per_node=train.tasks_per_node,
-                             gpus_per_node=train.gpus_per_node, slurm=slurm, executor=executor)
+        trained = stages.run(
+            "train",
+            train_stage.with_options(result_storage=results),
+            data=data,
+            run_dir=run_dir,
+            image_root=dest,
+            config=train.config,
+            overrides=train.overrides,
+            nodes=train.nodes,
+            tasks_per_node=train.tasks_per_node,
+            gpus_per_node=train.gpus_per_node,
+            slurm=slurm,
+            executor=executor,
+        )
         stages.rows[-1].update(output=trained["model"], loss=loss_line(run_dir))
 
         # 5. Evaluate the export.
         evaluation = None
         if evaluate.enabled:
-            evaluation = stages.run("evaluate", evaluate_stage.with_options(result_storage=results),
-                                    model=trained["model"], run_dir=run_dir, settings=evaluate,
-                                    executor=executor, slurm=slurm)
+            evaluation = stages.run(
+                "evaluate",
+                evaluate_stage.with_options(result_storage=results),
+                model=trained["model"],
+                run_dir=run_dir,
+                settings=evaluate,
+                executor=executor,
+                slurm=slurm,
+            )
             stages.rows[-1]["output"] = evaluation["scores_dir"]
     except StageFailed as exc:
         stage, _, message = str(exc).partition(": ")
         return stages.failed(stage, message)
 
     stages.publish(evaluation["table"] if evaluation else None, f"som-pipeline {name}: every stage and output")
-    outputs = {"dataset": dest, "manifest_version": report.version, "instructions": made["folder"],
-               "mix": data, "run_dir": run_dir, "model": trained["model"],
-               "scores": evaluation["scores_dir"] if evaluation else None}
+    outputs = {
+        "dataset": dest,
+        "manifest_version": report.version,
+        "instructions": made["folder"],
+        "mix": data,
+        "run_dir": run_dir,
+        "model": trained["model"],
+        "scores": evaluation["scores_dir"] if evaluation else None,
+    }
     storage.write_bytes_atomic(storage.join(pipeline_dir, "outputs.json"), json.dumps(outputs, indent=2).encode())
     log.info("pipeline %s done: %s", name, outputs)
     done = "; ".join(f"{row['stage']}: {row['how']}" for row in stages.rows)

@@ -57,12 +57,21 @@ def prefect_api() -> Iterator[str]:
         return
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    command = [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        str(Path(sys.executable).with_name("prefect")),
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
     log.info("no PREFECT_API_URL: starting a local Prefect server at %s for this run", url)
     with tempfile.TemporaryDirectory(prefix="somflow-prefect-") as folder:
-        server = Service("the Prefect server", command, log=Path(folder, "server.log"),
-                         state=Path(folder, "server.pid"), env=env)
+        server = Service(
+            "the Prefect server", command, log=Path(folder, "server.log"), state=Path(folder, "server.pid"), env=env
+        )
         server.start()
         try:
             server.watch_owner(os.getpid())

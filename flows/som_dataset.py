@@ -20,8 +20,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
-from som.dataset.config import resolve_dataset_config
 from som.dataset.commit import commit_rows
+from som.dataset.config import resolve_dataset_config
 from som.dataset.manifest import latest_version, read_manifest
 from som.dataset.report import BuildReport
 from som.dataset.sources import list_sources, split_into_shards
@@ -70,7 +70,12 @@ def build_som_dataset(
     style = {"short_side": short_side, "label_mode": label_mode, "modes": modes}
     try:
         config = resolve_dataset_config(
-            dest, segmenter=segmenter, segmenter_params=segmenter_params, coco=coco, style=style, image_format=image_format
+            dest,
+            segmenter=segmenter,
+            segmenter_params=segmenter_params,
+            coco=coco,
+            style=style,
+            image_format=image_format,
         )
     except ValueError as exc:
         return Failed(message=str(exc))

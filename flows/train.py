@@ -77,23 +77,38 @@ def train_llava(
     logger = get_run_logger()
     # Jobs may start in another directory (or on another node): paths travel absolute.
     data, run_dir = absolute(data), absolute(run_dir)
-    train_config = load_config(config, {**(overrides or {}), "data_url": data,
-                                        **({"image_root": absolute(image_root)} if image_root else {})})
+    train_config = load_config(
+        config, {**(overrides or {}), "data_url": data, **({"image_root": absolute(image_root)} if image_root else {})}
+    )
     spec = job_spec(executor, nodes, tasks_per_node, gpus_per_node, slurm)
 
     # The cache key: the data's bytes, what the config computes, and the trainer's code.
     started = time.perf_counter()
     data_sha256 = storage.sha256_of(data)
     key = training_cache_key(data_sha256, train_config.fingerprint(), code_version())
-    logger.info("training %s stage on %s (sha256 %s..., hashed in %.1f s), config %s, %d node(s) x %d task(s)",
-                train_config.stage, data, data_sha256[:12], time.perf_counter() - started,
-                train_config.fingerprint(), nodes, tasks_per_node)
+    logger.info(
+        "training %s stage on %s (sha256 %s..., hashed in %.1f s), config %s, %d node(s) x %d task(s)",
+        train_config.stage,
+        data,
+        data_sha256[:12],
+        time.perf_counter() - started,
+        train_config.fingerprint(),
+        nodes,
+        tasks_per_node,
+    )
 
     # One job; every task runs TrainJob; rank 0's return value is the export.
     run_id = run_dir.rstrip("/").rsplit("/", 1)[-1]
     try:
-        export = run_job(TrainJob(train_config, run_dir), spec=spec, folder=str(jobs_folder(run_dir, "slurm")),
-                         name=f"som-train-{run_id}", cache_key=key, retries=retries, result_storage=run_dir)
+        export = run_job(
+            TrainJob(train_config, run_dir),
+            spec=spec,
+            folder=str(jobs_folder(run_dir, "slurm")),
+            name=f"som-train-{run_id}",
+            cache_key=key,
+            retries=retries,
+            result_storage=run_dir,
+        )
     except FlowRunCancelled as exc:
         return Cancelled(message=str(exc))
 
@@ -127,30 +142,42 @@ def summary_markdown(run_dir: str, export: str) -> str:
     """The run's numbers (summary.json) and a few points of its loss curve (metrics.jsonl)."""
     summary = _read_json(storage.join(run_dir, "summary.json")) or {}
     records = _read_metrics(storage.join(run_dir, "metrics.jsonl"))
-    lines = [f"# som-train {run_dir.rstrip('/').rsplit('/', 1)[-1]}", "", f"Exported model: `{export}`", "",
-             "| steps | first loss | final loss | samples/s | tokens/s | wall time |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# som-train {run_dir.rstrip('/').rsplit('/', 1)[-1]}",
+        "",
+        f"Exported model: `{export}`",
+        "",
+        "| steps | first loss | final loss | samples/s | tokens/s | wall time |",
+        "|---|---|---|---|---|---|",
+    ]
 
     def number(key: str, fmt: str) -> str:
         value = summary.get(key)
         return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
 
-    lines.append(f"| {summary.get('steps', 'n/a')} | {number('first_loss', '.4f')} | {number('final_loss', '.4f')} "
-                 f"| {number('samples_per_s', '.1f')} | {number('tokens_per_s', '.0f')} "
-                 f"| {number('wall_time_s', '.0f')} s |")
+    lines.append(
+        f"| {summary.get('steps', 'n/a')} | {number('first_loss', '.4f')} | {number('final_loss', '.4f')} "
+        f"| {number('samples_per_s', '.1f')} | {number('tokens_per_s', '.0f')} "
+        f"| {number('wall_time_s', '.0f')} s |"
+    )
     if records:
         stride = max(1, len(records) // CURVE_ROWS)
-        picked = records[::stride][:CURVE_ROWS - 1]
+        picked = records[::stride][: CURVE_ROWS - 1]
         if picked[-1] is not records[-1]:
             picked.append(records[-1])
         lines += ["", "| step | loss | lr |", "|---|---|---|"]
-        lines += [f"| {r.get('step')} | {r.get('loss', float('nan')):.4f} | {r.get('lr', float('nan')):.3g} |"
-                  for r in picked]
+        lines += [
+            f"| {r.get('step')} | {r.get('loss', float('nan')):.4f} | {r.get('lr', float('nan')):.3g} |" for r in picked
+        ]
     return "\n".join(lines)
 
 
 def publish_summary(run_dir: str, export: str) -> None:
-    create_markdown_artifact(summary_markdown(run_dir, export), key=artifact_key(run_dir, "train"),
-                             description=f"training summary and export of {run_dir}")
+    create_markdown_artifact(
+        summary_markdown(run_dir, export),
+        key=artifact_key(run_dir, "train"),
+        description=f"training summary and export of {run_dir}",
+    )
 
 
 if __name__ == "__main__":

@@ -9,24 +9,73 @@ from som.job_options import job_fields, job_options
 
 
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", default=None, help="(required) LLaVA JSON to train on (path or s3:// URL), e.g. a `som data build` mix.json.")
-@click.option("--run-dir", default=None, help="(required) Run folder (shared file system path or s3:// URL): checkpoints, "
-              "metrics, summary and the exported model go here. Reuse it to resume or to get the cached result.")
+@click.option(
+    "--data",
+    default=None,
+    help="(required) LLaVA JSON to train on (path or s3:// URL), e.g. a `som data build` mix.json.",
+)
+@click.option(
+    "--run-dir",
+    default=None,
+    help="(required) Run folder (shared file system path or s3:// URL): checkpoints, "
+    "metrics, summary and the exported model go here. Reuse it to resume or to get the cached result.",
+)
 @click.option("--image-root", default=None, help="Folder or URL the records' image paths are relative to.")
-@click.option("--config", "config", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="YAML training config (stage: pretrain|finetune, model, batch sizes, lr, ...).")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Override one config field (repeatable), e.g. --set max_steps=100 --set lora.enabled=true.")
+@click.option(
+    "--config",
+    "config",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML training config (stage: pretrain|finetune, model, batch sizes, lr, ...).",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one config field (repeatable), e.g. --set max_steps=100 --set lora.enabled=true.",
+)
 @click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Machines in the job.")
-@click.option("--tasks-per-node", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Training processes per machine: one per GPU (without GPUs, per CPU slot).")
+@click.option(
+    "--tasks-per-node",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Training processes per machine: one per GPU (without GPUs, per CPU slot).",
+)
 @job_options(gpus_flag="--gpus-per-node", gpus_help="GPUs to reserve on each machine (one task per GPU).")
-@click.option("--retries", type=int, default=2, show_default=True,
-              help="Resubmissions after a failed job (each resumes from the latest checkpoint).")
-@click.option("--print-config", is_flag=True,
-              help="Print the resolved training config (stage preset, --config, --set, --data) as YAML and exit.")
-def train(data, run_dir, image_root, config, settings, nodes, tasks_per_node, executor, partition, account, qos,
-          constraint, timeout_min, cpus_per_task, mem_gb, gpus_per_node, retries, print_config) -> None:
+@click.option(
+    "--retries",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Resubmissions after a failed job (each resumes from the latest checkpoint).",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the resolved training config (stage preset, --config, --set, --data) as YAML and exit.",
+)
+def train(
+    data,
+    run_dir,
+    image_root,
+    config,
+    settings,
+    nodes,
+    tasks_per_node,
+    executor,
+    partition,
+    account,
+    qos,
+    constraint,
+    timeout_min,
+    cpus_per_task,
+    mem_gb,
+    gpus_per_node,
+    retries,
+    print_config,
+) -> None:
     """Train a LLaVA-style model on --data into --run-dir as one Slurm job; prints the export.
 
     \b
@@ -54,13 +103,30 @@ def train(data, run_dir, image_root, config, settings, nodes, tasks_per_node, ex
     from flows.prefect_api import prefect_api
     from flows.train import train_llava
 
-    slurm = job_fields(cpus_per_task=cpus_per_task, mem_gb=mem_gb, partition=partition, account=account, qos=qos,
-                       constraint=constraint, timeout_min=timeout_min)
+    slurm = job_fields(
+        cpus_per_task=cpus_per_task,
+        mem_gb=mem_gb,
+        partition=partition,
+        account=account,
+        qos=qos,
+        constraint=constraint,
+        timeout_min=timeout_min,
+    )
     with prefect_api():
-        state = train_llava(data=data, run_dir=run_dir, image_root=image_root, config=config,
-                            overrides=parse_key_values(settings) or None, nodes=nodes, tasks_per_node=tasks_per_node,
-                            gpus_per_node=gpus_per_node or 0, slurm=slurm,
-                            executor=executor, retries=retries, return_state=True)
+        state = train_llava(
+            data=data,
+            run_dir=run_dir,
+            image_root=image_root,
+            config=config,
+            overrides=parse_key_values(settings) or None,
+            nodes=nodes,
+            tasks_per_node=tasks_per_node,
+            gpus_per_node=gpus_per_node or 0,
+            slurm=slurm,
+            executor=executor,
+            retries=retries,
+            return_state=True,
+        )
     if not state.is_completed():
         raise click.ClickException(f"training {state.name.lower()}: {state.message}")
     click.echo(state.result())
@@ -73,8 +139,11 @@ def _print_config(config: str | None, settings: tuple[str, ...], data: str | Non
     from som.train.config import ConfigError, load_config
 
     # without --data the printout shows where it goes; every other key is checked as in a run
-    overrides = {**parse_key_values(settings), "data_url": data or "<--data>",
-                 **({"image_root": image_root} if image_root else {})}
+    overrides = {
+        **parse_key_values(settings),
+        "data_url": data or "<--data>",
+        **({"image_root": image_root} if image_root else {}),
+    }
     try:
         resolved = load_config(config, overrides)
     except ConfigError as exc:

@@ -115,9 +115,16 @@ class Service:
         """Spawn it in its own session, output appended to `log`; returns its pid."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            proc = subprocess.Popen(list(self.command), stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=None if self.env is None else dict(self.env),
-                                    cwd=self.cwd, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(
+                list(self.command),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=None if self.env is None else dict(self.env),
+                cwd=self.cwd,
+                start_new_session=True,
+                close_fds=True,
+            )
         proc.returncode = 0  # left running on purpose: no "still running" warning from Popen
         record_process(self.state, proc.pid, self.command)
         log.debug("started %s (pid %d): %s", self.name, proc.pid, " ".join(self.command))
@@ -148,8 +155,9 @@ class Service:
                 raise ServiceError(f"{what} exited while starting; its log ends with:\n{self.tail()}")
             if time.monotonic() >= deadline:
                 reason = f" (last error: {last})" if last is not None else ""
-                raise ServiceError(f"{what} was not ready within {timeout:.0f} s{reason}; its log ends with:\n"
-                                   f"{self.tail()}")
+                raise ServiceError(
+                    f"{what} was not ready within {timeout:.0f} s{reason}; its log ends with:\n{self.tail()}"
+                )
             time.sleep(0.1)
 
     def stop(self, timeout: float = 15, *, interrupts: int = 0) -> str:
@@ -189,8 +197,9 @@ def _gone_within(pid: int, seconds: float) -> bool:
 # ----------------------------------------------------------------------------- owner watchdog
 
 
-def start_watchdog(owner_pid: int, state: Path, *, target: Path | None = None,
-                   down: Sequence[str] | None = None) -> None:
+def start_watchdog(
+    owner_pid: int, state: Path, *, target: Path | None = None, down: Sequence[str] | None = None
+) -> None:
     """A detached `python -m infra.service watch` that, once `owner_pid` exits, runs `down` (a
     script's own clean-up, for services that need more than a signal) or else stops the process
     of the `target` state file. It exits by itself when the target stops first. Its own state
@@ -201,8 +210,15 @@ def start_watchdog(owner_pid: int, state: Path, *, target: Path | None = None,
         command += ["--target", str(target)]
     if down:
         command += ["--", *down]
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=REPO_ROOT, start_new_session=True, close_fds=True)
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        start_new_session=True,
+        close_fds=True,
+    )
     proc.returncode = 0  # detached on purpose
     record_process(state, proc.pid, command)
 
@@ -248,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=Path, help="state file of the process to stop")
     argv = sys.argv[1:] if argv is None else argv
     cut = argv.index("--") if "--" in argv else len(argv)
-    args, down = parser.parse_args(argv[:cut]), argv[cut + 1:]  # after --: the command taking all down
+    args, down = parser.parse_args(argv[:cut]), argv[cut + 1 :]  # after --: the command taking all down
     logging.basicConfig(level=logging.INFO, format="watchdog: %(message)s")
     log.info(watch(args.owner, args.target, down))
     return 0

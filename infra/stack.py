@@ -45,10 +45,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("stack")
-
 from infra.procs import ProcessError, alive, ancestors, locked, port_free, terminate, write_atomic
 from infra.service import Service, ServiceError, start_watchdog, stop_watchdog
+
+log = logging.getLogger("stack")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEAWEED = REPO_ROOT / "infra" / "storage" / "seaweed.py"
@@ -85,11 +85,18 @@ class Layout:
     state = property(lambda self: self.root / "stack.json")
     watchdog_pid = property(lambda self: self.root / "watchdog.pid")
 
-    def prefect_service(self, name: str, command: list[str] | None = None, env: dict[str, str] | None = None,
-                        cwd: Path | None = None) -> Service:
+    def prefect_service(
+        self, name: str, command: list[str] | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Service:
         """The Prefect `server` or `worker` (`command` and the rest are needed only to start it)."""
-        return Service(f"the Prefect {name}", command or [], log=self.prefect / f"{name}.log",
-                       state=self.prefect / f"{name}.pid", env=env, cwd=cwd)
+        return Service(
+            f"the Prefect {name}",
+            command or [],
+            log=self.prefect / f"{name}.log",
+            state=self.prefect / f"{name}.pid",
+            env=env,
+            cwd=cwd,
+        )
 
 
 @dataclass
@@ -142,9 +149,7 @@ def _read_exports(path: Path) -> dict[str, str]:
 
 def stack_variables(layout: Layout, state: State) -> dict[str, str]:
     """The variables the CLI, the worker and flow runs need (no PATH: see write_env_file)."""
-    variables = {
-        name: value for name, value in _read_exports(layout.s3 / "s3.env").items() if name.startswith("AWS_")
-    }
+    variables = {name: value for name, value in _read_exports(layout.s3 / "s3.env").items() if name.startswith("AWS_")}
     variables["SOMFLOW_STORAGE_CONFIG"] = str(layout.s3 / "s3.env")
     if state.slurm:
         variables["SLURM_CONF"] = str(layout.slurm / "slurm.conf")
@@ -183,8 +188,9 @@ def _run_script(script: Path, args: list[str], env: dict[str, str], timeout: flo
     lines = result.stdout.strip().splitlines()
     report = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
     if result.returncode not in (0, EXIT_STOPPED) or "error" in report:
-        raise StackError(f"`{script.relative_to(REPO_ROOT)} {args[0]}` failed ({result.returncode}):\n"
-                         f"{result.stdout}{result.stderr}")
+        raise StackError(
+            f"`{script.relative_to(REPO_ROOT)} {args[0]}` failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+        )
     report["returncode"] = result.returncode
     return report
 
@@ -193,8 +199,10 @@ def prefect_binary() -> str:
     beside = Path(sys.executable).with_name("prefect")
     found = str(beside) if beside.exists() else shutil.which("prefect")
     if not found:
-        raise StackError("the `prefect` command was not found; run this script with the project's "
-                         "Python (.venv/bin/python infra/stack.py ...) after scripts/setup.sh")
+        raise StackError(
+            "the `prefect` command was not found; run this script with the project's "
+            "Python (.venv/bin/python infra/stack.py ...) after scripts/setup.sh"
+        )
     return found
 
 
@@ -260,8 +268,13 @@ def start_server(layout: Layout, state: State, requested_port: int | None, timeo
         return "already-running"
     state.prefect_port = pick_prefect_port(state, requested_port)
     layout.prefect_home.mkdir(parents=True, exist_ok=True)
-    env = process_env(layout, state, PREFECT_HOME=str(layout.prefect_home),
-                      PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_API_URL=state.api_url)
+    env = process_env(
+        layout,
+        state,
+        PREFECT_HOME=str(layout.prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_API_URL=state.api_url,
+    )
     cmd = [prefect_binary(), "server", "start", "--host", state.host, "--port", str(state.prefect_port)]
     server = layout.prefect_service("server", cmd, env, cwd=layout.prefect)
     server.start()
@@ -278,8 +291,9 @@ def ensure_work_pool(layout: Layout, state: State) -> str:
         if exc.code != 404:
             raise StackError(f"reading work pool {state.pool!r} failed: HTTP {exc.code}") from exc
     cmd = [prefect_binary(), "work-pool", "create", state.pool, "--type", "process"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=process_env(layout, state), timeout=120,
-                            check=False)
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, env=process_env(layout, state), timeout=120, check=False
+    )
     if result.returncode != 0:
         raise StackError(f"`{' '.join(cmd)}` failed:\n{result.stdout}{result.stderr}")
     return "created"
@@ -293,8 +307,13 @@ def worker_online(state: State) -> bool:
 def start_worker(layout: Layout, state: State, poll_seconds: float, timeout: float) -> str:
     if layout.prefect_service("worker").pid() is not None:
         return "already-running"
-    env = process_env(layout, state, PREFECT_HOME=str(layout.prefect_home),
-                      PREFECT_WORKER_QUERY_SECONDS=str(poll_seconds), PYTHONUNBUFFERED="1")
+    env = process_env(
+        layout,
+        state,
+        PREFECT_HOME=str(layout.prefect_home),
+        PREFECT_WORKER_QUERY_SECONDS=str(poll_seconds),
+        PYTHONUNBUFFERED="1",
+    )
     cmd = [prefect_binary(), "worker", "start", "--pool", state.pool, "--type", "process", "--name", WORKER_NAME]
     worker = layout.prefect_service("worker", cmd, env, cwd=REPO_ROOT)
     worker.start()
@@ -325,10 +344,25 @@ def cmd_up(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         s3 = _run_script(SEAWEED, ["up", "--state", str(layout.s3), *bucket_args], env, args.timeout)
         report["s3"] = {"endpoint_url": s3["endpoint_url"], "buckets": s3["buckets"], "status": s3["status"]}
         if state.slurm:
-            slurm = _run_script(SLURM, ["up", "--state", str(layout.slurm), "--nodes", str(args.nodes),
-                                        "--cpus-per-node", str(args.cpus_per_node)], env, args.timeout)
-            report["slurm"] = {"nodes": slurm["nodes"], "slurm_conf": slurm["slurm_conf"],
-                               "status": "already-running" if slurm.get("already_running") else "started"}
+            slurm = _run_script(
+                SLURM,
+                [
+                    "up",
+                    "--state",
+                    str(layout.slurm),
+                    "--nodes",
+                    str(args.nodes),
+                    "--cpus-per-node",
+                    str(args.cpus_per_node),
+                ],
+                env,
+                args.timeout,
+            )
+            report["slurm"] = {
+                "nodes": slurm["nodes"],
+                "slurm_conf": slurm["slurm_conf"],
+                "status": "already-running" if slurm.get("already_running") else "started",
+            }
         report["prefect_server"] = start_server(layout, state, args.prefect_port, args.timeout)
         if report["prefect_server"] == "started":
             stop_worker(layout)  # one still running talks to the previous server's address
@@ -338,10 +372,19 @@ def cmd_up(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     finally:
         save_state(layout, state)
     if args.stop_with_pid:
-        start_watchdog(args.stop_with_pid, layout.watchdog_pid,
-                       down=[sys.executable, str(Path(__file__).resolve()), "down", "--state", str(layout.root)])
-    report.update(api_url=state.api_url, ui_url=state.api_url.removesuffix("/api"), pool=state.pool,
-                  env_file=str(layout.env), logs=str(layout.prefect), seconds=round(time.monotonic() - started, 1))
+        start_watchdog(
+            args.stop_with_pid,
+            layout.watchdog_pid,
+            down=[sys.executable, str(Path(__file__).resolve()), "down", "--state", str(layout.root)],
+        )
+    report.update(
+        api_url=state.api_url,
+        ui_url=state.api_url.removesuffix("/api"),
+        pool=state.pool,
+        env_file=str(layout.env),
+        logs=str(layout.prefect),
+        seconds=round(time.monotonic() - started, 1),
+    )
     return report
 
 
@@ -367,7 +410,9 @@ def cmd_down(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     if server.pid() is not None:
         attempt("prefect-server", lambda: server.stop(20))
     if (layout.slurm / "state.json").exists():
-        attempt("slurm", lambda: ", ".join(_run_script(SLURM, ["down", "--state", str(layout.slurm)], env, 120)["stopped"]))
+        attempt(
+            "slurm", lambda: ", ".join(_run_script(SLURM, ["down", "--state", str(layout.slurm)], env, 120)["stopped"])
+        )
     if (layout.s3 / "state.json").exists():
         attempt("s3", lambda: _run_script(SEAWEED, ["down", "--state", str(layout.s3)], env, 60)["status"])
     for pid in member_processes(layout):  # anything else started under this stack
@@ -382,23 +427,31 @@ def cmd_status(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     s3 = _run_script(SEAWEED, ["status", "--state", str(layout.s3)], env, 30)
     parts["s3"] = s3["status"]
     if state.slurm:
-        parts["slurm"] = "running" if _run_script(SLURM, ["status", "--state", str(layout.slurm)], env, 30)["running"] else "stopped"
+        parts["slurm"] = (
+            "running" if _run_script(SLURM, ["status", "--state", str(layout.slurm)], env, 30)["running"] else "stopped"
+        )
     server_up = layout.prefect_service("server").pid() is not None and server_healthy(state)
     parts["prefect-server"] = "running" if server_up else "stopped"
     worker_up = server_up and layout.prefect_service("worker").pid() is not None
     with contextlib.suppress(OSError, ValueError):
         worker_up = worker_up and worker_online(state)
     parts["prefect-worker"] = "running" if worker_up else "stopped"
-    return {"state_dir": str(layout.root), "running": all(v == "running" for v in parts.values()), "parts": parts,
-            "api_url": state.api_url if state.prefect_port else None, "env_file": str(layout.env)}
+    return {
+        "state_dir": str(layout.root),
+        "running": all(v == "running" for v in parts.values()),
+        "parts": parts,
+        "api_url": state.api_url if state.prefect_port else None,
+        "env_file": str(layout.env),
+    }
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stack.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="stack.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{up,down,status,env}")
 
@@ -428,16 +481,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(status)
     status.set_defaults(func=cmd_status)
 
-    env = sub.add_parser("env", help="print the export lines (eval \"$(stack.py env)\")")
+    env = sub.add_parser("env", help='print the export lines (eval "$(stack.py env)")')
     common(env)
     return parser
 
 
 def emit(command: str, report: dict[str, Any]) -> None:
     if command == "up":
-        print(f"somflow stack up in {report['seconds']} s: Prefect UI {report['ui_url']} "
-              f"(pool {report['pool']}), S3 {report['s3']['endpoint_url']}"
-              + (f", Slurm nodes {', '.join(report['slurm']['nodes'])}" if "slurm" in report else ""))
+        print(
+            f"somflow stack up in {report['seconds']} s: Prefect UI {report['ui_url']} "
+            f"(pool {report['pool']}), S3 {report['s3']['endpoint_url']}"
+            + (f", Slurm nodes {', '.join(report['slurm']['nodes'])}" if "slurm" in report else "")
+        )
         print(f"  source {report['env_file']}    # logs: {report['logs']}")
     elif command == "down":
         print(f"stopped: {', '.join(report['stopped']) or 'nothing was running'}")
@@ -470,8 +525,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)
         if args.command == "up":
-            print(f"the parts that did start keep running: `{Path(__file__).name} down --state {layout.root}` "
-                  "stops them", file=sys.stderr)
+            print(
+                f"the parts that did start keep running: `{Path(__file__).name} down --state {layout.root}` stops them",
+                file=sys.stderr,
+            )
         return EXIT_ERROR
     if args.json:
         print(json.dumps(report))

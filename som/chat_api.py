@@ -140,11 +140,21 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def request_key(model: str, messages: Sequence[Message], temperature: float, max_tokens: int | None,
-                extra: Mapping[str, Any] | None = None) -> str:
+def request_key(
+    model: str,
+    messages: Sequence[Message],
+    temperature: float,
+    max_tokens: int | None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
     """The cache key of a request: sha256 of its canonical JSON."""
-    payload = {"model": model, "messages": list(messages), "temperature": temperature,
-               "max_tokens": max_tokens, "extra": dict(extra or {})}
+    payload = {
+        "model": model,
+        "messages": list(messages),
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "extra": dict(extra or {}),
+    }
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
@@ -229,8 +239,7 @@ class ResponseCache:
     def put(self, key: str, content: str, model: str) -> None:
         record = {"key": key, "model": model, "content": content, "created": time.time()}
         try:
-            storage.write_bytes_atomic(self._object(key), canonical_json(record), self.options,
-                                       durable=False)
+            storage.write_bytes_atomic(self._object(key), canonical_json(record), self.options, durable=False)
         except Exception as exc:  # noqa: BLE001 - see the class docstring
             log.warning("chat cache write %s failed: %s", key, exc)
 
@@ -319,9 +328,11 @@ class ChatClient:
 
     def __repr__(self) -> str:
         cache = self.cache.url if self.cache else None
-        return (f"ChatClient(base_url={self.base_url!r}, model={self.model!r}, "
-                f"api_key={self._api_key!r}, max_concurrency={self.max_concurrency}, "
-                f"max_retries={self.max_retries}, cache_url={cache!r})")
+        return (
+            f"ChatClient(base_url={self.base_url!r}, model={self.model!r}, "
+            f"api_key={self._api_key!r}, max_concurrency={self.max_concurrency}, "
+            f"max_retries={self.max_retries}, cache_url={cache!r})"
+        )
 
     __str__ = __repr__
 
@@ -361,8 +372,11 @@ class ChatClient:
                 self.stats.add("cache_hits")
                 log.debug("chat cache hit %s", key)
                 return cached
-        body: dict[str, Any] = {"model": self.model, "messages": list(request.messages),
-                                "temperature": request.temperature}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(request.messages),
+            "temperature": request.temperature,
+        }
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
         body.update(extra)
@@ -371,16 +385,16 @@ class ChatClient:
             self.cache.put(key, content, self.model)
         return content
 
-    def complete_many(self, requests: Sequence[ChatRequest | Mapping[str, Any]], *,
-                      return_exceptions: bool = False) -> list[Any]:
+    def complete_many(
+        self, requests: Sequence[ChatRequest | Mapping[str, Any]], *, return_exceptions: bool = False
+    ) -> list[Any]:
         """Answers in request order, at most `max_concurrency` in flight. Items are
         `ChatRequest`s or mappings of its fields. With `return_exceptions` a failed request
         gives its exception in its place; otherwise the first failure (in order) is raised."""
         items = [r if isinstance(r, ChatRequest) else ChatRequest(**r) for r in requests]
         if not items:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(items)),
-                                thread_name_prefix="chat") as pool:
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(items)), thread_name_prefix="chat") as pool:
             futures = [pool.submit(self.run, item) for item in items]
             results: list[Any] = []
             for future in futures:
@@ -397,8 +411,7 @@ class ChatClient:
         it already is a lowercase hex sha256, so any string is a safe object name).
         The model is always part of the key."""
         if request.cache_key is None:
-            return request_key(self.model, request.messages, request.temperature,
-                               request.max_tokens, request.extra)
+            return request_key(self.model, request.messages, request.temperature, request.max_tokens, request.extra)
         if _HEX64.fullmatch(request.cache_key):
             return request.cache_key
         return hashlib.sha256(canonical_json({"model": self.model, "key": request.cache_key})).hexdigest()
@@ -441,8 +454,8 @@ class ChatClient:
                         return response.json()
                     except ValueError as exc:
                         raise ChatResponseError(
-                            f"chat API {url} answered HTTP {status} with a non-JSON body: "
-                            f"{response.text[:300]!r}") from exc
+                            f"chat API {url} answered HTTP {status} with a non-JSON body: {response.text[:300]!r}"
+                        ) from exc
                 message = _server_message(response)
                 if status != 429 and status < 500:
                     raise ChatHTTPError(status, message, url)
@@ -452,8 +465,9 @@ class ChatClient:
                 break
             delay = self._delay(attempt, retry_after)
             self.stats.add("retries")
-            log.warning("chat API %s failed (%s); retry %d/%d in %.2fs", url, last, attempt + 1,
-                        self.max_retries, delay)
+            log.warning(
+                "chat API %s failed (%s); retry %d/%d in %.2fs", url, last, attempt + 1, self.max_retries, delay
+            )
             time.sleep(delay)
         attempts = self.max_retries + 1
         if status is None:

@@ -43,12 +43,24 @@ class LazyGroup(click.Group):
 
     lazy: dict[str, tuple[str, str]] = {
         "data": ("som.data.cli:data", "Build, mix and check listing + QA instruction data (LLaVA JSON)."),
-        "chat": ("som.serve.chat_cli:chat", "Chat with a SoM model about one image in the terminal (tags listed and highlighted)."),
+        "chat": (
+            "som.serve.chat_cli:chat",
+            "Chat with a SoM model about one image in the terminal (tags listed and highlighted).",
+        ),
         "dataset": ("flows.cli:dataset", "Build and refresh SoM datasets in object storage (Prefect + Dask)."),
-        "demo": ("som.serve.demo:demo", "Web page: upload an image, choose how it is marked, chat with a model about its tags."),
-        "eval": ("som.eval.cli:eval_group", "Evaluate models on the benchmarks; score answers exactly as the official scripts do."),
+        "demo": (
+            "som.serve.demo:demo",
+            "Web page: upload an image, choose how it is marked, chat with a model about its tags.",
+        ),
+        "eval": (
+            "som.eval.cli:eval_group",
+            "Evaluate models on the benchmarks; score answers exactly as the official scripts do.",
+        ),
         "serve": ("som.serve.cli:serve_group", "Serve a model on an OpenAI-compatible API (here or as a Slurm job)."),
-        "train": ("flows.train_cli:train", "Train a LLaVA-style model on Slurm or locally (DeepSpeed); prints the export."),
+        "train": (
+            "flows.train_cli:train",
+            "Train a LLaVA-style model on Slurm or locally (DeepSpeed); prints the export.",
+        ),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -61,9 +73,11 @@ class LazyGroup(click.Group):
         imported = importlib.import_module(module)
         top = sys.modules[module.partition(".")[0]]
         if top.__name__ in ORCHESTRATION_PACKAGES and not getattr(top, "SOMFLOW_PACKAGE", False):
-            raise click.ClickException(f"the '{top.__name__}' package at {getattr(top, '__file__', '?')} is not "
-                                       "somflow's: another installed package of that name shadows it; install "
-                                       "somflow in its own environment")
+            raise click.ClickException(
+                f"the '{top.__name__}' package at {getattr(top, '__file__', '?')} is not "
+                "somflow's: another installed package of that name shadows it; install "
+                "somflow in its own environment"
+            )
         return getattr(imported, attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -100,14 +114,36 @@ def cli(verbose: int) -> None:
     show_default=True,
     help="sam | slic | felzenszwalb | coco, or auto: sam when its checkpoint is cached, else slic.",
 )
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Segmenter parameter (repeatable), e.g. --param points_per_side=16.")
-@click.option("--masks", type=click.Path(exists=True, dir_okay=False), help="COCO instances JSON: mark its annotated objects (implies --segmenter coco).")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Segmenter parameter (repeatable), e.g. --param points_per_side=16.",
+)
+@click.option(
+    "--masks",
+    type=click.Path(exists=True, dir_okay=False),
+    help="COCO instances JSON: mark its annotated objects (implies --segmenter coco).",
+)
 @click.option("--label-mode", type=click.Choice(["number", "alpha"]), default="number", show_default=True)
-@click.option("--modes", default="mark", show_default=True, help="Comma-separated draw modes: mark, mask, box, contour.")
-@click.option("--short-side", type=int, default=640, show_default=True, help="Resize the shorter side to this; 0 keeps the original size.")
-@click.option("--min-tag-area", type=int, default=110, show_default=True, help="Residual masks smaller than this get no tag.")
+@click.option(
+    "--modes", default="mark", show_default=True, help="Comma-separated draw modes: mark, mask, box, contour."
+)
+@click.option(
+    "--short-side",
+    type=int,
+    default=640,
+    show_default=True,
+    help="Resize the shorter side to this; 0 keeps the original size.",
+)
+@click.option(
+    "--min-tag-area", type=int, default=110, show_default=True, help="Residual masks smaller than this get no tag."
+)
 @click.option("--format", "image_format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True)
-@click.option("--workers", type=int, default=0, help="Processes (default: one per core; 1 for GPU-model segmenters: sam, hf-sam).")
+@click.option(
+    "--workers", type=int, default=0, help="Processes (default: one per core; 1 for GPU-model segmenters: sam, hf-sam)."
+)
 @click.option(
     "--max-aspect-ratio",
     type=float,
@@ -164,8 +200,15 @@ def mark(
     elif segmenter == "auto":
         segmenter, parsed = choose_segmenter(parsed)
     try:
-        options = validate(MarkOptions, {"short_side": short_side, "min_tag_area": min_tag_area, "label_mode": label_mode,
-                                         "modes": [m.strip() for m in modes.split(",") if m.strip()]})
+        options = validate(
+            MarkOptions,
+            {
+                "short_side": short_side,
+                "min_tag_area": min_tag_area,
+                "label_mode": label_mode,
+                "modes": [m.strip() for m in modes.split(",") if m.strip()],
+            },
+        )
         built = build_segmenter(segmenter, parsed)
     except (ValueError, RuntimeError) as exc:
         raise click.UsageError(str(exc)) from exc
@@ -212,10 +255,23 @@ def segmenters() -> None:
             click.echo(f"    {field} = {'(required)' if info.is_required() else repr(info.default)}")
 
 
-EXTRAS = {"prefect": "orchestrate", "prefect_dask": "orchestrate", "dask": "orchestrate",
-          "distributed": "orchestrate", "deepspeed": "train", "peft": "train", "openpyxl": "eval",
-          "num2words": "eval", "fastapi": "serve", "uvicorn": "serve", "gradio": "serve", "rich": "serve",
-          "vllm": "serve-vllm", "dask_jobqueue": "slurm", "dask_cuda": "gpu"}
+EXTRAS = {
+    "prefect": "orchestrate",
+    "prefect_dask": "orchestrate",
+    "dask": "orchestrate",
+    "distributed": "orchestrate",
+    "deepspeed": "train",
+    "peft": "train",
+    "openpyxl": "eval",
+    "num2words": "eval",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "gradio": "serve",
+    "rich": "serve",
+    "vllm": "serve-vllm",
+    "dask_jobqueue": "slurm",
+    "dask_cuda": "gpu",
+}
 """Top-level module -> the somflow extra that installs it (pyproject.toml)."""
 
 
@@ -227,8 +283,10 @@ def main() -> None:
         extra = EXTRAS.get((exc.name or "").partition(".")[0])
         if extra is None:
             raise
-        raise SystemExit(f"Error: this command needs {exc.name}, from somflow's '{extra}' extra: "
-                         f"pip install 'somflow[{extra}]' (or 'somflow[all]')") from None
+        raise SystemExit(
+            f"Error: this command needs {exc.name}, from somflow's '{extra}' extra: "
+            f"pip install 'somflow[{extra}]' (or 'somflow[all]')"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ scaling its short side up to 640 multiplies its pixels (3000x1 would become 1,92
 27.5 GiB). Real photo sets stay well under it: 3:2 and 16:9 photos, 4-10:1 panoramas, tall
 phone screenshots around 2-3:1."""
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
 
 class ImageLoadError(Exception):
@@ -60,9 +58,7 @@ class LoadedImage:
         return int(self.rgb.shape[1])
 
 
-def load_image(
-    source: str | Path, data: bytes | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> LoadedImage:
+def load_image(source: str | Path, data: bytes | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Read `source` (or decode `data` already read from it) into an upright RGB array.
 
     Raises ImageLoadError for empty, truncated, non-image or oversized inputs.
@@ -150,8 +146,7 @@ def resized_size(
     if max_aspect_ratio > 0 and long / short > max_aspect_ratio:
         raise ImageLoadError(
             source,
-            f"extreme aspect ratio {width}x{height} ({long / short:.1f}:1) exceeds the limit of "
-            f"{max_aspect_ratio:g}:1",
+            f"extreme aspect ratio {width}x{height} ({long / short:.1f}:1) exceeds the limit of {max_aspect_ratio:g}:1",
         )
     if short_side <= 0 or short == short_side:
         size = (width, height)

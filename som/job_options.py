@@ -18,29 +18,60 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXECUTOR_HELP = "slurm: sbatch; local: processes on this machine; auto: Slurm when a controller answers."
-JOB_FIELDS = ("executor", "partition", "account", "qos", "constraint", "timeout_min", "cpus_per_task", "mem_gb",
-              "gpus_per_node")
+JOB_FIELDS = (
+    "executor",
+    "partition",
+    "account",
+    "qos",
+    "constraint",
+    "timeout_min",
+    "cpus_per_task",
+    "mem_gb",
+    "gpus_per_node",
+)
 
 
-def job_options(*, gpus_help: str = "GPUs per task (default 0).", gpus_flag: str = "--gpus-per-task",
-                executor: bool = True, time_help: str = "Time limit per job or array task, in minutes (default 60).",
-                cpus_help: str = "CPUs per task (default 1).") -> Callable[[F], F]:
+def job_options(
+    *,
+    gpus_help: str = "GPUs per task (default 0).",
+    gpus_flag: str = "--gpus-per-task",
+    executor: bool = True,
+    time_help: str = "Time limit per job or array task, in minutes (default 60).",
+    cpus_help: str = "CPUs per task (default 1).",
+) -> Callable[[F], F]:
     """Add the shared Slurm flags to a click command. The command receives them as keyword
     arguments named like `JobSpec` fields (`timeout_min`, `gpus_per_node`, ...); `executor`
     False leaves out --executor (a command with its own switch, as `som serve --slurm`)."""
 
     def decorate(command: F) -> F:
         options = [
-            *([click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto",
-                            show_default=True, help=EXECUTOR_HELP)] if executor else []),
+            *(
+                [
+                    click.option(
+                        "--executor",
+                        type=click.Choice(["auto", "slurm", "local"]),
+                        default="auto",
+                        show_default=True,
+                        help=EXECUTOR_HELP,
+                    )
+                ]
+                if executor
+                else []
+            ),
             click.option("--partition", default=None, help="Slurm partition (sbatch --partition)."),
             click.option("--account", default=None, help="Slurm account to charge (sbatch --account)."),
             click.option("--qos", default=None, help="Slurm quality of service (sbatch --qos)."),
-            click.option("--constraint", default=None, help="Slurm node features, e.g. 'a100&80gb' (sbatch --constraint)."),
+            click.option(
+                "--constraint", default=None, help="Slurm node features, e.g. 'a100&80gb' (sbatch --constraint)."
+            ),
             click.option("--time", "timeout_min", type=click.IntRange(min=1), default=None, help=time_help),
             click.option("--cpus-per-task", type=click.IntRange(min=1), default=None, help=cpus_help),
-            click.option("--mem-gb", type=click.FloatRange(min=0), default=None,
-                         help="Memory per node in GB (0: all of it; default: the partition's)."),
+            click.option(
+                "--mem-gb",
+                type=click.FloatRange(min=0),
+                default=None,
+                help="Memory per node in GB (0: all of it; default: the partition's).",
+            ),
             click.option(gpus_flag, "gpus_per_node", type=click.IntRange(min=0), default=None, help=gpus_help),
         ]
         for option in reversed(options):

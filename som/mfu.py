@@ -57,8 +57,7 @@ def device_peak_flops(device: Any) -> float | None:
     peak = peak_bf16_flops(name)
     if peak is None and name not in _unknown_reported:
         _unknown_reported.add(name)
-        log.warning("MFU not reported: no dense bf16 peak known for %r (add it to som.mfu.PEAK_BF16_FLOPS)",
-                    name)
+        log.warning("MFU not reported: no dense bf16 peak known for %r (add it to som.mfu.PEAK_BF16_FLOPS)", name)
     return peak
 
 

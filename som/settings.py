@@ -49,8 +49,7 @@ class Settings(BaseModel):
         if not isinstance(values, Mapping):
             return values
         fields = cls.model_fields
-        return {key: _typed(value, fields[key].annotation) if key in fields else value
-                for key, value in values.items()}
+        return {key: _typed(value, fields[key].annotation) if key in fields else value for key, value in values.items()}
 
 
 def _options(annotation: Any) -> tuple[Any, ...]:
@@ -67,9 +66,11 @@ def _optional(annotation: Any) -> bool:
 def _wants_text(annotation: Any, *, literals_only: bool = False) -> bool:
     """Whether the field takes text as it is (a `str` field, or text among its `Literal`
     choices; with `literals_only`, only the latter: "none" is a choice, not None)."""
-    return any((not literals_only and (option is str or option is Any))
-               or (typing.get_origin(option) is Literal and any(isinstance(v, str) for v in typing.get_args(option)))
-               for option in _options(annotation))
+    return any(
+        (not literals_only and (option is str or option is Any))
+        or (typing.get_origin(option) is Literal and any(isinstance(v, str) for v in typing.get_args(option)))
+        for option in _options(annotation)
+    )
 
 
 def _keep_int(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -86,8 +87,12 @@ given, and turning them into floats would change those bytes for the same settin
 def _typed(value: Any, annotation: Any) -> Any:
     """A value as typed text becomes what the field holds; lists fill tuple fields."""
     options = _options(annotation)
-    if isinstance(value, str) and value.lower() in ("none", "null") and _optional(annotation) \
-            and not _wants_text(annotation, literals_only=True):
+    if (
+        isinstance(value, str)
+        and value.lower() in ("none", "null")
+        and _optional(annotation)
+        and not _wants_text(annotation, literals_only=True)
+    ):
         return None
     if isinstance(value, str) and not _wants_text(annotation):
         import yaml
@@ -176,8 +181,11 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return nest(data)
 
 
-def load_settings(model: type[M], source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-                  overrides: Iterable[str] | Mapping[str, Any] = ()) -> M:
+def load_settings(
+    model: type[M],
+    source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+) -> M:
     """`model` from a YAML file or mapping, then `overrides` (KEY=VALUE strings or a mapping)."""
     base = {} if source is None else nest(source) if isinstance(source, Mapping) else read_yaml(source)
     extra = nest(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
@@ -198,8 +206,13 @@ def _describe(model: type[BaseModel], error: Any) -> str:
         known = _field_names(model, error["loc"][:-1])
         close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
         prefix = ".".join(str(part) for part in error["loc"][:-1])
-        hint = (f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close
-                else f" (known: {', '.join(known)})" if known else "")
+        hint = (
+            f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)"
+            if close
+            else f" (known: {', '.join(known)})"
+            if known
+            else ""
+        )
         return f"unknown key '{key}'{hint}"
     # a validator's own ValueError reads as its message, without pydantic's "Value error, "
     message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]

@@ -109,9 +109,11 @@ class S3Settings:
     endpoint_url: str | None = None
 
     def __repr__(self) -> str:
-        return (f"S3Settings(key={_mask(self.key)!r}, secret={'***' if self.secret else None}, "
-                f"token={'***' if self.token else None}, region={self.region!r}, "
-                f"endpoint_url={self.endpoint_url!r})")
+        return (
+            f"S3Settings(key={_mask(self.key)!r}, secret={'***' if self.secret else None}, "
+            f"token={'***' if self.token else None}, region={self.region!r}, "
+            f"endpoint_url={self.endpoint_url!r})"
+        )
 
     __str__ = __repr__
 
@@ -130,8 +132,10 @@ class S3Settings:
 
     def overlay(self, other: S3Settings) -> S3Settings:
         """These settings with every field that `other` sets replaced."""
-        merged = {name: getattr(other, name) or getattr(self, name)
-                  for name in ("key", "secret", "token", "region", "endpoint_url")}
+        merged = {
+            name: getattr(other, name) or getattr(self, name)
+            for name in ("key", "secret", "token", "region", "endpoint_url")
+        }
         return S3Settings(**merged)
 
     def fsspec_options(self) -> dict[str, Any]:
@@ -155,8 +159,8 @@ def read_config_file(path: str | os.PathLike[str]) -> S3Settings:
         text = file.read_text()
     except OSError as exc:
         raise StorageConfigError(
-            f"cannot read storage config {file} ({exc}); fix ${CONFIG_ENV_VAR} or "
-            "options['config_file']") from exc
+            f"cannot read storage config {file} ({exc}); fix ${CONFIG_ENV_VAR} or options['config_file']"
+        ) from exc
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
@@ -185,8 +189,7 @@ def _parse_env_lines(text: str, file: Path) -> dict[str, str]:
     return values
 
 
-def load_s3_settings(options: Options | None = None,
-                     env: Mapping[str, str] | None = None) -> S3Settings:
+def load_s3_settings(options: Options | None = None, env: Mapping[str, str] | None = None) -> S3Settings:
     """Environment, then config file, then explicit options (later wins)."""
     env = os.environ if env is None else env
     options = options or {}
@@ -199,17 +202,14 @@ def load_s3_settings(options: Options | None = None,
     return settings
 
 
-def s3_options(options: Options | None = None,
-               env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def s3_options(options: Options | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The complete s3fs keyword arguments for `options` (see the module docstring)."""
     options = dict(options or {})
     settings = load_s3_settings(options, env)
     resolved = settings.fsspec_options()
-    extra = {k: v for k, v in options.items()
-             if k not in _SETTING_ALIASES and k != "config_file"}
+    extra = {k: v for k, v in options.items() if k not in _SETTING_ALIASES and k != "config_file"}
     client_kwargs = dict(extra.pop("client_kwargs", None) or {})
-    config_kwargs = {**resolved.pop("config_kwargs", {}),
-                     **(extra.pop("config_kwargs", None) or {})}
+    config_kwargs = {**resolved.pop("config_kwargs", {}), **(extra.pop("config_kwargs", None) or {})}
     if "region_name" in client_kwargs:
         config_kwargs.setdefault("region_name", client_kwargs.pop("region_name"))
         log.debug("moved client_kwargs.region_name to config_kwargs (no LocationConstraint)")
@@ -299,7 +299,8 @@ def _explained(url: str) -> Iterator[None]:
         raise StorageAuthError(
             f"S3 refused access to {url}: {exc}. Check AWS_ACCESS_KEY_ID / "
             f"AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL (or ${CONFIG_ENV_VAR}); for the local "
-            "SeaweedFS, `source <state>/s3.env` written by infra/storage/seaweed.py up") from exc
+            "SeaweedFS, `source <state>/s3.env` written by infra/storage/seaweed.py up"
+        ) from exc
 
 
 # ----------------------------------------------------------------------------- paths
@@ -378,8 +379,9 @@ def _normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
     return frozenset("." + e.lower().lstrip(".") for e in extensions)
 
 
-def list_images(prefix_url: str, extensions: Iterable[str] = IMAGE_EXTENSIONS,
-                options: Options | None = None) -> list[str]:
+def list_images(
+    prefix_url: str, extensions: Iterable[str] = IMAGE_EXTENSIONS, options: Options | None = None
+) -> list[str]:
     """Every object under a prefix/folder whose extension matches (case-insensitive),
     recursively, as URLs in the caller's own form, sorted so every run sees the same order.
 
@@ -398,7 +400,7 @@ def list_images(prefix_url: str, extensions: Iterable[str] = IMAGE_EXTENSIONS,
     for path in found:
         if not path.startswith(root + "/"):  # "images2/x.jpg" is not under "images"
             continue
-        relative = path[len(root) + 1:]
+        relative = path[len(root) + 1 :]
         name = relative.rsplit("/", 1)[-1]
         if name.startswith(".") or os.path.splitext(name)[1].lower() not in wanted:
             continue
@@ -437,8 +439,7 @@ def _write_local_atomic(path: str, data: bytes, durable: bool) -> None:
             os.close(dir_fd)
 
 
-def write_bytes_atomic(url: str, data: bytes, options: Options | None = None,
-                       durable: bool = True) -> None:
+def write_bytes_atomic(url: str, data: bytes, options: Options | None = None, durable: bool = True) -> None:
     """Write an object whole or not at all.
 
     Local files: temp sibling, fsync (when `durable`), os.replace. S3: one PUT (or a
@@ -454,8 +455,9 @@ def write_bytes_atomic(url: str, data: bytes, options: Options | None = None,
         fs.invalidate_cache(path)
 
 
-def write_many(items: Mapping[str, bytes], options: Options | None = None,
-               batch_size: int | None = None, durable: bool = True) -> int:
+def write_many(
+    items: Mapping[str, bytes], options: Options | None = None, batch_size: int | None = None, durable: bool = True
+) -> int:
     """Write several objects; each is atomic, the set is not (a failure leaves some written).
 
     S3 objects go through one concurrent ``fs.pipe`` per filesystem (about 2x the
@@ -482,18 +484,43 @@ def write_many(items: Mapping[str, bytes], options: Options | None = None,
 
 # ----------------------------------------------------------------------------- errors
 
-_TRANSIENT_ERRNOS = frozenset({
-    errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE,
-    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EAGAIN,
-})
-_TRANSIENT_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
-    "RequestLimitExceeded", "RequestTimeout", "InternalError", "ServiceUnavailable",
-})
-_TRANSIENT_TEXT = ("SlowDown", "reduce your request rate", "ServiceUnavailable",
-                   "Service Unavailable", "InternalError")
-_PERMANENT = (PermissionError, FileNotFoundError, FileExistsError, IsADirectoryError,
-              NotADirectoryError, StorageConfigError, ValueError, TypeError)
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.EPIPE,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EAGAIN,
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+_TRANSIENT_TEXT = ("SlowDown", "reduce your request rate", "ServiceUnavailable", "Service Unavailable", "InternalError")
+_PERMANENT = (
+    PermissionError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    StorageConfigError,
+    ValueError,
+    TypeError,
+)
 
 
 @lru_cache(maxsize=1)
@@ -580,8 +607,9 @@ class _RetryLogger:
     def __init__(self, max_attempts: int) -> None:
         self.max_attempts = max_attempts
 
-    def __call__(self, attempts: int = 0, operation: Any = None, caught_exception: Any = None,
-                 response: Any = None, **_: Any) -> None:
+    def __call__(
+        self, attempts: int = 0, operation: Any = None, caught_exception: Any = None, response: Any = None, **_: Any
+    ) -> None:
         if caught_exception is not None:
             error = f"{type(caught_exception).__name__}: {caught_exception}"
         else:
@@ -591,8 +619,7 @@ class _RetryLogger:
             error = f"HTTP {status}" + (f" {code}" if code else "")
         name = getattr(operation, "name", None) or "request"
         action = "retrying" if attempts < self.max_attempts else "giving up"
-        log.warning("S3 %s attempt %d/%d failed (%s); %s", name, attempts, self.max_attempts,
-                    error, action)
+        log.warning("S3 %s attempt %d/%d failed (%s); %s", name, attempts, self.max_attempts, error, action)
         return None
 
 
@@ -617,8 +644,11 @@ def _log_s3_retries(fs: AbstractFileSystem, kwargs: Mapping[str, Any]) -> None:
     if getattr(fs, "session", True) is not None:
         return  # a session was given, or this s3fs has none to set
     session = AioSession(**getattr(fs, "kwargs", {}))
-    session.register("needs-retry.s3", _RetryLogger(_max_attempts(kwargs.get("config_kwargs") or {})),
-                     unique_id="somflow-log-s3-retries")
+    session.register(
+        "needs-retry.s3",
+        _RetryLogger(_max_attempts(kwargs.get("config_kwargs") or {})),
+        unique_id="somflow-log-s3-retries",
+    )
     fs.session = session
 
 
@@ -701,8 +731,7 @@ def read_tagged(url: str, options: Options | None = None) -> tuple[bytes, str] |
         return data, _content_tag(data)
 
 
-def compare_and_swap(url: str, data: bytes, expected: str | None,
-                     options: Options | None = None) -> str:
+def compare_and_swap(url: str, data: bytes, expected: str | None, options: Options | None = None) -> str:
     """Write `url` only if it still has tag `expected` (None: only if it does not exist);
     returns the new tag, raises PreconditionFailed otherwise.
 
@@ -773,7 +802,8 @@ def supports_conditional_writes(url: str, options: Options | None = None) -> boo
             supported = True
     finally:
         remove(probe, options)
-    log.info("S3 conditional writes %s on %s (bucket %s)", "supported" if supported else "IGNORED",
-             cache_key[1], bucket)
+    log.info(
+        "S3 conditional writes %s on %s (bucket %s)", "supported" if supported else "IGNORED", cache_key[1], bucket
+    )
     _CAS_SUPPORT[cache_key] = supported
     return supported

@@ -105,7 +105,9 @@ def local_cluster_spec(
         if workers and workers > gpus:
             log.warning(
                 "--workers %d but only %d visible GPU(s): starting %d GPU worker(s), one per GPU",
-                workers, gpus, gpus,
+                workers,
+                gpus,
+                gpus,
             )
             workers = gpus
         return "dask_cuda.LocalCUDACluster", {**common, "n_workers": workers or gpus}
@@ -131,7 +133,9 @@ def dask_task_runner(workers: int | None = None, scheduler: str | None = None) -
         try:
             import dask_cuda  # noqa: F401
         except ImportError:
-            log.warning("%d GPU(s) but dask-cuda is not installed (pip install 'somflow[gpu]'): using CPU workers", gpus)
+            log.warning(
+                "%d GPU(s) but dask-cuda is not installed (pip install 'somflow[gpu]'): using CPU workers", gpus
+            )
             gpus = 0
     cluster_class, kwargs = local_cluster_spec(workers, gpus, worker_environment())
     return DaskTaskRunner(cluster_class=cluster_class, cluster_kwargs=kwargs)

@@ -7,16 +7,16 @@ import hashlib
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.futures import as_completed
 from prefect.context import TaskRunContext
+from prefect.futures import as_completed
 
 from som.dataset.shard import MarkConfig, ShardResult, mark_shard
 from som.dataset.sources import SourceImage
 from som.segment import resident_segmenter
-from tasks.retries import retry_if_transient
 from tasks.cluster import dask_task_runner
 from tasks.reports import Progress
 from tasks.result_storage import result_storage_for
+from tasks.retries import retry_if_transient
 
 RETRY_DELAYS = [1, 2, 4, 8, 16]
 
@@ -48,7 +48,12 @@ def mark_shard_task(index: int, items: list[SourceImage], dest: str, config: Mar
     counts = result.counts()
     get_run_logger().info(
         "shard %d: %d images in %.1f s (%d marked, %d skipped, %d failed)",
-        index, len(items), result.seconds, counts["marked"], counts["skipped"], counts["failed"],
+        index,
+        len(items),
+        result.seconds,
+        counts["marked"],
+        counts["skipped"],
+        counts["failed"],
     )
     return result
 
@@ -78,7 +83,10 @@ def run_shards(
                 log.error("shard %d failed: %s", futures[future], state.message)
             progress.advance()
         # the cluster's close takes a moment, and the commit follows it: say what comes next
-        log.info("all %d shards done (%d failed); closing the Dask cluster, then committing the manifest",
-                 len(shards), len(failed))
+        log.info(
+            "all %d shards done (%d failed); closing the Dask cluster, then committing the manifest",
+            len(shards),
+            len(failed),
+        )
     progress.close()
     return results, sorted(failed)

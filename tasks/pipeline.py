@@ -52,15 +52,28 @@ def run_id(state: State) -> str:
 
 
 @task(name="instruction-data", **STAGE)
-def instruction_stage(dataset: str, manifest_version: str, coco: str | None, base_mix: str | None,
-                      base_image_root: str | None, seed: int) -> dict[str, Any]:
+def instruction_stage(
+    dataset: str, manifest_version: str, coco: str | None, base_mix: str | None, base_image_root: str | None, seed: int
+) -> dict[str, Any]:
     """Listing + QA (+ mix.json with a base mix) for one manifest version of the dataset."""
-    state = build_instruction_dataset(dest=dataset, coco=coco, base_mix=base_mix, base_image_root=base_image_root,
-                                      seed=seed, manifest_version=manifest_version, return_state=True)
+    state = build_instruction_dataset(
+        dest=dataset,
+        coco=coco,
+        base_mix=base_mix,
+        base_image_root=base_image_root,
+        seed=seed,
+        manifest_version=manifest_version,
+        return_state=True,
+    )
     card = _result("instruction data", state)
     folder = storage.join(dataset, "datasets", card["version"])
-    return {"version": card["version"], "folder": folder, "records": card["records"],
-            "mix": storage.join(folder, "mix.json") if card["mix"] else None, "flow_run_id": run_id(state)}
+    return {
+        "version": card["version"],
+        "folder": folder,
+        "records": card["records"],
+        "mix": storage.join(folder, "mix.json") if card["mix"] else None,
+        "flow_run_id": run_id(state),
+    }
 
 
 @task(name="mix", **STAGE)
@@ -71,27 +84,49 @@ def mix_stage(instructions: dict[str, Any], dataset: str, output: str, seed: int
     from som.data.mixing import MixConfig, MixSource, mix
 
     folder = instructions["folder"]
-    sources = [MixSource(storage.join(folder, "som_listing.json"), kind="som-listing"),
-               MixSource(storage.join(folder, "som_qa.json"), kind="som-qa", id_prefix="qa-")]
+    sources = [
+        MixSource(storage.join(folder, "som_listing.json"), kind="som-listing"),
+        MixSource(storage.join(folder, "som_qa.json"), kind="som-qa", id_prefix="qa-"),
+    ]
     mix(sources, output, MixConfig(seed=seed, image_root=dataset))
     return output
 
 
 @task(name="train", **STAGE)
-def train_stage(data: str, run_dir: str, image_root: str, config: str | dict | None, overrides: dict | None,
-                nodes: int, tasks_per_node: int, gpus_per_node: int, slurm: dict | None,
-                executor: str) -> dict[str, Any]:
-    state = train_llava(data=data, run_dir=run_dir, image_root=image_root, config=config, overrides=overrides,
-                        nodes=nodes, tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node, slurm=slurm,
-                        executor=executor, return_state=True)
+def train_stage(
+    data: str,
+    run_dir: str,
+    image_root: str,
+    config: str | dict | None,
+    overrides: dict | None,
+    nodes: int,
+    tasks_per_node: int,
+    gpus_per_node: int,
+    slurm: dict | None,
+    executor: str,
+) -> dict[str, Any]:
+    state = train_llava(
+        data=data,
+        run_dir=run_dir,
+        image_root=image_root,
+        config=config,
+        overrides=overrides,
+        nodes=nodes,
+        tasks_per_node=tasks_per_node,
+        gpus_per_node=gpus_per_node,
+        slurm=slurm,
+        executor=executor,
+        return_state=True,
+    )
     return {"model": _result("training", state), "flow_run_id": run_id(state)}
 
 
 @task(name="evaluate", **STAGE)
 def evaluate_stage(model: str, run_dir: str, settings: EvalStage, executor: str, slurm: dict | None) -> dict[str, Any]:
     """som-evaluate of the trained model with the pipeline's evaluation settings."""
-    state = evaluate(model=model, run_dir=run_dir, executor=executor, slurm=slurm, **settings.model_dump(),
-                     return_state=True)
+    state = evaluate(
+        model=model, run_dir=run_dir, executor=executor, slurm=slurm, **settings.model_dump(), return_state=True
+    )
     result = _result("evaluation", state)
     return {"table": result["table"], "scores_dir": storage.join(run_dir, "eval"), "flow_run_id": run_id(state)}
 
@@ -104,8 +139,9 @@ class StageLog:
         self.key = artifact_key(pipeline, "pipeline")
         self.total = total
         self.rows: list[dict[str, Any]] = []
-        self.progress = create_progress_artifact(0.0, key=artifact_key(pipeline, "pipeline-progress"),
-                                                 description=f"stages done of {total}")
+        self.progress = create_progress_artifact(
+            0.0, key=artifact_key(pipeline, "pipeline-progress"), description=f"stages done of {total}"
+        )
 
     def add(self, stage: str, how: str, output: str | None = None, flow_run_id: str | None = None) -> None:
         self.rows.append({"stage": stage, "how": how, "output": output, "flow_run_id": flow_run_id})
@@ -117,17 +153,22 @@ class StageLog:
         if not state.is_completed():
             raise StageFailed(f"{stage}: {_reason(state)}")
         result = state.result()
-        self.add(stage, "cached" if state.name == "Cached" else "ran", flow_run_id=result.get("flow_run_id")
-                 if isinstance(result, dict) else None)
+        self.add(
+            stage,
+            "cached" if state.name == "Cached" else "ran",
+            flow_run_id=result.get("flow_run_id") if isinstance(result, dict) else None,
+        )
         return result
 
     def failed(self, stage: str, message: str | None) -> State:
         done = ", ".join(row["stage"] for row in self.rows) or "none"
         self.rows.append({"stage": stage, "how": "FAILED", "output": message})
         self.publish(None, f"failed at {stage}")
-        return Failed(message=f"stage '{stage}' failed: {message}. Stages done (cached for the rerun): {done}. "
-                              f"Fix the cause and run the pipeline again with the same parameters: it resumes "
-                              f"at '{stage}'.")
+        return Failed(
+            message=f"stage '{stage}' failed: {message}. Stages done (cached for the rerun): {done}. "
+            f"Fix the cause and run the pipeline again with the same parameters: it resumes "
+            f"at '{stage}'."
+        )
 
     def publish(self, table: list[dict[str, Any]] | None, description: str) -> None:
         create_markdown_artifact(_summary_markdown(self.rows, table), key=self.key, description=description)

@@ -8,13 +8,13 @@ import sys
 from uuid import UUID
 
 from PIL import Image
-from tqdm import tqdm
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+from tqdm import tqdm
 
 from som import storage
 from som.dataset.report import BuildReport
@@ -51,7 +51,11 @@ class Progress:
 
 def publish_report(report: BuildReport) -> None:
     create_table_artifact(report.table(), key=artifact_key(report.dest, "table"), description=report.line())
-    create_markdown_artifact(report.markdown() + "\n\n" + gallery_markdown(report), key=artifact_key(report.dest, "summary"), description="counts, quarantine and samples")
+    create_markdown_artifact(
+        report.markdown() + "\n\n" + gallery_markdown(report),
+        key=artifact_key(report.dest, "summary"),
+        description="counts, quarantine and samples",
+    )
 
 
 def gallery_markdown(report: BuildReport) -> str:

@@ -26,9 +26,16 @@ def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State) ->
     if storage.is_transient(error):
         # Prefect announces the retry at INFO; an outage must leave warnings (issue 11 item 9).
         # Prefect asks only while retries remain, so True here always means another attempt.
-        get_run_logger().warning("%s attempt %d/%d failed (%s: %s); retrying", task_run.name,
-                                 task_run.run_count, task.retries + 1, type(error).__name__, error)
+        get_run_logger().warning(
+            "%s attempt %d/%d failed (%s: %s); retrying",
+            task_run.name,
+            task_run.run_count,
+            task.retries + 1,
+            type(error).__name__,
+            error,
+        )
         return True
-    get_run_logger().error("%s: not retried, the error is permanent: %s: %s", task_run.name,
-                           type(error).__name__, error)
+    get_run_logger().error(
+        "%s: not retried, the error is permanent: %s: %s", task_run.name, type(error).__name__, error
+    )
     return False

@@ -80,8 +80,12 @@ def _watch(submitted: list[submitit.Job], name: str, poll_s: float) -> list[Any]
 
     def on_log(job: submitit.Job, lines: list[str]) -> None:
         if len(lines) > LOG_LINES_PER_POLL:
-            logger.info("[%s] ... %d lines skipped (full log: %s)", job.job_id,
-                        len(lines) - LOG_LINES_PER_POLL, job.paths.stderr)
+            logger.info(
+                "[%s] ... %d lines skipped (full log: %s)",
+                job.job_id,
+                len(lines) - LOG_LINES_PER_POLL,
+                job.paths.stderr,
+            )
         for line in lines[-LOG_LINES_PER_POLL:]:
             logger.info("[%s] %s", job.job_id, line)
 
@@ -107,8 +111,9 @@ def _ids(submitted: Sequence[submitit.Job]) -> str:
 
 
 @task(name="slurm-job")
-def _job_task(call: tuple[Callable[..., Any], tuple, dict], spec: JobSpec, folder: str, name: str,
-              poll_s: float) -> Any:
+def _job_task(
+    call: tuple[Callable[..., Any], tuple, dict], spec: JobSpec, folder: str, name: str, poll_s: float
+) -> Any:
     fn, args, kwargs = call
     with jobs.submission_environment(worker_environment()):
         job = jobs.submit(spec, folder, name, fn, *args, **kwargs)
@@ -118,28 +123,50 @@ def _job_task(call: tuple[Callable[..., Any], tuple, dict], spec: JobSpec, folde
 
 
 @task(name="slurm-array")
-def _array_task(fn: Callable[..., Any], arg_lists: list[list[Any]], spec: JobSpec, folder: str, name: str,
-                poll_s: float) -> list[Any] | State:
+def _array_task(
+    fn: Callable[..., Any], arg_lists: list[list[Any]], spec: JobSpec, folder: str, name: str, poll_s: float
+) -> list[Any] | State:
     with jobs.submission_environment(worker_environment()):
         submitted = jobs.submit_array(spec, folder, name, fn, arg_lists)
     if submitted:
-        get_run_logger().info("submitted %s as %d array jobs %s..%s (logs under %s)", name, len(submitted),
-                              submitted[0].job_id, submitted[-1].job_id, folder)
+        get_run_logger().info(
+            "submitted %s as %d array jobs %s..%s (logs under %s)",
+            name,
+            len(submitted),
+            submitted[0].job_id,
+            submitted[-1].job_id,
+            folder,
+        )
     return _watch(submitted, name, poll_s)
 
 
-def _options(name: str, folder: str, cache_key: str | None, retries: int, retry_delay_s: float,
-             result_storage: str | None) -> dict[str, Any]:
+def _options(
+    name: str, folder: str, cache_key: str | None, retries: int, retry_delay_s: float, result_storage: str | None
+) -> dict[str, Any]:
     options: dict[str, Any] = {"task_run_name": name, "retries": retries, "retry_delay_seconds": retry_delay_s}
     if cache_key is None:
         return {**options, "cache_policy": NO_CACHE, "persist_result": False}
-    return {**options, "cache_key_fn": lambda *_: cache_key, "persist_result": True,
-            "result_storage": result_storage_for(result_storage or folder)}
+    return {
+        **options,
+        "cache_key_fn": lambda *_: cache_key,
+        "persist_result": True,
+        "result_storage": result_storage_for(result_storage or folder),
+    }
 
 
-def run_job(fn: Callable[..., Any], *args: Any, spec: JobSpec, folder: str, name: str,
-            cache_key: str | None = None, retries: int = 2, retry_delay_s: float = 30,
-            result_storage: str | None = None, poll_s: float = 5.0, **kwargs: Any) -> Any:
+def run_job(
+    fn: Callable[..., Any],
+    *args: Any,
+    spec: JobSpec,
+    folder: str,
+    name: str,
+    cache_key: str | None = None,
+    retries: int = 2,
+    retry_delay_s: float = 30,
+    result_storage: str | None = None,
+    poll_s: float = 5.0,
+    **kwargs: Any,
+) -> Any:
     """Run `fn(*args, **kwargs)` as one job (from inside a flow) and return its result.
 
     Arguments:
@@ -154,19 +181,31 @@ def run_job(fn: Callable[..., Any], *args: Any, spec: JobSpec, folder: str, name
     return _result(job_task(quote((fn, args, kwargs)), spec, str(folder), name, poll_s, return_state=True))
 
 
-def run_job_array(fn: Callable[..., Any], arg_lists: Sequence[Sequence[Any]], *, spec: JobSpec, folder: str,
-                  name: str, cache_key: str | None = None, retries: int = 2, retry_delay_s: float = 30,
-                  result_storage: str | None = None, poll_s: float = 5.0) -> list[Any]:
+def run_job_array(
+    fn: Callable[..., Any],
+    arg_lists: Sequence[Sequence[Any]],
+    *,
+    spec: JobSpec,
+    folder: str,
+    name: str,
+    cache_key: str | None = None,
+    retries: int = 2,
+    retry_delay_s: float = 30,
+    result_storage: str | None = None,
+    poll_s: float = 5.0,
+) -> list[Any]:
     """Run `fn(*args)` for every args in `arg_lists` as one Slurm array; results in that order.
 
     Failed elements fail the task with their indices (JobFailed); a retry resubmits the whole
     array, so elements should skip work they already finished (as evaluation shards do).
     Other arguments as `run_job`.
     """
-    array_task = _array_task.with_options(**_options(name, folder, cache_key, retries, retry_delay_s,
-                                                     result_storage))
-    return _result(array_task(quote(fn), quote([list(args) for args in arg_lists]), spec, str(folder), name,
-                              poll_s, return_state=True))
+    array_task = _array_task.with_options(**_options(name, folder, cache_key, retries, retry_delay_s, result_storage))
+    return _result(
+        array_task(
+            quote(fn), quote([list(args) for args in arg_lists]), spec, str(folder), name, poll_s, return_state=True
+        )
+    )
 
 
 def _result(state: State) -> Any:

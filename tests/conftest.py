@@ -2,5 +2,13 @@
 stack, a Prefect API, a chat server), shared test data and models, and the `gpu` marker's skip.
 Helpers that tests import live in tests/helpers/; no test imports from a conftest."""
 
-pytest_plugins = ["tests.plugins.gpu", "tests.plugins.s3", "tests.plugins.slurm", "tests.plugins.chat",
-                  "tests.plugins.prefect", "tests.plugins.stack", "tests.plugins.training", "tests.plugins.marks"]
+pytest_plugins = [
+    "tests.plugins.gpu",
+    "tests.plugins.s3",
+    "tests.plugins.slurm",
+    "tests.plugins.chat",
+    "tests.plugins.prefect",
+    "tests.plugins.stack",
+    "tests.plugins.training",
+    "tests.plugins.marks",
+]

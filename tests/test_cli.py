@@ -53,7 +53,10 @@ def test_marks_good_images_and_quarantines_bad_ones(photo_dir: Path, tmp_path: P
         assert meta["marks"] and meta["segmenter"]["name"] == "slic"
         assert Image.open(out / f"{stem}.jpg").size == (meta["width"], meta["height"])
         assert min(meta["width"], meta["height"]) == 200
-    quarantined = {Path(r["source"]).name: r["reason"] for r in map(json.loads, (out / "quarantine.jsonl").read_text().splitlines())}
+    quarantined = {
+        Path(r["source"]).name: r["reason"]
+        for r in map(json.loads, (out / "quarantine.jsonl").read_text().splitlines())
+    }
     assert set(quarantined) == {"empty.jpg", "notes.png", "truncated.jpg", "logo.png"}
     assert "empty" in quarantined["empty.jpg"]
     assert "not a recognised image" in quarantined["notes.png"]
@@ -65,17 +68,32 @@ def test_rerun_resumes_and_force_redoes(photo_dir: Path, tmp_path: Path):
     out = tmp_path / "out"
     run("mark", str(photo_dir / "ironing.jpg"), str(photo_dir / "cmyk.jpg"), "--out", str(out), "--workers", "1", *FAST)
     stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
-    code, output = run("mark", str(photo_dir / "ironing.jpg"), str(photo_dir / "cmyk.jpg"), "--out", str(out), "--workers", "1", *FAST)
+    code, output = run(
+        "mark", str(photo_dir / "ironing.jpg"), str(photo_dir / "cmyk.jpg"), "--out", str(out), "--workers", "1", *FAST
+    )
     assert code == 0 and "2 unchanged" in output
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
-    code, output = run("mark", str(photo_dir / "ironing.jpg"), "--out", str(out), "--workers", "1", *FAST[:-3], "--short-side", "160", "--no-progress")
+    code, output = run(
+        "mark",
+        str(photo_dir / "ironing.jpg"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        *FAST[:-3],
+        "--short-side",
+        "160",
+        "--no-progress",
+    )
     assert "1 marked" in output, "a different style is new work"
     code, output = run("mark", str(photo_dir / "cmyk.jpg"), "--out", str(out), "--force", "--workers", "1", *FAST)
     assert "1 marked" in output
 
 
 def test_exit_code_is_non_zero_only_when_nothing_was_processed(photo_dir: Path, tmp_path: Path):
-    code, output = run("mark", str(photo_dir / "empty.jpg"), str(photo_dir / "notes.png"), "--out", str(tmp_path / "o"), *FAST)
+    code, output = run(
+        "mark", str(photo_dir / "empty.jpg"), str(photo_dir / "notes.png"), "--out", str(tmp_path / "o"), *FAST
+    )
     assert code == 1 and "2 failed" in output
 
 
@@ -88,14 +106,44 @@ def test_coco_masks_name_the_tags(tmp_path: Path):
         "images": [{"id": 1, "file_name": "000001.jpg", "width": 570, "height": 380}],
         "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 0, "bbox": [0, 0, 0, 0], "segmentation": [[250, 40, 350, 40, 350, 300, 250, 300]]},
-            {"id": 2, "image_id": 1, "category_id": 3, "iscrowd": 0, "area": 0, "bbox": [0, 0, 0, 0], "segmentation": [[0, 150, 200, 150, 200, 330, 0, 330]]},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "area": 0,
+                "bbox": [0, 0, 0, 0],
+                "segmentation": [[250, 40, 350, 40, 350, 300, 250, 300]],
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 3,
+                "iscrowd": 0,
+                "area": 0,
+                "bbox": [0, 0, 0, 0],
+                "segmentation": [[0, 150, 200, 150, 200, 330, 0, 330]],
+            },
         ],
     }
     masks = tmp_path / "instances.json"
     masks.write_text(json.dumps(annotations))
     out = tmp_path / "out"
-    code, output = run("mark", str(folder), "--out", str(out), "--masks", str(masks), "--label-mode", "alpha", "--modes", "mark,mask,box,contour", "--format", "png", "--no-progress")
+    code, output = run(
+        "mark",
+        str(folder),
+        "--out",
+        str(out),
+        "--masks",
+        str(masks),
+        "--label-mode",
+        "alpha",
+        "--modes",
+        "mark,mask,box,contour",
+        "--format",
+        "png",
+        "--no-progress",
+    )
     assert code == 0, output
     meta = json.loads((out / "000001.json").read_text())
     assert [(m["label"], m["category"]) for m in meta["marks"]] == [("a", "person"), ("b", "car")]
@@ -116,7 +164,15 @@ def test_bad_options_are_usage_errors(tmp_path: Path):
 
 def test_auto_segmenter_falls_back_to_slic_without_sam_weights(tmp_path: Path, monkeypatch, caplog):
     monkeypatch.setenv("SOMFLOW_CACHE", str(tmp_path / "cache"))
-    code, output = run("mark", str(data_path("extreme_ironing.jpg")), "--out", str(tmp_path / "o"), "--short-side", "128", "--no-progress")
+    code, output = run(
+        "mark",
+        str(data_path("extreme_ironing.jpg")),
+        "--out",
+        str(tmp_path / "o"),
+        "--short-side",
+        "128",
+        "--no-progress",
+    )
     assert code == 0 and "1 marked" in output
     assert json.loads((tmp_path / "o" / "extreme_ironing.json").read_text())["segmenter"]["name"] == "slic"
     assert "using the CPU 'slic' segmenter" in caplog.text
@@ -162,16 +218,18 @@ def test_registry_marks_the_gpu_model_segmenters():
 
 def test_a_missing_optional_dependency_names_its_extra() -> None:
     """`som` without the orchestration stack: the command says which extra to install."""
-    code = ("import builtins, sys\n"
-            "real = builtins.__import__\n"
-            "def fake(name, *args, **kwargs):\n"
-            "    if name.partition('.')[0] == 'prefect':\n"
-            "        raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
-            "    return real(name, *args, **kwargs)\n"
-            "builtins.__import__ = fake\n"
-            "sys.argv = ['som', 'dataset', 'build', 'src', 'dest']\n"
-            "from som.cli import main\n"
-            "main()\n")
+    code = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def fake(name, *args, **kwargs):\n"
+        "    if name.partition('.')[0] == 'prefect':\n"
+        "        raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = fake\n"
+        "sys.argv = ['som', 'dataset', 'build', 'src', 'dest']\n"
+        "from som.cli import main\n"
+        "main()\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-2000:]
     assert "somflow[orchestrate]" in done.stderr and "Traceback" not in done.stderr
@@ -182,7 +240,9 @@ def test_another_package_named_flows_is_reported_not_run(tmp_path: Path) -> None
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows" / "__init__.py").write_text("")
     (tmp_path / "flows" / "cli.py").write_text("import click\n\n@click.group()\ndef dataset():\n    pass\n")
-    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); sys.argv = ['som', 'dataset', '--help']; " \
-           "from som.cli import main; main()"
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); sys.argv = ['som', 'dataset', '--help']; "
+        "from som.cli import main; main()"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "is not somflow's" in done.stderr and str(tmp_path) in done.stderr

@@ -137,9 +137,7 @@ def test_gray_alpha_is_composited_on_white():
 
 def test_rgba_is_composited_on_white():
     """RGBA: alpha is composited over white (not dropped, which would expose hidden colours)."""
-    values = np.array(
-        [[[255, 0, 0, 0], [0, 0, 255, 255], [0, 0, 0, 128], [0, 200, 0, 64]]], dtype=np.uint8
-    )
+    values = np.array([[[255, 0, 0, 0], [0, 0, 255, 255], [0, 0, 0, 128], [0, 200, 0, 64]]], dtype=np.uint8)
     rgb = decode_image(encode(Image.fromarray(values, "RGBA"), "PNG"), "a.png").rgb
     assert_rgb(rgb, 1, 4)
     assert rgb[0, 0].tolist() == [255, 255, 255]
@@ -375,9 +373,7 @@ def test_resize_is_close_to_torchvision_bicubic(name):
     annotator uses: catches swapped axes, channel mix-ups or wrong interpolation."""
     rgb = load_image(data_path(name)).rgb
     resized, _ = resize_short_side(rgb, 640)
-    reference = np.asarray(
-        Image.fromarray(rgb).resize(resized.shape[1::-1], Image.Resampling.BICUBIC)
-    )
+    reference = np.asarray(Image.fromarray(rgb).resize(resized.shape[1::-1], Image.Resampling.BICUBIC))
     difference = np.abs(resized.astype(np.int16) - reference)
     assert difference.mean() < 1.0
     assert np.percentile(difference, 99) <= 10

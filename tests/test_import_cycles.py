@@ -34,7 +34,8 @@ def module_names(root: Path = ROOT, package: str = PACKAGE) -> dict[str, Path]:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
@@ -71,7 +72,7 @@ def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
                 base = node.module or ""
                 if node.level:
                     anchor = own_package.split(".")
-                    anchor = anchor[:len(anchor) - node.level + 1]
+                    anchor = anchor[: len(anchor) - node.level + 1]
                     base = ".".join([*anchor, *([base] if base else [])])
                 bases = [base, *(f"{base}.{alias.name}" for alias in node.names)]
             for base in bases:
@@ -96,7 +97,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 state[path.pop()] = 2
                 iterators.pop()
             elif state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             elif nxt not in state:
                 state[nxt] = 1
                 path.append(nxt)
@@ -116,8 +117,9 @@ def test_the_check_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text("from som.sub import a\n")
     (pkg / "sub" / "__init__.py").write_text("from .a import thing\n")
-    (pkg / "sub" / "a.py").write_text("import som.sub\nfrom typing import TYPE_CHECKING\n"
-                                      "if TYPE_CHECKING:\n    from som.b import x\nthing = 1\n")
+    (pkg / "sub" / "a.py").write_text(
+        "import som.sub\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from som.b import x\nthing = 1\n"
+    )
     (pkg / "b.py").write_text("def f():\n    from .c import y\n")
     (pkg / "c.py").write_text("from som import b\n")
     cycle = find_cycle(import_graph(module_names(tmp_path)))

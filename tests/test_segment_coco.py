@@ -63,17 +63,13 @@ def coco_document() -> dict:
         ],
         "annotations": [
             {"id": 11, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": TRIANGLE},
-            {"id": 12, "image_id": 1, "category_id": 18, "iscrowd": 0, "segmentation": TWO_PARTS,
-             "score": 0.75},
-            {"id": 13, "image_id": 1, "category_id": 1, "iscrowd": 1,
-             "segmentation": uncompressed_rle(CROWD)},
-            {"id": 14, "image_id": 1, "category_id": 18, "iscrowd": 0,
-             "segmentation": compressed_rle(RLE_OBJECT)},
+            {"id": 12, "image_id": 1, "category_id": 18, "iscrowd": 0, "segmentation": TWO_PARTS, "score": 0.75},
+            {"id": 13, "image_id": 1, "category_id": 1, "iscrowd": 1, "segmentation": uncompressed_rle(CROWD)},
+            {"id": 14, "image_id": 1, "category_id": 18, "iscrowd": 0, "segmentation": compressed_rle(RLE_OBJECT)},
             # Unusable annotations are skipped, not fatal: a 2-point "polygon", no segmentation.
             {"id": 15, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": [[1, 1, 2, 2]]},
             {"id": 16, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": []},
-            {"id": 21, "image_id": 2, "category_id": 18, "iscrowd": 0,
-             "segmentation": IMAGE2_POLYGON},
+            {"id": 21, "image_id": 2, "category_id": 18, "iscrowd": 0, "segmentation": IMAGE2_POLYGON},
         ],
     }
 
@@ -179,9 +175,7 @@ def test_polygon_area_is_not_inflated(tmp_path):
     }
     path = tmp_path / "square.json"
     path.write_text(json.dumps(document))
-    (mask,) = build_segmenter("coco", {"annotations": str(path)}).generate(
-        blank(H1, W1), source="a.jpg"
-    )
+    (mask,) = build_segmenter("coco", {"annotations": str(path)}).generate(blank(H1, W1), source="a.jpg")
     assert mask.area == 400
     assert (mask.x0, mask.y0) == (50, 30)
     assert mask.full()[30:50, 50:70].all()
@@ -199,8 +193,7 @@ def test_random_polygons_equal_pycocotools_even_across_the_border(tmp_path):
         radii = rng.uniform(1, 30) * rng.uniform(0.4, 1.0, angles.size)
         polygon = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1)
         annotations.append(
-            {"id": index, "image_id": 1, "category_id": 1,
-             "segmentation": [polygon.round(2).ravel().tolist()]}
+            {"id": index, "image_id": 1, "category_id": 1, "segmentation": [polygon.round(2).ravel().tolist()]}
         )
     document = {
         "images": [{"id": 1, "file_name": "a.jpg", "width": W1, "height": H1}],
@@ -241,13 +234,11 @@ def test_include_crowd_false_drops_crowd_regions(coco_file):
 
 def test_min_area(coco_file):
     """min_area drops masks with that many pixels or fewer."""
-    every = build_segmenter("coco", {"annotations": str(coco_file)}).generate(
+    every = build_segmenter("coco", {"annotations": str(coco_file)}).generate(blank(H1, W1), source="000000000001.jpg")
+    threshold = sorted(m.area for m in every)[1]
+    kept = build_segmenter("coco", {"annotations": str(coco_file), "min_area": str(threshold)}).generate(
         blank(H1, W1), source="000000000001.jpg"
     )
-    threshold = sorted(m.area for m in every)[1]
-    kept = build_segmenter(
-        "coco", {"annotations": str(coco_file), "min_area": str(threshold)}
-    ).generate(blank(H1, W1), source="000000000001.jpg")
     assert len(kept) == len(every) - 2
     assert all(m.area > threshold for m in kept)
 
@@ -314,8 +305,7 @@ def _one_image_file(tmp_path, record: dict, segmentation) -> str:
     document = {
         "images": [{"id": 1, "file_name": "a.jpg", **record}],
         "categories": [{"id": 1, "name": "cat"}],
-        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                         "segmentation": segmentation}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": segmentation}],
     }
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(document))
@@ -326,8 +316,7 @@ def test_half_size_image_is_an_error_naming_both_sizes(segmenter):
     """An image file at half the annotated size, not resized by marking, is rejected (it was
     stretched silently) when the pre-resize size is known."""
     with pytest.raises(CocoImageError, match=r"masks are 80x60 but the image is 40x30"):
-        segmenter.generate(blank(H1 // 2, W1 // 2), source="000000000001.jpg",
-                           original_size=(H1 // 2, W1 // 2))
+        segmenter.generate(blank(H1 // 2, W1 // 2), source="000000000001.jpg", original_size=(H1 // 2, W1 // 2))
 
 
 def test_stretched_image_is_an_error(segmenter):
@@ -385,8 +374,7 @@ def test_mismatch_is_quarantined_by_som_mark(tmp_path, coco_file):
     Image.new("RGB", (W1, H1 // 2)).save(images / "000000000001.jpg")  # wrong aspect
     Image.new("RGB", (W2, H2)).save(images / "000000000002.jpg")  # right size
     segmenter = build_segmenter("coco", {"annotations": str(coco_file)})
-    summary = mark_paths([images], tmp_path / "out", segmenter, MarkOptions(short_side=0),
-                         progress=False)
+    summary = mark_paths([images], tmp_path / "out", segmenter, MarkOptions(short_side=0), progress=False)
     failed = [json.loads(line) for line in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
     assert len(failed) == 1 and failed[0]["source"].endswith("000000000001.jpg")
     assert "masks are 80x60 but the image is 80x30" in failed[0]["reason"]

@@ -16,8 +16,17 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 def test_encoder_by_hand() -> None:
     """12 px image of 4 px patches: a 3 x 3 grid (n = 9), width 4, MLP 8, no relative positions.
     Block 0 attends in 2 x 2 windows over the grid padded to 4 x 4; block 1 is global."""
-    shape = SamShape(embed_dim=4, depth=2, mlp_dim=8, global_layers=(1,), window_size=2, image_size=12,
-                     patch_size=4, rel_pos=False, out_chans=2)
+    shape = SamShape(
+        embed_dim=4,
+        depth=2,
+        mlp_dim=8,
+        global_layers=(1,),
+        window_size=2,
+        image_size=12,
+        patch_size=4,
+        rel_pos=False,
+        out_chans=2,
+    )
     patch_embed = 2 * 3 * 16 * 4 * 9
     windowed = 2 * 4 * 16 * 16 + 4 * 4 * 2**4 * 4 + 4 * 4 * 8 * 9  # projections over 16, 4 windows, MLP
     global_ = 2 * 4 * 16 * 9 + 4 * 4 * 81 + 4 * 4 * 8 * 9
@@ -53,8 +62,13 @@ def test_matches_torch_on_a_tiny_segment_anything_sam(img_size: int) -> None:
         sparse, dense = sam.prompt_encoder(points=points, boxes=None, masks=None)
         image_pe = sam.prompt_encoder.get_dense_pe()  # positional encodings are not counted
         with FlopCounterMode(display=False) as counter:
-            sam.mask_decoder(image_embeddings=embedding, image_pe=image_pe, sparse_prompt_embeddings=sparse,
-                             dense_prompt_embeddings=dense, multimask_output=True)
+            sam.mask_decoder(
+                image_embeddings=embedding,
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+            )
         assert counter.get_total_flops() == shape.decoder_flops(5)
 
 
@@ -64,12 +78,27 @@ def test_matches_torch_on_a_tiny_transformers_sam() -> None:
     from transformers import SamConfig, SamModel
 
     config = SamConfig(
-        vision_config={"hidden_size": 32, "output_channels": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 160, "patch_size": 16, "window_size": 4, "global_attn_indexes": [1],
-                       "num_pos_feats": 16, "mlp_dim": 64},
+        vision_config={
+            "hidden_size": 32,
+            "output_channels": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 160,
+            "patch_size": 16,
+            "window_size": 4,
+            "global_attn_indexes": [1],
+            "num_pos_feats": 16,
+            "mlp_dim": 64,
+        },
         prompt_encoder_config={"hidden_size": 32, "image_size": 160, "patch_size": 16, "mask_input_channels": 4},
-        mask_decoder_config={"hidden_size": 32, "mlp_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                             "iou_head_hidden_dim": 32})
+        mask_decoder_config={
+            "hidden_size": 32,
+            "mlp_dim": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 32,
+        },
+    )
     config._attn_implementation = "eager"
     torch.manual_seed(0)
     model = SamModel(config).eval()
@@ -96,8 +125,10 @@ def test_segmenter_flops_and_throughput_line() -> None:
     assert flops is not None
     assert (flops.encoder, flops.decoder) == (shape.encoder_flops(), shape.decoder_flops(64))
     line = throughput_line(sam, 4, 2.0)
-    assert line == (f"sam: 4 images in 2.0 s (2.00 images/s), {format_flops(flops.total)}/image "
-                    f"(encoder {format_flops(flops.encoder)}, decoder {format_flops(flops.decoder)})")
+    assert line == (
+        f"sam: 4 images in 2.0 s (2.00 images/s), {format_flops(flops.total)}/image "
+        f"(encoder {format_flops(flops.encoder)}, decoder {format_flops(flops.decoder)})"
+    )
     assert "peak" not in line  # on the CPU
     slic = SlicSegmenter(SlicParams())
     assert segmenter_flops(slic) is None

@@ -19,8 +19,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 # Thresholds off and NMS off: every (point, multimask output) pair survives, so counts are exact.
-PERMISSIVE = {"points_per_side": "4", "pred_iou_thresh": "0", "stability_score_thresh": "0",
-              "box_nms_thresh": "1.0"}
+PERMISSIVE = {"points_per_side": "4", "pred_iou_thresh": "0", "stability_score_thresh": "0", "box_nms_thresh": "1.0"}
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +30,34 @@ def model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = SamConfig(
         vision_config={
-            "hidden_size": 32, "output_channels": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "image_size": 128, "patch_size": 16, "window_size": 4,
-            "global_attn_indexes": [1], "num_pos_feats": 16, "mlp_dim": 64,
+            "hidden_size": 32,
+            "output_channels": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 128,
+            "patch_size": 16,
+            "window_size": 4,
+            "global_attn_indexes": [1],
+            "num_pos_feats": 16,
+            "mlp_dim": 64,
         },
-        prompt_encoder_config={"hidden_size": 32, "image_size": 128, "patch_size": 16,
-                               "mask_input_channels": 4},
-        mask_decoder_config={"hidden_size": 32, "mlp_dim": 64, "num_hidden_layers": 2,
-                             "num_attention_heads": 2, "iou_head_hidden_dim": 32},
+        prompt_encoder_config={"hidden_size": 32, "image_size": 128, "patch_size": 16, "mask_input_channels": 4},
+        mask_decoder_config={
+            "hidden_size": 32,
+            "mlp_dim": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 32,
+        },
     )
     folder = tmp_path_factory.mktemp("tiny-sam")
     SamModel(config).save_pretrained(folder)
     SamProcessor(
         image_processor=SamImageProcessor(
-            size={"longest_edge": 128}, pad_size={"height": 128, "width": 128},
-            mask_size={"longest_edge": 32}, mask_pad_size={"height": 32, "width": 32},
+            size={"longest_edge": 128},
+            pad_size={"height": 128, "width": 128},
+            mask_size={"longest_edge": 32},
+            mask_pad_size={"height": 32, "width": 32},
         )
     ).save_pretrained(folder)
     return folder
@@ -58,8 +70,7 @@ def photo() -> np.ndarray:
 
 def tiny(model_dir: Path, **overrides: str) -> HfSamSegmenter:
     """Built by name with string params, the way the CLI passes them."""
-    params = {"model": str(model_dir), "local_files_only": "true", "device": "cpu",
-              **PERMISSIVE, **overrides}
+    params = {"model": str(model_dir), "local_files_only": "true", "device": "cpu", **PERMISSIVE, **overrides}
     segmenter = build_segmenter("hf-sam", params)
     assert isinstance(segmenter, HfSamSegmenter)
     return segmenter
@@ -86,9 +97,15 @@ def test_params_from_cli_strings_are_typed(model_dir):
     """String params become the dataclass's types; the model is loaded once, at build time."""
     segmenter = tiny(model_dir, points_per_batch="16", autocast="bf16")
     assert segmenter.params == HfSamParams(
-        model=str(model_dir), local_files_only=True, device="cpu", autocast="bf16",
-        points_per_side=4, points_per_batch=16, pred_iou_thresh=0.0,
-        stability_score_thresh=0.0, box_nms_thresh=1.0,
+        model=str(model_dir),
+        local_files_only=True,
+        device="cpu",
+        autocast="bf16",
+        points_per_side=4,
+        points_per_batch=16,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        box_nms_thresh=1.0,
     )
     assert type(segmenter.pipeline.model).__name__ == "SamModel"
     assert segmenter.pipeline.model.config.vision_config.hidden_size == 32
@@ -102,9 +119,7 @@ def test_generate_on_a_real_photo(model_dir, photo):
     check_masks(masks, *photo.shape[:2])
     assert len(masks) == 4 * 4 * 3
     again = tiny(model_dir).generate(photo)
-    assert [(m.area, m.x0, m.y0, m.score) for m in again] == [
-        (m.area, m.x0, m.y0, m.score) for m in masks
-    ]
+    assert [(m.area, m.x0, m.y0, m.score) for m in again] == [(m.area, m.x0, m.y0, m.score) for m in masks]
 
 
 def test_points_and_nms_are_passed_through(model_dir, photo):
@@ -249,8 +264,22 @@ def test_som_mark_runs_hf_sam_in_one_process(model_dir, tmp_path, monkeypatch, g
     Image.new("RGB", (32, 32)).save(image)
     result = CliRunner().invoke(
         cli,
-        ["mark", str(image), "--out", str(tmp_path / "out"), "--segmenter", "hf-sam",
-         "--param", f"model={model_dir}", "--param", "local_files_only=true",
-         "--param", "device=cpu", "--workers", requested, "--no-progress"],
+        [
+            "mark",
+            str(image),
+            "--out",
+            str(tmp_path / "out"),
+            "--segmenter",
+            "hf-sam",
+            "--param",
+            f"model={model_dir}",
+            "--param",
+            "local_files_only=true",
+            "--param",
+            "device=cpu",
+            "--workers",
+            requested,
+            "--no-progress",
+        ],
     )
     assert seen == {"workers": 1}, result.output

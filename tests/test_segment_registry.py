@@ -24,9 +24,7 @@ def test_builtin_segmenters_are_listed_with_summaries():
 
 def test_string_params_are_converted_to_field_types():
     """CLI strings become ints, floats and bools according to the params model."""
-    segmenter = build_segmenter(
-        "slic", {"n_segments": "16", "compactness": "0.5", "sigma": "2", "min_area": "7"}
-    )
+    segmenter = build_segmenter("slic", {"n_segments": "16", "compactness": "0.5", "sigma": "2", "min_area": "7"})
     assert isinstance(segmenter, SlicSegmenter)
     assert segmenter.params == SlicParams(n_segments=16, compactness=0.5, sigma=2.0, min_area=7)
     assert type(segmenter.params.n_segments) is int
@@ -35,8 +33,17 @@ def test_string_params_are_converted_to_field_types():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("on", True),
-     ("false", False), ("0", False), ("no", False), ("Off", False)],
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("Off", False),
+    ],
 )
 def test_bool_strings(tmp_path, text, expected):
     """Booleans accept the usual spellings; "false" is False (bool("false") would be True)."""

@@ -202,9 +202,7 @@ def test_verified_download_lands_in_the_cache(tmp_path, monkeypatch):
     source = tmp_path / "mirror" / VIT_B_FILE
     source.parent.mkdir()
     source.write_bytes(payload)
-    monkeypatch.setitem(
-        sam_module.CHECKPOINTS, "vit_b", (source.as_uri(), hashlib.sha256(payload).hexdigest())
-    )
+    monkeypatch.setitem(sam_module.CHECKPOINTS, "vit_b", (source.as_uri(), hashlib.sha256(payload).hexdigest()))
     cache = tmp_path / "cache"
     target = official_checkpoint("vit_b", cache)
     assert target == cache / VIT_B_FILE

@@ -25,8 +25,9 @@ def _mean_best_iou(reference: list, other: list) -> float:
     scores = []
     for mask in reference:
         full = mask.full()
-        scores.append(max((np.logical_and(full, o).sum() / max(np.logical_or(full, o).sum(), 1)
-                           for o in others), default=0.0))
+        scores.append(
+            max((np.logical_and(full, o).sum() / max(np.logical_or(full, o).sum(), 1) for o in others), default=0.0)
+        )
     return float(np.mean(scores)) if scores else 1.0
 
 
@@ -40,8 +41,13 @@ def test_bf16_autocast_masks_match_fp32_within_tolerance() -> None:
     image = np.asarray(Image.open(PHOTO).convert("RGB"))
     torch.manual_seed(0)
     model = sam_model_registry["vit_b"](checkpoint=None)
-    knobs = {"model_type": "vit_b", "device": "cuda", "points_per_side": 16,
-             "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    knobs = {
+        "model_type": "vit_b",
+        "device": "cuda",
+        "points_per_side": 16,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+    }
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         fp32_segmenter = SamSegmenter(SamParams(**knobs), model=model)

@@ -79,14 +79,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2, help="Slurm jobs (nodes) to keep running")
     parser.add_argument("--cores", type=int, default=8, help="CPU cores per job")
-    parser.add_argument("--processes", type=int, default=0, help="worker processes per job (default: GPUs per job, else 1)")
+    parser.add_argument(
+        "--processes", type=int, default=0, help="worker processes per job (default: GPUs per job, else 1)"
+    )
     parser.add_argument("--memory", default="32GB", help="memory per job")
     parser.add_argument("--walltime", default="04:00:00")
     parser.add_argument("--partition", help="sbatch --partition")
     parser.add_argument("--account", help="sbatch --account")
     parser.add_argument("--qos", help="sbatch --qos")
     parser.add_argument("--constraint", help="sbatch --constraint")
-    parser.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job; each job runs dask-cuda's worker (python -m dask_cuda.cli), one process per GPU")
+    parser.add_argument(
+        "--gpus-per-job",
+        type=int,
+        default=0,
+        help="GPUs per job; each job runs dask-cuda's worker (python -m dask_cuda.cli), one process per GPU",
+    )
     parser.add_argument("--venv", help="virtualenv to activate in each job (default: the job inherits PATH)")
     parser.add_argument("--scheduler-host", help="address workers use to reach this scheduler (default: this host)")
     parser.add_argument("--print-script", action="store_true", help="print the sbatch script and exit")
@@ -104,7 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         cluster.close()
         return
     cluster.scale(jobs=args.jobs)
-    print(f"scheduler: {cluster.scheduler_address}  (som dataset build ... --scheduler {cluster.scheduler_address})", flush=True)
+    print(
+        f"scheduler: {cluster.scheduler_address}  (som dataset build ... --scheduler {cluster.scheduler_address})",
+        flush=True,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

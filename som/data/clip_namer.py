@@ -228,7 +228,7 @@ class ClipNamer:
                 SOURCE_CLIP,
                 probability=float(probs[i, k]),
             )
-            for i, (mark, k) in enumerate(zip(tags, best))
+            for i, (mark, k) in enumerate(zip(tags, best, strict=False))
         ]
 
     def name_marks(self, image_rgb: np.ndarray, marks_json: Mapping[str, Any]) -> TagNames:

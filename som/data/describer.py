@@ -100,8 +100,13 @@ class DescriberPrompt:
 
     def hash(self, model: str, settings: Mapping[str, Any] | None = None) -> str:
         """sha256 of everything that shapes the answer besides the image."""
-        payload = {"version": PROMPT_VERSION, "system": self.system, "model": model,
-                   "examples": [vars(e) for e in self.examples], "settings": dict(settings or {})}
+        payload = {
+            "version": PROMPT_VERSION,
+            "system": self.system,
+            "model": model,
+            "examples": [vars(e) for e in self.examples],
+            "settings": dict(settings or {}),
+        }
         return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
@@ -155,8 +160,9 @@ def parse_answer(text: str, labels: Sequence[str]) -> tuple[list[ParsedLine], li
         parsed.append(ParsedLine(labels[position[label]], name, description))
     missing = [labels[i] for i, label in enumerate(wanted) if label not in seen]
     if missing:
-        problems.append(f"tag{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                        f"{'are' if len(missing) > 1 else 'is'} missing")
+        problems.append(
+            f"tag{'s' if len(missing) > 1 else ''} {', '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing"
+        )
     order = [position[line.label.lower()] for line in parsed]
     if order != sorted(order):
         problems.append(f"the tags are not in ascending order (got {', '.join(line.label for line in parsed)})")
@@ -230,8 +236,12 @@ class Describer:
 
     @property
     def prompt_hash(self) -> str:
-        settings = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens,
-                    "system_as_user": self.config.system_as_user, "detail": self.config.image_detail}
+        settings = {
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+            "system_as_user": self.config.system_as_user,
+            "detail": self.config.image_detail,
+        }
         return self.prompt.hash(self.client.model, settings)
 
     def describe(self, marks: Mapping[str, Any], image: bytes, mime: str | None = None) -> DescriberResult:
@@ -248,22 +258,29 @@ class Describer:
         problems: list[str] = []
         for attempt in range(self.config.max_attempts):
             key = hashlib.sha256(canonical_json({"base": base_key, "answers": answers})).hexdigest()
-            answer = self.client.complete(messages, temperature=self.config.temperature,
-                                          max_tokens=self.config.tokens_for(len(tags)), cache_key=key)
+            answer = self.client.complete(
+                messages,
+                temperature=self.config.temperature,
+                max_tokens=self.config.tokens_for(len(tags)),
+                cache_key=key,
+            )
             answers.append(answer)
             parsed, problems = parse_answer(answer, labels)
             if not problems:
                 named = tuple(
                     TagName(m["id"], label, line.name, SOURCE_DESCRIBER, description=line.description)
-                    for m, label, line in zip(tags, labels, parsed)
+                    for m, label, line in zip(tags, labels, parsed, strict=False)
                 )
                 return DescriberResult(**base, tags=named, attempts=attempt + 1, answers=tuple(answers))
             log.info("%s: describer answer %d malformed: %s", base["image"], attempt + 1, "; ".join(problems))
-            messages = [*messages, {"role": "assistant", "content": answer},
-                        {"role": "user", "content": feedback_message(problems, labels)}]
+            messages = [
+                *messages,
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": feedback_message(problems, labels)},
+            ]
         error = f"no valid answer after {len(answers)} attempts; last problems: {'; '.join(problems)}"
         log.warning("%s: %s", base["image"], error)
-        unnamed = tuple(TagName(m["id"], label, None, None) for m, label in zip(tags, labels))
+        unnamed = tuple(TagName(m["id"], label, None, None) for m, label in zip(tags, labels, strict=False))
         return DescriberResult(**base, tags=unnamed, attempts=len(answers), answers=tuple(answers), error=error)
 
     def describe_many(self, items: Iterable[tuple[Mapping[str, Any], bytes]]) -> list[DescriberResult]:
@@ -272,21 +289,26 @@ class Describer:
         items = list(items)
         if not items:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.client.max_concurrency, len(items)),
-                                thread_name_prefix="describer") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(self.client.max_concurrency, len(items)), thread_name_prefix="describer"
+        ) as pool:
             return list(pool.map(lambda item: self.describe(*item), items))
 
     # ------------------------------------------------------------------ internals
 
     def _first_messages(self, labels: Sequence[str], image: bytes, mime: str | None) -> list[dict[str, Any]]:
-        request = (f"This image carries {len(labels)} tag{'s' if len(labels) > 1 else ''}: "
-                   f"{', '.join(labels)}. Answer with exactly {len(labels)} "
-                   f"line{'s' if len(labels) > 1 else ''}, one per tag in this order, each "
-                   "'N. name: short description'.")
+        request = (
+            f"This image carries {len(labels)} tag{'s' if len(labels) > 1 else ''}: "
+            f"{', '.join(labels)}. Answer with exactly {len(labels)} "
+            f"line{'s' if len(labels) > 1 else ''}, one per tag in this order, each "
+            "'N. name: short description'."
+        )
         system = self.prompt.system_message()
         user_text = f"{system}\n\n{request}" if self.config.system_as_user else request
-        user = {"role": "user", "content": [text_content(user_text),
-                                            image_content(image, mime, detail=self.config.image_detail)]}
+        user = {
+            "role": "user",
+            "content": [text_content(user_text), image_content(image, mime, detail=self.config.image_detail)],
+        }
         if self.config.system_as_user:
             return [user]
         return [{"role": "system", "content": system}, user]
@@ -295,21 +317,31 @@ class Describer:
         sha = str(marks.get("sha256") or "")
         if not sha:
             raise ValueError(f"marks JSON for {marks.get('image')!r} has no sha256 (needed for the cache key)")
-        fingerprint = {"labels": list(labels), "segmenter": marks.get("segmenter"), "style": marks.get("style"),
-                       "size": [marks.get("width"), marks.get("height")]}
-        return hashlib.sha256(canonical_json(
-            {"kind": "som-describer", "image_sha256": sha, "marks": fingerprint, "prompt": prompt_hash}
-        )).hexdigest()
+        fingerprint = {
+            "labels": list(labels),
+            "segmenter": marks.get("segmenter"),
+            "style": marks.get("style"),
+            "size": [marks.get("width"), marks.get("height")],
+        }
+        return hashlib.sha256(
+            canonical_json({"kind": "som-describer", "image_sha256": sha, "marks": fingerprint, "prompt": prompt_hash})
+        ).hexdigest()
 
 
 def feedback_message(problems: Sequence[str], labels: Sequence[str]) -> str:
     """The follow-up user message after a malformed answer."""
     listed = "\n".join(f"- {p}" for p in problems)
-    return (f"That answer cannot be used:\n{listed}\n"
-            f"Please answer again with exactly {len(labels)} lines, one for each tag "
-            f"{_span(labels)} in ascending order, each 'N. name: short description', and nothing else.")
+    return (
+        f"That answer cannot be used:\n{listed}\n"
+        f"Please answer again with exactly {len(labels)} lines, one for each tag "
+        f"{_span(labels)} in ascending order, each 'N. name: short description', and nothing else."
+    )
 
 
 def _result_base(marks: Mapping[str, Any], model: str, prompt_hash: str) -> dict[str, Any]:
-    return {"image": str(marks.get("image", "")), "sha256": str(marks.get("sha256", "")),
-            "model": model, "prompt_hash": prompt_hash}
+    return {
+        "image": str(marks.get("image", "")),
+        "sha256": str(marks.get("sha256", "")),
+        "model": model,
+        "prompt_hash": prompt_hash,
+    }

@@ -5,10 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 _IRREGULAR_PLURALS = {
-    "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
-    "knife": "knives", "leaf": "leaves", "shelf": "shelves", "wolf": "wolves", "foot": "feet",
-    "tooth": "teeth", "sheep": "sheep", "deer": "deer", "fish": "fish", "broccoli": "broccoli",
-    "skis": "skis", "scissors": "scissors", "glasses": "glasses", "jeans": "jeans",
+    "person": "people",
+    "man": "men",
+    "woman": "women",
+    "child": "children",
+    "mouse": "mice",
+    "knife": "knives",
+    "leaf": "leaves",
+    "shelf": "shelves",
+    "wolf": "wolves",
+    "foot": "feet",
+    "tooth": "teeth",
+    "sheep": "sheep",
+    "deer": "deer",
+    "fish": "fish",
+    "broccoli": "broccoli",
+    "skis": "skis",
+    "scissors": "scissors",
+    "glasses": "glasses",
+    "jeans": "jeans",
 }
 
 

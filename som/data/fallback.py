@@ -54,8 +54,9 @@ class ClipFallback:
             return names
         results = self.namer.name_tags(source_at_marking_size(marks), pending)
         # name_tags always sets probability (it is Optional only for the dataclass field order)
-        return _replace(names, {r.tag: r for r in results
-                                if r.probability is not None and r.probability >= self.min_probability})
+        return _replace(
+            names, {r.tag: r for r in results if r.probability is not None and r.probability >= self.min_probability}
+        )
 
 
 def source_at_marking_size(marks: Mapping[str, Any]) -> np.ndarray:
@@ -69,10 +70,16 @@ def source_at_marking_size(marks: Mapping[str, Any]) -> np.ndarray:
     return image
 
 
-def build_fallback_namers(names: Sequence[str], *, cache_url: str, describer_model: str | None = None,
-                          describer_base_url: str | None = None, api_key: str | None = None,
-                          clip_model: str = "openai/clip-vit-large-patch14",
-                          clip_labels: str | None = None) -> list[DescriberFallback | ClipFallback]:
+def build_fallback_namers(
+    names: Sequence[str],
+    *,
+    cache_url: str,
+    describer_model: str | None = None,
+    describer_base_url: str | None = None,
+    api_key: str | None = None,
+    clip_model: str = "openai/clip-vit-large-patch14",
+    clip_labels: str | None = None,
+) -> list[DescriberFallback | ClipFallback]:
     """The namers called `names`, in that order ("describer": an OpenAI-compatible chat model,
     answers cached under `cache_url`; "clip": zero-shot CLIP over `clip_labels`, else COCO's
     80). Built once per build, so a model loads once."""

@@ -96,8 +96,7 @@ def iter_json_array(
     def fail(message: str, at: int | None = None) -> JsonArrayError:
         if not_utf8:
             return JsonArrayError(
-                f"{not_utf8} at {where(len(buffer))}; JSON must be UTF-8 (re-encode it, e.g. "
-                "iconv -f latin1 -t utf-8)"
+                f"{not_utf8} at {where(len(buffer))}; JSON must be UTF-8 (re-encode it, e.g. iconv -f latin1 -t utf-8)"
             )
         return JsonArrayError(f"{message} at {where(pos if at is None else at)}")
 

@@ -27,9 +27,7 @@ def load_question_pool(path: str | Path | None = None) -> tuple[str, ...]:
         text = resources.files("som.data").joinpath("prompts", DEFAULT_QUESTIONS).read_text("utf-8")
     else:
         text = Path(path).read_text("utf-8")
-    questions = tuple(
-        line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
-    )
+    questions = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
     if not questions:
         raise ValueError(f"no questions in {path or DEFAULT_QUESTIONS}")
     for question in questions:

@@ -216,8 +216,13 @@ def mix(
         renames = _resolve_ids(hashes, starts, sources, paths, counts)
         _write_shuffled(paths, output, renames, starts, counts, config.seed)
     result = MixResult(
-        output, config.seed, config.image_root, n_buckets, tuple(counts),
-        pass1.missing_count, tuple(pass1.missing),
+        output,
+        config.seed,
+        config.image_root,
+        n_buckets,
+        tuple(counts),
+        pass1.missing_count,
+        tuple(pass1.missing),
     )
     log.info("mixed %d records from %d sources into %s", result.written, len(sources), output)
     return result
@@ -308,13 +313,11 @@ class _Pass1:
         location = under_root(image, self.config.image_root)
         return location if location is not None else f"{image} {_OUTSIDE}"
 
-    def _flush(
-        self, batch: list[tuple[dict[str, Any], str]], counts: SourceCounts, files: Sequence[IO[bytes]]
-    ) -> None:
+    def _flush(self, batch: list[tuple[dict[str, Any], str]], counts: SourceCounts, files: Sequence[IO[bytes]]) -> None:
         locations = sorted({self._locate(i) for r, _ in batch for i in record_images(r)})
         outside = [loc for loc in locations if loc.endswith(_OUTSIDE)]
         inside = [loc for loc in locations if not loc.endswith(_OUTSIDE)]
-        found = dict(zip(inside, (self.pool.map if self.pool else map)(self.exists, inside)))
+        found = dict(zip(inside, (self.pool.map if self.pool else map)(self.exists, inside), strict=False))
         found.update(dict.fromkeys(outside, False))
         for record, text in batch:
             counts.read += 1
@@ -385,7 +388,7 @@ def _resolve_ids(
     new_ids = list(renames.values())
     taken = np.isin(np.array([_id_hash(i) for i in new_ids], dtype=np.uint64), hashes)
     repeats = Counter(new_ids)
-    bad = [i for i, hit in zip(new_ids, taken) if hit or repeats[i] > 1]
+    bad = [i for i, hit in zip(new_ids, taken, strict=False) if hit or repeats[i] > 1]
     if bad:
         raise MixError(f"renamed ids still collide: {', '.join(sorted(set(bad))[:10])}")
     return renames

@@ -125,9 +125,7 @@ def name_tags(
             pending.append(mark)
     if pending and index is not None:
         named.update(_match_ground_truth(marks, pending, index, config, source))
-    result = tuple(
-        named.get(m["id"]) or TagName(m["id"], str(m["label"]), None, None) for m in tags
-    )
+    result = tuple(named.get(m["id"]) or TagName(m["id"], str(m["label"]), None, None) for m in tags)
     return TagNames(str(marks.get("image", "")), str(marks.get("sha256", "")), result)
 
 
@@ -174,7 +172,7 @@ def match_by_iou(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
         return []
     weights = np.where(iou >= threshold, iou, 0.0)
     rows, cols = linear_sum_assignment(weights, maximize=True)
-    return sorted((int(r), int(c)) for r, c in zip(rows, cols) if iou[r, c] >= threshold)
+    return sorted((int(r), int(c)) for r, c in zip(rows, cols, strict=False) if iou[r, c] >= threshold)
 
 
 def mask_iou(tag_rles: list[dict[str, Any]], instance_rles: list[dict[str, Any]]) -> np.ndarray:

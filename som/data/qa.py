@@ -190,7 +190,9 @@ class _Scene:
         self.shapes = {g.tag: g for g in scene_geometry(marks)}
         by_id = names_by_id(names)
         self.names: dict[int, str] = {
-            t: name for t in self.shapes if t in by_id and (name := by_id[t].name) is not None  # labeled
+            t: name
+            for t in self.shapes
+            if t in by_id and (name := by_id[t].name) is not None  # labeled
         }
         self.tags_by_name: dict[str, list[int]] = defaultdict(list)
         for tag in sorted(self.names):
@@ -290,18 +292,14 @@ class _Scene:
             return None
         near_tags = tuple(t for _, t in near)
         label = self.shapes[tag].label
-        question = self.rng.choice(
-            [f"What is near tag {label}?", f"Which tagged objects are close to tag {label}?"]
-        )
+        question = self.rng.choice([f"What is near tag {label}?", f"Which tagged objects are close to tag {label}?"])
         refs = join_words([self.ref(t) for t in near_tags])
         verb = "is" if len(near_tags) == 1 else "are"
         answer = f"{refs[0].upper()}{refs[1:]} {verb} close to tag {label}."
         return QAItem("near", question, answer, (tag, *near_tags), near_tags)
 
 
-def qa_items(
-    marks: Mapping[str, Any], names: Names, config: QAConfig = QAConfig()
-) -> list[list[QAItem]]:
+def qa_items(marks: Mapping[str, Any], names: Names, config: QAConfig = QAConfig()) -> list[list[QAItem]]:
     """The sampled turns of each QA record of one image (no question repeats per image)."""
     if marks.get("skipped") or not marks.get("marks"):
         return []

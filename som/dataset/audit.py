@@ -36,15 +36,18 @@ class AuditReport:
     @property
     def clean(self) -> bool:
         """No orphans, no missing objects, no duplicate sources, no reasonless failures."""
-        return not (self.orphaned_objects or self.missing_objects or self.duplicate_sources
-                    or self.failed_without_reason)
+        return not (
+            self.orphaned_objects or self.missing_objects or self.duplicate_sources or self.failed_without_reason
+        )
 
     def summary(self) -> str:
         """One line for logs and assertion messages."""
-        return (f"{self.rows} rows ({self.ok} ok, {self.failed} failed); "
-                f"{len(self.orphaned_objects)} orphaned, {len(self.missing_objects)} missing, "
-                f"{len(self.duplicate_sources)} duplicate sources, "
-                f"{len(self.failed_without_reason)} failed without reason")
+        return (
+            f"{self.rows} rows ({self.ok} ok, {self.failed} failed); "
+            f"{len(self.orphaned_objects)} orphaned, {len(self.missing_objects)} missing, "
+            f"{len(self.duplicate_sources)} duplicate sources, "
+            f"{len(self.failed_without_reason)} failed without reason"
+        )
 
 
 def _key(dest: str, url: str) -> str:
@@ -53,7 +56,7 @@ def _key(dest: str, url: str) -> str:
     _, root = storage.resolve(dest)
     _, path = storage.resolve(url)
     root = root.rstrip("/")
-    return path[len(root) + 1:] if path.startswith(root + "/") else path
+    return path[len(root) + 1 :] if path.startswith(root + "/") else path
 
 
 def list_mark_objects(dest: str) -> list[str]:
@@ -74,7 +77,7 @@ def list_mark_objects(dest: str) -> list[str]:
         name = path.rsplit("/", 1)[-1]
         if name.startswith("."):
             continue
-        keys.append("marks/" + path[len(root) + 1:])
+        keys.append("marks/" + path[len(root) + 1 :])
     return sorted(keys)
 
 

@@ -25,11 +25,18 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from som import storage
-from som.dataset.manifest import (LATEST, ManifestRow, manifest_url, merge_rows, new_version_name,
-                                  read_manifest, write_manifest_version)
+from som.dataset.manifest import (
+    LATEST,
+    ManifestRow,
+    manifest_url,
+    merge_rows,
+    new_version_name,
+    read_manifest,
+    write_manifest_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +74,14 @@ class LeaseOwner:
     @classmethod
     def me(cls, ttl_s: float, run_id: str | None = None) -> LeaseOwner:
         now = time.time()
-        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), run_id,
-                   datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"), now + ttl_s)
+        return cls(
+            uuid.uuid4().hex,
+            socket.gethostname(),
+            os.getpid(),
+            run_id,
+            datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+            now + ttl_s,
+        )
 
     def describe(self) -> str:
         return f"host {self.host}, pid {self.pid}, run {self.run_id or '-'}, since {self.since}"
@@ -95,8 +108,11 @@ def _try_acquire(url: str, me: LeaseOwner, conditional: bool) -> tuple[bool, Lea
     if current is not None and not _expired(holder):
         return False, holder, current[1]
     if current is not None:
-        log.warning("breaking the expired commit lease %s held by %s", url,
-                    holder.describe() if holder else "an unreadable owner")
+        log.warning(
+            "breaking the expired commit lease %s held by %s",
+            url,
+            holder.describe() if holder else "an unreadable owner",
+        )
     if conditional:
         try:
             storage.compare_and_swap(url, me.encode(), current[1] if current else None)
@@ -111,8 +127,13 @@ def _try_acquire(url: str, me: LeaseOwner, conditional: bool) -> tuple[bool, Lea
 
 
 @contextlib.contextmanager
-def lease(url: str, ttl_s: float = DEFAULT_LEASE_TTL_S, wait_s: float = DEFAULT_WAIT_S,
-          run_id: str | None = None, poll_s: float = 0.5) -> Iterator[LeaseOwner]:
+def lease(
+    url: str,
+    ttl_s: float = DEFAULT_LEASE_TTL_S,
+    wait_s: float = DEFAULT_WAIT_S,
+    run_id: str | None = None,
+    poll_s: float = 0.5,
+) -> Iterator[LeaseOwner]:
     """Hold the lock object `url` (with owner and expiry) for the block.
 
     Waits at most `wait_s` for another holder, logging who it is, then raises CommitTimeout.
@@ -128,8 +149,9 @@ def lease(url: str, ttl_s: float = DEFAULT_LEASE_TTL_S, wait_s: float = DEFAULT_
         now = time.monotonic()
         who = holder.describe() if holder else "another build"
         if now >= deadline:
-            raise CommitTimeout(f"{url} is held by {who}; gave up after {wait_s:.0f} s "
-                                f"(it expires by itself at {_when(holder)})")
+            raise CommitTimeout(
+                f"{url} is held by {who}; gave up after {wait_s:.0f} s (it expires by itself at {_when(holder)})"
+            )
         if now >= next_report:
             log.info("waiting for %s, held by %s (up to %.0f s more)", url, who, deadline - now)
             next_report = now + 10
@@ -147,7 +169,7 @@ def lease(url: str, ttl_s: float = DEFAULT_LEASE_TTL_S, wait_s: float = DEFAULT_
 def _when(owner: LeaseOwner | None) -> str:
     if owner is None:
         return "unknown"
-    return datetime.fromtimestamp(owner.expires, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(owner.expires, UTC).isoformat(timespec="seconds")
 
 
 def _write_new_version(dest: str, rows: list[ManifestRow]) -> str:
@@ -161,8 +183,9 @@ def _write_new_version(dest: str, rows: list[ManifestRow]) -> str:
             time.sleep(0.001)  # same microsecond as another build: take the next name
 
 
-def commit_rows(dest: str, new_rows: Iterable[ManifestRow], run_id: str | None = None,
-                wait_s: float = DEFAULT_WAIT_S) -> tuple[str, list[ManifestRow]]:
+def commit_rows(
+    dest: str, new_rows: Iterable[ManifestRow], run_id: str | None = None, wait_s: float = DEFAULT_WAIT_S
+) -> tuple[str, list[ManifestRow]]:
     """Merge `new_rows` into whatever `_latest` holds now and publish it as a new version.
 
     Returns (version, all rows). Safe against concurrent commits into the same `dest`:
@@ -186,14 +209,15 @@ def commit_rows(dest: str, new_rows: Iterable[ManifestRow], run_id: str | None =
         except storage.PreconditionFailed:
             storage.remove(manifest_url(dest, version))  # never named by _latest
             if time.monotonic() >= deadline:
-                raise CommitTimeout(f"{pointer} kept changing under {attempt} commit attempts "
-                                    f"for {wait_s:.0f} s; run the build again") from None
-            log.info("%s moved on since %s (another build committed); merging again (attempt %d)",
-                     pointer, base, attempt + 1)
+                raise CommitTimeout(
+                    f"{pointer} kept changing under {attempt} commit attempts for {wait_s:.0f} s; run the build again"
+                ) from None
+            log.info(
+                "%s moved on since %s (another build committed); merging again (attempt %d)", pointer, base, attempt + 1
+            )
             time.sleep(min(2.0, 0.02 * 2 ** min(attempt, 7)) * random.uniform(0.5, 1.5))
             continue
         if attempt > 1:
             log.info("committed %s after %d attempts", version, attempt)
         return version, rows
     raise AssertionError("unreachable")
-

@@ -25,8 +25,15 @@ def read_dataset_config(dest: str) -> MarkConfig | None:
         data = json.loads(storage.read_bytes(storage.join(dest, CONFIG_NAME)))
     except FileNotFoundError:
         return None
-    return validate(MarkConfig, {"segmenter": data["segmenter"], "segmenter_params": data["segmenter_params"],
-                                 "options": data["style"], "image_format": data["image_format"]})
+    return validate(
+        MarkConfig,
+        {
+            "segmenter": data["segmenter"],
+            "segmenter_params": data["segmenter_params"],
+            "options": data["style"],
+            "image_format": data["image_format"],
+        },
+    )
 
 
 def write_dataset_config(dest: str, config: MarkConfig) -> None:
@@ -64,8 +71,15 @@ def resolve_dataset_config(
         name, params = ("coco", {**params, "annotations": coco}) if coco else choose_segmenter(params)
     elif name == "coco" and coco:
         params.setdefault("annotations", coco)
-    config = validate(MarkConfig, {"segmenter": name, "segmenter_params": typed_params(name, params),
-                                   "options": style, "image_format": image_format or "jpg"})
+    config = validate(
+        MarkConfig,
+        {
+            "segmenter": name,
+            "segmenter_params": typed_params(name, params),
+            "options": style,
+            "image_format": image_format or "jpg",
+        },
+    )
     write_dataset_config(dest, config)
     return config
 
@@ -79,8 +93,9 @@ def typed_params(segmenter: str, params: dict[str, Any]) -> dict[str, Any]:
 def _check_matches(dest: str, recorded: MarkConfig, segmenter, segmenter_params, style, image_format) -> None:
     wanted = recorded.options.as_metadata()
     typed = validate(MarkOptions, style).as_metadata()
-    conflicts = [f"{key}={value!r} (recorded {wanted[key]!r})"
-                 for key, value in style.items() if typed[key] != wanted[key]]
+    conflicts = [
+        f"{key}={value!r} (recorded {wanted[key]!r})" for key, value in style.items() if typed[key] != wanted[key]
+    ]
     if segmenter not in (None, "auto", recorded.segmenter):
         conflicts.append(f"segmenter={segmenter!r} (recorded {recorded.segmenter!r})")
     if segmenter_params and typed_params(recorded.segmenter, segmenter_params) != recorded.segmenter_params:

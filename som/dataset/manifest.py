@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from som import storage
 
@@ -37,14 +37,12 @@ def _schema():
     import pyarrow as pa
 
     integer = {"int", "int | None"}  # annotations are strings (postponed evaluation)
-    return pa.schema(
-        [pa.field(f.name, pa.int64() if f.type in integer else pa.string()) for f in fields(ManifestRow)]
-    )
+    return pa.schema([pa.field(f.name, pa.int64() if f.type in integer else pa.string()) for f in fields(ManifestRow)])
 
 
 def new_version_name(now: datetime | None = None) -> str:
     """Sortable version names such as v20261121T221500123456Z."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now.strftime("v%Y%m%dT%H%M%S%fZ")
 
 

@@ -49,7 +49,10 @@ class BuildReport:
             {"metric": "marks per marked image", "value": round(self.marks_per_image, 2)},
             {"metric": "images/s", "value": round(self.images_per_second, 2)},
             {"metric": "wall time (s)", "value": round(self.seconds, 1)},
-            {"metric": "shards (cached / failed)", "value": f"{self.shards} ({self.cached_shards} / {self.failed_shards})"},
+            {
+                "metric": "shards (cached / failed)",
+                "value": f"{self.shards} ({self.cached_shards} / {self.failed_shards})",
+            },
             {"metric": "manifest rows", "value": self.total_rows},
         ]
 
@@ -57,7 +60,12 @@ class BuildReport:
         return [row for row in self.rows if row.status == "failed"]
 
     def markdown(self) -> str:
-        lines = [f"# SoM dataset `{self.dest}` version `{self.version or '(unchanged)'}`", "", "| metric | value |", "|---|---|"]
+        lines = [
+            f"# SoM dataset `{self.dest}` version `{self.version or '(unchanged)'}`",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
         lines += [f"| {row['metric']} | {row['value']} |" for row in self.table()]
         bad = self.quarantine()
         if bad:

@@ -82,8 +82,9 @@ def mark_shard(items: list[SourceImage], dest: str, config: MarkConfig, segmente
 
 def mark_source(item: SourceImage, dest: str, config: MarkConfig, segmenter: Segmenter) -> ManifestRow:
     """Mark one source image into `dest`; see the module docstring for the guarantees."""
-    failed: dict[str, Any] = dict(source_uri=item.uri, source_fingerprint=item.fingerprint, status="failed",
-                                  segmenter=config.segmenter)
+    failed: dict[str, Any] = dict(
+        source_uri=item.uri, source_fingerprint=item.fingerprint, status="failed", segmenter=config.segmenter
+    )
     try:
         data = storage.read_bytes(item.uri)
     except FileNotFoundError:

@@ -76,11 +76,39 @@ def score() -> None:
 
 
 @score.command("pope")
-@click.option("--questions", required=True, type=_FILE, help="LLaVA's llava_pope_test.jsonl: question_id, image, text, category (random/popular/adversarial) per line.")
-@click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id and text per line (LLaVA's model_vqa_loader output).")
-@click.option("--labels", required=True, type=_DIR, help="Folder with AoiDragon/POPE's coco_pope_random.json, coco_pope_popular.json, coco_pope_adversarial.json (all three are needed; LLaVA pins POPE commit e3e3926).")
-@click.option("--pairing", type=click.Choice(["question", "positional"]), default="question", show_default=True, help="question: match answers to labels by image + question text. positional: zip each split's answers (file order) with the label lines, exactly as LLaVA's eval_pope.py does.")
-@click.option("--allow-partial", is_flag=True, help="Score what is there instead of failing on unanswered questions or a missing label split (reported as unanswered / missing_splits).")
+@click.option(
+    "--questions",
+    required=True,
+    type=_FILE,
+    help="LLaVA's llava_pope_test.jsonl: question_id, image, text, category (random/popular/adversarial) per line.",
+)
+@click.option(
+    "--answers",
+    required=True,
+    type=_FILE,
+    help="Model answers JSONL: question_id and text per line (LLaVA's model_vqa_loader output).",
+)
+@click.option(
+    "--labels",
+    required=True,
+    type=_DIR,
+    help="Folder with AoiDragon/POPE's coco_pope_random.json, coco_pope_popular.json, coco_pope_adversarial.json (all "
+    "three are needed; LLaVA pins POPE commit e3e3926).",
+)
+@click.option(
+    "--pairing",
+    type=click.Choice(["question", "positional"]),
+    default="question",
+    show_default=True,
+    help="question: match answers to labels by image + question text. positional: zip each split's answers (file "
+    "order) with the label lines, exactly as LLaVA's eval_pope.py does.",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Score what is there instead of failing on unanswered questions or a missing label split (reported as "
+    "unanswered / missing_splits).",
+)
 def score_pope(questions: str, answers: str, labels: str, pairing: str, allow_partial: bool) -> None:
     """POPE: per-split accuracy, precision, recall, F1 and yes-ratio; headline mean F1.
 
@@ -102,13 +130,47 @@ def score_pope(questions: str, answers: str, labels: str, pairing: str, allow_pa
 
 
 @score.command("mme")
-@click.option("--results-dir", type=_DIR, help="eval_tool results folder: one <task>.txt per task, lines image<TAB>question<TAB>answer<TAB>response.")
-@click.option("--questions", type=_FILE, help="LLaVA's llava_mme.jsonl (question_id, text, category). Optional check that every question was answered; answers it lacks are still scored (reported as conversion.not_in_questions).")
-@click.option("--answers", type=_FILE, help="Model answers JSONL: question_id (image path, e.g. landmark/images/x.jpg), prompt and text per line (LLaVA's model_vqa_loader output).")
-@click.option("--gt", "gt_dir", type=_DIR, help="Ground truth for --answers: MME's eval_tool template folder (Your_Results/ from eval_tool.zip) or MME_Benchmark_release_version/.")
-@click.option("--write-results-dir", type=click.Path(file_okay=False), help="With --answers: also write the eval_tool <task>.txt files here, for the official calculation.py.")
-@click.option("--skip-missing-gt", is_flag=True, help="With --answers: leave out answers the ground truth lacks (counted as conversion.missing_gt) instead of failing.")
-@click.option("--allow-duplicates", is_flag=True, help="With --answers: keep the last of repeated (question_id, prompt) lines (counted as conversion.duplicates) instead of failing.")
+@click.option(
+    "--results-dir",
+    type=_DIR,
+    help="eval_tool results folder: one <task>.txt per task, lines image<TAB>question<TAB>answer<TAB>response.",
+)
+@click.option(
+    "--questions",
+    type=_FILE,
+    help="LLaVA's llava_mme.jsonl (question_id, text, category). Optional check that every question was answered; "
+    "answers it lacks are still scored (reported as conversion.not_in_questions).",
+)
+@click.option(
+    "--answers",
+    type=_FILE,
+    help="Model answers JSONL: question_id (image path, e.g. landmark/images/x.jpg), prompt and text per line "
+    "(LLaVA's model_vqa_loader output).",
+)
+@click.option(
+    "--gt",
+    "gt_dir",
+    type=_DIR,
+    help="Ground truth for --answers: MME's eval_tool template folder (Your_Results/ from eval_tool.zip) or "
+    "MME_Benchmark_release_version/.",
+)
+@click.option(
+    "--write-results-dir",
+    type=click.Path(file_okay=False),
+    help="With --answers: also write the eval_tool <task>.txt files here, for the official calculation.py.",
+)
+@click.option(
+    "--skip-missing-gt",
+    is_flag=True,
+    help="With --answers: leave out answers the ground truth lacks (counted as conversion.missing_gt) instead of "
+    "failing.",
+)
+@click.option(
+    "--allow-duplicates",
+    is_flag=True,
+    help="With --answers: keep the last of repeated (question_id, prompt) lines (counted as conversion.duplicates) "
+    "instead of failing.",
+)
 def score_mme(
     results_dir: str | None,
     questions: str | None,
@@ -155,8 +217,19 @@ def score_mme(
 
 
 @score.command("mmvet")
-@click.option("--gt", required=True, type=_FILE, help="The official mm-vet.json (question, answer and capability list per sample).")
-@click.option("--grades", required=True, type=_FILE, help="The official grader's output, e.g. results/<model>_gpt-4-grade-1runs.json ({id: {model, content, score: [...]}}).")
+@click.option(
+    "--gt",
+    required=True,
+    type=_FILE,
+    help="The official mm-vet.json (question, answer and capability list per sample).",
+)
+@click.option(
+    "--grades",
+    required=True,
+    type=_FILE,
+    help="The official grader's output, e.g. results/<model>_gpt-4-grade-1runs.json ({id: {model, content, score: "
+    "[...]}}).",
+)
 @click.option("--subset", type=_FILE, help="Optional JSON list of sample ids to score, e.g. bard_set.json.")
 @click.option("--runs", type=int, help="Use the first N grading runs (default: all runs every sample has).")
 def score_mmvet(gt: str, grades: str, subset: str | None, runs: int | None) -> None:
@@ -175,10 +248,31 @@ def score_mmvet(gt: str, grades: str, subset: str | None, runs: int | None) -> N
 
 
 @score.command("seed")
-@click.option("--questions", required=True, type=_FILE, help="SEED-Bench.json (official annotation with answer letters), or a JSON/JSONL list of its question records.")
-@click.option("--answers", required=True, type=_FILE, help="Answers JSONL: question_id plus prediction (upload format, ids matched as text) or text (LLaVA answers, ids matched as LLaVA's converter does: numeric ids must be JSON numbers).")
-@click.option("--data-type", type=click.Choice(["image", "video", "all"]), default="image", show_default=True, help="Which SEED-Bench questions to score.")
-@click.option("--lenient", is_flag=True, help="Also report accuracy with a forgiving letter extractor (kept separate from the official exact-letter score).")
+@click.option(
+    "--questions",
+    required=True,
+    type=_FILE,
+    help="SEED-Bench.json (official annotation with answer letters), or a JSON/JSONL list of its question records.",
+)
+@click.option(
+    "--answers",
+    required=True,
+    type=_FILE,
+    help="Answers JSONL: question_id plus prediction (upload format, ids matched as text) or text (LLaVA answers, ids "
+    "matched as LLaVA's converter does: numeric ids must be JSON numbers).",
+)
+@click.option(
+    "--data-type",
+    type=click.Choice(["image", "video", "all"]),
+    default="image",
+    show_default=True,
+    help="Which SEED-Bench questions to score.",
+)
+@click.option(
+    "--lenient",
+    is_flag=True,
+    help="Also report accuracy with a forgiving letter extractor (kept separate from the official exact-letter score).",
+)
 def score_seed(questions: str, answers: str, data_type: str, lenient: bool) -> None:
     """SEED-Bench: exact-letter accuracy per question type and overall, as LLaVA computes it.
 
@@ -201,19 +295,53 @@ def score_seed(questions: str, answers: str, data_type: str, lenient: bool) -> N
 
 
 @score.command("llava-bench")
-@click.option("--reviews", type=_FILE, multiple=True, help="LLaVA's review JSONL (eval_gpt_review_bench.py output: question_id, category, content, tuple); summarised without a judge. Repeat for several runs (LLaVA reports the mean of 3): each file's scores plus the mean and std.")
-@click.option("--source", help="With --answers: the LLaVA-Bench folder or URL (questions.jsonl, context.jsonl, answers_gpt4.jsonl; or the COCO qa90 files).")
+@click.option(
+    "--reviews",
+    type=_FILE,
+    multiple=True,
+    help="LLaVA's review JSONL (eval_gpt_review_bench.py output: question_id, category, content, tuple); summarised "
+    "without a judge. Repeat for several runs (LLaVA reports the mean of 3): each file's scores plus the mean "
+    "and std.",
+)
+@click.option(
+    "--source",
+    help="With --answers: the LLaVA-Bench folder or URL (questions.jsonl, context.jsonl, answers_gpt4.jsonl; or the "
+    "COCO qa90 files).",
+)
 @click.option("--answers", type=_FILE, help="Model answers JSONL: question_id and text per line.")
 @click.option("--judge-model", help="The pinned judge model for --answers (LLaVA used gpt-4-0314).")
 @click.option("--judge-url", help="Judge API root (default $SOMFLOW_CHAT_BASE_URL); key from $OPENAI_API_KEY.")
 @click.option("--judge-cache", help="Folder/URL where judge replies are cached (a rerun sends no request).")
-@click.option("--temperature", type=float, default=0.2, show_default=True, help="The judge's temperature (LLaVA's 0.2).")
-@click.option("--retry-unparsable", is_flag=True, help="Ask again at higher temperatures when a reply has no score pair (LLaVA keeps it as -1 -1).")
-@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Reviews per answer, averaged (LLaVA reports 3).")
-@click.option("--allow-partial", is_flag=True, help="Score only the answered questions instead of failing on unanswered ones.")
-def score_llava_bench(reviews: tuple[str, ...], source: str | None, answers: str | None, judge_model: str | None,
-                      judge_url: str | None, judge_cache: str | None, temperature: float, retry_unparsable: bool,
-                      runs: int, allow_partial: bool) -> None:
+@click.option(
+    "--temperature", type=float, default=0.2, show_default=True, help="The judge's temperature (LLaVA's 0.2)."
+)
+@click.option(
+    "--retry-unparsable",
+    is_flag=True,
+    help="Ask again at higher temperatures when a reply has no score pair (LLaVA keeps it as -1 -1).",
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Reviews per answer, averaged (LLaVA reports 3).",
+)
+@click.option(
+    "--allow-partial", is_flag=True, help="Score only the answered questions instead of failing on unanswered ones."
+)
+def score_llava_bench(
+    reviews: tuple[str, ...],
+    source: str | None,
+    answers: str | None,
+    judge_model: str | None,
+    judge_url: str | None,
+    judge_cache: str | None,
+    temperature: float,
+    retry_unparsable: bool,
+    runs: int,
+    allow_partial: bool,
+) -> None:
     """LLaVA-Bench: mean(model) / mean(reference) judge score x100, per category and overall.
 
     Numbers follow summarize_gpt_review.py (unparsable reviews count as -1 -1;
@@ -241,14 +369,28 @@ def score_llava_bench(reviews: tuple[str, ...], source: str | None, answers: str
 
     bench = llava_bench.LlavaBenchBenchmark(temperature=temperature, retry_unparsable=retry_unparsable, runs=runs)
     with Judge(judge_url, judge_model, cache_url=judge_cache) as judge:
-        _emit(_run(lambda: bench.score(bench.load_items(source), load_answers(answers), judge=judge,
-                                       allow_partial=allow_partial)))
+        _emit(
+            _run(
+                lambda: bench.score(
+                    bench.load_items(source), load_answers(answers), judge=judge, allow_partial=allow_partial
+                )
+            )
+        )
 
 
 @score.command("listing")
-@click.option("--source", required=True, help="Folder or URL of marked images: <name>.json + <name>.jpg as `som mark --masks` writes (or a SoM dataset with marks/).")
-@click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id (the image name) and text per line.")
-@click.option("--allow-partial", is_flag=True, help="Score only the answered images instead of failing on unanswered ones.")
+@click.option(
+    "--source",
+    required=True,
+    help="Folder or URL of marked images: <name>.json + <name>.jpg as `som mark --masks` writes (or a SoM dataset "
+    "with marks/).",
+)
+@click.option(
+    "--answers", required=True, type=_FILE, help="Model answers JSONL: question_id (the image name) and text per line."
+)
+@click.option(
+    "--allow-partial", is_flag=True, help="Score only the answered images instead of failing on unanswered ones."
+)
 def score_listing(source: str, answers: str, allow_partial: bool) -> None:
     """SoM listing probe: tag-level precision / recall / F1 of (number, name) and exact-order accuracy.
 
@@ -278,10 +420,28 @@ def submission() -> None:
 
 
 @score.command("gqa")
-@click.option("--questions", required=True, type=_FILE, help="GQA's testdev_balanced_questions.json (the answer key; from GQA's questions1.2.zip).")
-@click.option("--answers", type=_FILE, help="LLaVA's answers JSONL (question_id + text), converted as convert_gqa_for_eval.py does.")
-@click.option("--predictions", type=_FILE, help="Or GQA's predictions JSON ([{questionId, prediction}]), e.g. from `som eval submission gqa`.")
-@click.option("--allow-partial", is_flag=True, help="Score the answered balanced questions instead of failing like eval.py on a missing prediction (reported as unanswered).")
+@click.option(
+    "--questions",
+    required=True,
+    type=_FILE,
+    help="GQA's testdev_balanced_questions.json (the answer key; from GQA's questions1.2.zip).",
+)
+@click.option(
+    "--answers",
+    type=_FILE,
+    help="LLaVA's answers JSONL (question_id + text), converted as convert_gqa_for_eval.py does.",
+)
+@click.option(
+    "--predictions",
+    type=_FILE,
+    help="Or GQA's predictions JSON ([{questionId, prediction}]), e.g. from `som eval submission gqa`.",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Score the answered balanced questions instead of failing like eval.py on a missing prediction (reported as "
+    "unanswered).",
+)
 def score_gqa(questions: str, answers: str | None, predictions: str | None, allow_partial: bool) -> None:
     """GQA testdev-balanced: accuracy, binary / open accuracy, per-type accuracy and distribution,
     as GQA's eval.py --tier testdev_balanced computes them (LLaVA's gqa.sh).
@@ -299,13 +459,23 @@ def score_gqa(questions: str, answers: str | None, predictions: str | None, allo
 
     if (answers is None) == (predictions is None):
         raise click.UsageError("give --answers or --predictions (one of them)")
-    _emit(_run(lambda: score_gqa_files(questions, answers=answers, predictions=predictions,
-                                       allow_partial=allow_partial)))
+    _emit(
+        _run(lambda: score_gqa_files(questions, answers=answers, predictions=predictions, allow_partial=allow_partial))
+    )
 
 
 @submission.command("gqa")
-@click.option("--answers", required=True, type=_FILE, help="LLaVA's answers JSONL (question_id + text), e.g. merge.jsonl from gqa.sh.")
-@click.option("--out", required=True, help="Predictions file to write (path or URL); GQA's eval.py reads testdev_balanced_predictions.json.")
+@click.option(
+    "--answers",
+    required=True,
+    type=_FILE,
+    help="LLaVA's answers JSONL (question_id + text), e.g. merge.jsonl from gqa.sh.",
+)
+@click.option(
+    "--out",
+    required=True,
+    help="Predictions file to write (path or URL); GQA's eval.py reads testdev_balanced_predictions.json.",
+)
 def submission_gqa(answers: str, out: str) -> None:
     """GQA: LLaVA's answers -> GQA's predictions JSON, byte for byte as convert_gqa_for_eval.py.
 
@@ -320,9 +490,19 @@ def submission_gqa(answers: str, out: str) -> None:
 
 @submission.command("seed")
 @click.option("--questions", required=True, type=_FILE, help="SEED-Bench.json (the official annotation).")
-@click.option("--answers", required=True, type=_FILE, help="LLaVA's answers JSONL (question_id + text; numeric ids as JSON numbers, as LLaVA writes them).")
+@click.option(
+    "--answers",
+    required=True,
+    type=_FILE,
+    help="LLaVA's answers JSONL (question_id + text; numeric ids as JSON numbers, as LLaVA writes them).",
+)
 @click.option("--out", required=True, help="Upload JSONL to write (path or URL), e.g. answers_upload/<model>.jsonl.")
-@click.option("--allow-partial", is_flag=True, help="Leave unanswered questions out (listed in the JSON) instead of failing, where the converter stops with a KeyError.")
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Leave unanswered questions out (listed in the JSON) instead of failing, where the converter stops with a "
+    "KeyError.",
+)
 def submission_seed(questions: str, answers: str, out: str, allow_partial: bool) -> None:
     """SEED-Bench: the leaderboard upload file, line for line as convert_seed_for_submission.py.
 
@@ -332,7 +512,8 @@ def submission_seed(questions: str, answers: str, out: str, allow_partial: bool)
 
     \b
     Example:
-      som eval submission seed --questions SEED-Bench.json --answers merge.jsonl --out answers_upload/llava-v1.5-13b.jsonl
+      som eval submission seed --questions SEED-Bench.json --answers merge.jsonl \\
+          --out answers_upload/llava-v1.5-13b.jsonl
     """
     from som.eval.benchmarks.seed import write_upload
 
@@ -340,10 +521,29 @@ def submission_seed(questions: str, answers: str, out: str, allow_partial: bool)
 
 
 @score.command("textvqa")
-@click.option("--annotations", required=True, type=_FILE, help="TextVQA_0.5.1_val.json (the official val annotations, 10 answers per question).")
-@click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id (the image id), prompt and text per line (LLaVA's model_vqa_loader output).")
-@click.option("--questions", type=_FILE, help="LLaVA's llava_textvqa_val_v051_ocr.jsonl: the questions that must be answered, and the prompt of answer lines without one.")
-@click.option("--allow-partial", is_flag=True, help="Score the answered questions instead of failing on unanswered ones (reported as unanswered).")
+@click.option(
+    "--annotations",
+    required=True,
+    type=_FILE,
+    help="TextVQA_0.5.1_val.json (the official val annotations, 10 answers per question).",
+)
+@click.option(
+    "--answers",
+    required=True,
+    type=_FILE,
+    help="Model answers JSONL: question_id (the image id), prompt and text per line (LLaVA's model_vqa_loader output).",
+)
+@click.option(
+    "--questions",
+    type=_FILE,
+    help="LLaVA's llava_textvqa_val_v051_ocr.jsonl: the questions that must be answered, and the prompt of answer "
+    "lines without one.",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Score the answered questions instead of failing on unanswered ones (reported as unanswered).",
+)
 def score_textvqa(annotations: str, answers: str, questions: str | None, allow_partial: bool) -> None:
     """TextVQA: accuracy (m4c soft score, percent) exactly as LLaVA's eval_textvqa.py.
 
@@ -362,10 +562,26 @@ def score_textvqa(annotations: str, answers: str, questions: str | None, allow_p
 
 
 @score.command("vqav2")
-@click.option("--annotations", required=True, type=_FILE, help="v2_mscoco_val2014_annotations.json (official val annotations).")
-@click.option("--answers", required=True, type=_FILE, help="LLaVA answers JSONL (question_id, text; EvalAI-processed before scoring, as for upload) or an upload JSON list of {question_id, answer} (scored as it is).")
-@click.option("--questions", type=_FILE, help="v2_OpenEnded_mscoco_val2014_questions.json; checked to hold exactly the annotated questions.")
-@click.option("--allow-partial", is_flag=True, help="Score the answered questions instead of failing on unanswered ones (reported as unanswered).")
+@click.option(
+    "--annotations", required=True, type=_FILE, help="v2_mscoco_val2014_annotations.json (official val annotations)."
+)
+@click.option(
+    "--answers",
+    required=True,
+    type=_FILE,
+    help="LLaVA answers JSONL (question_id, text; EvalAI-processed before scoring, as for upload) or an upload JSON "
+    "list of {question_id, answer} (scored as it is).",
+)
+@click.option(
+    "--questions",
+    type=_FILE,
+    help="v2_OpenEnded_mscoco_val2014_questions.json; checked to hold exactly the annotated questions.",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Score the answered questions instead of failing on unanswered ones (reported as unanswered).",
+)
 def score_vqav2(annotations: str, answers: str, questions: str | None, allow_partial: bool) -> None:
     """VQAv2 val: official VQA accuracy (vqaEval.py), overall and per answer/question type, %.
 
@@ -380,10 +596,30 @@ def score_vqav2(annotations: str, answers: str, questions: str | None, allow_par
 
 
 @score.command("vizwiz")
-@click.option("--annotations", required=True, type=_FILE, help="VizWiz val.json (a list of {image, question, answers, answer_type}).")
-@click.option("--answers", required=True, type=_FILE, help="LLaVA answers JSONL (question_id, text; EvalAI-processed as for upload) or an upload JSON list of {image, answer}.")
-@click.option("--questions", type=_FILE, help="LLaVA-layout question JSONL mapping question_id to image; default: question_id is the position in --annotations, as LLaVA numbers llava_test.jsonl.")
-@click.option("--allow-partial", is_flag=True, help="Score the answered questions instead of failing on unanswered ones (reported as unanswered).")
+@click.option(
+    "--annotations",
+    required=True,
+    type=_FILE,
+    help="VizWiz val.json (a list of {image, question, answers, answer_type}).",
+)
+@click.option(
+    "--answers",
+    required=True,
+    type=_FILE,
+    help="LLaVA answers JSONL (question_id, text; EvalAI-processed as for upload) or an upload JSON list of {image, "
+    "answer}.",
+)
+@click.option(
+    "--questions",
+    type=_FILE,
+    help="LLaVA-layout question JSONL mapping question_id to image; default: question_id is the position in "
+    "--annotations, as LLaVA numbers llava_test.jsonl.",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Score the answered questions instead of failing on unanswered ones (reported as unanswered).",
+)
 def score_vizwiz(annotations: str, answers: str, questions: str | None, allow_partial: bool) -> None:
     """VizWiz val: VQA accuracy as VizWiz's evaluator computes it, overall and per answer type, %.
 
@@ -397,11 +633,30 @@ def score_vizwiz(annotations: str, answers: str, questions: str | None, allow_pa
 
 
 @submission.command("vqav2")
-@click.option("--questions", required=True, type=_FILE, help="LLaVA's llava_vqav2_mscoco_test2015.jsonl (the whole test split: the upload lists every question).")
-@click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id and text per line (e.g. LLaVA's merged test-dev answers).")
+@click.option(
+    "--questions",
+    required=True,
+    type=_FILE,
+    help="LLaVA's llava_vqav2_mscoco_test2015.jsonl (the whole test split: the upload lists every question).",
+)
+@click.option(
+    "--answers",
+    required=True,
+    type=_FILE,
+    help="Model answers JSONL: question_id and text per line (e.g. LLaVA's merged test-dev answers).",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the upload JSON.")
-@click.option("--split-questions", type=_FILE, help="The question file that was answered (llava_vqav2_mscoco_test-dev2015.jsonl): each of its questions needs an answer.")
-@click.option("--allow-partial", is_flag=True, help="With --split-questions: upload unanswered questions as '' instead of failing.")
+@click.option(
+    "--split-questions",
+    type=_FILE,
+    help="The question file that was answered (llava_vqav2_mscoco_test-dev2015.jsonl): each of its questions needs an "
+    "answer.",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="With --split-questions: upload unanswered questions as '' instead of failing.",
+)
 def submission_vqav2(questions: str, answers: str, out: str, split_questions: str | None, allow_partial: bool) -> None:
     """VQAv2 test-dev/test upload, byte for byte as convert_vqav2_for_submission.py writes it.
 
@@ -415,15 +670,25 @@ def submission_vqav2(questions: str, answers: str, out: str, split_questions: st
     """
     from som.eval.benchmarks.vqav2 import write_submission
 
-    _emit(_run(lambda: write_submission(questions, answers, out, split_questions=split_questions,
-                                        allow_partial=allow_partial)))
+    _emit(
+        _run(
+            lambda: write_submission(
+                questions, answers, out, split_questions=split_questions, allow_partial=allow_partial
+            )
+        )
+    )
 
 
 @submission.command("vizwiz")
 @click.option("--questions", required=True, type=_FILE, help="LLaVA's llava_test.jsonl.")
 @click.option("--answers", required=True, type=_FILE, help="Model answers JSONL: question_id and text per line.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the upload JSON.")
-@click.option("--allow-partial", is_flag=True, help="Write the answered questions instead of failing on unanswered ones (the server will refuse an incomplete file).")
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Write the answered questions instead of failing on unanswered ones (the server will refuse an incomplete "
+    "file).",
+)
 def submission_vizwiz(questions: str, answers: str, out: str, allow_partial: bool) -> None:
     """VizWiz test upload, byte for byte as convert_vizwiz_for_submission.py writes it.
 
@@ -438,15 +703,50 @@ def submission_vizwiz(questions: str, answers: str, out: str, allow_partial: boo
 
 
 @score.command("sqa")
-@click.option("--base-dir", required=True, type=_DIR, help="Folder with ScienceQA's problems.json and pid_splits.json (LLaVA: playground/data/eval/scienceqa).")
-@click.option("--answers", required=True, type=_FILE, help="Answers JSONL: question_id (string), text and prompt per line (model_vqa_science.py output); lines without a prompt need --questions.")
+@click.option(
+    "--base-dir",
+    required=True,
+    type=_DIR,
+    help="Folder with ScienceQA's problems.json and pid_splits.json (LLaVA: playground/data/eval/scienceqa).",
+)
+@click.option(
+    "--answers",
+    required=True,
+    type=_FILE,
+    help="Answers JSONL: question_id (string), text and prompt per line (model_vqa_science.py output); lines without "
+    "a prompt need --questions.",
+)
 @click.option("--split", default="test", show_default=True, help="The pid_splits.json split to score.")
-@click.option("--questions", type=_FILE, help="LLaVA's llava_test_CQM-A.json: rebuilds the prompt (which says whether a question has an image) of answer lines without one.")
-@click.option("--output-file", type=click.Path(dir_okay=False), help="Write LLaVA's per-question analysis ({correct, incorrect}) here, as eval_science_qa.py --output-file.")
-@click.option("--output-result", type=click.Path(dir_okay=False), help="Write LLaVA's result JSON (acc, correct, count, results, outputs) here, as --output-result.")
-@click.option("--allow-partial", is_flag=True, help="Score unanswered problems as FAILED (as eval_science_qa.py does) instead of failing; the JSON lists them.")
-def score_sqa(base_dir: str, answers: str, split: str, questions: str | None, output_file: str | None,
-              output_result: str | None, allow_partial: bool) -> None:
+@click.option(
+    "--questions",
+    type=_FILE,
+    help="LLaVA's llava_test_CQM-A.json: rebuilds the prompt (which says whether a question has an image) of answer "
+    "lines without one.",
+)
+@click.option(
+    "--output-file",
+    type=click.Path(dir_okay=False),
+    help="Write LLaVA's per-question analysis ({correct, incorrect}) here, as eval_science_qa.py --output-file.",
+)
+@click.option(
+    "--output-result",
+    type=click.Path(dir_okay=False),
+    help="Write LLaVA's result JSON (acc, correct, count, results, outputs) here, as --output-result.",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Score unanswered problems as FAILED (as eval_science_qa.py does) instead of failing; the JSON lists them.",
+)
+def score_sqa(
+    base_dir: str,
+    answers: str,
+    split: str,
+    questions: str | None,
+    output_file: str | None,
+    output_result: str | None,
+    allow_partial: bool,
+) -> None:
     """ScienceQA: accuracy over all problems and on image questions (ScienceQA-IMG), in percent.
 
     Letters are read as LLaVA's eval_science_qa.py reads them ("B", "B. ...", or one "The
@@ -460,17 +760,40 @@ def score_sqa(base_dir: str, answers: str, split: str, questions: str | None, ou
     """
     from som.eval.benchmarks.sqa import score_sqa_files, write_llava_files
 
-    scores = _run(lambda: score_sqa_files(base_dir, answers, split=split, questions=questions,
-                                          allow_partial=allow_partial))
+    scores = _run(
+        lambda: score_sqa_files(base_dir, answers, split=split, questions=questions, allow_partial=allow_partial)
+    )
     write_llava_files(scores, output_file, output_result)
     _emit(scores)
 
 
 @score.command("mmbench")
-@click.option("--questions", required=True, type=_FILE, help="The MMBench dev TSV (mmbench_dev_20230712.tsv or mmbench_dev_cn_20231003.tsv), answers and circular copies included.")
-@click.option("--answers", required=True, type=_FILE, help="Answers JSONL: question_id (the TSV index) and text per line (model_vqa_mmbench.py output), or id and answer.")
-@click.option("--lang", type=click.Choice(["en", "cn"]), default="en", show_default=True, help="Names the result mmbench or mmbench_cn; the scoring rules are the same.")
-@click.option("--allow-partial", is_flag=True, help="Score the questions whose circular copies are all answered instead of failing (the JSON counts the rest).")
+@click.option(
+    "--questions",
+    required=True,
+    type=_FILE,
+    help="The MMBench dev TSV (mmbench_dev_20230712.tsv or mmbench_dev_cn_20231003.tsv), answers and circular copies "
+    "included.",
+)
+@click.option(
+    "--answers",
+    required=True,
+    type=_FILE,
+    help="Answers JSONL: question_id (the TSV index) and text per line (model_vqa_mmbench.py output), or id and "
+    "answer.",
+)
+@click.option(
+    "--lang",
+    type=click.Choice(["en", "cn"]),
+    default="en",
+    show_default=True,
+    help="Names the result mmbench or mmbench_cn; the scoring rules are the same.",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Score the questions whose circular copies are all answered instead of failing (the JSON counts the rest).",
+)
 def score_mmbench(questions: str, answers: str, lang: str, allow_partial: bool) -> None:
     """MMBench / MMBench-CN: CircularEval accuracy (%), per category and l2-category, and vanilla.
 
@@ -491,7 +814,9 @@ def score_mmbench(questions: str, answers: str, lang: str, allow_partial: bool) 
 
 @submission.command("mmbench")
 @click.option("--questions", required=True, type=_FILE, help="The MMBench(-CN) TSV that was answered (dev or test).")
-@click.option("--answers", required=True, type=_FILE, help="Answers JSONL: question_id (the TSV index) and text per line.")
+@click.option(
+    "--answers", required=True, type=_FILE, help="Answers JSONL: question_id (the TSV index) and text per line."
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the upload xlsx.")
 @click.option("--allow-partial", is_flag=True, help="Leave unanswered rows' prediction empty instead of failing.")
 def submission_mmbench(questions: str, answers: str, out: str, allow_partial: bool) -> None:

@@ -55,8 +55,9 @@ class EvalItem:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalItem:
-        return cls(id=str(data["id"]), prompt=str(data["prompt"]), image=data.get("image"),
-                   meta=dict(data.get("meta") or {}))
+        return cls(
+            id=str(data["id"]), prompt=str(data["prompt"]), image=data.get("image"), meta=dict(data.get("meta") or {})
+        )
 
 
 def take(items: Sequence[EvalItem], limit: int | None) -> list[EvalItem]:
@@ -77,8 +78,9 @@ def check_unique(items: Sequence[EvalItem], where: str) -> None:
         seen.add(item.id)
 
 
-def answers_for(items: Sequence[EvalItem], answers: dict[str, str], *, allow_partial: bool,
-                benchmark: str) -> dict[str, str]:
+def answers_for(
+    items: Sequence[EvalItem], answers: dict[str, str], *, allow_partial: bool, benchmark: str
+) -> dict[str, str]:
     """The answers to these items; unanswered items are an error unless `allow_partial`.
 
     Answers to ids not among the items (e.g. a run over more items than were loaded) are
@@ -86,12 +88,19 @@ def answers_for(items: Sequence[EvalItem], answers: dict[str, str], *, allow_par
     ids = {item.id for item in items}
     strays = [key for key in answers if key not in ids]
     if strays:
-        log.warning("%s: ignoring %d answers to ids not among the %d items (e.g. %s)", benchmark,
-                    len(strays), len(ids), strays[:3])
+        log.warning(
+            "%s: ignoring %d answers to ids not among the %d items (e.g. %s)",
+            benchmark,
+            len(strays),
+            len(ids),
+            strays[:3],
+        )
     missing = [item.id for item in items if item.id not in answers]
     if missing and not allow_partial:
-        raise ValueError(f"{benchmark}: {len(missing)} of {len(items)} items have no answer "
-                         f"(e.g. {missing[:3]}); pass allow_partial=True to score the answered ones")
+        raise ValueError(
+            f"{benchmark}: {len(missing)} of {len(items)} items have no answer "
+            f"(e.g. {missing[:3]}); pass allow_partial=True to score the answered ones"
+        )
     return {key: value for key, value in answers.items() if key in ids}
 
 
@@ -138,8 +147,8 @@ class Source:
 
         self.url = location
         self.local_root: Path | None = (
-            Path(storage.resolve(location)[1]) if storage.protocol_of(location) in storage.LOCAL_PROTOCOLS
-            else None)
+            Path(storage.resolve(location)[1]) if storage.protocol_of(location) in storage.LOCAL_PROTOCOLS else None
+        )
         self._copies: tempfile.TemporaryDirectory[str] | None = None
 
     def __repr__(self) -> str:
@@ -196,7 +205,7 @@ class Source:
         for path in found:
             if not path.startswith(root + "/"):
                 continue
-            relative = path[len(root) + 1:]
+            relative = path[len(root) + 1 :]
             name = relative.rsplit("/", 1)[-1]
             if name.startswith("."):
                 continue
@@ -216,7 +225,7 @@ def hf_snapshot(location: str) -> str:
     Uses huggingface_hub's snapshot download (cached, so a second run needs no network); any
     failure, including being offline with nothing cached, becomes a SourceError that says how
     to run without the hub."""
-    rest = location[len(HF_PREFIX):]
+    rest = location[len(HF_PREFIX) :]
     parts = rest.split("/")
     if len(parts) < 2 or not parts[0] or not parts[1]:
         raise SourceError(f"{location}: expected hf://datasets/<owner>/<name>[@revision][/subfolder]")
@@ -226,8 +235,10 @@ def hf_snapshot(location: str) -> str:
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:
-        raise SourceError(f"{location}: reading Hugging Face datasets needs huggingface_hub "
-                          "(pip install huggingface_hub), or pass a folder of the published files") from exc
+        raise SourceError(
+            f"{location}: reading Hugging Face datasets needs huggingface_hub "
+            "(pip install huggingface_hub), or pass a folder of the published files"
+        ) from exc
     try:
         folder = snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision or None)
     except Exception as exc:  # noqa: BLE001 - offline, missing repo, auth: all say the same
@@ -235,7 +246,8 @@ def hf_snapshot(location: str) -> str:
         raise SourceError(
             f"cannot download Hugging Face dataset {repo_id} ({type(exc).__name__}: {reason}). Without "
             "internet access, copy the benchmark's published files to a folder or object storage "
-            "and pass that location instead") from exc
+            "and pass that location instead"
+        ) from exc
     return str(Path(folder, subfolder)) if subfolder else str(folder)
 
 

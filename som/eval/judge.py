@@ -39,14 +39,28 @@ class Judge:
     client_kwargs: passed to ChatClient (max_retries, timeout, backoff_base, ...).
     """
 
-    def __init__(self, base_url: str | None, model: str, api_key: str | None = None, *,
-                 cache_url: str | None = None, max_concurrency: int = 4, **client_kwargs: Any) -> None:
+    def __init__(
+        self,
+        base_url: str | None,
+        model: str,
+        api_key: str | None = None,
+        *,
+        cache_url: str | None = None,
+        max_concurrency: int = 4,
+        **client_kwargs: Any,
+    ) -> None:
         if not model:
             raise ValueError("a judge needs a pinned model name (e.g. gpt-4-0613)")
-        self._settings: dict[str, Any] = {"base_url": base_url, "model": model, "api_key": api_key,
-                                          "max_concurrency": max_concurrency, **client_kwargs}
-        self.client = ChatClient(base_url, model, api_key, max_concurrency=max_concurrency,
-                                 cache_url=cache_url, **client_kwargs)
+        self._settings: dict[str, Any] = {
+            "base_url": base_url,
+            "model": model,
+            "api_key": api_key,
+            "max_concurrency": max_concurrency,
+            **client_kwargs,
+        }
+        self.client = ChatClient(
+            base_url, model, api_key, max_concurrency=max_concurrency, cache_url=cache_url, **client_kwargs
+        )
         self.model = model
         self.cache_url = cache_url
         self.max_concurrency = max_concurrency
@@ -54,8 +68,15 @@ class Judge:
     def __repr__(self) -> str:
         return f"Judge({self.client!r})"
 
-    def ask(self, prompt: str, temperature: float = 0.0, *, system: str | None = None,
-            max_tokens: int | None = None, run: int = 0) -> str:
+    def ask(
+        self,
+        prompt: str,
+        temperature: float = 0.0,
+        *,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        run: int = 0,
+    ) -> str:
         """The judge's reply to one user prompt (after an optional system message).
 
         `run` numbers repeated gradings of the same request (MM-Vet's paper averages 5 runs,
@@ -79,8 +100,7 @@ class Judge:
         values = list(inputs)
         if not values:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(values)),
-                                thread_name_prefix="judge") as pool:
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(values)), thread_name_prefix="judge") as pool:
             return list(pool.map(function, values))
 
     def with_cache(self, cache_url: str | None) -> Judge:
@@ -89,14 +109,20 @@ class Judge:
         if cache_url is None or self.cache_url is not None:
             return self
         settings = dict(self._settings)
-        return Judge(settings.pop("base_url"), settings.pop("model"), settings.pop("api_key"),
-                     cache_url=cache_url, **settings)
+        return Judge(
+            settings.pop("base_url"), settings.pop("model"), settings.pop("api_key"), cache_url=cache_url, **settings
+        )
 
     def record(self) -> dict[str, Any]:
         """What a score must say about its judge (no secrets)."""
         stats = self.client.stats
-        return {"model": self.model, "base_url": self.client.base_url, "requests": stats.requests,
-                "cache_hits": stats.cache_hits, "cache_url": self.cache_url}
+        return {
+            "model": self.model,
+            "base_url": self.client.base_url,
+            "requests": stats.requests,
+            "cache_hits": stats.cache_hits,
+            "cache_url": self.cache_url,
+        }
 
     def close(self) -> None:
         self.client.close()

@@ -19,8 +19,12 @@ from pathlib import Path
 from som.eval.models import API_PREFIX, HF_PREFIX, SERVED_PREFIX
 
 CONFIG_FILE = "config.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 IMAGE_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 """transformers 5 saves the image processor inside processor_config.json, older versions apart."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
@@ -38,8 +42,13 @@ def hub_offline() -> bool:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return (spec.startswith(("/", ".", "~")) or spec.endswith(("/", os.sep)) or spec.count("/") > 1
-            or os.sep in spec.replace("/", "") or not _REPO_ID.match(spec))
+    return (
+        spec.startswith(("/", ".", "~"))
+        or spec.endswith(("/", os.sep))
+        or spec.count("/") > 1
+        or os.sep in spec.replace("/", "")
+        or not _REPO_ID.match(spec)
+    )
 
 
 def missing_folder_files(folder: Path) -> list[str]:
@@ -50,8 +59,9 @@ def missing_folder_files(folder: Path) -> list[str]:
     return [" or ".join(names) for names in needs if not present.intersection(names)]
 
 
-def check_model_spec(spec: str, *, local_files_only: bool = False, prompt_profile: str | None = None,
-                     cache_dir: str | None = None) -> None:
+def check_model_spec(
+    spec: str, *, local_files_only: bool = False, prompt_profile: str | None = None, cache_dir: str | None = None
+) -> None:
     """Raise ModelSpecError (or ProfileError) when `spec` cannot load as asked.
 
     API specs take no prompt profile and are not checked further. A spec that exists on disk
@@ -65,17 +75,20 @@ def check_model_spec(spec: str, *, local_files_only: bool = False, prompt_profil
         raise ProfileError(f"unknown prompt profile {prompt_profile!r}; choose {AUTO} or one of {', '.join(PROFILES)}")
     if spec.startswith(API_PREFIX):
         if prompt_profile not in (None, AUTO):
-            raise ProfileError(f"--prompt-profile {prompt_profile} given for API model {spec!r}: API models "
-                               "receive the raw question")
+            raise ProfileError(
+                f"--prompt-profile {prompt_profile} given for API model {spec!r}: API models receive the raw question"
+            )
         return
     if spec.startswith(SERVED_PREFIX):
         from som.serve.endpoint import EndpointError, read_endpoint
 
         if prompt_profile not in (None, AUTO):
-            raise ProfileError(f"--prompt-profile {prompt_profile} given for {spec!r}: the server applies its "
-                               "own (som serve --prompt-profile)")
+            raise ProfileError(
+                f"--prompt-profile {prompt_profile} given for {spec!r}: the server applies its "
+                "own (som serve --prompt-profile)"
+            )
         try:
-            read_endpoint(spec[len(SERVED_PREFIX):])
+            read_endpoint(spec[len(SERVED_PREFIX) :])
         except EndpointError as exc:
             raise ModelSpecError(str(exc)) from None
         return
@@ -83,24 +96,28 @@ def check_model_spec(spec: str, *, local_files_only: bool = False, prompt_profil
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ModelSpecError(f"model {name!r} is a file; pass the model's folder (config.json, weights, "
-                                 "processor files)")
+            raise ModelSpecError(
+                f"model {name!r} is a file; pass the model's folder (config.json, weights, processor files)"
+            )
         missing = missing_folder_files(path)
         if missing:
-            raise ModelSpecError(f"model folder {name!r} is missing {'; '.join(missing)}. An exported run "
-                                 "holds them (som train export); copy missing processor files from the base "
-                                 "model's folder")
+            raise ModelSpecError(
+                f"model folder {name!r} is missing {'; '.join(missing)}. An exported run "
+                "holds them (som train export); copy missing processor files from the base "
+                "model's folder"
+            )
         _check_profile(str(path), prompt_profile)
         return
     if _looks_like_path(name):
-        raise ModelSpecError(f"model folder {name!r} does not exist (not a hub id either: those are "
-                             "'owner/name')")
+        raise ModelSpecError(f"model folder {name!r} does not exist (not a hub id either: those are 'owner/name')")
     offline = local_files_only or hub_offline()
     if offline and not _cached(name, cache_dir):
         why = "--local-files-only" if local_files_only else "HF_HUB_OFFLINE=1"
-        raise ModelSpecError(f"hub model {name!r} is not in the local Hugging Face cache and {why} forbids "
-                             f"downloading it; download it first on a machine with access "
-                             f"(`hf download {name}`, into $HF_HOME shared with the nodes) or pass a local folder")
+        raise ModelSpecError(
+            f"hub model {name!r} is not in the local Hugging Face cache and {why} forbids "
+            f"downloading it; download it first on a machine with access "
+            f"(`hf download {name}`, into $HF_HOME shared with the nodes) or pass a local folder"
+        )
 
 
 def _check_profile(folder: str, prompt_profile: str | None) -> None:

@@ -17,8 +17,17 @@ from typing import Any, Protocol, cast, runtime_checkable
 from som.chat_api import ChatClient, ChatRequest, image_content, text_content
 from som.eval.profiles import AUTO, Prompt, PromptProfile, Question, processor_inputs, resolve_profile
 
-__all__ = ["API_PREFIX", "HF_PREFIX", "SERVED_PREFIX", "APIModel", "HFModel", "Question", "VisionLanguageModel", "is_api_spec",
-           "load_model"]
+__all__ = [
+    "API_PREFIX",
+    "HF_PREFIX",
+    "SERVED_PREFIX",
+    "APIModel",
+    "HFModel",
+    "Question",
+    "VisionLanguageModel",
+    "is_api_spec",
+    "load_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +61,18 @@ class HFModel:
     template for the other families. Batches are generated with left padding so every row's
     new tokens start at the same position and the batched answers equal the one-by-one answers."""
 
-    def __init__(self, model_id: str, *, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 local_files_only: bool = False, prompt_profile: str | None = AUTO,
-                 quantization_config: Any = None) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        local_files_only: bool = False,
+        prompt_profile: str | None = AUTO,
+        quantization_config: Any = None,
+    ) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -80,15 +97,20 @@ class HFModel:
         self.profile: PromptProfile = resolve_profile(prompt_profile, config, self.processor)  # before the weights
         if quantization_config is None:
             model = AutoModelForImageTextToText.from_pretrained(
-                model_id, dtype=self.dtype, local_files_only=local_files_only)
+                model_id, dtype=self.dtype, local_files_only=local_files_only
+            )
             # transformers wraps PreTrainedModel.to in functools.wraps, whose stub does not bind self;
             # Module.to moves the model in place and returns it
             cast("torch.nn.Module", model).to(self.device)
             self.model = model.eval()
         else:  # bitsandbytes places the weights itself (serving's --load-in-4bit/8bit)
             self.model = AutoModelForImageTextToText.from_pretrained(
-                model_id, dtype=self.dtype, local_files_only=local_files_only,
-                quantization_config=quantization_config, device_map={"": self.device}).eval()
+                model_id,
+                dtype=self.dtype,
+                local_files_only=local_files_only,
+                quantization_config=quantization_config,
+                device_map={"": self.device},
+            ).eval()
         log.info("loaded %s on %s (%s), prompt profile %s", model_id, self.device, self.dtype, self.profile.name)
 
     def prompt(self, question: Question) -> Prompt:
@@ -106,13 +128,19 @@ class HFModel:
         for with_image in (True, False):
             index = [i for i, q in enumerate(requests) if (q.image is not None) == with_image]
             for start in range(0, len(index), self.batch_size):
-                chunk = index[start:start + self.batch_size]
+                chunk = index[start : start + self.batch_size]
                 for i, text in zip(chunk, self.decode(self.generate([prompts[i] for i in chunk])), strict=True):
                     answers[i] = text
         return answers
 
-    def generate(self, batch: Sequence[Prompt], *, max_new_tokens: int | None = None, temperature: float = 0.0,
-                 **generate_kwargs: Any) -> Any:
+    def generate(
+        self,
+        batch: Sequence[Prompt],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        **generate_kwargs: Any,
+    ) -> Any:
         """The new token ids (batch x new tokens, pad after a row's end) for rendered prompts.
 
         Greedy at temperature 0 (evaluation), sampled otherwise. Serving (som.serve.engine)
@@ -123,12 +151,18 @@ class HFModel:
 
         encoded = processor_inputs(self.processor, self.profile, batch)
         inputs = {k: self._to_device(v) for k, v in encoded.items() if k not in NOT_MODEL_INPUTS}
-        sampling: dict[str, Any] = {"do_sample": True, "temperature": temperature} if temperature > 0 else {
-            "do_sample": False}
+        sampling: dict[str, Any] = (
+            {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        )
         with torch.inference_mode():
-            output = self.model.generate(**inputs, **sampling, max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                         pad_token_id=self.tokenizer.pad_token_id, **generate_kwargs)
-        return output[:, inputs["input_ids"].shape[1]:]
+            output = self.model.generate(
+                **inputs,
+                **sampling,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **generate_kwargs,
+            )
+        return output[:, inputs["input_ids"].shape[1] :]
 
     def decode(self, new_tokens: Any) -> list[str]:
         """Answers from `generate`'s token ids: special tokens dropped, whitespace stripped."""
@@ -155,11 +189,20 @@ class APIModel:
     API models receive the raw question, no prompt profile: the endpoint applies its model's
     own chat format."""
 
-    def __init__(self, base_url: str | None, model: str | None, api_key: str | None = None, *,
-                 max_concurrency: int = 4, cache_url: str | None = None, max_tokens: int = 128,
-                 **client_kwargs: Any) -> None:
-        self.client = ChatClient(base_url, model, api_key, max_concurrency=max_concurrency,
-                                 cache_url=cache_url, **client_kwargs)
+    def __init__(
+        self,
+        base_url: str | None,
+        model: str | None,
+        api_key: str | None = None,
+        *,
+        max_concurrency: int = 4,
+        cache_url: str | None = None,
+        max_tokens: int = 128,
+        **client_kwargs: Any,
+    ) -> None:
+        self.client = ChatClient(
+            base_url, model, api_key, max_concurrency=max_concurrency, cache_url=cache_url, **client_kwargs
+        )
         self.name = self.client.model
         self.max_tokens = max_tokens
 
@@ -203,12 +246,16 @@ def load_model(spec: str, *, prompt_profile: str | None = None, **kwargs: Any) -
         from som.serve.endpoint import API_KEY_ENV, read_endpoint
 
         if prompt_profile not in (None, AUTO):
-            raise ValueError(f"prompt profile {prompt_profile!r} given for {spec!r}: the server applies its own "
-                             "(som serve --prompt-profile)")
-        endpoint = read_endpoint(spec[len(SERVED_PREFIX):])
+            raise ValueError(
+                f"prompt profile {prompt_profile!r} given for {spec!r}: the server applies its own "
+                "(som serve --prompt-profile)"
+            )
+        endpoint = read_endpoint(spec[len(SERVED_PREFIX) :])
         if endpoint.get("tags", "none") != "none":
-            raise ValueError(f"{spec} marks every image (som serve --tags {endpoint['tags']}); evaluation marks "
-                             "the images of its tags variant itself, so evaluate a server started with --tags none")
+            raise ValueError(
+                f"{spec} marks every image (som serve --tags {endpoint['tags']}); evaluation marks "
+                "the images of its tags variant itself, so evaluate a server started with --tags none"
+            )
         kwargs = {k: v for k, v in kwargs.items() if k not in SERVER_SIDE_KWARGS}
         if "max_new_tokens" in kwargs:
             kwargs.setdefault("max_tokens", kwargs.pop("max_new_tokens"))
@@ -216,11 +263,12 @@ def load_model(spec: str, *, prompt_profile: str | None = None, **kwargs: Any) -
         return APIModel(endpoint["url"], endpoint["model"], **kwargs)
     if spec.startswith(API_PREFIX):
         if prompt_profile not in (None, AUTO):
-            raise ValueError(f"prompt profile {prompt_profile!r} given for {spec!r}: API models receive "
-                             "the raw question")
+            raise ValueError(
+                f"prompt profile {prompt_profile!r} given for {spec!r}: API models receive the raw question"
+            )
         if "max_new_tokens" in kwargs:
             kwargs.setdefault("max_tokens", kwargs.pop("max_new_tokens"))
-        rest = spec[len(API_PREFIX):]
+        rest = spec[len(API_PREFIX) :]
         model, _, base_url = rest.partition("@")
         return APIModel(base_url or None, model or None, **kwargs)  # None: ChatClient reads env
     return HFModel(spec.removeprefix(HF_PREFIX), prompt_profile=prompt_profile, **kwargs)

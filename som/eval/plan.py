@@ -41,8 +41,13 @@ def _registry_name(name: str) -> str:
         return name  # a source for a benchmark not asked for: unused
 
 
-def suite_inputs(suite: str | None, benchmarks: list[str] | None, data: Mapping[str, str],
-                 data_root: str | None, variants: list[str] | None) -> tuple[list[str], dict[str, str], list[str]]:
+def suite_inputs(
+    suite: str | None,
+    benchmarks: list[str] | None,
+    data: Mapping[str, str],
+    data_root: str | None,
+    variants: list[str] | None,
+) -> tuple[list[str], dict[str, str], list[str]]:
     """(benchmarks, sources, variants) after a suite's defaults: a suite adds its benchmarks
     (sources under `data_root` unless `data` names one) and its variants when none are given."""
     given = {_registry_name(name): source for name, source in data.items()}
@@ -56,8 +61,9 @@ def suite_inputs(suite: str | None, benchmarks: list[str] | None, data: Mapping[
     return names, sources, list(variants if variants is not None else chosen.variants)
 
 
-def check_inputs(benchmarks: list[str], data: Mapping[str, str], variants: list[str], shards: int,
-                 judge: str | None) -> dict[str, str]:
+def check_inputs(
+    benchmarks: list[str], data: Mapping[str, str], variants: list[str], shards: int, judge: str | None
+) -> dict[str, str]:
     """Fail before submitting anything: unknown names, missing sources, a judge not given.
     Returns the sources by registry name ("llava-bench" and "llava_bench" are one benchmark)."""
     if not benchmarks:
@@ -72,8 +78,10 @@ def check_inputs(benchmarks: list[str], data: Mapping[str, str], variants: list[
     given = {_registry_name(name): source for name, source in data.items()}
     missing = [name for name in names if name not in given]
     if missing:
-        raise ValueError(f"no data source for {', '.join(missing)}: pass data={{name: folder or URL}} "
-                         "(som eval run --data NAME=SOURCE)")
+        raise ValueError(
+            f"no data source for {', '.join(missing)}: pass data={{name: folder or URL}} "
+            "(som eval run --data NAME=SOURCE)"
+        )
     needs_judge = [name for name in names if get_benchmark(name).needs_judge]
     if needs_judge and not judge:
         raise ValueError(f"{', '.join(needs_judge)} are graded by a judge model: pass judge='<model>[@<base_url>]'")

@@ -108,13 +108,16 @@ class PromptProfile:
         if self.model_types is not None and _model_type(config) not in self.model_types:
             raise ProfileError(
                 f"prompt profile {self.name!r} is for {'/'.join(sorted(self.model_types))} models, not "
-                f"{_model_type(config) or 'this model'!r}; pass {PROFILE_OPTION} {auto_name(config, processor)}")
+                f"{_model_type(config) or 'this model'!r}; pass {PROFILE_OPTION} {auto_name(config, processor)}"
+            )
 
     def render(self, processor: Any, text: str, image: Image.Image | None) -> Prompt:
         """The processor row for question `text` and its image (None: text only)."""
         if image is None and not self.takes_text_only:
-            raise ProfileError(f"prompt profile {self.name!r} needs an image: this model cannot answer a "
-                               f"text-only question ({text[:60]!r})")
+            raise ProfileError(
+                f"prompt profile {self.name!r} needs an image: this model cannot answer a "
+                f"text-only question ({text[:60]!r})"
+            )
         return self._render(processor, text, image)
 
     def _render(self, processor: Any, text: str, image: Image.Image | None) -> Prompt:
@@ -164,13 +167,15 @@ class ChatTemplateProfile(PromptProfile):
         if not getattr(processor, "chat_template", None):
             raise ProfileError(
                 f"{_model_type(config) or 'this model'}'s processor has no chat template; pass "
-                f"{PROFILE_OPTION} {auto_name(config, processor, allow_template=False)}")
+                f"{PROFILE_OPTION} {auto_name(config, processor, allow_template=False)}"
+            )
 
     def _render(self, processor: Any, text: str, image: Image.Image | None) -> Prompt:
         content: list[dict[str, str]] = [{"type": "image"}] if image is not None else []
         content.append({"type": "text", "text": text})
-        rendered = processor.apply_chat_template([{"role": "user", "content": content}],
-                                                 add_generation_prompt=True, tokenize=False)
+        rendered = processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
         return Prompt(rendered, () if image is None else (image,))
 
 
@@ -201,16 +206,18 @@ class FuyuProfile(PromptProfile):
 
 
 PROFILES: dict[str, PromptProfile] = {
-    profile.name: profile
-    for profile in (Llava15Profile(), ChatTemplateProfile(), PaliGemmaProfile(), FuyuProfile())
+    profile.name: profile for profile in (Llava15Profile(), ChatTemplateProfile(), PaliGemmaProfile(), FuyuProfile())
 }
 
 
 def is_llava15(config: Any) -> bool:
     """LLaVA-1.5's architecture: a Llava config with a CLIP vision tower and a Llama LM (not
     Pixtral, LLaVA-Interleave and other "llava" configs with another tower or LM)."""
-    return (_model_type(config) == "llava" and _sub_type(config, "vision_config") == "clip_vision_model"
-            and _sub_type(config, "text_config") in ("llama", ""))
+    return (
+        _model_type(config) == "llava"
+        and _sub_type(config, "vision_config") == "clip_vision_model"
+        and _sub_type(config, "text_config") in ("llama", "")
+    )
 
 
 def auto_name(config: Any, processor: Any, *, allow_template: bool = True) -> str:
@@ -223,8 +230,10 @@ def auto_name(config: Any, processor: Any, *, allow_template: bool = True) -> st
             return profile.name
     if allow_template and getattr(processor, "chat_template", None):
         return ChatTemplateProfile.name
-    raise ProfileError(f"no known prompt format for {model_type or 'this model'!r} and its processor has no "
-                       f"chat template; pass {PROFILE_OPTION} (one of {', '.join(PROFILES)})")
+    raise ProfileError(
+        f"no known prompt format for {model_type or 'this model'!r} and its processor has no "
+        f"chat template; pass {PROFILE_OPTION} (one of {', '.join(PROFILES)})"
+    )
 
 
 def resolve_profile(name: str | None, config: Any, processor: Any) -> PromptProfile:

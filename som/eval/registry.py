@@ -30,8 +30,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from som.eval.benchmarks.listing import ListingBenchmark
 from som.eval.benchmarks.gqa import GqaBenchmark
+from som.eval.benchmarks.listing import ListingBenchmark
 from som.eval.benchmarks.llava_bench import LlavaBenchBenchmark
 from som.eval.benchmarks.mmbench import MMBenchBenchmark
 from som.eval.benchmarks.mme import MMEBenchmark
@@ -69,8 +69,14 @@ class Benchmark(Protocol):
         """Items from the published files at `source` (folder, storage URL or hf://datasets/...)."""
         ...
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None) -> dict[str, Any]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+    ) -> dict[str, Any]:
         """JSON-able scores with a "headline" float; `answers` maps item id -> model answer.
 
         A benchmark whose split is scored by a server (VQAv2 test-dev, VizWiz test, MMBench
@@ -83,17 +89,49 @@ class Benchmark(Protocol):
 
 BENCHMARKS: dict[str, Benchmark] = {
     bench.name: bench
-    for bench in (PopeBenchmark(), MMEBenchmark(), SeedBenchmark(), MMVetBenchmark(), LlavaBenchBenchmark(),
-                  ListingBenchmark(), TextVQABenchmark(), VQAv2Benchmark(), VizWizBenchmark(), GqaBenchmark(),
-                  SqaBenchmark(), MMBenchBenchmark(), MMBenchBenchmark(name="mmbench_cn", lang="cn"))
+    for bench in (
+        PopeBenchmark(),
+        MMEBenchmark(),
+        SeedBenchmark(),
+        MMVetBenchmark(),
+        LlavaBenchBenchmark(),
+        ListingBenchmark(),
+        TextVQABenchmark(),
+        VQAv2Benchmark(),
+        VizWizBenchmark(),
+        GqaBenchmark(),
+        SqaBenchmark(),
+        MMBenchBenchmark(),
+        MMBenchBenchmark(name="mmbench_cn", lang="cn"),
+    )
 }
 
-_ALIASES = {"llava-bench": "llava_bench", "llava_wild": "llava_bench", "mm-vet": "mmvet", "seed_bench": "seed",
-            "seed-bench": "seed", "som_listing": "listing", "text-vqa": "textvqa", "text_vqa": "textvqa",
-            "vqa-v2": "vqav2", "vqa_v2": "vqav2", "viz-wiz": "vizwiz", "viz_wiz": "vizwiz",
-            "gqa_testdev": "gqa", "gqa-testdev": "gqa", "gqa_testdev_balanced": "gqa",
-            "scienceqa": "sqa", "science_qa": "sqa", "scienceqa-img": "sqa", "sqa-img": "sqa", "sqa_img": "sqa",
-            "mmbench-en": "mmbench", "mmbench_en": "mmbench", "mmbench-cn": "mmbench_cn", "mmbenchcn": "mmbench_cn"}
+_ALIASES = {
+    "llava-bench": "llava_bench",
+    "llava_wild": "llava_bench",
+    "mm-vet": "mmvet",
+    "seed_bench": "seed",
+    "seed-bench": "seed",
+    "som_listing": "listing",
+    "text-vqa": "textvqa",
+    "text_vqa": "textvqa",
+    "vqa-v2": "vqav2",
+    "vqa_v2": "vqav2",
+    "viz-wiz": "vizwiz",
+    "viz_wiz": "vizwiz",
+    "gqa_testdev": "gqa",
+    "gqa-testdev": "gqa",
+    "gqa_testdev_balanced": "gqa",
+    "scienceqa": "sqa",
+    "science_qa": "sqa",
+    "scienceqa-img": "sqa",
+    "sqa-img": "sqa",
+    "sqa_img": "sqa",
+    "mmbench-en": "mmbench",
+    "mmbench_en": "mmbench",
+    "mmbench-cn": "mmbench_cn",
+    "mmbenchcn": "mmbench_cn",
+}
 
 
 def get_benchmark(name: str, **options: Any) -> Benchmark:

@@ -45,8 +45,9 @@ def _cell(value: float | None) -> str:
     return MISSING if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def comparison_rows(scores: Mapping[str, Mapping[str, Mapping[str, Any]]], model: str,
-                    variants: Sequence[str]) -> list[dict[str, str]]:
+def comparison_rows(
+    scores: Mapping[str, Mapping[str, Mapping[str, Any]]], model: str, variants: Sequence[str]
+) -> list[dict[str, str]]:
     """One row per benchmark: its metric, this model's headline per variant, then each
     published model's number. `scores` is benchmark -> variant -> scores dict. A benchmark
     whose papers report a second number (SEED image vs image + video) gets a derived row
@@ -77,6 +78,7 @@ def _number(scores: Mapping[str, Any] | None, field: str) -> float | None:
 
 def sources_markdown() -> str:
     """Where the published numbers come from, for the artifact's description."""
-    lines = [f"- {m['name']}: {m['source']}" + (f" ({m['note']})" if m.get("note") else "")
-             for m in published()["models"]]
+    lines = [
+        f"- {m['name']}: {m['source']}" + (f" ({m['note']})" if m.get("note") else "") for m in published()["models"]
+    ]
     return "Published numbers ('–': not checked, see som/eval/published.json):\n" + "\n".join(lines)

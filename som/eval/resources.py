@@ -17,9 +17,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-HOST_FACTOR = 2.5   # weights on disk -> peak host memory (fp32 upcast on CPU, load copies)
-MARGIN_GB = 8.0     # interpreter, torch, data loading, images
-GPU_CPUS = 4        # per task with a GPU: preprocessing and tokenization keep up with it
+HOST_FACTOR = 2.5  # weights on disk -> peak host memory (fp32 upcast on CPU, load copies)
+MARGIN_GB = 8.0  # interpreter, torch, data loading, images
+GPU_CPUS = 4  # per task with a GPU: preprocessing and tokenization keep up with it
 MIN_WEIGHT_BYTES = 10**9  # below, any partition's default memory holds the model
 
 
@@ -52,7 +52,7 @@ def weight_bytes(model: str, *, local_files_only: bool = False) -> int | None:
         return None
     folder = Path(model)
     if folder.is_dir():
-        return _largest_format(((p.name, p.stat().st_size) for p in folder.rglob("*") if p.is_file()))
+        return _largest_format((p.name, p.stat().st_size) for p in folder.rglob("*") if p.is_file())
     if local_files_only:
         return None
     try:

@@ -106,14 +106,14 @@ def parse_lines(text: str, source: str) -> list[Response]:
             continue
         try:
             data = json.loads(line)
-            record = Response(**{name: data[name] for name in _FIELDS},
-                              generation=data.get("generation") or {})
+            record = Response(**{name: data[name] for name in _FIELDS}, generation=data.get("generation") or {})
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             if torn_tail and number == len(lines):
                 log.warning("%s: dropping a torn last line (its question is asked again)", source)
                 continue
-            raise ResponsesError(f"{source}:{number}: not a responses record ({exc}); "
-                                 f"fix or delete that line and rerun") from None
+            raise ResponsesError(
+                f"{source}:{number}: not a responses record ({exc}); fix or delete that line and rerun"
+            ) from None
         if not isinstance(record.id, str) or not isinstance(record.answer, str):
             raise ResponsesError(f"{source}:{number}: 'id' and 'answer' must be strings")
         records.append(record)
@@ -132,8 +132,11 @@ def read_shard(url: str) -> list[Response]:
 def shard_files(folder: str) -> list[str]:
     """Every ``responses-<n>.jsonl`` directly in `folder`, in shard order."""
     found = storage.list_images(folder, extensions=("jsonl",))
-    return [url for url in found if "/" not in url[len(folder.rstrip("/")) + 1:]
-            and SHARD_FILE.fullmatch(url.rsplit("/", 1)[-1])]
+    return [
+        url
+        for url in found
+        if "/" not in url[len(folder.rstrip("/")) + 1 :] and SHARD_FILE.fullmatch(url.rsplit("/", 1)[-1])
+    ]
 
 
 def read_responses(folder: str) -> dict[str, Response]:
@@ -152,8 +155,7 @@ def answers(folder: str) -> dict[str, str]:
     return {id_: record.answer for id_, record in read_responses(folder).items()}
 
 
-def answered_ids(folder: str, *, model: str | None = None,
-                 prompt_hashes: Mapping[str, str] | None = None) -> set[str]:
+def answered_ids(folder: str, *, model: str | None = None, prompt_hashes: Mapping[str, str] | None = None) -> set[str]:
     """Ids already answered in `folder`, optionally only by `model` and only where the
     recorded prompt hash equals the expected one in `prompt_hashes` (id -> hash)."""
     found = set()
@@ -170,8 +172,10 @@ def check_model(records: Iterable[Response], model: str, folder: str) -> None:
     """Refuse to mix two models' answers in one variant folder (scores would mean nothing)."""
     others = {r.model for r in records} - {model}
     if others:
-        raise ResponsesError(f"{folder} already holds answers of {sorted(others)}, not {model!r}; "
-                             "use another run folder for this model, or delete those files")
+        raise ResponsesError(
+            f"{folder} already holds answers of {sorted(others)}, not {model!r}; "
+            "use another run folder for this model, or delete those files"
+        )
 
 
 # ----------------------------------------------------------------------------- writing
@@ -199,8 +203,7 @@ class ShardWriter:
         updated = dict(self._records)
         for record in records:
             updated[record.id] = record
-        written = len(updated) - len(self._records) + sum(
-            1 for id_, r in self._records.items() if updated[id_] != r)
+        written = len(updated) - len(self._records) + sum(1 for id_, r in self._records.items() if updated[id_] != r)
         if written:
             text = "".join(r.to_line() + "\n" for r in updated.values())
             storage.write_bytes_atomic(self.url, text.encode("utf-8"))

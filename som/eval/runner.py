@@ -43,8 +43,15 @@ def check_variant(variant: str) -> None:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
-def variant_items(benchmark: str, source: str, variant: str, eval_dir: str, *,
-                  limit: int | None = None, tag_options: Mapping[str, Any] | None = None) -> list[EvalItem]:
+def variant_items(
+    benchmark: str,
+    source: str,
+    variant: str,
+    eval_dir: str,
+    *,
+    limit: int | None = None,
+    tag_options: Mapping[str, Any] | None = None,
+) -> list[EvalItem]:
     """The benchmark's items as the model sees them in `variant` (tagged images for "tags").
 
     `tag_options` are `TagConfig` fields (segmenter, params, mark_options, cache_url); tagged
@@ -76,10 +83,20 @@ def shard_of(items: Sequence[EvalItem], shard: int, num_shards: int) -> list[Eva
     return list(items[shard::num_shards])
 
 
-def answer_shard(model: str, benchmark: str, source: str, variant: str, shard: int, num_shards: int,
-                 out_dir: str, *, limit: int | None = None, batch_size: int = 8,
-                 model_kwargs: Mapping[str, Any] | None = None,
-                 tag_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def answer_shard(
+    model: str,
+    benchmark: str,
+    source: str,
+    variant: str,
+    shard: int,
+    num_shards: int,
+    out_dir: str,
+    *,
+    limit: int | None = None,
+    batch_size: int = 8,
+    model_kwargs: Mapping[str, Any] | None = None,
+    tag_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Answer the questions of one shard that no earlier run answered; returns the counts.
 
     Arguments:
@@ -98,29 +115,46 @@ def answer_shard(model: str, benchmark: str, source: str, variant: str, shard: i
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     started = time.monotonic()
-    items = shard_of(variant_items(benchmark, source, variant, out_dir, limit=limit,
-                                   tag_options=tag_options), shard, num_shards)
+    items = shard_of(
+        variant_items(benchmark, source, variant, out_dir, limit=limit, tag_options=tag_options), shard, num_shards
+    )
     folder = responses.variant_dir(out_dir, benchmark, variant)
     hashes = {item.id: item_hash(item) for item in items}
     existing = responses.read_responses(folder)  # every shard's file: the shard count may have changed
     responses.check_model(existing.values(), model, folder)
     settings = generation_settings(model, benchmark, model_kwargs)
-    todo = [item for item in items
-            if item.id not in existing or existing[item.id].prompt_hash != hashes[item.id]
-            or existing[item.id].generation != settings]
-    counts: dict[str, Any] = {"benchmark": benchmark, "variant": variant, "shard": shard,
-                              "num_shards": num_shards, "total": len(items),
-                              "skipped": len(items) - len(todo), "answered": 0}
-    log.info("%s/%s shard %d/%d: %d items, %d already answered", benchmark, variant, shard,
-             num_shards, len(items), counts["skipped"])
+    todo = [
+        item
+        for item in items
+        if item.id not in existing
+        or existing[item.id].prompt_hash != hashes[item.id]
+        or existing[item.id].generation != settings
+    ]
+    counts: dict[str, Any] = {
+        "benchmark": benchmark,
+        "variant": variant,
+        "shard": shard,
+        "num_shards": num_shards,
+        "total": len(items),
+        "skipped": len(items) - len(todo),
+        "answered": 0,
+    }
+    log.info(
+        "%s/%s shard %d/%d: %d items, %d already answered",
+        benchmark,
+        variant,
+        shard,
+        num_shards,
+        len(items),
+        counts["skipped"],
+    )
     if todo:
         writer = responses.ShardWriter(responses.shard_url(folder, shard))
         vlm = _load(model, batch_size, {**(model_kwargs or {}), "max_new_tokens": settings["max_new_tokens"]})
         for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+            batch = todo[start : start + batch_size]
             counts["answered"] += writer.append(_answer(vlm, batch, model, variant, hashes, settings))
-            log.info("%s/%s shard %d: %d/%d answered", benchmark, variant, shard,
-                     counts["answered"], len(todo))
+            log.info("%s/%s shard %d: %d/%d answered", benchmark, variant, shard, counts["answered"], len(todo))
     counts["seconds"] = round(time.monotonic() - started, 3)
     return counts
 
@@ -145,25 +179,47 @@ def _load(model: str, batch_size: int, model_kwargs: Mapping[str, Any]) -> Any:
     return load_model(model, **kwargs)
 
 
-def _answer(vlm: Any, batch: Sequence[EvalItem], model: str, variant: str,
-            hashes: Mapping[str, str], settings: Mapping[str, Any]) -> list[responses.Response]:
+def _answer(
+    vlm: Any,
+    batch: Sequence[EvalItem],
+    model: str,
+    variant: str,
+    hashes: Mapping[str, str],
+    settings: Mapping[str, Any],
+) -> list[responses.Response]:
     questions = [Question(image=read_image_bytes(item), prompt=item.prompt, id=item.id) for item in batch]
     texts = vlm.answer(questions)
     if len(texts) != len(batch):
-        raise RuntimeError(f"{model} gave {len(texts)} answers to {len(batch)} questions "
-                           f"(first id {batch[0].id})")
+        raise RuntimeError(f"{model} gave {len(texts)} answers to {len(batch)} questions (first id {batch[0].id})")
     stamp = responses.now()
-    return [responses.Response(id=item.id, answer=text, model=model, variant=variant,
-                               prompt_hash=hashes[item.id], time=stamp, generation=dict(settings))
-            for item, text in zip(batch, texts, strict=True)]
+    return [
+        responses.Response(
+            id=item.id,
+            answer=text,
+            model=model,
+            variant=variant,
+            prompt_hash=hashes[item.id],
+            time=stamp,
+            generation=dict(settings),
+        )
+        for item, text in zip(batch, texts, strict=True)
+    ]
 
 
 # ----------------------------------------------------------------------------- scoring
 
 
-def score_variant(benchmark: str, source: str, variant: str, eval_dir: str, *,
-                  limit: int | None = None, judge: Any = None, tag_options: Mapping[str, Any] | None = None,
-                  allow_partial: bool = False) -> dict[str, Any]:
+def score_variant(
+    benchmark: str,
+    source: str,
+    variant: str,
+    eval_dir: str,
+    *,
+    limit: int | None = None,
+    judge: Any = None,
+    tag_options: Mapping[str, Any] | None = None,
+    allow_partial: bool = False,
+) -> dict[str, Any]:
     """The benchmark's scores for one variant's merged answers.
 
     Every item must have an answer to the current prompt (an unfinished or stale run is an
@@ -173,21 +229,29 @@ def score_variant(benchmark: str, source: str, variant: str, eval_dir: str, *,
     items = variant_items(benchmark, source, variant, eval_dir, limit=limit, tag_options=tag_options)
     folder = responses.variant_dir(eval_dir, benchmark, variant)
     records = responses.read_responses(folder)
-    current = {item.id for item in items
-               if item.id in records and records[item.id].prompt_hash == item_hash(item)}
+    current = {item.id for item in items if item.id in records and records[item.id].prompt_hash == item_hash(item)}
     missing = [item.id for item in items if item.id not in current]
     mixed = sorted({json.dumps(records[i].generation, sort_keys=True) for i in current})
     if len(mixed) > 1:
-        raise ValueError(f"{benchmark}/{variant}: the answers in {folder} were made with different "
-                         f"generation settings ({'; '.join(mixed)}); rerun the evaluation with one setting")
+        raise ValueError(
+            f"{benchmark}/{variant}: the answers in {folder} were made with different "
+            f"generation settings ({'; '.join(mixed)}); rerun the evaluation with one setting"
+        )
     if missing and not allow_partial:
-        raise ValueError(f"{benchmark}/{variant}: {len(missing)} of {len(items)} items have no current "
-                         f"answer in {folder} (e.g. {missing[:3]}); rerun the evaluation to answer them")
+        raise ValueError(
+            f"{benchmark}/{variant}: {len(missing)} of {len(items)} items have no current "
+            f"answer in {folder} (e.g. {missing[:3]}); rerun the evaluation to answer them"
+        )
     answered = [item for item in items if item.id in current]
     if bench.needs_judge and judge is None:
         raise ValueError(f"{benchmark} is scored by a judge model: pass judge=")
     extra = {}
     if "output_url" in inspect.signature(bench.score).parameters:
         extra["output_url"] = str(folder)  # where a submission-only split writes its upload file
-    return bench.score(answered, {i: records[i].answer for i in current}, judge=judge,
-                       cache_url=storage.join(eval_dir, "_cache", "judge"), **extra)
+    return bench.score(
+        answered,
+        {i: records[i].answer for i in current},
+        judge=judge,
+        cache_url=storage.join(eval_dir, "_cache", "judge"),
+        **extra,
+    )

@@ -50,8 +50,10 @@ class Suite:
             else:
                 missing.append(f"{name} (<data-root>/{folder})")
         if missing:
-            raise ValueError(f"suite {self.name}: no source for {', '.join(missing)}: pass --data-root "
-                             "(LLaVA's playground/data/eval layout) or --data NAME=SOURCE")
+            raise ValueError(
+                f"suite {self.name}: no source for {', '.join(missing)}: pass --data-root "
+                "(LLaVA's playground/data/eval layout) or --data NAME=SOURCE"
+            )
         return sources
 
 

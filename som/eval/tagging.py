@@ -129,13 +129,23 @@ def _choose_auto(params_json: str) -> tuple[str, str]:
 
 def tag_key(image: bytes, segmenter: str, params: Mapping[str, Any], options: Any) -> str:
     """Cache key: sha256 over the image's sha256 and every setting that changes the drawing."""
-    payload = {"image": hashlib.sha256(image).hexdigest(), "segmenter": segmenter,
-               "params": {k: params[k] for k in sorted(params)}, "style": options.as_metadata()}
+    payload = {
+        "image": hashlib.sha256(image).hexdigest(),
+        "segmenter": segmenter,
+        "params": {k: params[k] for k in sorted(params)},
+        "style": options.as_metadata(),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def tag_image(image: bytes, *, segmenter: str = "auto", params: Mapping[str, Any] | None = None,
-              cache_url: str | None = None, **mark_options: Any) -> bytes:
+def tag_image(
+    image: bytes,
+    *,
+    segmenter: str = "auto",
+    params: Mapping[str, Any] | None = None,
+    cache_url: str | None = None,
+    **mark_options: Any,
+) -> bytes:
     """The Set-of-Mark JPEG of `image` (encoded bytes), from the cache when there.
 
     When the segmenter finds nothing to tag, the plain image is returned (logged): a
@@ -195,7 +205,12 @@ def read_image_bytes(item: EvalItem) -> bytes | None:
         return data
     config = TagConfig.from_dict(settings)
     try:
-        return tag_image(data, segmenter=config.segmenter, params=dict(config.params),
-                         cache_url=config.cache_url, **dict(config.mark_options))
+        return tag_image(
+            data,
+            segmenter=config.segmenter,
+            params=dict(config.params),
+            cache_url=config.cache_url,
+            **dict(config.mark_options),
+        )
     except Exception as exc:  # noqa: BLE001 - re-raised with the item named
         raise ItemImageError(f"item {item.id}: cannot mark image {item.image}: {exc}") from exc

@@ -42,7 +42,18 @@ from som.jobs.submit import (
 from som.jobs.wait import JobFailed, log_tail, wait
 
 __all__ = [
-    "JobFailed", "JobSpec", "cancel", "jobs_folder", "log_tail", "make_executor", "resolve_executor",
-    "slurm_available", "slurm_executor", "slurm_parameters", "submission_environment", "submit", "submit_array",
+    "JobFailed",
+    "JobSpec",
+    "cancel",
+    "jobs_folder",
+    "log_tail",
+    "make_executor",
+    "resolve_executor",
+    "slurm_available",
+    "slurm_executor",
+    "slurm_parameters",
+    "submission_environment",
+    "submit",
+    "submit_array",
     "wait",
 ]

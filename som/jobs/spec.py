@@ -71,9 +71,13 @@ class JobSpec(Settings):
 def slurm_parameters(spec: JobSpec, name: str) -> dict[str, Any]:
     """submitit AutoExecutor parameters (sbatch options) for `spec`."""
     params: dict[str, Any] = {
-        "name": name, "nodes": spec.nodes, "tasks_per_node": spec.tasks_per_node,
-        "cpus_per_task": spec.cpus_per_task, "timeout_min": spec.timeout_min,
-        "slurm_array_parallelism": spec.array_parallelism, "slurm_signal_delay_s": spec.signal_delay_s,
+        "name": name,
+        "nodes": spec.nodes,
+        "tasks_per_node": spec.tasks_per_node,
+        "cpus_per_task": spec.cpus_per_task,
+        "timeout_min": spec.timeout_min,
+        "slurm_array_parallelism": spec.array_parallelism,
+        "slurm_signal_delay_s": spec.signal_delay_s,
     }
     if spec.gpus_per_node:
         params["gpus_per_node"] = spec.gpus_per_node

@@ -59,18 +59,24 @@ def slurm_available(timeout_s: float = 10.0) -> bool:
 
 
 def resolve_executor(spec: JobSpec) -> str:
-    """"slurm" or "local" for this spec on this machine; "slurm" without a cluster is an error."""
+    """ "slurm" or "local" for this spec on this machine; "slurm" without a cluster is an error."""
     if spec.executor == "local":
         return "local"
     if spec.executor == "slurm":
         if not slurm_available():
-            raise RuntimeError("executor slurm: no Slurm controller answers `scontrol ping` (is sbatch on PATH "
-                               f"and SLURM_CONF={os.environ.get('SLURM_CONF', '(unset)')} right?); start the "
-                               "cluster, or use executor local / auto")
+            raise RuntimeError(
+                "executor slurm: no Slurm controller answers `scontrol ping` (is sbatch on PATH "
+                f"and SLURM_CONF={os.environ.get('SLURM_CONF', '(unset)')} right?); start the "
+                "cluster, or use executor local / auto"
+            )
         return "slurm"
     chosen = "slurm" if slurm_available() else "local"
-    log.info("executor auto: %s", "Slurm answers, submitting with sbatch" if chosen == "slurm"
-             else "no Slurm controller answers, running jobs as local processes")
+    log.info(
+        "executor auto: %s",
+        "Slurm answers, submitting with sbatch"
+        if chosen == "slurm"
+        else "no Slurm controller answers, running jobs as local processes",
+    )
     return chosen
 
 
@@ -87,12 +93,18 @@ def make_executor(spec: JobSpec, folder: str | Path, name: str) -> submitit.Exec
     if resolve_executor(spec) == "slurm":
         return slurm_executor(spec, folder, name)
     if spec.nodes > 1:
-        raise ValueError(f"job {name}: the local executor runs on this one machine, but {spec.nodes} nodes were "
-                         "asked for; use nodes=1 (tasks_per_node for several processes) or a Slurm cluster")
+        raise ValueError(
+            f"job {name}: the local executor runs on this one machine, but {spec.nodes} nodes were "
+            "asked for; use nodes=1 (tasks_per_node for several processes) or a Slurm cluster"
+        )
     executor = submitit.LocalExecutor(folder=folder, max_num_timeout=spec.max_requeues)
-    executor.update_parameters(timeout_min=spec.timeout_min, tasks_per_node=spec.tasks_per_node,
-                               gpus_per_node=spec.gpus_per_node, signal_delay_s=spec.signal_delay_s,
-                               setup=list(spec.setup))
+    executor.update_parameters(
+        timeout_min=spec.timeout_min,
+        tasks_per_node=spec.tasks_per_node,
+        gpus_per_node=spec.gpus_per_node,
+        signal_delay_s=spec.signal_delay_s,
+        setup=list(spec.setup),
+    )
     return executor
 
 
@@ -104,8 +116,11 @@ def submission_environment(extra: Mapping[str, str] | None = None) -> Iterator[N
     job would otherwise inherit its allocation's variables (wrong GPUs, ranks).
     """
     with _ENV_LOCK:
-        hidden = {k: os.environ.pop(k) for k in list(os.environ)
-                  if (k.startswith(_INHERITED_PREFIXES) and k not in _KEEP) or k in _DISTRIBUTED}
+        hidden = {
+            k: os.environ.pop(k)
+            for k in list(os.environ)
+            if (k.startswith(_INHERITED_PREFIXES) and k not in _KEEP) or k in _DISTRIBUTED
+        }
         replaced = {k: os.environ.get(k) for k in (extra or {})}
         os.environ.update(extra or {})
         try:
@@ -119,8 +134,9 @@ def submission_environment(extra: Mapping[str, str] | None = None) -> Iterator[N
             os.environ.update(hidden)
 
 
-def submit(spec: JobSpec, folder: str | Path, name: str, fn: Callable[..., Any], *args: Any,
-           **kwargs: Any) -> submitit.Job:
+def submit(
+    spec: JobSpec, folder: str | Path, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+) -> submitit.Job:
     """Submit `fn(*args, **kwargs)` as one job (`nodes` x `tasks_per_node` tasks each run it)."""
     executor = make_executor(spec, folder, name)
     with submission_environment():
@@ -129,8 +145,9 @@ def submit(spec: JobSpec, folder: str | Path, name: str, fn: Callable[..., Any],
     return job
 
 
-def submit_array(spec: JobSpec, folder: str | Path, name: str, fn: Callable[..., Any],
-                 arg_lists: Sequence[Sequence[Any]]) -> list[submitit.Job]:
+def submit_array(
+    spec: JobSpec, folder: str | Path, name: str, fn: Callable[..., Any], arg_lists: Sequence[Sequence[Any]]
+) -> list[submitit.Job]:
     """Submit `fn(*args)` for each args in `arg_lists` as one Slurm array (jobs in that order)."""
     if not arg_lists:
         return []
@@ -138,8 +155,9 @@ def submit_array(spec: JobSpec, folder: str | Path, name: str, fn: Callable[...,
     with submission_environment():
         with executor.batch():
             jobs = [executor.submit(fn, *args) for args in arg_lists]
-    log.info("submitted %s as %d array jobs (%s .. %s, folder %s)", name, len(jobs), jobs[0].job_id,
-             jobs[-1].job_id, folder)
+    log.info(
+        "submitted %s as %d array jobs (%s .. %s, folder %s)", name, len(jobs), jobs[0].job_id, jobs[-1].job_id, folder
+    )
     return jobs
 
 
@@ -149,8 +167,11 @@ def cancel(jobs: Sequence[submitit.Job]) -> None:
     slurm_ids = sorted({job.job_id.split("_")[0] for job in jobs if isinstance(job, submitit.SlurmJob)})
     if slurm_ids:
         done = subprocess.run(["scancel", *slurm_ids], capture_output=True, text=True, timeout=60)
-        log.warning("cancelled Slurm job(s) %s%s", " ".join(slurm_ids),
-                    f" (scancel: {done.stderr.strip()})" if done.returncode else "")
+        log.warning(
+            "cancelled Slurm job(s) %s%s",
+            " ".join(slurm_ids),
+            f" (scancel: {done.stderr.strip()})" if done.returncode else "",
+        )
     for job in jobs:
         if isinstance(job, submitit.LocalJob) and job.state == "RUNNING":
             job.cancel(check=False)

@@ -18,8 +18,22 @@ from submitit.core.utils import pickle_load
 
 LOG_TAIL_LINES = 40
 # Slurm states of a job that is not over yet (as submitit counts them).
-ACTIVE_STATES = frozenset({"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED",
-                           "CONFIGURING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"})
+ACTIVE_STATES = frozenset(
+    {
+        "READY",
+        "PENDING",
+        "RUNNING",
+        "UNKNOWN",
+        "REQUEUED",
+        "COMPLETING",
+        "PREEMPTED",
+        "CONFIGURING",
+        "RESIZING",
+        "SUSPENDED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+    }
+)
 # A job that wrote an error result is given this long to show a final state (and a full log).
 ERROR_SETTLE_S = 60.0
 # A COMPLETED job's result file may show up late on a shared file system (submitit waits 15 s).
@@ -30,7 +44,7 @@ ADVICE = {
     "FAILED": "the job's code raised or exited non-zero: read the log tail above, fix the cause and run again.",
     "CANCELLED": "the job was cancelled (scancel, preemption without requeue, or an admin): run again.",
     "TIMEOUT": "the time limit was reached after all requeues: raise timeout_min, or make the job "
-               "Checkpointable (it then resumes from its last checkpoint) and raise max_requeues.",
+    "Checkpointable (it then resumes from its last checkpoint) and raise max_requeues.",
     "OUT_OF_MEMORY": "the job ran out of memory: raise mem_gb (0 = the whole node) or lower the batch size.",
     "NODE_FAIL": "a node failed: run again (Prefect retries do), and tell the admins if it repeats.",
     "BOOT_FAIL": "a node failed to boot: run again, and tell the admins if it repeats.",
@@ -165,11 +179,16 @@ def _advance(item: _Tracked, all_tasks: bool) -> str:
     return reported
 
 
-def wait(jobs: Sequence[submitit.Job], *, poll_s: float = 5.0,
-         on_state: Callable[[submitit.Job, str], None] | None = None,
-         on_log: Callable[[submitit.Job, list[str]], None] | None = None,
-         check: Callable[[], None] | None = None, all_tasks: bool = False,
-         name: str = "job") -> list[Any]:
+def wait(
+    jobs: Sequence[submitit.Job],
+    *,
+    poll_s: float = 5.0,
+    on_state: Callable[[submitit.Job, str], None] | None = None,
+    on_log: Callable[[submitit.Job, list[str]], None] | None = None,
+    check: Callable[[], None] | None = None,
+    all_tasks: bool = False,
+    name: str = "job",
+) -> list[Any]:
     """Wait for every job; return their results in order or raise `JobFailed` naming each failure.
 
     Arguments:

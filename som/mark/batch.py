@@ -133,10 +133,7 @@ def collect_jobs(inputs: Sequence[str | Path], out_dir: Path, image_format: Imag
     counts: dict[str, int] = {}
     for stem in preferred.values():
         counts[_fold(stem)] = counts.get(_fold(stem), 0) + 1
-    stems = {
-        absolute: relatives[absolute] if counts[_fold(stem)] > 1 else stem
-        for absolute, stem in preferred.items()
-    }
+    stems = {absolute: relatives[absolute] if counts[_fold(stem)] > 1 else stem for absolute, stem in preferred.items()}
     folders = {_fold(parent) for stem in stems.values() for parent in stem.parents}
     used: set[str] = set()
     jobs = []
@@ -273,7 +270,8 @@ def run_jobs(marker: Marker, jobs: Sequence[MarkJob], workers: int) -> Iterator[
         if lost:
             log.warning(
                 "a marking worker died; %d image(s) in flight will be retried, each alone: %s",
-                len(lost), ", ".join(str(job.source) for job in lost),
+                len(lost),
+                ", ".join(str(job.source) for job in lost),
             )
             suspects.extend(lost)
     yield from _retry_alone(context, marker, suspects, workers)
@@ -285,9 +283,7 @@ def _run_pool(
     """Mark `pending` jobs in one pool until done or the pool breaks; returns the lost jobs."""
     in_flight: dict[Future[ImageReport], MarkJob] = {}
     lost: list[MarkJob] = []
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(marker,)
-    ) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(marker,)) as pool:
         broken = False
         while (pending or in_flight) and not (lost or broken):
             try:
@@ -379,13 +375,15 @@ def mark_processes(requested: int, *, segmenter: str, uses_gpu: bool, gpus: int,
             log.warning(
                 "%s runs in one process: each extra process would load its own model copy onto "
                 "the same GPU, not one per GPU (%d visible); ignoring --workers %d",
-                segmenter, gpus, requested,
+                segmenter,
+                gpus,
+                requested,
             )
         else:
             log.warning(
-                "%s runs in one process (one resident model; torch uses every core); "
-                "ignoring --workers %d",
-                segmenter, requested,
+                "%s runs in one process (one resident model; torch uses every core); ignoring --workers %d",
+                segmenter,
+                requested,
             )
     return 1
 
@@ -430,9 +428,7 @@ def mark_paths(
 
 def write_quarantine(path: Path, reports: Sequence[ImageReport]) -> None:
     """This run's failed sources with reasons (rewritten each run, removed when none)."""
-    failed: list[dict[str, Any]] = [
-        {"source": r.source, "reason": r.reason} for r in reports if r.status == "failed"
-    ]
+    failed: list[dict[str, Any]] = [{"source": r.source, "reason": r.reason} for r in reports if r.status == "failed"]
     if not failed:
         path.unlink(missing_ok=True)
         return

@@ -56,9 +56,7 @@ def scaled(value: int, image_shape: tuple[int, ...]) -> int:
     return max(1, round(value * min(image_shape[:2]) / 640))
 
 
-def draw_tags(
-    image: np.ndarray, owner: np.ndarray, tags: Sequence[TagShape], options: MarkOptions
-) -> np.ndarray:
+def draw_tags(image: np.ndarray, owner: np.ndarray, tags: Sequence[TagShape], options: MarkOptions) -> np.ndarray:
     """Return a new HxWx3 uint8 image with the requested modes drawn for `tags`."""
     canvas = np.ascontiguousarray(image, dtype=np.uint8).copy()
     colours = [tag_colour(i + 1, options.seed) for i in range(len(tags))]
@@ -66,10 +64,10 @@ def draw_tags(
     if "mask" in options.modes:
         _fill_masks(canvas, owner, tags, colours, options.mask_alpha)
     if "contour" in options.modes:
-        for tag, colour in zip(tags, colours):
+        for tag, colour in zip(tags, colours, strict=False):
             _draw_contour(canvas, owner, tag, colour, line)
     if "box" in options.modes:
-        for tag, colour in zip(tags, colours):
+        for tag, colour in zip(tags, colours, strict=False):
             x0, y0, x1, y1 = tag.box
             cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), colour, line)
     if "mark" in options.modes:
@@ -87,7 +85,7 @@ def _fill_masks(
 ) -> None:
     lut = np.zeros((int(owner.max()) + 1, 3), dtype=np.float32)
     filled = np.zeros(len(lut), dtype=bool)
-    for tag, colour in zip(tags, colours):
+    for tag, colour in zip(tags, colours, strict=False):
         lut[tag.rank + 1] = colour
         filled[tag.rank + 1] = True
     where = filled[owner]

@@ -56,9 +56,7 @@ def place_tags(
                 "position": list(position),
                 "score": None if mask.score is None else round(float(mask.score), 4),
                 "category": mask.category,
-                "segmentation": rle.encode_counts(
-                    rle.crop_runs(tight, x0, y0, height, width), height, width
-                ),
+                "segmentation": rle.encode_counts(rle.crop_runs(tight, x0, y0, height, width), height, width),
             }
         )
     return shapes, records
@@ -69,16 +67,12 @@ def mark_image(image: np.ndarray, masks: Sequence[Mask], options: MarkOptions) -
     height, width = image.shape[:2]
     for mask in masks:
         if (mask.height, mask.width) != (height, width):
-            raise ValueError(
-                f"mask size {mask.height}x{mask.width} does not match image {height}x{width}"
-            )
+            raise ValueError(f"mask size {mask.height}x{mask.width} does not match image {height}x{width}")
     if not masks:
         return MarkResult(image, [], skipped="the segmenter returned no masks")
     ownership = assign_ownership(masks, height, width)
     shapes, records = place_tags(masks, ownership, options)
     if not shapes:
-        return MarkResult(
-            image, [], skipped=f"no mask kept a residual of at least {options.min_tag_area} px"
-        )
+        return MarkResult(image, [], skipped=f"no mask kept a residual of at least {options.min_tag_area} px")
     drawn = draw_tags(image, ownership.owner, shapes, options)
     return MarkResult(drawn, records, tags=shapes)

@@ -63,7 +63,6 @@ def tag_segmentation(mark: Mapping[str, Any], height: int, width: int) -> dict:
         raise ValueError(f"tag {mark.get('id')} has no segmentation RLE")
     if list(segmentation["size"]) != [height, width]:
         raise ValueError(
-            f"tag {mark.get('id')} RLE size {segmentation['size']} differs from the marked "
-            f"image's {height}x{width}"
+            f"tag {mark.get('id')} RLE size {segmentation['size']} differs from the marked image's {height}x{width}"
         )
     return segmentation

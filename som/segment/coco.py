@@ -69,9 +69,7 @@ class CocoIndex:
 
     def lookup(self, source: str) -> dict[str, Any] | None:
         """The image record for a file path or URI, matched by file name."""
-        return self.images_by_name.get(source) or self.images_by_name.get(
-            PurePosixPath(source.replace("\\", "/")).name
-        )
+        return self.images_by_name.get(source) or self.images_by_name.get(PurePosixPath(source.replace("\\", "/")).name)
 
     def masks_for(
         self,
@@ -102,17 +100,13 @@ class CocoIndex:
             if not segmentation:
                 continue
             if isinstance(segmentation, list):
-                mask = _polygons_to_mask(
-                    _numeric_polygons(segmentation, ann, record), scale_x, scale_y, height, width
-                )
+                mask = _polygons_to_mask(_numeric_polygons(segmentation, ann, record), scale_x, scale_y, height, width)
             else:
                 mask = _rle_to_mask(segmentation, ann, record, height, width, rescale)
             if mask is None:
                 continue
             category = self.categories.get(ann.get("category_id"))
-            masks.append(
-                Mask(mask.crop, mask.x0, mask.y0, height, width, ann.get("score"), category)
-            )
+            masks.append(Mask(mask.crop, mask.x0, mask.y0, height, width, ann.get("score"), category))
         return masks
 
 
@@ -130,9 +124,7 @@ def record_size(record: dict[str, Any]) -> tuple[int, int]:
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise CocoImageError(
-                f"COCO image record {_name(record)} has a non-numeric {key!r}: {value!r}"
-            ) from None
+            raise CocoImageError(f"COCO image record {_name(record)} has a non-numeric {key!r}: {value!r}") from None
         if number <= 0 or number != value:
             raise CocoImageError(
                 f"COCO image record {_name(record)} has {key} {value!r}; it must be a positive integer"
@@ -177,29 +169,23 @@ def check_size(
     )
 
 
-def _numeric_polygons(
-    polygons: list[Any], ann: dict[str, Any], record: dict[str, Any]
-) -> list[list[float]]:
+def _numeric_polygons(polygons: list[Any], ann: dict[str, Any], record: dict[str, Any]) -> list[list[float]]:
     """Polygon coordinates as floats; a clear error naming the annotation otherwise."""
     out = []
     for flat in polygons:
         if not isinstance(flat, list):
             raise CocoImageError(
-                f"{_name(record)}: annotation {ann.get('id')} has a polygon that is not a list "
-                f"of numbers: {flat!r:.60}"
+                f"{_name(record)}: annotation {ann.get('id')} has a polygon that is not a list of numbers: {flat!r:.60}"
             )
         try:
             out.append([float(v) for v in flat])
         except (TypeError, ValueError):
             bad = next(v for v in flat if not _is_number(v))
             raise CocoImageError(
-                f"{_name(record)}: annotation {ann.get('id')} has a non-numeric polygon "
-                f"coordinate {bad!r}"
+                f"{_name(record)}: annotation {ann.get('id')} has a non-numeric polygon coordinate {bad!r}"
             ) from None
         if not all(math.isfinite(v) for v in out[-1]):
-            raise CocoImageError(
-                f"{_name(record)}: annotation {ann.get('id')} has a non-finite polygon coordinate"
-            )
+            raise CocoImageError(f"{_name(record)}: annotation {ann.get('id')} has a non-finite polygon coordinate")
     return out
 
 
@@ -280,9 +266,7 @@ def _rle_to_mask(
     try:
         full = mask_utils.decode(rle).astype(np.uint8)
     except (TypeError, ValueError) as exc:
-        raise CocoImageError(
-            f"{_name(record)}: annotation {ann.get('id')} has an unreadable RLE: {exc}"
-        ) from exc
+        raise CocoImageError(f"{_name(record)}: annotation {ann.get('id')} has an unreadable RLE: {exc}") from exc
     if full.shape != (height, width):
         full = cv2.resize(full, (width, height), interpolation=cv2.INTER_NEAREST)
     mask = Mask.from_full(full.astype(bool))

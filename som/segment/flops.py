@@ -61,31 +61,46 @@ class SamShape:
         blocks, layers = encoder.blocks, decoder.transformer.layers
         iou_head = decoder.iou_prediction_head
         return cls(
-            embed_dim=encoder.patch_embed.proj.out_channels, depth=len(blocks),
+            embed_dim=encoder.patch_embed.proj.out_channels,
+            depth=len(blocks),
             mlp_dim=blocks[0].mlp.lin1.out_features,
             global_layers=tuple(i for i, block in enumerate(blocks) if block.window_size == 0),
-            window_size=max(block.window_size for block in blocks), image_size=encoder.img_size,
-            patch_size=encoder.patch_embed.proj.kernel_size[0], rel_pos=blocks[0].attn.use_rel_pos,
-            out_chans=encoder.neck[0].out_channels, decoder_dim=decoder.transformer_dim,
-            decoder_depth=len(layers), decoder_mlp_dim=layers[0].mlp.lin1.out_features,
+            window_size=max(block.window_size for block in blocks),
+            image_size=encoder.img_size,
+            patch_size=encoder.patch_embed.proj.kernel_size[0],
+            rel_pos=blocks[0].attn.use_rel_pos,
+            out_chans=encoder.neck[0].out_channels,
+            decoder_dim=decoder.transformer_dim,
+            decoder_depth=len(layers),
+            decoder_mlp_dim=layers[0].mlp.lin1.out_features,
             attention_downsample=decoder.transformer_dim // layers[0].cross_attn_token_to_image.internal_dim,
-            mask_tokens=decoder.num_mask_tokens, iou_head_depth=iou_head.num_layers,
-            iou_head_hidden=iou_head.layers[0].out_features)
+            mask_tokens=decoder.num_mask_tokens,
+            iou_head_depth=iou_head.num_layers,
+            iou_head_hidden=iou_head.layers[0].out_features,
+        )
 
     @classmethod
     def from_hf_config(cls, config: Any) -> SamShape:
         """The shape of a transformers `SamConfig` (the facebook/sam-vit-* family, SlimSAM)."""
         vision, decoder = config.vision_config, config.mask_decoder_config
         return cls(
-            embed_dim=vision.hidden_size, depth=vision.num_hidden_layers,
+            embed_dim=vision.hidden_size,
+            depth=vision.num_hidden_layers,
             mlp_dim=vision.mlp_dim or int(vision.hidden_size * vision.mlp_ratio),
-            global_layers=tuple(vision.global_attn_indexes), window_size=vision.window_size,
-            image_size=vision.image_size, patch_size=vision.patch_size, rel_pos=vision.use_rel_pos,
-            out_chans=vision.output_channels, decoder_dim=decoder.hidden_size,
-            decoder_depth=decoder.num_hidden_layers, decoder_mlp_dim=decoder.mlp_dim,
+            global_layers=tuple(vision.global_attn_indexes),
+            window_size=vision.window_size,
+            image_size=vision.image_size,
+            patch_size=vision.patch_size,
+            rel_pos=vision.use_rel_pos,
+            out_chans=vision.output_channels,
+            decoder_dim=decoder.hidden_size,
+            decoder_depth=decoder.num_hidden_layers,
+            decoder_mlp_dim=decoder.mlp_dim,
             attention_downsample=decoder.attention_downsample_rate,
-            mask_tokens=decoder.num_multimask_outputs + 1, iou_head_depth=decoder.iou_head_depth,
-            iou_head_hidden=decoder.iou_head_hidden_dim)
+            mask_tokens=decoder.num_multimask_outputs + 1,
+            iou_head_depth=decoder.iou_head_depth,
+            iou_head_hidden=decoder.iou_head_hidden_dim,
+        )
 
     @property
     def grid(self) -> int:
@@ -133,8 +148,9 @@ SAM_SHAPES: dict[str, SamShape] = {
 }
 
 
-def automatic_passes(points_per_side: int, crop_n_layers: int = 0,
-                     crop_n_points_downscale_factor: int = 1) -> tuple[int, int]:
+def automatic_passes(
+    points_per_side: int, crop_n_layers: int = 0, crop_n_points_downscale_factor: int = 1
+) -> tuple[int, int]:
     """(encoder passes, point prompts) of one image under the automatic generator: crop layer i
     cuts (2^i)² crops, each encoded once and prompted with (points_per_side / factor^i)² points."""
     encodes = prompts = 0
@@ -172,14 +188,16 @@ def segmenter_flops(segmenter: Any) -> ImageFlops | None:
 
 
 def throughput_line(segmenter: Any, images: int, seconds: float) -> str:
-    """"<name>: N images in S s (R images/s)", then for SAM its FLOPs per image and, on a GPU
+    """ "<name>: N images in S s (R images/s)", then for SAM its FLOPs per image and, on a GPU
     whose peak is known, the fraction of it reached."""
     rate = images / seconds if seconds > 0 else 0.0
     line = f"{segmenter.name}: {images} images in {seconds:.1f} s ({rate:.2f} images/s)"
     flops = segmenter_flops(segmenter)
     if flops is None:
         return line
-    line += (f", {format_flops(flops.total)}/image (encoder {format_flops(flops.encoder)}, "
-             f"decoder {format_flops(flops.decoder)})")
+    line += (
+        f", {format_flops(flops.total)}/image (encoder {format_flops(flops.encoder)}, "
+        f"decoder {format_flops(flops.decoder)})"
+    )
     share = utilization(flops.total * images, seconds, device_peak_flops(segmenter.device))
     return line + (f", {100 * share:.1f}% of the GPU's dense bf16 peak" if share is not None else "")

@@ -37,9 +37,7 @@ class Mask:
         object.__setattr__(self, "area", int(np.count_nonzero(self.crop)))
 
     @classmethod
-    def from_full(
-        cls, mask: np.ndarray, *, score: float | None = None, category: str | None = None
-    ) -> Mask:
+    def from_full(cls, mask: np.ndarray, *, score: float | None = None, category: str | None = None) -> Mask:
         """Build from an HxW boolean array, cropping to its bounding box."""
         mask = np.asarray(mask, dtype=bool)
         height, width = mask.shape

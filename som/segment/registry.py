@@ -25,15 +25,30 @@ from som.settings import Settings, SettingsError, validate
 SEGMENTERS: dict[str, SegmenterSpec] = {
     spec.name: spec
     for spec in (
-        SegmenterSpec("sam", SamParams, SamSegmenter,
-                      "Segment Anything automatic masks (checkpoint downloaded once, GPU if present)", uses_gpu=True),
-        SegmenterSpec("hf-sam", HfSamParams, HfSamSegmenter,
-                      "Segment Anything via transformers SamModel (hub id or folder; GPU if present)", uses_gpu=True),
-        SegmenterSpec("coco", CocoParams, CocoSegmenter,
-                      "masks and categories from a COCO instances JSON (annotations=PATH)"),
+        SegmenterSpec(
+            "sam",
+            SamParams,
+            SamSegmenter,
+            "Segment Anything automatic masks (checkpoint downloaded once, GPU if present)",
+            uses_gpu=True,
+        ),
+        SegmenterSpec(
+            "hf-sam",
+            HfSamParams,
+            HfSamSegmenter,
+            "Segment Anything via transformers SamModel (hub id or folder; GPU if present)",
+            uses_gpu=True,
+        ),
+        SegmenterSpec(
+            "coco", CocoParams, CocoSegmenter, "masks and categories from a COCO instances JSON (annotations=PATH)"
+        ),
         SegmenterSpec("slic", SlicParams, SlicSegmenter, "SLIC superpixels (scikit-image, CPU, no weights)"),
-        SegmenterSpec("felzenszwalb", FelzenszwalbParams, FelzenszwalbSegmenter,
-                      "Felzenszwalb graph segmentation (scikit-image, CPU)"),
+        SegmenterSpec(
+            "felzenszwalb",
+            FelzenszwalbParams,
+            FelzenszwalbSegmenter,
+            "Felzenszwalb graph segmentation (scikit-image, CPU)",
+        ),
     )
 }
 """The built-in segmenters; a test may add an entry (tests/helpers/dying_segmenter.py)."""

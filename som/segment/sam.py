@@ -144,11 +144,7 @@ class SamSegmenter:
 
         with torch.inference_mode(), self._autocast():
             records = self.generator.generate(image)
-        return [
-            Mask.from_full(r["segmentation"], score=float(r["predicted_iou"]))
-            for r in records
-            if r["area"] > 0
-        ]
+        return [Mask.from_full(r["segmentation"], score=float(r["predicted_iou"])) for r in records if r["area"] > 0]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast_context(self.params.autocast, self.device)

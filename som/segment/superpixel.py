@@ -84,7 +84,5 @@ class FelzenszwalbSegmenter(_LabelSegmenter[FelzenszwalbParams]):
     def generate(self, image: np.ndarray, *, source: str | None = None) -> list[Mask]:
         from skimage.segmentation import felzenszwalb
 
-        labels = felzenszwalb(
-            image, scale=self.params.scale, sigma=self.params.sigma, min_size=self.params.min_size
-        )
+        labels = felzenszwalb(image, scale=self.params.scale, sigma=self.params.sigma, min_size=self.params.min_size)
         return masks_from_labels(labels + 1, min_area=self.params.min_area)

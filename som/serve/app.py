@@ -49,8 +49,13 @@ __all__ = ["APIError", "ServeSettings", "create_app", "error_body"]
 
 log = logging.getLogger(__name__)
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-               413: "invalid_request_error", 429: "rate_limit_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 @dataclass(frozen=True)
@@ -92,16 +97,24 @@ class ChatCompletionRequest(BaseModel):
 class APIError(Exception):
     """An error response: HTTP `status`, OpenAI `code`, optional headers."""
 
-    def __init__(self, status: int, message: str, code: str, *, param: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        *,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param
         self.headers = dict(headers or {})
 
 
 def error_body(status: int, message: str, code: str | None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "code": code,
-                      "param": param}}
+    return {
+        "error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "code": code, "param": param}
+    }
 
 
 class _Admission:
@@ -113,8 +126,12 @@ class _Admission:
 
     def enter(self) -> None:
         if self.active >= self.limit:
-            raise APIError(429, f"the server is busy ({self.limit} requests in progress); retry shortly",
-                           "server_busy", headers={"Retry-After": "1"})
+            raise APIError(
+                429,
+                f"the server is busy ({self.limit} requests in progress); retry shortly",
+                "server_busy",
+                headers={"Retry-After": "1"},
+            )
         self.active += 1
 
     def leave(self) -> None:
@@ -136,8 +153,13 @@ class _Slot:
 
 def create_app(engine: Engine, settings: ServeSettings = ServeSettings()) -> FastAPI:
     """The FastAPI app serving `engine` under `settings`."""
-    app = FastAPI(title="somflow", description=f"OpenAI-compatible chat API for {engine.name}",
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="somflow",
+        description=f"OpenAI-compatible chat API for {engine.name}",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     admission = _Admission(settings.max_concurrency)
     marking = threading.Lock()  # one segmentation at a time: parallel ones only thrash the CPU
     _install_error_handlers(app)
@@ -158,8 +180,7 @@ def create_app(engine: Engine, settings: ServeSettings = ServeSettings()) -> Fas
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         authorize(request)
-        return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": 0,
-                                            "owned_by": "somflow"}]}
+        return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": 0, "owned_by": "somflow"}]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -167,26 +188,39 @@ def create_app(engine: Engine, settings: ServeSettings = ServeSettings()) -> Fas
         body = _parse(await _read_body(request, settings.max_body_bytes))
         max_tokens = _max_tokens(body, settings)
         if body.model not in (None, engine.name):
-            raise APIError(404, f"model {body.model!r} is not served here; this server serves {engine.name!r}",
-                           "model_not_found", param="model")
+            raise APIError(
+                404,
+                f"model {body.model!r} is not served here; this server serves {engine.name!r}",
+                "model_not_found",
+                param="model",
+            )
         images = image_count(body.messages)
         if images > settings.max_images:
-            raise APIError(400, f"{images} images in one request; this server takes at most {settings.max_images}",
-                           "too_many_images", param="messages")
+            raise APIError(
+                400,
+                f"{images} images in one request; this server takes at most {settings.max_images}",
+                "too_many_images",
+                param="messages",
+            )
         slot = _Slot(admission)
         try:
             messages, marks = await run_in_threadpool(_prepare, body.messages, settings, marking)
             stats = GenerationStats()
             temperature = body.temperature or 0.0
             if body.stream:
-                pieces = await run_in_threadpool(engine.stream, messages, max_tokens=max_tokens,
-                                                 temperature=temperature, stats=stats)
+                pieces = await run_in_threadpool(
+                    engine.stream, messages, max_tokens=max_tokens, temperature=temperature, stats=stats
+                )
                 usage = bool((body.stream_options or {}).get("include_usage"))
-                return StreamingResponse(_events(engine.name, pieces, stats, marks, usage, slot),
-                                         media_type="text/event-stream", background=BackgroundTask(slot.release),
-                                         headers={"Cache-Control": "no-cache"})
-            text = await run_in_threadpool(engine.complete, messages, max_tokens=max_tokens,
-                                           temperature=temperature, stats=stats)
+                return StreamingResponse(
+                    _events(engine.name, pieces, stats, marks, usage, slot),
+                    media_type="text/event-stream",
+                    background=BackgroundTask(slot.release),
+                    headers={"Cache-Control": "no-cache"},
+                )
+            text = await run_in_threadpool(
+                engine.complete, messages, max_tokens=max_tokens, temperature=temperature, stats=stats
+            )
         except BaseException:
             slot.release()
             raise
@@ -197,8 +231,9 @@ def create_app(engine: Engine, settings: ServeSettings = ServeSettings()) -> Fas
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    def respond(status: int, message: str, code: str | None, param: str | None = None,
-                headers: Mapping[str, str] | None = None) -> JSONResponse:
+    def respond(
+        status: int, message: str, code: str | None, param: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> JSONResponse:
         return JSONResponse(error_body(status, message, code, param), status_code=status, headers=dict(headers or {}))
 
     @app.exception_handler(APIError)
@@ -263,13 +298,18 @@ def _max_tokens(body: ChatCompletionRequest, settings: ServeSettings) -> int:
     if asked is None:
         return settings.max_tokens
     if asked > settings.max_tokens:
-        raise APIError(400, f"max_tokens {asked} exceeds this server's limit of {settings.max_tokens}",
-                       "max_tokens_too_large", param="max_tokens")
+        raise APIError(
+            400,
+            f"max_tokens {asked} exceeds this server's limit of {settings.max_tokens}",
+            "max_tokens_too_large",
+            param="max_tokens",
+        )
     return asked
 
 
-def _prepare(messages: list[Any], settings: ServeSettings,
-             marking: threading.Lock) -> tuple[list[Any], list[dict[str, Any]] | None]:
+def _prepare(
+    messages: list[Any], settings: ServeSettings, marking: threading.Lock
+) -> tuple[list[Any], list[dict[str, Any]] | None]:
     """`messages` with every image fetched, checked and (with tags) marked under `marking`,
     as data URLs, and the marks of each image (None without tags). Malformed parts are left
     for the engine's parser to reject with its message."""
@@ -312,22 +352,39 @@ def _mark(data: bytes, config: TagConfig, source: str) -> tuple[bytes, dict[str,
         marked = mark_image(data, config, source=source)
     except ImageLoadError as exc:
         raise RequestError(f"invalid image ({source}): {exc.reason}", code="invalid_image", param="messages") from None
-    info = {"marks": marked.marks, "width": marked.width, "height": marked.height,
-            "label_mode": marked.label_mode, "segmenter": marked.segmenter, "skipped": marked.skipped}
+    info = {
+        "marks": marked.marks,
+        "width": marked.width,
+        "height": marked.height,
+        "label_mode": marked.label_mode,
+        "segmenter": marked.segmenter,
+        "skipped": marked.skipped,
+    }
     return marked.image, info
 
 
 def _usage(stats: GenerationStats) -> dict[str, int]:
-    return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
-            "total_tokens": stats.prompt_tokens + stats.completion_tokens}
+    return {
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+    }
 
 
 def _completion(model: str, text: str, stats: GenerationStats, marks: list[dict[str, Any]] | None) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                     "finish_reason": stats.finish_reason}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": stats.finish_reason,
+            }
+        ],
         "usage": _usage(stats),
     }
     if marks is not None:
@@ -335,12 +392,22 @@ def _completion(model: str, text: str, stats: GenerationStats, marks: list[dict[
     return body
 
 
-async def _events(model: str, pieces: Iterator[str], stats: GenerationStats, marks: list[dict[str, Any]] | None,
-                  include_usage: bool, slot: _Slot) -> AsyncIterator[str]:
+async def _events(
+    model: str,
+    pieces: Iterator[str],
+    stats: GenerationStats,
+    marks: list[dict[str, Any]] | None,
+    include_usage: bool,
+    slot: _Slot,
+) -> AsyncIterator[str]:
     """OpenAI's chat.completion.chunk events for `pieces`, then ``data: [DONE]``. An error
     after the first event can no longer change the status: it is sent as an error event."""
-    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": model}
+    head = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
 
     def event(choices: list[dict[str, Any]], **extra: Any) -> str:
         return f"data: {json.dumps({**head, 'choices': choices, **extra})}\n\n"

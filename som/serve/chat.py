@@ -85,8 +85,10 @@ class Conversation:
         messages: list[dict[str, Any]] = []
         for number, (asked, answered) in enumerate([*self.turns, (question, None)]):
             if number == 0:
-                content: Any = [{"type": "image_url", "image_url": {"url": self.image.data_url()}},
-                                {"type": "text", "text": asked}]
+                content: Any = [
+                    {"type": "image_url", "image_url": {"url": self.image.data_url()}},
+                    {"type": "text", "text": asked},
+                ]
             else:
                 content = asked
             messages.append({"role": "user", "content": content})
@@ -112,7 +114,9 @@ class Conversation:
         from som.data.llava import llava_record
 
         turns = [(question, answer.strip() or "(no answer)") for question, answer in self.turns]
-        return llava_record(record_id or f"chat-{self.image.sha256[:12]}", self.record_image or self.image.source, turns)
+        return llava_record(
+            record_id or f"chat-{self.image.sha256[:12]}", self.record_image or self.image.source, turns
+        )
 
     def save(self, path: Path) -> Path:
         """Write the conversation as a LLaVA JSON file (a list of one record, the format of

@@ -76,8 +76,14 @@ class ChatSession:
             return
         segmenter = marked.segmenter
         params = " ".join(f"{k}={v}" for k, v in (segmenter.get("params") or {}).items())
-        self.console.print(Text.assemble("Marked image: ", (str(written), "bold"), f" ({marked.width}x{marked.height}, "
-                                         f"{len(marked.marks)} tags, {segmenter.get('name')} {params})"), soft_wrap=True)
+        self.console.print(
+            Text.assemble(
+                "Marked image: ",
+                (str(written), "bold"),
+                f" ({marked.width}x{marked.height}, {len(marked.marks)} tags, {segmenter.get('name')} {params})",
+            ),
+            soft_wrap=True,
+        )
         if marked.skipped:
             self.console.print(Text(f"No tags: {marked.skipped}; the model gets the image untagged.", "yellow"))
             return
@@ -101,8 +107,9 @@ class ChatSession:
                 options[key] = value.split(",") if key == "modes" else value  # typed by MarkOptions
             else:
                 params[key] = value
-        config = TagConfig.from_dict({"segmenter": segmenter, "params": params, "mark_options": options,
-                                      "cache_url": config.cache_url})
+        config = TagConfig.from_dict(
+            {"segmenter": segmenter, "params": params, "mark_options": options, "cache_url": config.cache_url}
+        )
         before = self.current
         image = load_image(Path(before.image.source), config)
         self.tags = config
@@ -119,8 +126,7 @@ class ChatSession:
         shown = AnswerView(self.current.image.marked)
         self.console.print("[bold magenta]model ›[/]")
         with Live(shown.render(), console=self.console, auto_refresh=False, vertical_overflow="visible") as live:
-            stream = self.current.ask(self.engine, question, max_tokens=self.max_tokens,
-                                           temperature=self.temperature)
+            stream = self.current.ask(self.engine, question, max_tokens=self.max_tokens, temperature=self.temperature)
             for piece in stream:
                 shown.add(piece)
                 live.update(shown.render(), refresh=True)
@@ -217,8 +223,10 @@ def _command(session: ChatSession, line: str) -> str | None:
     elif name == "/save" and len(args) == 1:
         path = session.current.save(Path(args[0]).expanduser())
         turns = len(session.current.turns)
-        console.print(Text.assemble(f"Saved {turns} turn{'s' * (turns != 1)} as LLaVA JSON: ", (str(path), "bold")),
-                      soft_wrap=True)
+        console.print(
+            Text.assemble(f"Saved {turns} turn{'s' * (turns != 1)} as LLaVA JSON: ", (str(path), "bold")),
+            soft_wrap=True,
+        )
     else:
         console.print(COMMANDS, markup=False)
     return None
@@ -227,16 +235,35 @@ def _command(session: ChatSession, line: str) -> str | None:
 @click.command("chat", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", help="Model folder or hub id to load in this process; with --url, the endpoint's model name.")
-@click.option("--url", help="Base URL of an OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1 (som serve).")
-@click.option("--api-key", envvar=["SOMFLOW_API_KEY", "OPENAI_API_KEY"],
-              help="Key for --url (default: $SOMFLOW_API_KEY, which `som serve` checks, else $OPENAI_API_KEY).")
-@click.option("--tags", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
-              help="auto: mark the image here and send the marked one; none: send it as it is (use none with "
-                   "a `som serve --tags auto` server, which marks images itself).")
-@click.option("--segmenter", default="auto", show_default=True,
-              help="sam | slic | felzenszwalb | hf-sam, or auto: sam when its checkpoint is cached, else slic.")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Segmenter parameter (repeatable): the granularity, e.g. n_segments=30 or points_per_side=16.")
+@click.option(
+    "--url", help="Base URL of an OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1 (som serve)."
+)
+@click.option(
+    "--api-key",
+    envvar=["SOMFLOW_API_KEY", "OPENAI_API_KEY"],
+    help="Key for --url (default: $SOMFLOW_API_KEY, which `som serve` checks, else $OPENAI_API_KEY).",
+)
+@click.option(
+    "--tags",
+    type=click.Choice(["auto", "none"]),
+    default="auto",
+    show_default=True,
+    help="auto: mark the image here and send the marked one; none: send it as it is (use none with "
+    "a `som serve --tags auto` server, which marks images itself).",
+)
+@click.option(
+    "--segmenter",
+    default="auto",
+    show_default=True,
+    help="sam | slic | felzenszwalb | hf-sam, or auto: sam when its checkpoint is cached, else slic.",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Segmenter parameter (repeatable): the granularity, e.g. n_segments=30 or points_per_side=16.",
+)
 @click.option("--label-mode", type=click.Choice(["number", "alpha"]), default="number", show_default=True)
 @click.option("--max-tokens", type=int, default=512, show_default=True, help="Longest answer, in tokens.")
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 answers greedily.")
@@ -246,12 +273,33 @@ def _command(session: ChatSession, line: str) -> str | None:
 @click.option("--local-files-only", is_flag=True, help="Local model: never download, use the cache only.")
 @click.option("--load-in-4bit", is_flag=True, help="Local model: quantize to 4 bits (bitsandbytes, CUDA).")
 @click.option("--load-in-8bit", is_flag=True, help="Local model: quantize to 8 bits (bitsandbytes, CUDA).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT,
-              show_default=True, help="Where the image sent to the model is written.")
-def chat(image: Path, model: str | None, url: str | None, api_key: str | None, tags: str, segmenter: str,
-         params: tuple[str, ...], label_mode: str, max_tokens: int, temperature: float, prompt_profile: str | None,
-         device: str, dtype: str, local_files_only: bool, load_in_4bit: bool, load_in_8bit: bool,
-         out_dir: Path) -> None:
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Where the image sent to the model is written.",
+)
+def chat(
+    image: Path,
+    model: str | None,
+    url: str | None,
+    api_key: str | None,
+    tags: str,
+    segmenter: str,
+    params: tuple[str, ...],
+    label_mode: str,
+    max_tokens: int,
+    temperature: float,
+    prompt_profile: str | None,
+    device: str,
+    dtype: str,
+    local_files_only: bool,
+    load_in_4bit: bool,
+    load_in_8bit: bool,
+    out_dir: Path,
+) -> None:
     """Chat with a SoM model about IMAGE in the terminal.
 
     The image is marked first (numbered tags on its objects, as `som mark` draws them); the
@@ -274,16 +322,31 @@ def chat(image: Path, model: str | None, url: str | None, api_key: str | None, t
         raise click.UsageError("give --model (a model to load here) or --url (an OpenAI-compatible endpoint)")
     console = Console(highlight=False)
     try:  # the settings and the image first: a bad one fails before a big model loads
-        config = (TagConfig.from_dict({"segmenter": segmenter, "params": parse_key_values(params),
-                                       "mark_options": {"label_mode": label_mode}}) if tags == "auto" else None)
+        config = (
+            TagConfig.from_dict(
+                {"segmenter": segmenter, "params": parse_key_values(params), "mark_options": {"label_mode": label_mode}}
+            )
+            if tags == "auto"
+            else None
+        )
         with console.status("Marking the image..."):
             first = load_image(image, config)
     except ImageLoadError as exc:
         raise click.ClickException(f"cannot use {exc.source}: {exc.reason}") from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    engine = _engine(console, model, url, api_key, prompt_profile=prompt_profile, device=device, dtype=dtype,
-                     local_files_only=local_files_only, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)
+    engine = _engine(
+        console,
+        model,
+        url,
+        api_key,
+        prompt_profile=prompt_profile,
+        device=device,
+        dtype=dtype,
+        local_files_only=local_files_only,
+        load_in_4bit=load_in_4bit,
+        load_in_8bit=load_in_8bit,
+    )
     session = ChatSession(console, engine, config, out_dir, max_tokens, temperature)
     session.start(first)
     _enable_line_editing()

@@ -134,19 +134,37 @@ def knob_settings(segmenter: str) -> dict[str, Any]:
     knob = GRANULARITY.get(segmenter)
     if knob is None:
         return {"visible": False, "value": None}
-    return {"visible": True, "minimum": knob.low, "maximum": knob.high, "step": knob.step,
-            "value": default_params(segmenter)[knob.param], "label": f"Granularity: {knob.param}", "info": knob.help}
+    return {
+        "visible": True,
+        "minimum": knob.low,
+        "maximum": knob.high,
+        "step": knob.step,
+        "value": default_params(segmenter)[knob.param],
+        "label": f"Granularity: {knob.param}",
+        "info": knob.help,
+    }
 
 
-def tag_config(segmenter: str, granularity: float | None, extra: str, label_mode: str, modes: list[str],
-               min_tag_area: float, short_side: float) -> TagConfig:
+def tag_config(
+    segmenter: str,
+    granularity: float | None,
+    extra: str,
+    label_mode: str,
+    modes: list[str],
+    min_tag_area: float,
+    short_side: float,
+) -> TagConfig:
     """The page's marking controls as a TagConfig; ValueError names a bad entry."""
     params: dict[str, Any] = parse_key_values(tuple(p for p in re.split(r"[,\s]+", extra or "") if p))
     knob = GRANULARITY.get(segmenter)
     if knob is not None and granularity is not None and knob.param not in params:
         params[knob.param] = int(granularity) if float(granularity).is_integer() else granularity
-    options = {"label_mode": label_mode, "modes": list(modes) or ["mark"], "min_tag_area": int(min_tag_area),
-               "short_side": int(short_side)}
+    options = {
+        "label_mode": label_mode,
+        "modes": list(modes) or ["mark"],
+        "min_tag_area": int(min_tag_area),
+        "short_side": int(short_side),
+    }
     return TagConfig.from_dict({"segmenter": segmenter, "params": params, "mark_options": options})
 
 
@@ -181,8 +199,10 @@ def _describe(marked: MarkedImage) -> str:
     params = ", ".join(f"{k}={v}" for k, v in (segmenter.get("params") or {}).items())
     if marked.skipped:
         return f"**No tags**: {marked.skipped}. The model gets the image untagged."
-    return (f"**{len(marked.marks)} tags** on {marked.width}x{marked.height} ({segmenter.get('name')}: {params}). "
-            "Pick a tag, or click it on the image or in the table, to see its mask.")
+    return (
+        f"**{len(marked.marks)} tags** on {marked.width}x{marked.height} ({segmenter.get('name')}: {params}). "
+        "Pick a tag, or click it on the image or in the table, to see its mask."
+    )
 
 
 # ----------------------------------------------------------------------------- page
@@ -197,12 +217,25 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
     def knob_update(segmenter: str) -> dict:
         return gr.update(**knob_settings(segmenter))
 
-    def mark(path: str | None, segmenter: str, granularity: float | None, extra: str, label_mode: str,
-             modes: list[str], min_tag_area: float, short_side: float) -> tuple:
+    def mark(
+        path: str | None,
+        segmenter: str,
+        granularity: float | None,
+        extra: str,
+        label_mode: str,
+        modes: list[str],
+        min_tag_area: float,
+        short_side: float,
+    ) -> tuple:
         from som.images import ImageLoadError
 
         empty: tuple[None, dict[str, Any], list[list[Any]], None, list[dict[str, str]]] = (
-            None, gr.update(choices=[], value=None), [], None, [])
+            None,
+            gr.update(choices=[], value=None),
+            [],
+            None,
+            [],
+        )
         if not path:
             return ("Upload an image or pick an example.", *empty)
         try:
@@ -214,8 +247,14 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
             return (f"**Cannot mark**: {exc}", *empty)
         marked = _marked(image)
         tags = [m["tag"] for m in marked.marks]
-        return (_describe(marked), _picture(marked.image), gr.update(choices=tags, value=None),
-                [list(row) for row in tag_rows(marked)], Conversation(image), [])
+        return (
+            _describe(marked),
+            _picture(marked.image),
+            gr.update(choices=tags, value=None),
+            [list(row) for row in tag_rows(marked)],
+            Conversation(image),
+            [],
+        )
 
     def show_tag(tag: str | None, conversation: Conversation | None) -> tuple:
         if conversation is None:
@@ -224,8 +263,10 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
         if not tag:
             return _picture(marked.image), _describe(marked)
         mark = marked.mark(tag)
-        return (_picture(marked.highlight([tag])),
-                "**Tag {}**: box {},{} {}x{}, {} px.".format(tag, *mark["bbox"], mark["area"]))
+        return (
+            _picture(marked.highlight([tag])),
+            "**Tag {}**: box {},{} {}x{}, {} px.".format(tag, *mark["bbox"], mark["area"]),
+        )
 
     def pick_at(conversation: Conversation | None, event: gr.SelectData) -> dict:
         if conversation is None or not event.index:
@@ -268,8 +309,9 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
         if not text.strip():
             history[-1] = {"role": "assistant", "content": "<em>(empty answer)</em>"}
         mentioned = marked.mentioned(text)
-        status = (f"Tags mentioned: **{', '.join(mentioned)}** (outlined)." if mentioned
-                  else "The answer mentions no tag.")
+        status = (
+            f"Tags mentioned: **{', '.join(mentioned)}** (outlined)." if mentioned else "The answer mentions no tag."
+        )
         yield history, "", _picture(marked.highlight(mentioned)), status, conversation
 
     def restart(conversation: Conversation | None) -> tuple:
@@ -277,14 +319,22 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
 
     with gr.Blocks(title="somflow: Set-of-Mark demo", analytics_enabled=False) as page:
         conversation = gr.State(None)
-        gr.Markdown("## Set-of-Mark demo\nUpload an image: it is cut into regions and each gets a numbered tag. "
-                    "Then ask the model about the tags (\"What is tag 3?\", \"Which tag is the dog?\").")
+        gr.Markdown(
+            "## Set-of-Mark demo\nUpload an image: it is cut into regions and each gets a numbered tag. "
+            'Then ask the model about the tags ("What is tag 3?", "Which tag is the dog?").'
+        )
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
                 # image_mode=None: Gradio passes the file on without decoding it, so the safe loader
                 # (pixel limits, corrupt data) is what judges it and says why.
-                upload = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                                  height=260, elem_id="upload")
+                upload = gr.Image(
+                    type="filepath",
+                    image_mode=None,
+                    label="Image",
+                    sources=["upload", "clipboard"],
+                    height=260,
+                    elem_id="upload",
+                )
                 if examples:
                     gr.Examples([[path] for path in examples], inputs=[upload], label="Examples")
                 segmenter = gr.Dropdown(names, value=default_segmenter, label="Segmenter", elem_id="segmenter")
@@ -298,18 +348,29 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
                 mark_button = gr.Button("Mark", variant="primary", elem_id="mark")
             with gr.Column(scale=2):
                 status = gr.Markdown("Upload an image or pick an example.", elem_id="status")
-                marked_view = gr.Image(label="Marked image", type="pil", format="png", interactive=False,
-                                       height=480, elem_id="marked")
+                marked_view = gr.Image(
+                    label="Marked image", type="pil", format="png", interactive=False, height=480, elem_id="marked"
+                )
                 with gr.Row():
-                    tag_pick = gr.Dropdown([], label="Show a tag's mask", allow_custom_value=False,
-                                           elem_id="tag-pick", scale=1)
-                    tags = gr.Dataframe(headers=["tag", "box (x,y wxh)", "area"], interactive=False,
-                                        max_height=220, elem_id="tags", scale=3)
+                    tag_pick = gr.Dropdown(
+                        [], label="Show a tag's mask", allow_custom_value=False, elem_id="tag-pick", scale=1
+                    )
+                    tags = gr.Dataframe(
+                        headers=["tag", "box (x,y wxh)", "area"],
+                        interactive=False,
+                        max_height=220,
+                        elem_id="tags",
+                        scale=3,
+                    )
             with gr.Column(scale=2):
                 model = gr.Dropdown(models.names, value=models.names[0], label="Model", elem_id="model")
                 chatbot = gr.Chatbot(label="Chat", height=480, elem_id="chat", sanitize_html=True)
-                question = gr.Textbox(placeholder="Ask about the tags, e.g. What is tag 2?", show_label=False,
-                                      elem_id="question", submit_btn="Ask")
+                question = gr.Textbox(
+                    placeholder="Ask about the tags, e.g. What is tag 2?",
+                    show_label=False,
+                    elem_id="question",
+                    submit_btn="Ask",
+                )
                 new_chat = gr.Button("New conversation", size="sm", elem_id="new-chat")
 
         marking = [upload, segmenter, granularity, extra, label_mode, modes, min_tag_area, short_side]
@@ -319,11 +380,13 @@ def build_demo(models: Models, examples: list[str], *, max_tokens: int = 512) ->
         mark_button.click(mark, marking, marked_outputs)
         # .input, not .change: marking resets the list without redrawing the image once more.
         tag_pick.input(show_tag, [tag_pick, conversation], [marked_view, status])
-        marked_view.select(pick_at, conversation, tag_pick).then(show_tag, [tag_pick, conversation],
-                                                                  [marked_view, status])
+        marked_view.select(pick_at, conversation, tag_pick).then(
+            show_tag, [tag_pick, conversation], [marked_view, status]
+        )
         tags.select(pick_row, None, tag_pick).then(show_tag, [tag_pick, conversation], [marked_view, status])
-        question.submit(ask, [question, model, conversation, chatbot],
-                        [chatbot, question, marked_view, status, conversation])
+        question.submit(
+            ask, [question, model, conversation, chatbot], [chatbot, question, marked_view, status, conversation]
+        )
         new_chat.click(restart, conversation, [chatbot, conversation])
     return page
 
@@ -341,24 +404,53 @@ def theme() -> gr.themes.Base:
 
 
 @click.command("demo", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--endpoint", "endpoints", multiple=True, metavar="NAME=URL",
-              help="An OpenAI-compatible endpoint to offer (repeatable): NAME=URL uses the first model it lists, "
-                   "NAME=MODEL@URL picks one. E.g. som13b=http://gpu-node:8000/v1.")
+@click.option(
+    "--endpoint",
+    "endpoints",
+    multiple=True,
+    metavar="NAME=URL",
+    help="An OpenAI-compatible endpoint to offer (repeatable): NAME=URL uses the first model it lists, "
+    "NAME=MODEL@URL picks one. E.g. som13b=http://gpu-node:8000/v1.",
+)
 @click.option("--model", help="Also offer this model (folder or hub id), loaded in this process.")
-@click.option("--api-key", envvar=["SOMFLOW_API_KEY", "OPENAI_API_KEY"],
-              help="Key for the endpoints (default: $SOMFLOW_API_KEY, which `som serve` checks, else $OPENAI_API_KEY).")
+@click.option(
+    "--api-key",
+    envvar=["SOMFLOW_API_KEY", "OPENAI_API_KEY"],
+    help="Key for the endpoints (default: $SOMFLOW_API_KEY, which `som serve` checks, else $OPENAI_API_KEY).",
+)
 @click.option("--prompt-profile", help="Prompt profile of --model (default: detected, as in `som eval run`).")
 @click.option("--device", default="auto", show_default=True, help="--model: cuda, cuda:1, cpu or auto.")
 @click.option("--dtype", default="auto", show_default=True, help="--model: bfloat16, float16, float32 or auto.")
 @click.option("--local-files-only", is_flag=True, help="--model: never download, use the cache only.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Longest answer.")
-@click.option("--examples", "examples_dir", type=click.Path(file_okay=False, path_type=Path), default=EXAMPLES_DIR,
-              show_default=True, help="Folder of example images for the gallery.")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; the default keeps the page on this machine (use an ssh tunnel).")
+@click.option(
+    "--examples",
+    "examples_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=EXAMPLES_DIR,
+    show_default=True,
+    help="Folder of example images for the gallery.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; the default keeps the page on this machine (use an ssh tunnel).",
+)
 @click.option("--port", type=int, default=7860, show_default=True, help="Port of the page.")
-def demo(endpoints: tuple[str, ...], model: str | None, api_key: str | None, prompt_profile: str | None, device: str,
-         dtype: str, local_files_only: bool, max_tokens: int, examples_dir: Path, host: str, port: int) -> None:
+def demo(
+    endpoints: tuple[str, ...],
+    model: str | None,
+    api_key: str | None,
+    prompt_profile: str | None,
+    device: str,
+    dtype: str,
+    local_files_only: bool,
+    max_tokens: int,
+    examples_dir: Path,
+    host: str,
+    port: int,
+) -> None:
     """Web page to try a SoM model: upload an image, mark it, chat about its tags.
 
     Choose the segmenter and its granularity, see the numbered tags, ask a model picked
@@ -380,8 +472,9 @@ def demo(endpoints: tuple[str, ...], model: str | None, api_key: str | None, pro
         raise click.ClickException("som demo needs Gradio: pip install -e '.[serve]'") from None
     factories = dict(parse_endpoint(spec, api_key) for spec in endpoints)
     if model:
-        local = _load_local(model, prompt_profile=prompt_profile, device=device, dtype=dtype,
-                            local_files_only=local_files_only)
+        local = _load_local(
+            model, prompt_profile=prompt_profile, device=device, dtype=dtype, local_files_only=local_files_only
+        )
         factories = {f"{Path(model.rstrip('/')).name} (this process)": lambda: local, **factories}
     try:
         models = Models(factories)
@@ -389,8 +482,9 @@ def demo(endpoints: tuple[str, ...], model: str | None, api_key: str | None, pro
         raise click.UsageError(str(exc)) from None
     page = build_demo(models, example_images(examples_dir), max_tokens=max_tokens)
     click.echo(f"som demo: http://{host}:{port} (models: {', '.join(models.names)}); Ctrl-C stops it")
-    page.queue().launch(server_name=host, server_port=port, show_error=True, quiet=True, ssr_mode=False,
-                        theme=theme(), footer_links=[])
+    page.queue().launch(
+        server_name=host, server_port=port, show_error=True, quiet=True, ssr_mode=False, theme=theme(), footer_links=[]
+    )
 
 
 def _load_local(model: str, **options: Any) -> Engine:

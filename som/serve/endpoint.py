@@ -57,8 +57,10 @@ def read_endpoint(run_dir: str | Path) -> dict[str, Any]:
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:
-        raise EndpointError(f"no {ENDPOINT_FILE} in {run_dir}: no server is running for it (start one with "
-                            f"`som serve MODEL --run-dir {run_dir}`, or wait for its Slurm job to start)") from None
+        raise EndpointError(
+            f"no {ENDPOINT_FILE} in {run_dir}: no server is running for it (start one with "
+            f"`som serve MODEL --run-dir {run_dir}`, or wait for its Slurm job to start)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise EndpointError(f"{path} is unreadable: {exc}") from None
     if not isinstance(info, dict) or not info.get("url") or not info.get("model"):

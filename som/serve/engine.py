@@ -30,8 +30,7 @@ if TYPE_CHECKING:
     from som.eval.models import HFModel
     from som.eval.profiles import Prompt
 
-__all__ = ["Engine", "EngineError", "GenerationStats", "LocalEngine", "RemoteEngine", "local_engine",
-           "remote_engine"]
+__all__ = ["Engine", "EngineError", "GenerationStats", "LocalEngine", "RemoteEngine", "local_engine", "remote_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +50,15 @@ class Engine(Protocol):
     name: str
     """The model name reported by /v1/models (and expected in requests)."""
 
-    def stream(self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0,
-               stats: GenerationStats | None = None) -> Iterator[str]:
+    def stream(
+        self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0, stats: GenerationStats | None = None
+    ) -> Iterator[str]:
         """The answer to the last user message, in pieces as they are generated."""
         ...
 
-    def complete(self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0,
-                 stats: GenerationStats | None = None) -> str:
+    def complete(
+        self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0, stats: GenerationStats | None = None
+    ) -> str:
         """The whole answer (leading and trailing whitespace stripped)."""
         ...
 
@@ -78,27 +79,31 @@ class LocalEngine:
         """The model's input (text and images) for `messages`, as the profile renders it."""
         return render_conversation(self.model.profile, self.model.processor, parse_messages(messages, self.fetch))
 
-    def complete(self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0,
-                 stats: GenerationStats | None = None) -> str:
+    def complete(
+        self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0, stats: GenerationStats | None = None
+    ) -> str:
         prompt = self.prompt(messages)
         watch = _Watch()
         with self._lock:
-            new_tokens = self.model.generate([prompt], max_new_tokens=max_tokens, temperature=temperature,
-                                             stopping_criteria=[watch])
+            new_tokens = self.model.generate(
+                [prompt], max_new_tokens=max_tokens, temperature=temperature, stopping_criteria=[watch]
+            )
         if stats is not None:
             self._fill(stats, watch, new_tokens[0], max_tokens)
         return self.model.decode(new_tokens)[0]
 
-    def stream(self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0,
-               stats: GenerationStats | None = None) -> Iterator[str]:
+    def stream(
+        self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0, stats: GenerationStats | None = None
+    ) -> Iterator[str]:
         """Pieces of the answer; joined they equal `complete`'s answer (leading whitespace is
         dropped, trailing whitespace held back until more text follows). A bad request raises
         here, before anything is generated; closing the iterator early stops the generation
         at its next token."""
         return self._stream(self.prompt(messages), max_tokens, temperature, stats)
 
-    def _stream(self, prompt: Prompt, max_tokens: int, temperature: float,
-                stats: GenerationStats | None) -> Iterator[str]:
+    def _stream(
+        self, prompt: Prompt, max_tokens: int, temperature: float, stats: GenerationStats | None
+    ) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -110,8 +115,13 @@ class LocalEngine:
                 with self._lock:
                     if watch.cancelled.is_set():
                         return
-                    new_tokens = self.model.generate([prompt], max_new_tokens=max_tokens, temperature=temperature,
-                                                     streamer=streamer, stopping_criteria=[watch])
+                    new_tokens = self.model.generate(
+                        [prompt],
+                        max_new_tokens=max_tokens,
+                        temperature=temperature,
+                        streamer=streamer,
+                        stopping_criteria=[watch],
+                    )
                 if stats is not None:
                     self._fill(stats, watch, new_tokens[0], max_tokens)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
@@ -168,7 +178,7 @@ def _trimmed(pieces: Iterator[str]) -> Iterator[str]:
             started = True
         text = held + piece
         body = text.rstrip()
-        held = text[len(body):]
+        held = text[len(body) :]
         if body:
             yield body
 
@@ -186,8 +196,10 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, device: str) -> 
     import torch
 
     if not torch.cuda.is_available():
-        raise EngineError(f"{flag} quantizes with bitsandbytes, which needs a CUDA GPU and none is visible "
-                          "here; drop the flag to serve unquantized")
+        raise EngineError(
+            f"{flag} quantizes with bitsandbytes, which needs a CUDA GPU and none is visible "
+            "here; drop the flag to serve unquantized"
+        )
     if device != "auto" and not device.startswith("cuda"):
         raise EngineError(f"{flag} needs a CUDA device, not --device {device}")
     if importlib.util.find_spec("bitsandbytes") is None:
@@ -195,14 +207,21 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, device: str) -> 
     from transformers import BitsAndBytesConfig
 
     if load_in_4bit:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16,
-                                  bnb_4bit_quant_type="nf4")
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16, bnb_4bit_quant_type="nf4")
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def local_engine(model: str, *, prompt_profile: str | None = None, device: str = "auto", dtype: str = "auto",
-                 local_files_only: bool = False, load_in_4bit: bool = False, load_in_8bit: bool = False,
-                 fetch: ImageFetcher = image_bytes) -> LocalEngine:
+def local_engine(
+    model: str,
+    *,
+    prompt_profile: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    local_files_only: bool = False,
+    load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
+    fetch: ImageFetcher = image_bytes,
+) -> LocalEngine:
     """Load `model` (hub id or folder) for chatting, prompted as `som eval run` prompts it.
 
     Raises EngineError for a quantization this machine cannot do, and the model checks'
@@ -212,8 +231,15 @@ def local_engine(model: str, *, prompt_profile: str | None = None, device: str =
 
     quantization = quantization_config(load_in_4bit, load_in_8bit, device)
     check_model_spec(model, local_files_only=local_files_only, prompt_profile=prompt_profile)
-    loaded = HFModel(model, device=device, dtype=dtype, batch_size=1, local_files_only=local_files_only,
-                     prompt_profile=prompt_profile, quantization_config=quantization)
+    loaded = HFModel(
+        model,
+        device=device,
+        dtype=dtype,
+        batch_size=1,
+        local_files_only=local_files_only,
+        prompt_profile=prompt_profile,
+        quantization_config=quantization,
+    )
     return LocalEngine(loaded, fetch=fetch)
 
 
@@ -225,8 +251,9 @@ class RemoteEngine:
     The endpoint's 4xx answers raise RequestError with its message; 5xx and 429 raise
     som.chat_api.ChatHTTPError, an unreachable endpoint ChatConnectionError."""
 
-    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, *,
-                 timeout: float = 300.0) -> None:
+    def __init__(
+        self, base_url: str, model: str | None = None, api_key: str | None = None, *, timeout: float = 300.0
+    ) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
@@ -250,17 +277,24 @@ class RemoteEngine:
         return str(models[0]["id"])
 
     def _body(self, messages: list[dict], max_tokens: int, temperature: float, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.name, "messages": messages, "max_tokens": max_tokens,
-                                "temperature": temperature, "stream": stream}
+        body: dict[str, Any] = {
+            "model": self.name,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stream": stream,
+        }
         if stream:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def complete(self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0,
-                 stats: GenerationStats | None = None) -> str:
+    def complete(
+        self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0, stats: GenerationStats | None = None
+    ) -> str:
         with _reaching(self.base_url):
-            response = self._http.post(f"{self.base_url}/chat/completions",
-                                       json=self._body(messages, max_tokens, temperature, False))
+            response = self._http.post(
+                f"{self.base_url}/chat/completions", json=self._body(messages, max_tokens, temperature, False)
+            )
         _raise_for_status(response)
         body = response.json()
         choice = body["choices"][0]
@@ -269,18 +303,21 @@ class RemoteEngine:
             stats.finish_reason = choice.get("finish_reason") or "stop"
         return (choice["message"].get("content") or "").strip()
 
-    def stream(self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0,
-               stats: GenerationStats | None = None) -> Iterator[str]:
+    def stream(
+        self, messages: list[dict], *, max_tokens: int, temperature: float = 0.0, stats: GenerationStats | None = None
+    ) -> Iterator[str]:
         body = self._body(messages, max_tokens, temperature, True)
-        with _reaching(self.base_url), \
-                self._http.stream("POST", f"{self.base_url}/chat/completions", json=body) as response:
+        with (
+            _reaching(self.base_url),
+            self._http.stream("POST", f"{self.base_url}/chat/completions", json=body) as response,
+        ):
             if response.status_code >= 400:
                 response.read()
                 _raise_for_status(response)
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue
-                data = line[len("data:"):].strip()
+                data = line[len("data:") :].strip()
                 if data == "[DONE]":
                     break
                 chunk = json.loads(data)

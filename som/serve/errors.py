@@ -13,8 +13,9 @@ from __future__ import annotations
 class RequestError(ValueError):
     """A request that cannot be answered as sent; `status` and `code` are its HTTP rendering."""
 
-    def __init__(self, message: str, *, status: int = 400, code: str = "invalid_request",
-                 param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int = 400, code: str = "invalid_request", param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status

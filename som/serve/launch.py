@@ -66,8 +66,9 @@ def tag_config(options: ServeOptions) -> Any:
 
     if options.tags == "none":
         return None
-    return TagConfig.from_dict({"segmenter": options.segmenter, "params": dict(options.params),
-                                "mark_options": dict(options.mark_options)})
+    return TagConfig.from_dict(
+        {"segmenter": options.segmenter, "params": dict(options.params), "mark_options": dict(options.mark_options)}
+    )
 
 
 def settings(options: ServeOptions, api_key: str | None) -> Any:
@@ -77,11 +78,16 @@ def settings(options: ServeOptions, api_key: str | None) -> Any:
 
     mib = 1024 * 1024
     return ServeSettings(
-        api_key=api_key or None, max_tokens=options.max_tokens, max_concurrency=options.max_concurrency,
-        max_body_bytes=int(options.max_body_mb * mib), max_images=options.max_images,
-        images=ImageLimits(max_bytes=int(options.max_image_mb * mib), max_pixels=options.max_pixels,
-                           allow_urls=options.image_urls),
-        tags=tag_config(options))
+        api_key=api_key or None,
+        max_tokens=options.max_tokens,
+        max_concurrency=options.max_concurrency,
+        max_body_bytes=int(options.max_body_mb * mib),
+        max_images=options.max_images,
+        images=ImageLimits(
+            max_bytes=int(options.max_image_mb * mib), max_pixels=options.max_pixels, allow_urls=options.image_urls
+        ),
+        tags=tag_config(options),
+    )
 
 
 def warm_up_marking(config: Any) -> None:
@@ -111,16 +117,29 @@ def build_app(options: ServeOptions, api_key: str | None) -> Any:
     serve_settings = settings(options, api_key)
     if serve_settings.tags is not None:
         warm_up_marking(serve_settings.tags)
-    engine = local_engine(options.model, prompt_profile=options.prompt_profile, device=options.device,
-                          dtype=options.dtype, local_files_only=options.local_files_only,
-                          load_in_4bit=options.load_in_4bit, load_in_8bit=options.load_in_8bit,
-                          fetch=functools.partial(image_bytes, limits=serve_settings.images))
+    engine = local_engine(
+        options.model,
+        prompt_profile=options.prompt_profile,
+        device=options.device,
+        dtype=options.dtype,
+        local_files_only=options.local_files_only,
+        load_in_4bit=options.load_in_4bit,
+        load_in_8bit=options.load_in_8bit,
+        fetch=functools.partial(image_bytes, limits=serve_settings.images),
+    )
     engine.name = options.name
     return create_app(engine, serve_settings)
 
 
-def serve(options: ServeOptions, *, api_key: str | None = None, run_dir: str | Path | None = None,
-          job_id: str | None = None, restarts: int = 0, announce: Callable[[str], None] | None = None) -> None:
+def serve(
+    options: ServeOptions,
+    *,
+    api_key: str | None = None,
+    run_dir: str | Path | None = None,
+    job_id: str | None = None,
+    restarts: int = 0,
+    announce: Callable[[str], None] | None = None,
+) -> None:
     """Load, listen, write RUN/endpoint.json (with `run_dir`), serve until stopped, then
     remove the endpoint file if it is still this server's. `announce` gets the line saying
     where the server listens (the CLI prints it; it is logged either way)."""
@@ -130,8 +149,9 @@ def serve(options: ServeOptions, *, api_key: str | None = None, run_dir: str | P
         raise ValueError("ServeOptions.host is None outside a Slurm job; pass an address")
     app = build_app(options, api_key)
     if not api_key and options.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s without --api-key: anyone who can reach this address can use the model",
-                    options.host)
+        log.warning(
+            "serving on %s without --api-key: anyone who can reach this address can use the model", options.host
+        )
 
     def publish() -> None:
         line = f"serving {options.name} on {server.url}/v1 (OpenAI-compatible; Ctrl-C stops)"
@@ -139,26 +159,38 @@ def serve(options: ServeOptions, *, api_key: str | None = None, run_dir: str | P
         if announce is not None:
             announce(line)
         if run_dir is not None:
-            info = endpoint_info(server.host, server.port, options, job_id=job_id, restarts=restarts,
-                                 api_key_required=bool(api_key))
+            info = endpoint_info(
+                server.host, server.port, options, job_id=job_id, restarts=restarts, api_key_required=bool(api_key)
+            )
             log.info("endpoint written to %s", write_endpoint(run_dir, info))
 
     def unpublish() -> None:
         if run_dir is not None:
             remove_endpoint(run_dir, pid=os.getpid())
 
-    server = Server(app, options.host, options.port, log_level=options.log_level, on_ready=publish,
-                    on_stop=unpublish)
+    server = Server(app, options.host, options.port, log_level=options.log_level, on_ready=publish, on_stop=unpublish)
     server.run()
 
 
-def endpoint_info(host: str, port: int, options: ServeOptions, *, job_id: str | None, restarts: int,
-                  api_key_required: bool) -> dict[str, Any]:
+def endpoint_info(
+    host: str, port: int, options: ServeOptions, *, job_id: str | None, restarts: int, api_key_required: bool
+) -> dict[str, Any]:
     """The endpoint.json record of a server listening on host:port (a wildcard address is
     advertised as this machine's name)."""
     advertised = socket.getfqdn() if host in ("0.0.0.0", "::") else host
     base = f"http://{f'[{advertised}]' if ':' in advertised else advertised}:{port}"
     node = (os.environ.get("SLURMD_NODENAME") if job_id else None) or socket.gethostname()
-    return {"url": f"{base}/v1", "health": f"{base}/health", "node": node, "host": host,
-            "port": port, "model": options.name, "job_id": job_id, "pid": os.getpid(), "restarts": restarts,
-            "api_key_required": api_key_required, "tags": options.tags, "started": time.time()}
+    return {
+        "url": f"{base}/v1",
+        "health": f"{base}/health",
+        "node": node,
+        "host": host,
+        "port": port,
+        "model": options.name,
+        "job_id": job_id,
+        "pid": os.getpid(),
+        "restarts": restarts,
+        "api_key_required": api_key_required,
+        "tags": options.tags,
+        "started": time.time(),
+    }

@@ -167,8 +167,14 @@ def mark_image(data: bytes, config: TagConfig, *, source: str = "upload") -> Mar
         if cached is not None:
             _CACHE.move_to_end(key)
             return cached
-    log.info("marking %s (%s bytes, sha256 %s) with %s %s", source, len(data),
-             hashlib.sha256(data).hexdigest()[:12], name, params)
+    log.info(
+        "marking %s (%s bytes, sha256 %s) with %s %s",
+        source,
+        len(data),
+        hashlib.sha256(data).hexdigest()[:12],
+        name,
+        params,
+    )
     marked = _mark(data, source, name, params, options)
     with _LOCK:
         _CACHE[key] = marked
@@ -190,12 +196,27 @@ def _mark(data: bytes, source: str, name: str, params: dict[str, Any], options: 
         log.warning("nothing tagged on %s (%s); showing it untagged", source, output.skipped)
         image = encode_png(resize_short_side(loaded.rgb, options.short_side, source=source)[0])
     marks = [
-        {"tag": m["label"], "id": m["id"], "bbox": m["bbox"], "area": m["area"], "position": m["position"],
-         "score": m["score"], "category": m["category"], "rle": m["segmentation"]}
+        {
+            "tag": m["label"],
+            "id": m["id"],
+            "bbox": m["bbox"],
+            "area": m["area"],
+            "position": m["position"],
+            "score": m["score"],
+            "category": m["category"],
+            "rle": m["segmentation"],
+        }
         for m in meta["marks"]
     ]
-    return MarkedImage(image=image, marks=marks, width=meta["width"], height=meta["height"],
-                       label_mode=options.label_mode, segmenter=meta["segmenter"], skipped=output.skipped)
+    return MarkedImage(
+        image=image,
+        marks=marks,
+        width=meta["width"],
+        height=meta["height"],
+        label_mode=options.label_mode,
+        segmenter=meta["segmenter"],
+        skipped=output.skipped,
+    )
 
 
 _CACHE: OrderedDict[str, MarkedImage] = OrderedDict()

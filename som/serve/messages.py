@@ -68,13 +68,15 @@ def image_bytes(url: str, limits: ImageLimits = ImageLimits()) -> bytes:
         source = "data URL image"
     elif url.startswith(("http://", "https://")):
         if not limits.allow_urls:
-            raise RequestError("image URLs are not fetched by this server; send the image as a base64 data URL",
-                               param="image_url")
+            raise RequestError(
+                "image URLs are not fetched by this server; send the image as a base64 data URL", param="image_url"
+            )
         data = _download(url, limits)
         source = url[:200]
     else:
-        raise RequestError(f"unsupported image URL {url[:60]!r}: send a data:image/...;base64 URL or http(s)",
-                           param="image_url")
+        raise RequestError(
+            f"unsupported image URL {url[:60]!r}: send a data:image/...;base64 URL or http(s)", param="image_url"
+        )
     check_image(data, source, limits)
     return data
 
@@ -96,8 +98,9 @@ def check_image(data: bytes, source: str, limits: ImageLimits) -> None:
     try:
         decode_image(data, source, max_pixels=limits.max_pixels)
     except ImageLoadError as exc:
-        raise RequestError(f"invalid image ({exc.source}): {exc.reason}", code="invalid_image",
-                           param="image_url") from None
+        raise RequestError(
+            f"invalid image ({exc.source}): {exc.reason}", code="invalid_image", param="image_url"
+        ) from None
 
 
 def _data_url(url: str, limits: ImageLimits) -> bytes:
@@ -105,8 +108,9 @@ def _data_url(url: str, limits: ImageLimits) -> bytes:
     if not sep or not header.endswith(";base64"):
         raise RequestError("image data URLs must be base64: data:image/png;base64,...", param="image_url")
     if len(payload) > limits.max_bytes * 4 // 3 + 4:
-        raise RequestError(f"image is larger than the limit of {limits.max_bytes} bytes", code="image_too_large",
-                           param="image_url")
+        raise RequestError(
+            f"image is larger than the limit of {limits.max_bytes} bytes", code="image_too_large", param="image_url"
+        )
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -121,17 +125,26 @@ def _download(url: str, limits: ImageLimits) -> bytes:
     try:
         with httpx.stream("GET", url, timeout=limits.fetch_timeout_s, follow_redirects=True) as response:
             if response.status_code >= 400:
-                raise RequestError(f"fetching image {url[:200]} failed: HTTP {response.status_code}",
-                                   code="image_fetch_failed", param="image_url")
+                raise RequestError(
+                    f"fetching image {url[:200]} failed: HTTP {response.status_code}",
+                    code="image_fetch_failed",
+                    param="image_url",
+                )
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > limits.max_bytes:
-                    raise RequestError(f"image at {url[:200]} is larger than the limit of {limits.max_bytes} "
-                                       "bytes", code="image_too_large", param="image_url")
+                    raise RequestError(
+                        f"image at {url[:200]} is larger than the limit of {limits.max_bytes} bytes",
+                        code="image_too_large",
+                        param="image_url",
+                    )
                 chunks.append(chunk)
     except httpx.HTTPError as exc:
-        raise RequestError(f"fetching image {url[:200]} failed: {type(exc).__name__}: {exc}",
-                           code="image_fetch_failed", param="image_url") from None
+        raise RequestError(
+            f"fetching image {url[:200]} failed: {type(exc).__name__}: {exc}",
+            code="image_fetch_failed",
+            param="image_url",
+        ) from None
     log.debug("fetched %s (%d bytes)", url[:200], size)
     return b"".join(chunks)
 
@@ -178,9 +191,11 @@ def _turn(number: int, message: Any, fetch: ImageFetcher) -> Turn:
                 raise RequestError(f"{where}: only user messages may hold images", param="messages")
             images.append(fetch(_part_url(part, f"{where}.content[{index}]")))
         else:
-            raise RequestError(f"{where}.content[{index}]: expected a text part {{type: text, text}} or an "
-                               f"image part {{type: image_url, image_url: {{url}}}}, got {str(part)[:80]}",
-                               param="messages")
+            raise RequestError(
+                f"{where}.content[{index}]: expected a text part {{type: text, text}} or an "
+                f"image part {{type: image_url, image_url: {{url}}}}, got {str(part)[:80]}",
+                param="messages",
+            )
     return Turn(role, "\n".join(texts), tuple(images))
 
 
@@ -196,5 +211,10 @@ def image_count(messages: Any) -> int:
     """How many image parts `messages` holds (before fetching any), for the per-request limit."""
     if not isinstance(messages, Sequence) or isinstance(messages, str):
         return 0
-    return sum(1 for m in messages if isinstance(m, Mapping) and isinstance(m.get("content"), list)
-               for p in m["content"] if isinstance(p, Mapping) and p.get("type") == "image_url")
+    return sum(
+        1
+        for m in messages
+        if isinstance(m, Mapping) and isinstance(m.get("content"), list)
+        for p in m["content"]
+        if isinstance(p, Mapping) and p.get("type") == "image_url"
+    )

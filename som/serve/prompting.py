@@ -40,8 +40,11 @@ def render_conversation(profile: PromptProfile, processor: Any, turns: Sequence[
             return _chat_template(processor, turns)
     except ProfileError as exc:
         raise RequestError(str(exc), code="unsupported_input") from None
-    raise RequestError(f"prompt profile {profile.name!r} answers one question (one user message with at most "
-                       "one image); send a single user message", code="unsupported_input")
+    raise RequestError(
+        f"prompt profile {profile.name!r} answers one question (one user message with at most "
+        "one image); send a single user message",
+        code="unsupported_input",
+    )
 
 
 def _llava15(profile: Llava15Profile, processor: Any, turns: Sequence[Turn]) -> Prompt:

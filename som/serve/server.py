@@ -42,8 +42,9 @@ class _Uvicorn(uvicorn.Server):
     around `run`: on SIGTERM uvicorn re-raises the signal after shutting down, which ends the
     process before anything after `run` executes."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None,
-                 on_stop: Callable[[], None] | None) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_ready: Callable[[], None] | None, on_stop: Callable[[], None] | None
+    ) -> None:
         super().__init__(config)
         self._on_ready = on_ready
         self._on_stop = on_stop
@@ -66,13 +67,22 @@ class Server:
     `start` runs it in a thread until `stop`. `on_ready` runs once requests are served,
     `on_stop` once the server has shut down (both in the server's thread)."""
 
-    def __init__(self, app: Any, host: str = DEFAULT_HOST, port: int = 0, *, log_level: str = "warning",
-                 on_ready: Callable[[], None] | None = None, on_stop: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+        on_ready: Callable[[], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
         self.socket = bind(host, port)
         self.host = host
         self.port = int(self.socket.getsockname()[1])
-        config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5,
-                                access_log=log_level in ("info", "debug"))
+        config = uvicorn.Config(
+            app, log_level=log_level, timeout_graceful_shutdown=5, access_log=log_level in ("info", "debug")
+        )
         self._uvicorn = _Uvicorn(config, on_ready, on_stop)
         self._thread: threading.Thread | None = None
 
@@ -86,8 +96,9 @@ class Server:
         self._uvicorn.run(sockets=[self.socket])
 
     def start(self, timeout_s: float = 30.0) -> Server:
-        self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self.socket]},
-                                        name="som-serve", daemon=True)
+        self._thread = threading.Thread(
+            target=self._uvicorn.run, kwargs={"sockets": [self.socket]}, name="som-serve", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._uvicorn.started:

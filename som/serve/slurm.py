@@ -53,8 +53,13 @@ class ServeJob(submitit.helpers.Checkpointable):
         host = self.options.host or node_address()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         log.info("job %s serving %s on %s (restart %d)", job_id, self.options.model, host, restarts)
-        serve(dataclasses.replace(self.options, host=host), api_key=os.environ.get(API_KEY_ENV),
-              run_dir=self.run_dir, job_id=job_id, restarts=restarts)
+        serve(
+            dataclasses.replace(self.options, host=host),
+            api_key=os.environ.get(API_KEY_ENV),
+            run_dir=self.run_dir,
+            job_id=job_id,
+            restarts=restarts,
+        )
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Requeue as is (the model reloads); the endpoint goes away until the restart."""
@@ -71,8 +76,9 @@ def node_address() -> str:
         return socket.gethostbyname(socket.gethostname())
 
 
-def submit_server(options: ServeOptions, spec: JobSpec, run_dir: str | Path, *,
-                  api_key: str | None = None) -> submitit.Job:
+def submit_server(
+    options: ServeOptions, spec: JobSpec, run_dir: str | Path, *, api_key: str | None = None
+) -> submitit.Job:
     """Submit the server; writes RUN/serve-job.json (job id, submission folder) at once.
     The API key reaches the job through its environment, never through a file."""
     run = Path(run_dir).resolve()
@@ -81,13 +87,15 @@ def submit_server(options: ServeOptions, spec: JobSpec, run_dir: str | Path, *,
     folder = jobs_folder(str(run), "serve")
     with submission_environment({API_KEY_ENV: api_key} if api_key else None):
         job = submit(spec, folder, JOB_NAME, ServeJob(options, str(run)))
-    write_json_atomic(run / JOB_FILE, {"job_id": job.job_id, "folder": str(folder), "model": options.name,
-                                       "submitted": time.time()})
+    write_json_atomic(
+        run / JOB_FILE, {"job_id": job.job_id, "folder": str(folder), "model": options.name, "submitted": time.time()}
+    )
     return job
 
 
-def wait_for_endpoint(run_dir: str | Path, job: submitit.Job, *, timeout_s: float = 1800.0,
-                      poll_s: float = 2.0) -> dict[str, Any]:
+def wait_for_endpoint(
+    run_dir: str | Path, job: submitit.Job, *, timeout_s: float = 1800.0, poll_s: float = 2.0
+) -> dict[str, Any]:
     """The endpoint the job writes; RuntimeError with the job's log tail if it ends first,
     TimeoutError after `timeout_s` (the job keeps running: check it later)."""
     deadline = time.monotonic() + timeout_s
@@ -102,9 +110,11 @@ def wait_for_endpoint(run_dir: str | Path, job: submitit.Job, *, timeout_s: floa
             tail = "\n".join(log_tail(job)) or "(no log output)"
             raise RuntimeError(f"serve job {job.job_id} ended ({job.state}) before listening; its log ends:\n{tail}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"serve job {job.job_id} has not written {Path(run_dir) / ENDPOINT_FILE} after "
-                               f"{timeout_s:.0f}s (state {job.state}); it keeps running: `som serve stop {run_dir}` "
-                               "cancels it")
+            raise TimeoutError(
+                f"serve job {job.job_id} has not written {Path(run_dir) / ENDPOINT_FILE} after "
+                f"{timeout_s:.0f}s (state {job.state}); it keeps running: `som serve stop {run_dir}` "
+                "cancels it"
+            )
         time.sleep(poll_s)
 
 
@@ -122,8 +132,10 @@ def stop_server(run_dir: str | Path) -> str:
         return f"cancelled serve job {job_id}"
     info = read_endpoint(run)  # EndpointError when nothing runs
     if info.get("node") != socket.gethostname():
-        raise EndpointError(f"the server of {run_dir} runs on {info.get('node')} as process {info.get('pid')}, "
-                            "not a Slurm job: stop it there (Ctrl-C or kill)")
+        raise EndpointError(
+            f"the server of {run_dir} runs on {info.get('node')} as process {info.get('pid')}, "
+            "not a Slurm job: stop it there (Ctrl-C or kill)"
+        )
     try:
         os.kill(int(info["pid"]), signal.SIGTERM)
     except ProcessLookupError:

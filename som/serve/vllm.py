@@ -70,19 +70,45 @@ def chat_template(profile: str) -> str | None:
         return LLAVA15_TEMPLATE
     if profile == "chat-template":
         return None
-    raise EngineError(f"--engine vllm serves llava-1.5 and chat-template models; the {profile!r} profile "
-                      "is served with --engine transformers")
+    raise EngineError(
+        f"--engine vllm serves llava-1.5 and chat-template models; the {profile!r} profile "
+        "is served with --engine transformers"
+    )
 
 
-def vllm_command(model: str, *, host: str, port: int, served_name: str, template_file: Path | None,
-                 dtype: str = "auto", max_images: int = 4, max_concurrency: int | None = None,
-                 load_in_4bit: bool = False) -> list[str]:
+def vllm_command(
+    model: str,
+    *,
+    host: str,
+    port: int,
+    served_name: str,
+    template_file: Path | None,
+    dtype: str = "auto",
+    max_images: int = 4,
+    max_concurrency: int | None = None,
+    load_in_4bit: bool = False,
+) -> list[str]:
     """The command line of vLLM's OpenAI server for these options (the API key goes through
     $VLLM_API_KEY, never the command line, where `ps` would show it)."""
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-               "--host", host, "--port", str(port), "--served-model-name", served_name, "--dtype", dtype,
-               "--chat-template-content-format", "openai",
-               "--limit-mm-per-prompt", json.dumps({"image": max_images})]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--served-model-name",
+        served_name,
+        "--dtype",
+        dtype,
+        "--chat-template-content-format",
+        "openai",
+        "--limit-mm-per-prompt",
+        json.dumps({"image": max_images}),
+    ]
     if template_file is not None:
         command += ["--chat-template", str(template_file)]
     if max_concurrency is not None:
@@ -118,18 +144,29 @@ def run_vllm(options: ServeOptions, *, api_key: str | None, template_folder: Pat
     """Run vLLM's server in the foreground for `options`; returns its exit status.
     EngineError names the extra to install when vLLM is missing, and what it cannot do."""
     if not vllm_available():
-        raise EngineError(f"--engine vllm needs vLLM, which is not installed here: pip install "
-                          f"'somflow[{EXTRA}]' (a CUDA machine), or use --engine transformers")
+        raise EngineError(
+            f"--engine vllm needs vLLM, which is not installed here: pip install "
+            f"'somflow[{EXTRA}]' (a CUDA machine), or use --engine transformers"
+        )
     if options.load_in_8bit:
-        raise EngineError("vLLM quantizes 4-bit in flight only: use --load-in-4bit, or --engine transformers "
-                          "for --load-in-8bit")
+        raise EngineError(
+            "vLLM quantizes 4-bit in flight only: use --load-in-4bit, or --engine transformers for --load-in-8bit"
+        )
     if options.tags != "none":
         raise EngineError("--tags auto marks images in somflow's server: use --engine transformers with it")
     profile = model_profile(options.model, options.prompt_profile, options.local_files_only)
     template = write_template(profile, template_folder)
-    command = vllm_command(options.model, host=options.host or "127.0.0.1", port=options.port, served_name=options.name,
-                           template_file=template, dtype=options.dtype, max_images=options.max_images,
-                           max_concurrency=options.max_concurrency, load_in_4bit=options.load_in_4bit)
+    command = vllm_command(
+        options.model,
+        host=options.host or "127.0.0.1",
+        port=options.port,
+        served_name=options.name,
+        template_file=template,
+        dtype=options.dtype,
+        max_images=options.max_images,
+        max_concurrency=options.max_concurrency,
+        load_in_4bit=options.load_in_4bit,
+    )
     env = dict(os.environ)
     if api_key:
         env["VLLM_API_KEY"] = api_key

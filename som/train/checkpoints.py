@@ -124,12 +124,14 @@ class RunFolder:
             raise ResumeError(
                 f"{self.url(CHECKPOINTS, checkpoint.tag)} was written by a run with config "
                 f"fingerprint {meta.get('fingerprint')}, this config is {fingerprint}; use a new "
-                "run_dir for a different config (or restore the original one to resume)")
+                "run_dir for a different config (or restore the original one to resume)"
+            )
         if meta.get("world_size") != world_size:
             raise ResumeError(
                 f"{self.url(CHECKPOINTS, checkpoint.tag)} was written by {meta.get('world_size')} "
                 f"processes, this run has {world_size}; ZeRO optimizer shards are per process: "
-                "resume with the same number of tasks or start a new run_dir")
+                "resume with the same number of tasks or start a new run_dir"
+            )
 
     # -------------------------------------------------------------- save / load helpers
 
@@ -174,7 +176,7 @@ class RunFolder:
         staging = self.checkpoints / f".{checkpoint.tag}.download"
         shutil.rmtree(staging, ignore_errors=True)
         for remote in fs.find(root):
-            local = staging / remote[len(root.rstrip("/")) + 1:]
+            local = staging / remote[len(root.rstrip("/")) + 1 :]
             local.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(remote, str(local))
         shutil.rmtree(self.checkpoints / checkpoint.tag, ignore_errors=True)
@@ -197,8 +199,7 @@ class RunFolder:
         keep = {c.step for c in complete[-keep_last:]}
         newest = complete[-1].step
         doomed = [c.step for c in complete if c.step not in keep]
-        doomed += [s for s in self._listed_steps() if s < newest and s not in keep
-                   and s not in doomed]
+        doomed += [s for s in self._listed_steps() if s < newest and s not in keep and s not in doomed]
         for step in doomed:
             # the marker goes first, so a folder half deleted never looks complete
             self._remove(self.url(CHECKPOINTS, tag_for(step), MARKER))

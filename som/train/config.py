@@ -59,7 +59,9 @@ class TrainConfig(Settings):
     vision_tower: str | None = None
     language_model: str | None = None
     vision_feature_layer: int = -2
-    vision_feature_select_strategy: Literal["default", "full"] | None = None  # None: "default" (drop CLS) when the tower has one
+    vision_feature_select_strategy: Literal["default", "full"] | None = (
+        None  # None: "default" (drop CLS) when the tower has one
+    )
     local_files_only: bool = False
     trainable: tuple[str, ...] = ("projector", "language_model")
     lora: LoraSettings = LoraSettings()
@@ -98,8 +100,9 @@ class TrainConfig(Settings):
 
     # Fields that change how a run is operated, not what it computes: left out of the
     # fingerprint so that changing them neither invalidates caches nor blocks a resume.
-    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"save_every", "keep_last", "dataloader_workers",
-                                                       "log_every", "local_files_only", "dist_timeout_min"})
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"save_every", "keep_last", "dataloader_workers", "log_every", "local_files_only", "dist_timeout_min"}
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (tuples as lists), the inverse of `load_config(mapping)`."""
@@ -118,15 +121,33 @@ class TrainConfig(Settings):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "pretrain": dict(
-        trainable=("projector",), template="plain", zero_stage=2, lr=1e-3, schedule="cosine",
-        warmup_ratio=0.03, global_batch_size=256, micro_batch_size=32, max_length=2048,
-        gradient_checkpointing=True, group_by_modality_length=False, epochs=1,
+        trainable=("projector",),
+        template="plain",
+        zero_stage=2,
+        lr=1e-3,
+        schedule="cosine",
+        warmup_ratio=0.03,
+        global_batch_size=256,
+        micro_batch_size=32,
+        max_length=2048,
+        gradient_checkpointing=True,
+        group_by_modality_length=False,
+        epochs=1,
         weight_decay=0.0,
     ),
     "finetune": dict(
-        trainable=("projector", "language_model"), template="vicuna_v1", zero_stage=3, lr=2e-5,
-        schedule="cosine", warmup_ratio=0.03, global_batch_size=128, micro_batch_size=16,
-        max_length=2048, gradient_checkpointing=True, group_by_modality_length=True, epochs=1,
+        trainable=("projector", "language_model"),
+        template="vicuna_v1",
+        zero_stage=3,
+        lr=2e-5,
+        schedule="cosine",
+        warmup_ratio=0.03,
+        global_batch_size=128,
+        micro_batch_size=16,
+        max_length=2048,
+        gradient_checkpointing=True,
+        group_by_modality_length=True,
+        epochs=1,
         weight_decay=0.0,
     ),
 }
@@ -135,8 +156,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 # ----------------------------------------------------------------------------- loading
 
 
-def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
     """Preset of the stage, then `source` (a YAML file or a mapping), then `overrides`.
 
     Override keys may be dotted (``lora.rank``) and values may be strings as typed on a
@@ -171,20 +193,28 @@ def validate(config: TrainConfig) -> None:
     """Raise `ConfigError` for the first setting that cannot work, naming it."""
     _check(config.stage in STAGES, f"stage: {config.stage!r} is not one of {', '.join(STAGES)}")
     has_parts = bool(config.vision_tower or config.language_model)
-    _check(bool(config.init_checkpoint) != has_parts,
-           "model: set either init_checkpoint (an existing LLaVA checkpoint) or vision_tower "
-           "+ language_model, not both and not neither")
-    _check(not has_parts or bool(config.vision_tower and config.language_model),
-           "model: building from parts needs both vision_tower and language_model")
+    _check(
+        bool(config.init_checkpoint) != has_parts,
+        "model: set either init_checkpoint (an existing LLaVA checkpoint) or vision_tower "
+        "+ language_model, not both and not neither",
+    )
+    _check(
+        not has_parts or bool(config.vision_tower and config.language_model),
+        "model: building from parts needs both vision_tower and language_model",
+    )
     _check(bool(config.data_url), "data_url: the LLaVA JSON to train on is required")
     unknown = set(config.trainable) - set(PARTS)
-    _check(not unknown and bool(config.trainable),
-           f"trainable: {list(config.trainable)} must be a non-empty subset of {list(PARTS)}")
-    _check(config.vision_feature_select_strategy in (None, *STRATEGIES),
-           f"vision_feature_select_strategy: {config.vision_feature_select_strategy!r} is not "
-           f"one of {STRATEGIES}")
-    _check(config.template in _template_names(),
-           f"template: {config.template!r} is not one of {sorted(_template_names())}")
+    _check(
+        not unknown and bool(config.trainable),
+        f"trainable: {list(config.trainable)} must be a non-empty subset of {list(PARTS)}",
+    )
+    _check(
+        config.vision_feature_select_strategy in (None, *STRATEGIES),
+        f"vision_feature_select_strategy: {config.vision_feature_select_strategy!r} is not one of {STRATEGIES}",
+    )
+    _check(
+        config.template in _template_names(), f"template: {config.template!r} is not one of {sorted(_template_names())}"
+    )
     _check(config.max_length > 0, "max_length: must be positive")
     _check(0 <= config.max_error_fraction <= 1, "max_error_fraction: must be within [0, 1]")
     _check(config.dataloader_workers >= 0, "dataloader_workers: must be >= 0")
@@ -197,9 +227,11 @@ def validate(config: TrainConfig) -> None:
     _check(config.epochs >= 1, "epochs: must be >= 1")
     _check(config.max_steps is None or config.max_steps >= 1, "max_steps: must be >= 1")
     _check(config.micro_batch_size >= 1, "micro_batch_size: must be >= 1")
-    _check(config.global_batch_size >= 1 and config.global_batch_size % config.micro_batch_size == 0,
-           f"global_batch_size: {config.global_batch_size} must be a positive multiple of "
-           f"micro_batch_size {config.micro_batch_size}")
+    _check(
+        config.global_batch_size >= 1 and config.global_batch_size % config.micro_batch_size == 0,
+        f"global_batch_size: {config.global_batch_size} must be a positive multiple of "
+        f"micro_batch_size {config.micro_batch_size}",
+    )
     _check(config.zero_stage in ZERO_STAGES, f"zero_stage: {config.zero_stage} is not one of {ZERO_STAGES}")
     _check(config.precision in PRECISIONS, f"precision: {config.precision!r} is not one of {PRECISIONS}")
     _check(config.save_every >= 1, "save_every: must be >= 1")
@@ -208,8 +240,10 @@ def validate(config: TrainConfig) -> None:
     _check(config.dist_timeout_min > 0, "dist_timeout_min: must be positive (minutes)")
     lora = config.lora
     if lora.enabled:
-        _check(config.trains_language_model,
-               "lora.enabled: LoRA adapts the language model; add language_model to trainable")
+        _check(
+            config.trains_language_model,
+            "lora.enabled: LoRA adapts the language model; add language_model to trainable",
+        )
         _check(lora.rank >= 1 and lora.alpha >= 1, "lora.rank and lora.alpha: must be >= 1")
         _check(0 <= lora.dropout < 1, "lora.dropout: must be within [0, 1)")
         _check(bool(lora.targets), "lora.targets: name at least one module")
@@ -227,5 +261,6 @@ def gradient_accumulation_steps(config: TrainConfig, world_size: int) -> int:
     if config.global_batch_size % per_step:
         raise ConfigError(
             f"global_batch_size {config.global_batch_size} is not divisible by micro_batch_size "
-            f"{config.micro_batch_size} x world size {world_size}; change one of them")
+            f"{config.micro_batch_size} x world size {world_size}; change one of them"
+        )
     return config.global_batch_size // per_step

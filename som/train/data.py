@@ -95,15 +95,21 @@ class DataReport:
         return sum(len(ids) for ids in self.errors.values()) / self.total if self.total else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "used": self.used, "error_fraction": self.error_fraction,
-                "errors": {kind: list(ids) for kind, ids in self.errors.items()},
-                "truncated": list(self.truncated),
-                "examples": {kind: list(messages) for kind, messages in self.examples.items()}}
+        return {
+            "total": self.total,
+            "used": self.used,
+            "error_fraction": self.error_fraction,
+            "errors": {kind: list(ids) for kind, ids in self.errors.items()},
+            "truncated": list(self.truncated),
+            "examples": {kind: list(messages) for kind, messages in self.examples.items()},
+        }
 
     def summary(self, max_ids: int = 10) -> str:
         """One line per kind with its first ids, for logs and error messages."""
-        lines = [f"{self.used}/{self.total} records usable ({self.error_fraction:.2%} rejected, "
-                 f"{len(self.truncated)} truncated)"]
+        lines = [
+            f"{self.used}/{self.total} records usable ({self.error_fraction:.2%} rejected, "
+            f"{len(self.truncated)} truncated)"
+        ]
         for kind, ids in self.errors.items():
             more = f" and {len(ids) - max_ids} more" if len(ids) > max_ids else ""
             lines.append(f"  {kind}: {len(ids)}: {', '.join(ids[:max_ids])}{more}")
@@ -115,9 +121,11 @@ class DataQualityError(RuntimeError):
     """More records were rejected than the run allows; `report` says which and why."""
 
     def __init__(self, report: DataReport, max_error_fraction: float) -> None:
-        super().__init__(f"training data rejected: {report.error_fraction:.2%} of records are bad "
-                         f"(allowed: {max_error_fraction:.2%}); fix or drop them, or raise the "
-                         f"threshold\n{report.summary()}")
+        super().__init__(
+            f"training data rejected: {report.error_fraction:.2%} of records are bad "
+            f"(allowed: {max_error_fraction:.2%}); fix or drop them, or raise the "
+            f"threshold\n{report.summary()}"
+        )
         self.report = report
         self.max_error_fraction = max_error_fraction
 
@@ -143,8 +151,10 @@ class Encoded:
 
 def _require_fast(tokenizer: Any) -> None:
     if not getattr(tokenizer, "is_fast", False):
-        raise TypeError(f"{type(tokenizer).__name__} is not a fast tokenizer; label masking needs "
-                        "character offsets (return_offsets_mapping)")
+        raise TypeError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer; label masking needs "
+            "character offsets (return_offsets_mapping)"
+        )
 
 
 def _image_token_id(tokenizer: Any, image_token: str) -> int:
@@ -154,8 +164,15 @@ def _image_token_id(tokenizer: Any, image_token: str) -> int:
     return int(token_id)
 
 
-def tokenize_supervised(text: str, spans: Sequence[Span], tokenizer: Any, *, max_length: int,
-                        image_token: str = IMAGE_TOKEN, image_seq_length: int) -> tuple[list[int], list[int]]:
+def tokenize_supervised(
+    text: str,
+    spans: Sequence[Span],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    image_token: str = IMAGE_TOKEN,
+    image_seq_length: int,
+) -> tuple[list[int], list[int]]:
     """Input ids and labels (IGNORE_INDEX outside `spans`) of a rendered conversation.
 
     Special tokens are the tokenizer's own, as the processor adds them (Llama's ``<s>`` in
@@ -163,23 +180,42 @@ def tokenize_supervised(text: str, spans: Sequence[Span], tokenizer: Any, *, max
     copies. Raises SampleError (kinds mismatch, too_long, no_target)."""
     _require_fast(tokenizer)
     encoding = tokenizer(text, return_offsets_mapping=True)
-    encoded = supervise(text, spans, encoding["input_ids"], encoding["offset_mapping"],
-                        image_token=image_token, image_token_id=_image_token_id(tokenizer, image_token),
-                        image_seq_length=image_seq_length, max_length=max_length)
+    encoded = supervise(
+        text,
+        spans,
+        encoding["input_ids"],
+        encoding["offset_mapping"],
+        image_token=image_token,
+        image_token_id=_image_token_id(tokenizer, image_token),
+        image_seq_length=image_seq_length,
+        max_length=max_length,
+    )
     return encoded.input_ids.tolist(), encoded.labels.tolist()
 
 
-def supervise(text: str, spans: Sequence[Span], ids: Sequence[int], offsets: Sequence[Sequence[int]], *,
-              image_token: str, image_token_id: int, image_seq_length: int, max_length: int,
-              sample_id: str = "?") -> Encoded:
+def supervise(
+    text: str,
+    spans: Sequence[Span],
+    ids: Sequence[int],
+    offsets: Sequence[Sequence[int]],
+    *,
+    image_token: str,
+    image_token_id: int,
+    image_seq_length: int,
+    max_length: int,
+    sample_id: str = "?",
+) -> Encoded:
     """Labels from one tokenization of `text` (ids and character offsets), image tokens
     expanded, truncated to `max_length`; see `tokenize_supervised`."""
     token_ids = np.asarray(ids, dtype=np.int64)
     token_offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
     is_image = token_ids == image_token_id
     if int(is_image.sum()) != text.count(image_token):
-        raise SampleError(f"{text.count(image_token)} {image_token} in the text became "
-                          f"{int(is_image.sum())} image tokens", kind="mismatch", sample_id=sample_id)
+        raise SampleError(
+            f"{text.count(image_token)} {image_token} in the text became {int(is_image.sum())} image tokens",
+            kind="mismatch",
+            sample_id=sample_id,
+        )
     trained = _trained_tokens(text, spans, token_offsets, sample_id)
     if (trained & is_image).any():
         raise SampleError(f"an {image_token} lies inside an answer", kind="mismatch", sample_id=sample_id)
@@ -189,13 +225,15 @@ def supervise(text: str, spans: Sequence[Span], ids: Sequence[int], offsets: Seq
     if full_length > max_length:
         image_positions = np.flatnonzero(token_ids == image_token_id)
         if image_positions.size and image_positions[-1] >= max_length:
-            raise SampleError(f"{full_length} tokens with image tokens up to position "
-                              f"{image_positions[-1]}: max_length {max_length} would cut the image",
-                              kind="too_long", sample_id=sample_id)
+            raise SampleError(
+                f"{full_length} tokens with image tokens up to position "
+                f"{image_positions[-1]}: max_length {max_length} would cut the image",
+                kind="too_long",
+                sample_id=sample_id,
+            )
         token_ids, trained = token_ids[:max_length], trained[:max_length]
     if not trained.any():
-        where = (f" within max_length {max_length} (of {full_length} tokens)"
-                 if full_length > max_length else "")
+        where = f" within max_length {max_length} (of {full_length} tokens)" if full_length > max_length else ""
         raise SampleError(f"no answer token to train on{where}", kind="no_target", sample_id=sample_id)
     return Encoded(token_ids, np.where(trained, token_ids, IGNORE_INDEX), full_length)
 
@@ -223,15 +261,21 @@ def _trained_tokens(text: str, spans: Sequence[Span], offsets: np.ndarray, sampl
     straddling = np.flatnonzero((answer_solid > 0) & (prompt_solid > 0))
     if straddling.size:
         start, end = offsets[straddling[0]]
-        raise SampleError(f"token {straddling[0]} ({text[start:end]!r}, characters {start}-{end}) "
-                          "holds both prompt and answer text", kind="mismatch", sample_id=sample_id)
+        raise SampleError(
+            f"token {straddling[0]} ({text[start:end]!r}, characters {start}-{end}) holds both prompt and answer text",
+            kind="mismatch",
+            sample_id=sample_id,
+        )
     edges = np.zeros(len(text) + 1, dtype=np.int64)
     np.add.at(edges, offsets[trained, 0], 1)
     np.add.at(edges, offsets[trained, 1], -1)
     uncovered = np.flatnonzero(inside & solid & (np.cumsum(edges)[:-1] == 0))
     if uncovered.size:
-        raise SampleError(f"answer text at character {uncovered[0]} ({text[uncovered[0]]!r}) is in "
-                          "no token", kind="mismatch", sample_id=sample_id)
+        raise SampleError(
+            f"answer text at character {uncovered[0]} ({text[uncovered[0]]!r}) is in no token",
+            kind="mismatch",
+            sample_id=sample_id,
+        )
     return trained
 
 
@@ -248,14 +292,18 @@ def image_seq_length(processor: Any) -> int:
 def check_against_processor(processor: Any, template: str, seq_length: int) -> None:
     """Our ids for a probe conversation must be the processor's own (special tokens, image
     expansion), or what we mask is not what the model is given: fail before training."""
-    text, spans = render([{"from": "human", "value": f"{IMAGE_TOKEN}\nWhat is this?"},
-                          {"from": "gpt", "value": "A probe."}], template)
-    ours, _ = tokenize_supervised(text, spans, processor.tokenizer, max_length=len(text) + seq_length + 8,
-                                  image_seq_length=seq_length)
+    text, spans = render(
+        [{"from": "human", "value": f"{IMAGE_TOKEN}\nWhat is this?"}, {"from": "gpt", "value": "A probe."}], template
+    )
+    ours, _ = tokenize_supervised(
+        text, spans, processor.tokenizer, max_length=len(text) + seq_length + 8, image_seq_length=seq_length
+    )
     theirs = list(processor(text=text, images=Image.new("RGB", (32, 32)))["input_ids"][0])
     if ours != theirs:
-        raise ValueError(f"token ids of a probe conversation differ from the processor's "
-                         f"({len(ours)} vs {len(theirs)} tokens): {ours[:12]}... vs {theirs[:12]}...")
+        raise ValueError(
+            f"token ids of a probe conversation differ from the processor's "
+            f"({len(ours)} vs {len(theirs)} tokens): {ours[:12]}... vs {theirs[:12]}..."
+        )
 
 
 # ----------------------------------------------------------------------------- images
@@ -286,9 +334,17 @@ class SupervisedDataset(torch.utils.data.Dataset):
         pad_to_square: pad images to a square of the mean colour before processing.
         storage_options: `som.storage` options for the images (S3 settings)."""
 
-    def __init__(self, records: list[dict], processor: Any, *, image_root: str | None = None,
-                 template: str = "vicuna_v1", max_length: int = 2048, pad_to_square: bool = True,
-                 storage_options: dict | None = None) -> None:
+    def __init__(
+        self,
+        records: list[dict],
+        processor: Any,
+        *,
+        image_root: str | None = None,
+        template: str = "vicuna_v1",
+        max_length: int = 2048,
+        pad_to_square: bool = True,
+        storage_options: dict | None = None,
+    ) -> None:
         self.records = records
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -296,8 +352,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         self.template = get_template(template)
         image_token = getattr(processor, "image_token", IMAGE_TOKEN)
         if image_token != IMAGE_TOKEN:
-            raise ValueError(f"the processor's image token is {image_token!r}; "
-                             f"LLaVA data uses {IMAGE_TOKEN!r}")
+            raise ValueError(f"the processor's image token is {image_token!r}; LLaVA data uses {IMAGE_TOKEN!r}")
         self.image_token_id = _image_token_id(self.tokenizer, IMAGE_TOKEN)
         self.image_seq_length = image_seq_length(processor)
         check_against_processor(processor, self.template.name, self.image_seq_length)
@@ -350,11 +405,18 @@ class SupervisedDataset(torch.utils.data.Dataset):
             raise SampleError(f"a record with {problem}", kind="malformed", sample_id=sample_id)
         return text, spans, image
 
-    def _supervise(self, text: str, spans: list[Span], ids: Sequence[int], offsets: Any,
-                   sample_id: str) -> Encoded:
-        return supervise(text, spans, ids, offsets, image_token=IMAGE_TOKEN,
-                         image_token_id=self.image_token_id, image_seq_length=self.image_seq_length,
-                         max_length=self.max_length, sample_id=sample_id)
+    def _supervise(self, text: str, spans: list[Span], ids: Sequence[int], offsets: Any, sample_id: str) -> Encoded:
+        return supervise(
+            text,
+            spans,
+            ids,
+            offsets,
+            image_token=IMAGE_TOKEN,
+            image_token_id=self.image_token_id,
+            image_seq_length=self.image_seq_length,
+            max_length=self.max_length,
+            sample_id=sample_id,
+        )
 
     def validate(self, max_error_fraction: float = 0.01) -> DataReport:
         """Tokenize every record once (images are not read), keep the good ones and report the
@@ -380,7 +442,8 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 continue
             batch = self.tokenizer([p[1] for p in prepared], return_offsets_mapping=True)
             for (record_index, text, spans, image), ids, offsets in zip(
-                    prepared, batch["input_ids"], batch["offset_mapping"]):
+                prepared, batch["input_ids"], batch["offset_mapping"], strict=False
+            ):
                 sample_id = self.sample_id(record_index)
                 try:
                     encoded = self._supervise(text, spans, ids, offsets, sample_id)
@@ -397,8 +460,10 @@ class SupervisedDataset(torch.utils.data.Dataset):
     def apply_scan(self, scan: Scan, max_error_fraction: float = 0.01) -> DataReport:
         """Keep the records `scan` found usable; raise DataQualityError as `validate` does."""
         if scan.report.total != len(self.records):
-            raise ValueError(f"the scan covers {scan.report.total} records, this dataset has "
-                             f"{len(self.records)}: it was made from another file")
+            raise ValueError(
+                f"the scan covers {scan.report.total} records, this dataset has "
+                f"{len(self.records)}: it was made from another file"
+            )
         self._index, self._lengths, self.report = scan.kept, scan.lengths, scan.report
         report = scan.report
         log.log(logging.WARNING if report.errors else logging.INFO, "training data: %s", report.summary())
@@ -422,17 +487,18 @@ class SupervisedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"index {i!r} is not an int (pass ModalityLengthGroupedSampler as "
-                            "batch_sampler=)")
+            raise TypeError(f"index {i!r} is not an int (pass ModalityLengthGroupedSampler as batch_sampler=)")
         record_index = int(self._index[i])
         sample_id = self.sample_id(record_index)
         text, spans, image = self._prepare(record_index)
         encoding = self.tokenizer(text, return_offsets_mapping=True)
         encoded = self._supervise(text, spans, encoding["input_ids"], encoding["offset_mapping"], sample_id)
-        return {"id": sample_id,
-                "input_ids": torch.from_numpy(encoded.input_ids),
-                "labels": torch.from_numpy(encoded.labels),
-                "pixel_values": self._pixels(image, sample_id) if image is not None else None}
+        return {
+            "id": sample_id,
+            "input_ids": torch.from_numpy(encoded.input_ids),
+            "labels": torch.from_numpy(encoded.labels),
+            "pixel_values": self._pixels(image, sample_id) if image is not None else None,
+        }
 
     def image_url(self, image: str) -> str:
         """Where a record's image is: absolute paths and URLs as they are, others under image_root."""
@@ -487,8 +553,12 @@ class SupervisedCollator:
             input_ids[row, :length] = sample["input_ids"]
             labels[row, :length] = sample["labels"]
             attention_mask[row, :length] = 1
-        out: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask,
-                               "labels": labels, "ids": [sample["id"] for sample in batch]}
+        out: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "ids": [sample["id"] for sample in batch],
+        }
         images = [sample["pixel_values"] for sample in batch if sample.get("pixel_values") is not None]
         if images:
             out["pixel_values"] = torch.stack(images)

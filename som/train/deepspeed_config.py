@@ -44,8 +44,9 @@ def resolve_precision(config: TrainConfig, device: torch.device) -> torch.dtype:
     return auto_dtype(device)
 
 
-def build_deepspeed_config(config: TrainConfig, *, world_size: int, dtype: torch.dtype,
-                           hidden_size: int) -> dict[str, Any]:
+def build_deepspeed_config(
+    config: TrainConfig, *, world_size: int, dtype: torch.dtype, hidden_size: int
+) -> dict[str, Any]:
     """The complete DeepSpeed config dict for `deepspeed.initialize`."""
     path = template_path(config)
     try:
@@ -57,13 +58,14 @@ def build_deepspeed_config(config: TrainConfig, *, world_size: int, dtype: torch
     zero = ds.setdefault("zero_optimization", {})
     stage = zero.get("stage", config.zero_stage)
     if stage != config.zero_stage:
-        raise ConfigError(f"zero_stage is {config.zero_stage} but {path} sets stage {stage}; "
-                          "make them agree")
+        raise ConfigError(f"zero_stage is {config.zero_stage} but {path} sets stage {stage}; make them agree")
     if ds.get("fp16", {}).get("enabled") is True:
         raise ConfigError(f"{path}: fp16 is not supported (use bf16 on GPU, fp32 on CPU)")
     if "optimizer" in ds or "scheduler" in ds:
-        raise ConfigError(f"{path}: remove 'optimizer'/'scheduler'; the training loop makes "
-                          "them from the training config (and a DeepSpeed optimizer JIT-compiles)")
+        raise ConfigError(
+            f"{path}: remove 'optimizer'/'scheduler'; the training loop makes "
+            "them from the training config (and a DeepSpeed optimizer JIT-compiles)"
+        )
     filled = {
         "train_batch_size": config.global_batch_size,
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
@@ -72,8 +74,7 @@ def build_deepspeed_config(config: TrainConfig, *, world_size: int, dtype: torch
     }
     for key, value in filled.items():
         if ds.get(key, "auto") not in ("auto", value):
-            raise ConfigError(f"{path}: {key} is {ds[key]!r} but the training config gives "
-                              f"{value!r}; set it to \"auto\"")
+            raise ConfigError(f'{path}: {key} is {ds[key]!r} but the training config gives {value!r}; set it to "auto"')
         ds[key] = value
     ds.setdefault("bf16", {})["enabled"] = dtype == torch.bfloat16
     buckets = {

@@ -64,11 +64,11 @@ def export_launcher_env() -> str:
         # Keep Slurm's CUDA_VISIBLE_DEVICES: submitit's default rewrites it to the local rank,
         # which names another job's GPU when Slurm exposed e.g. "4,5,6,7" without cgroup
         # renumbering. gpu_for_local_rank picks cuda:<local rank> among the visible ones.
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
-                                                              overwrite=True)
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         return "submitit"
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())})
+    os.environ.update(
+        {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    )
     return "single"
 
 
@@ -76,8 +76,7 @@ class DeviceError(RuntimeError):
     """This process cannot get a GPU of its own; the message says why and what to change."""
 
 
-def gpu_for_local_rank(local_rank: int, device_count: int,
-                       local_world_size: int | None = None) -> int:
+def gpu_for_local_rank(local_rank: int, device_count: int, local_world_size: int | None = None) -> int:
     """The CUDA index a local rank computes on, given how many GPUs this process sees.
 
     Why it fails rather than falling back to cuda:0: two ranks on one GPU either die in NCCL
@@ -85,8 +84,10 @@ def gpu_for_local_rank(local_rank: int, device_count: int,
     device is the exception: a launcher that gives each task its own GPU (Slurm
     --gpus-per-task, CUDA_VISIBLE_DEVICES per rank) shows every rank a single cuda:0."""
     if device_count < 1:
-        raise DeviceError(f"local rank {local_rank} needs a GPU but none is visible "
-                          "(check CUDA_VISIBLE_DEVICES and the job's GPU request)")
+        raise DeviceError(
+            f"local rank {local_rank} needs a GPU but none is visible "
+            "(check CUDA_VISIBLE_DEVICES and the job's GPU request)"
+        )
     if device_count == 1:
         return 0
     ranks = max(local_rank + 1, local_world_size or 0)
@@ -94,7 +95,8 @@ def gpu_for_local_rank(local_rank: int, device_count: int,
         raise DeviceError(
             f"{ranks} local ranks on this node but only {device_count} GPUs are visible "
             f"(local rank {local_rank}); request as many GPUs per node as tasks per node "
-            "(gpus_per_node == tasks_per_node) or start fewer processes")
+            "(gpus_per_node == tasks_per_node) or start fewer processes"
+        )
     return local_rank
 
 
@@ -106,9 +108,12 @@ def choose_device(local_rank: int) -> tuple[torch.device, str]:
         count = torch.cuda.device_count()
         index = gpu_for_local_rank(local_rank, count, int(local_world) if local_world else None)
         if count == 1 and local_world and int(local_world) > 1:
-            log.info("local rank %d of %s sees one GPU: assuming one GPU per task "
-                     "(CUDA_VISIBLE_DEVICES=%s)", local_rank, local_world,
-                     os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+            log.info(
+                "local rank %d of %s sees one GPU: assuming one GPU per task (CUDA_VISIBLE_DEVICES=%s)",
+                local_rank,
+                local_world,
+                os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+            )
         torch.cuda.set_device(index)
         return torch.device("cuda", index), "nccl"
     return torch.device("cpu"), "gloo"
@@ -151,12 +156,18 @@ def init_on_loopback(backend: str, rank: int, world_size: int, timeout: datetime
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", port))
         listener.listen(max(128, world_size))
-        store = torch.distributed.TCPStore("127.0.0.1", port, world_size, is_master=True, timeout=timeout,
-                                           wait_for_workers=False, master_listen_fd=listener.detach())
+        store = torch.distributed.TCPStore(
+            "127.0.0.1",
+            port,
+            world_size,
+            is_master=True,
+            timeout=timeout,
+            wait_for_workers=False,
+            master_listen_fd=listener.detach(),
+        )
     else:
         store = torch.distributed.TCPStore("127.0.0.1", port, world_size, is_master=False, timeout=timeout)
-    torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world_size,
-                                         timeout=timeout)
+    torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
 
 
 def init_distributed(timeout_min: float = DEFAULT_TIMEOUT_MIN) -> DistEnv:
@@ -177,13 +188,20 @@ def init_distributed(timeout_min: float = DEFAULT_TIMEOUT_MIN) -> DistEnv:
     timeout = datetime.timedelta(minutes=timeout_min)
     if source != "launcher" and single_node(world_size):
         init_on_loopback(backend, rank, world_size, timeout)
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False,
-                               timeout=timeout)
-    log.info("rank %d/%d (local %d) on %s, %s, env from %s, master %s:%s, collective timeout "
-             "%s min", rank, world_size, local_rank, device, backend, source,
-             os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"], f"{timeout_min:g}")
-    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
-                   backend=backend)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, timeout=timeout)
+    log.info(
+        "rank %d/%d (local %d) on %s, %s, env from %s, master %s:%s, collective timeout %s min",
+        rank,
+        world_size,
+        local_rank,
+        device,
+        backend,
+        source,
+        os.environ["MASTER_ADDR"],
+        os.environ["MASTER_PORT"],
+        f"{timeout_min:g}",
+    )
+    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device, backend=backend)
 
 
 def barrier() -> None:

@@ -35,8 +35,7 @@ def configure_logging(rank: int) -> None:
     """Log lines tagged with the rank, unless the host application configured logging."""
     if logging.getLogger().handlers:
         return
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -62,8 +61,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """The job to requeue: the same run, resuming from the run folder's checkpoints."""
-        log.warning("job interrupted; requeueing %s to resume from its latest checkpoint",
-                    self.run_dir)
+        log.warning("job interrupted; requeueing %s to resume from its latest checkpoint", self.run_dir)
         return submitit.helpers.DelayedSubmission(TrainJob(self.config, self.run_dir))
 
 
@@ -79,12 +77,16 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m som.train.entry`: one training process (a launcher runs one per device)."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML training config (stage preset applied first)")
     parser.add_argument("--run-dir", required=True, help="run folder: path or s3:// URL")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field (repeatable), e.g. --set lora.rank=8")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (repeatable), e.g. --set lora.rank=8",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config, _overrides(args.set))
     export = TrainJob(config, args.run_dir)()

@@ -70,8 +70,15 @@ def base_model(module: Any) -> Any:
     return module.get_base_model() if hasattr(module, "get_base_model") else module
 
 
-def write_export(module: Any, state: dict[str, torch.Tensor], processor: Any, folder: str | Path,
-                 *, lora_scaling: float | None = None, template: str | None = None) -> str:
+def write_export(
+    module: Any,
+    state: dict[str, torch.Tensor],
+    processor: Any,
+    folder: str | Path,
+    *,
+    lora_scaling: float | None = None,
+    template: str | None = None,
+) -> str:
     """Write `state` as `module`'s architecture plus `processor` into `folder`, atomically
     (a sibling temp folder renamed into place). Rank 0 only."""
     folder = Path(folder)

@@ -61,12 +61,15 @@ class TextShape:
     def from_config(cls, config: Any) -> TextShape:
         heads = int(config.num_attention_heads)
         return cls(
-            layers=int(config.num_hidden_layers), hidden=int(config.hidden_size),
-            intermediate=int(config.intermediate_size), heads=heads,
+            layers=int(config.num_hidden_layers),
+            hidden=int(config.hidden_size),
+            intermediate=int(config.intermediate_size),
+            heads=heads,
             kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
             head_dim=int(getattr(config, "head_dim", None) or config.hidden_size // heads),
             vocab=int(config.vocab_size),
-            mlp_matrices=2 if getattr(config, "model_type", "") in _UNGATED else 3)
+            mlp_matrices=2 if getattr(config, "model_type", "") in _UNGATED else 3,
+        )
 
     @property
     def matmul_params(self) -> int:
@@ -96,10 +99,14 @@ class VisionShape:
     @classmethod
     def from_config(cls, config: Any) -> VisionShape:
         return cls(
-            layers=int(config.num_hidden_layers), hidden=int(config.hidden_size),
-            intermediate=int(config.intermediate_size), image_size=int(config.image_size),
-            patch_size=int(config.patch_size), channels=int(getattr(config, "num_channels", 3)),
-            cls_token=getattr(config, "model_type", "") in CLS_TOWERS)
+            layers=int(config.num_hidden_layers),
+            hidden=int(config.hidden_size),
+            intermediate=int(config.intermediate_size),
+            image_size=int(config.image_size),
+            patch_size=int(config.patch_size),
+            channels=int(getattr(config, "num_channels", 3)),
+            cls_token=getattr(config, "model_type", "") in CLS_TOWERS,
+        )
 
     @property
     def patches(self) -> int:
@@ -135,9 +142,14 @@ class LlavaFlops:
         vision = VisionShape.from_config(llava_config.vision_config)
         layer = getattr(llava_config, "vision_feature_layer", -2)
         strategy = getattr(llava_config, "vision_feature_select_strategy", "default")
-        return cls(TextShape.from_config(llava_config.text_config), vision, tuple(trainable), lora,
-                   feature_layers=len(layer) if isinstance(layer, (list, tuple)) else 1,
-                   drops_cls=vision.cls_token and strategy == "default")
+        return cls(
+            TextShape.from_config(llava_config.text_config),
+            vision,
+            tuple(trainable),
+            lora,
+            feature_layers=len(layer) if isinstance(layer, (list, tuple)) else 1,
+            drops_cls=vision.cls_token and strategy == "default",
+        )
 
     @property
     def image_tokens(self) -> int:
@@ -154,7 +166,8 @@ class LlavaFlops:
         d, dv = self.text.hidden, self.vision.hidden
         projector = 2.0 * (dv * self.feature_layers * d + d * d) * self.image_tokens
         return (
-            text_matmul * (2 + lm_weights) + text_scores * 3
+            text_matmul * (2 + lm_weights)
+            + text_scores * 3
             + images * projector * (1 + tower_trains + ("projector" in self.trainable))
             + images * (vision_matmul + vision_scores) * (1 + 2 * tower_trains)
         )

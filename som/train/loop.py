@@ -68,6 +68,7 @@ def _sum_across_ranks(values: list[float], device: torch.device) -> list[float]:
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Any:
     """Multiplier of the base lr at each step: linear warm-up, then cosine/linear decay to 0
     (the HF Trainer schedules LLaVA uses) or constant."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / (warmup_steps + 1) if warmup_steps else 1.0
@@ -77,6 +78,7 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Any:
         if schedule == "linear":
             return max(0.0, 1.0 - progress)
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
     return factor
 
 
@@ -87,9 +89,11 @@ def finished(folder: ck.RunFolder, fingerprint: str) -> dict[str, Any] | None:
         return None
     summary = json.loads(storage.read_bytes(url))
     if summary.get("fingerprint") != fingerprint:
-        raise ck.ResumeError(f"{folder.run_dir} holds a finished run of another config "
-                             f"(fingerprint {summary.get('fingerprint')}, this one {fingerprint}); "
-                             "use a new run_dir")
+        raise ck.ResumeError(
+            f"{folder.run_dir} holds a finished run of another config "
+            f"(fingerprint {summary.get('fingerprint')}, this one {fingerprint}); "
+            "use a new run_dir"
+        )
     return summary
 
 
@@ -134,8 +138,13 @@ def build_data(config: TrainConfig, processor: Any, env: DistEnv) -> tuple[Any, 
     from som.train.data import SupervisedCollator, SupervisedDataset
 
     dataset = SupervisedDataset.from_url(
-        config.data_url, processor, image_root=config.image_root, template=config.template,
-        max_length=config.max_length, pad_to_square=config.pad_to_square)
+        config.data_url,
+        processor,
+        image_root=config.image_root,
+        template=config.template,
+        max_length=config.max_length,
+        pad_to_square=config.pad_to_square,
+    )
     scan = _broadcast(dataset.scan() if env.rank == 0 else None)
     report = dataset.apply_scan(scan, config.max_error_fraction).as_dict()
     return dataset, SupervisedCollator(processor.tokenizer.pad_token_id), report
@@ -145,8 +154,13 @@ def make_sampler(config: TrainConfig, dataset: Any, env: DistEnv) -> Any:
     from som.train.sampler import ModalityLengthGroupedSampler
 
     return ModalityLengthGroupedSampler(
-        dataset.modality_lengths, batch_size=config.micro_batch_size, world_size=env.world_size,
-        rank=env.rank, seed=config.seed, group_by_modality=config.group_by_modality_length)
+        dataset.modality_lengths,
+        batch_size=config.micro_batch_size,
+        world_size=env.world_size,
+        rank=env.rank,
+        seed=config.seed,
+        group_by_modality=config.group_by_modality_length,
+    )
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -175,8 +189,9 @@ class Trainer:
         config, env = self.config, self.env
         self.dtype = resolve_precision(config, env.device)
         # The DeepSpeed config comes first: under ZeRO-3 the model is built partitioned with it.
-        ds_config = build_deepspeed_config(config, world_size=env.world_size, dtype=self.dtype,
-                                           hidden_size=text_hidden_size(config))
+        ds_config = build_deepspeed_config(
+            config, world_size=env.world_size, dtype=self.dtype, hidden_size=text_hidden_size(config)
+        )
         built = build_model(config, dtype=self.dtype, ds_config=ds_config)
         self._zero3_config = built.zero3_config  # transformers holds it weakly: keep it alive
         self.processor = built.processor
@@ -189,19 +204,29 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise TrainingError(
                 f"{len(self.dataset)} usable samples give no full optimizer step of "
-                f"{config.global_batch_size} samples; lower global_batch_size or add data")
+                f"{config.global_batch_size} samples; lower global_batch_size or add data"
+            )
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
         warmup = math.ceil(config.warmup_ratio * self.total_steps)
-        optimizer = torch.optim.AdamW(param_groups(built.model, config), lr=config.lr,
-                                      betas=(0.9, 0.999), eps=1e-8)
+        optimizer = torch.optim.AdamW(param_groups(built.model, config), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
         schedule = lr_lambda(config.schedule, warmup, self.total_steps)
         self.engine, _, _, self.scheduler = deepspeed.initialize(
-            model=built.model, optimizer=optimizer, config=ds_config,
-            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
+            model=built.model,
+            optimizer=optimizer,
+            config=ds_config,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+        )
         self.blank_pass = BlankImagePass(self.engine.module)  # after DeepSpeed's hooks
-        log.info("%d steps (%d per epoch), %d micro-batches of %d per step per rank, world %d, "
-                 "%s, ZeRO-%d", self.total_steps, self.steps_per_epoch, self.grad_accum,
-                 config.micro_batch_size, env.world_size, self.dtype, config.zero_stage)
+        log.info(
+            "%d steps (%d per epoch), %d micro-batches of %d per step per rank, world %d, %s, ZeRO-%d",
+            self.total_steps,
+            self.steps_per_epoch,
+            self.grad_accum,
+            config.micro_batch_size,
+            env.world_size,
+            self.dtype,
+            config.zero_stage,
+        )
 
     def _resume(self) -> int:
         """Load the latest complete checkpoint, if any; returns the step to continue from."""
@@ -215,8 +240,7 @@ class Trainer:
         if self.env.local_rank == 0:
             self.folder.download(latest)
         barrier()
-        path, _ = self.engine.load_checkpoint(str(self.folder.checkpoints), tag=latest.tag,
-                                              load_module_strict=False)
+        path, _ = self.engine.load_checkpoint(str(self.folder.checkpoints), tag=latest.tag, load_module_strict=False)
         if path is None:
             raise ck.ResumeError(f"DeepSpeed could not load {self.folder.checkpoints / latest.tag}")
         self.folder.load_rng(latest.tag, self.env.rank)
@@ -233,9 +257,12 @@ class Trainer:
         (skipped by position, not loaded)."""
         self.sampler.set_epoch(epoch, skip_batches=skip_steps * self.grad_accum)
         return torch.utils.data.DataLoader(
-            _SkipBadSamples(self.dataset), batch_sampler=self.sampler, collate_fn=self.collate,
+            _SkipBadSamples(self.dataset),
+            batch_sampler=self.sampler,
+            collate_fn=self.collate,
             num_workers=self.config.dataloader_workers,
-            pin_memory=self.env.device.type == "cuda")
+            pin_memory=self.env.device.type == "cuda",
+        )
 
     def _forward(self, batch: dict[str, Any]) -> torch.Tensor:
         from som.train.model import forward_loss
@@ -261,8 +288,9 @@ class Trainer:
 
     def _save(self, step: int, epoch: int) -> None:
         tag = ck.tag_for(step)
-        self.engine.save_checkpoint(str(self.folder.checkpoints), tag=tag, save_latest=False,
-                                    exclude_frozen_parameters=True)
+        self.engine.save_checkpoint(
+            str(self.folder.checkpoints), tag=tag, save_latest=False, exclude_frozen_parameters=True
+        )
         self.folder.save_rng(tag, self.env.rank)
         barrier()
         if self.env.local_rank == 0:
@@ -270,8 +298,9 @@ class Trainer:
         barrier()
         if self.env.is_main:
             self.folder.push_metrics()
-            self.folder.mark_complete(step, {"epoch": epoch, "world_size": self.env.world_size,
-                                             "fingerprint": self.fingerprint})
+            self.folder.mark_complete(
+                step, {"epoch": epoch, "world_size": self.env.world_size, "fingerprint": self.fingerprint}
+            )
             self.folder.prune(self.config.keep_last)
         barrier()
         log.info("checkpoint %s saved", tag)
@@ -301,17 +330,24 @@ class Trainer:
                 loss = loss_sum / self.env.world_size
                 step += 1
                 if not math.isfinite(loss):
-                    raise TrainingError(f"loss is {loss} at step {step}; the last checkpoint is "
-                                        f"step {last_saved}")
+                    raise TrainingError(f"loss is {loss} at step {step}; the last checkpoint is step {last_saved}")
                 grad_norm = self.engine.get_global_grad_norm()
                 if self.env.is_main and (step % self.config.log_every == 0 or step == self.total_steps):
-                    self.metrics.append(step_record(
-                        step=step, epoch=epoch, loss=loss, lr=lr,
-                        grad_norm=None if grad_norm is None else float(grad_norm),
-                        samples=int(samples), tokens=int(tokens),
-                        seconds=time.perf_counter() - clock,
-                        flops=self.flops.step_flops(tokens, squares, images),
-                        peak_flops=self.peak_flops, devices=self.env.world_size))
+                    self.metrics.append(
+                        step_record(
+                            step=step,
+                            epoch=epoch,
+                            loss=loss,
+                            lr=lr,
+                            grad_norm=None if grad_norm is None else float(grad_norm),
+                            samples=int(samples),
+                            tokens=int(tokens),
+                            seconds=time.perf_counter() - clock,
+                            flops=self.flops.step_flops(tokens, squares, images),
+                            peak_flops=self.peak_flops,
+                            devices=self.env.world_size,
+                        )
+                    )
                 if step % self.config.save_every == 0 or step == self.total_steps:
                     self._save(step, epoch)
                     last_saved = step
@@ -327,21 +363,36 @@ class Trainer:
             assert state is not None  # full_state_dict gathers the weights on rank 0
             lora = self.config.lora
             local = self.folder.local / ck.EXPORT
-            export.write_export(self.engine.module, state, self.processor, local,
-                                lora_scaling=lora.alpha / lora.rank if lora.enabled else None,
-                                template=self.config.template)
+            export.write_export(
+                self.engine.module,
+                state,
+                self.processor,
+                local,
+                lora_scaling=lora.alpha / lora.rank if lora.enabled else None,
+                template=self.config.template,
+            )
             if self.folder.remote:
                 export.upload_folder(local, export_url)
             self.folder.push_metrics()
             summary = summarize(
-                self.metrics.read(), wall_time_s=seconds, resumed_from_step=start,
-                world_size=self.env.world_size, data_report=self.data_report,
-                fingerprint=self.fingerprint, export=export_url, config=self.config.to_dict())
-            storage.write_bytes_atomic(self.folder.url(ck.SUMMARY),
-                                       json.dumps(summary, indent=1).encode())
-            log.info("training done: %d steps, loss %.4f -> %.4f, %.1f samples/s; model in %s",
-                     summary["steps"], summary["first_loss"], summary["final_loss"],
-                     summary["samples_per_s"] or 0.0, export_url)
+                self.metrics.read(),
+                wall_time_s=seconds,
+                resumed_from_step=start,
+                world_size=self.env.world_size,
+                data_report=self.data_report,
+                fingerprint=self.fingerprint,
+                export=export_url,
+                config=self.config.to_dict(),
+            )
+            storage.write_bytes_atomic(self.folder.url(ck.SUMMARY), json.dumps(summary, indent=1).encode())
+            log.info(
+                "training done: %d steps, loss %.4f -> %.4f, %.1f samples/s; model in %s",
+                summary["steps"],
+                summary["first_loss"],
+                summary["final_loss"],
+                summary["samples_per_s"] or 0.0,
+                export_url,
+            )
         barrier()
         return TrainResult(export=export_url, summary=_broadcast(summary))
 

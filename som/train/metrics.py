@@ -56,10 +56,17 @@ class MetricsLog:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
-        log.info("step %d loss %.4f lr %.3g grad_norm %s %.1f samples/s %.0f tokens/s %s/step MFU %s",
-                 record["step"], record["loss"], record["lr"],
-                 _fmt(record.get("grad_norm")), record["samples_per_s"], record["tokens_per_s"],
-                 _flops(record.get("flops_per_step")), _percent(record.get("mfu")))
+        log.info(
+            "step %d loss %.4f lr %.3g grad_norm %s %.1f samples/s %.0f tokens/s %s/step MFU %s",
+            record["step"],
+            record["loss"],
+            record["lr"],
+            _fmt(record.get("grad_norm")),
+            record["samples_per_s"],
+            record["tokens_per_s"],
+            _flops(record.get("flops_per_step")),
+            _percent(record.get("mfu")),
+        )
 
 
 def _fmt(value: float | None) -> str:
@@ -74,23 +81,41 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def step_record(*, step: int, epoch: int, loss: float, lr: float, grad_norm: float | None,
-                samples: int, tokens: int, seconds: float, flops: float,
-                peak_flops: float | None = None, devices: int = 1) -> dict[str, Any]:
+def step_record(
+    *,
+    step: int,
+    epoch: int,
+    loss: float,
+    lr: float,
+    grad_norm: float | None,
+    samples: int,
+    tokens: int,
+    seconds: float,
+    flops: float,
+    peak_flops: float | None = None,
+    devices: int = 1,
+) -> dict[str, Any]:
     """The line logged for one optimizer step (samples, tokens and FLOPs over all `devices`;
     `peak_flops` is one device's, None when unknown)."""
     seconds = max(seconds, 1e-9)
     return {
-        "step": step, "epoch": epoch, "loss": loss, "lr": lr,
+        "step": step,
+        "epoch": epoch,
+        "loss": loss,
+        "lr": lr,
         "grad_norm": None if grad_norm is None or not math.isfinite(grad_norm) else grad_norm,
-        "samples": samples, "tokens": tokens, "step_time_s": seconds,
-        "samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds,
-        "flops_per_step": flops, "mfu": utilization(flops, seconds, peak_flops, devices), "time": time.time(),
+        "samples": samples,
+        "tokens": tokens,
+        "step_time_s": seconds,
+        "samples_per_s": samples / seconds,
+        "tokens_per_s": tokens / seconds,
+        "flops_per_step": flops,
+        "mfu": utilization(flops, seconds, peak_flops, devices),
+        "time": time.time(),
     }
 
 
-def summarize(records: list[dict[str, Any]], *, wall_time_s: float,
-              **extra: Any) -> dict[str, Any]:
+def summarize(records: list[dict[str, Any]], *, wall_time_s: float, **extra: Any) -> dict[str, Any]:
     """The run summary: steps, first and final loss, throughput and MFU over the logged steps
     (those of the attempt that finished are all there, resumed or not), wall time, plus `extra`.
     FLOP/s and MFU (its steps' MFU weighted by their time) are null unless every step has them."""

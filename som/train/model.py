@@ -57,8 +57,9 @@ def is_zero3(ds_config: dict[str, Any] | None) -> bool:
     return ds_config is not None and ds_config.get("zero_optimization", {}).get("stage") == 3
 
 
-def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32,
-                ds_config: dict[str, Any] | None = None) -> BuiltModel:
+def build_model(
+    config: TrainConfig, dtype: torch.dtype = torch.float32, ds_config: dict[str, Any] | None = None
+) -> BuiltModel:
     """The model of `config`: loaded or assembled, parts frozen per stage, LoRA and gradient
     checkpointing applied. Deterministic for a given `config.seed` (the projector's init).
 
@@ -75,22 +76,30 @@ def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32,
         # checkpoint and scatters each layer to the ranks' shards.
         zero3_config = HfDeepSpeedConfig(ds_config)
     if config.init_checkpoint:
-        model, processor = load_llava(config.init_checkpoint, dtype=dtype,
-                                      local_files_only=config.local_files_only)
+        model, processor = load_llava(config.init_checkpoint, dtype=dtype, local_files_only=config.local_files_only)
     else:
         assert config.vision_tower and config.language_model  # validated by load_config
         model, processor = assemble_llava(
-            config.vision_tower, config.language_model, dtype=dtype,
+            config.vision_tower,
+            config.language_model,
+            dtype=dtype,
             feature_layer=config.vision_feature_layer,
             strategy=config.vision_feature_select_strategy,
-            local_files_only=config.local_files_only, seed=config.seed, zero3_config=zero3_config)
+            local_files_only=config.local_files_only,
+            seed=config.seed,
+            zero3_config=zero3_config,
+        )
     set_trainable(model, config.trainable, lora=config.lora.enabled)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if config.lora.enabled:
         model = apply_lora(model, config)
-    log.info("model ready: %s trainable of %s parameters (%s)", f"{count_parameters(model, True):,}",
-             f"{count_parameters(model, False):,}", ", ".join(config.trainable))
+    log.info(
+        "model ready: %s trainable of %s parameters (%s)",
+        f"{count_parameters(model, True):,}",
+        f"{count_parameters(model, False):,}",
+        ", ".join(config.trainable),
+    )
     return BuiltModel(model=model, processor=processor, zero3_config=zero3_config)
 
 
@@ -102,8 +111,7 @@ def text_hidden_size(config: TrainConfig) -> int:
     source = config.init_checkpoint or config.language_model
     assert source  # validated by load_config
     part = "init_checkpoint" if config.init_checkpoint else "language_model"
-    loaded = _load(part, source, AutoConfig.from_pretrained,
-                   local_files_only=config.local_files_only)
+    loaded = _load(part, source, AutoConfig.from_pretrained, local_files_only=config.local_files_only)
     return int(loaded.get_text_config().hidden_size)
 
 
@@ -119,20 +127,30 @@ def _load(part: str, model_id: str, loader: Any, **kwargs: Any) -> Any:
     try:
         return loader(model_id, **kwargs)
     except (OSError, ValueError) as exc:
-        where = " (local_files_only: only the local cache and folders are searched)" \
-            if kwargs.get("local_files_only") else ""
+        where = (
+            " (local_files_only: only the local cache and folders are searched)"
+            if kwargs.get("local_files_only")
+            else ""
+        )
         raise ModelLoadError(f"{part} {model_id!r} could not be loaded{where}: {exc}") from exc
 
 
-def load_llava(checkpoint: str, *, dtype: torch.dtype = torch.float32,
-               local_files_only: bool = False) -> tuple[nn.Module, Any]:
+def load_llava(
+    checkpoint: str, *, dtype: torch.dtype = torch.float32, local_files_only: bool = False
+) -> tuple[nn.Module, Any]:
     """An existing LLaVA checkpoint (llava-hf layout) and its processor."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    model = _load("init_checkpoint", checkpoint, LlavaForConditionalGeneration.from_pretrained,
-                  dtype=dtype, local_files_only=local_files_only)
-    processor = _load("init_checkpoint processor", checkpoint, AutoProcessor.from_pretrained,
-                      local_files_only=local_files_only)
+    model = _load(
+        "init_checkpoint",
+        checkpoint,
+        LlavaForConditionalGeneration.from_pretrained,
+        dtype=dtype,
+        local_files_only=local_files_only,
+    )
+    processor = _load(
+        "init_checkpoint processor", checkpoint, AutoProcessor.from_pretrained, local_files_only=local_files_only
+    )
     return model, processor
 
 
@@ -140,15 +158,21 @@ def _vision_config(vision_id: str, local_files_only: bool) -> Any:
     """The vision part of a tower's config (a full CLIP/SigLIP checkpoint holds both towers)."""
     from transformers import AutoConfig
 
-    config = _load("vision_tower", vision_id, AutoConfig.from_pretrained,
-                   local_files_only=local_files_only)
+    config = _load("vision_tower", vision_id, AutoConfig.from_pretrained, local_files_only=local_files_only)
     return getattr(config, "vision_config", None) or config
 
 
-def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.float32,
-                   feature_layer: int = -2, strategy: Literal["default", "full"] | None = None,
-                   local_files_only: bool = False, seed: int = 0,
-                   zero3_config: Any = None) -> tuple[nn.Module, Any]:
+def assemble_llava(
+    vision_id: str,
+    lm_id: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    feature_layer: int = -2,
+    strategy: Literal["default", "full"] | None = None,
+    local_files_only: bool = False,
+    seed: int = 0,
+    zero3_config: Any = None,
+) -> tuple[nn.Module, Any]:
     """A LlavaForConditionalGeneration made of a pretrained vision tower, a pretrained causal LM
     and a freshly initialised ``mlp2x_gelu`` projector, plus a LlavaProcessor for both.
 
@@ -157,9 +181,16 @@ def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.flo
     random init is made whole, broadcast from rank 0 and then split. The projector's init
     depends on `seed` alone, not on how much randomness loading the parts used (ZeRO-3's
     partitioned loading uses some), so every ZeRO stage starts from the same weights."""
-    from transformers import (MODEL_MAPPING, AutoImageProcessor, AutoModelForCausalLM,
-                              AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor, PreTrainedModel)
+    from transformers import (
+        MODEL_MAPPING,
+        AutoImageProcessor,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedModel,
+    )
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     vision_config = _vision_config(vision_id, local_files_only)
@@ -169,16 +200,27 @@ def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.flo
         # MODEL_MAPPING's values are model classes; transformers annotates them as tuples
         vision_class = cast("type[PreTrainedModel]", MODEL_MAPPING[type(vision_config)])
     except KeyError as exc:
-        raise ModelLoadError(f"vision_tower {vision_id!r}: transformers has no vision model for "
-                             f"config type {type(vision_config).__name__}") from exc
-    vision = _load("vision_tower", vision_id, vision_class.from_pretrained, config=vision_config,
-                   dtype=dtype, local_files_only=local_files_only)
-    image_processor = _load("vision_tower image processor", vision_id,
-                            AutoImageProcessor.from_pretrained, local_files_only=local_files_only)
-    tokenizer = _load("language_model tokenizer", lm_id, AutoTokenizer.from_pretrained,
-                      local_files_only=local_files_only)
-    lm = _load("language_model", lm_id, AutoModelForCausalLM.from_pretrained, dtype=dtype,
-               local_files_only=local_files_only)
+        raise ModelLoadError(
+            f"vision_tower {vision_id!r}: transformers has no vision model for "
+            f"config type {type(vision_config).__name__}"
+        ) from exc
+    vision = _load(
+        "vision_tower",
+        vision_id,
+        vision_class.from_pretrained,
+        config=vision_config,
+        dtype=dtype,
+        local_files_only=local_files_only,
+    )
+    image_processor = _load(
+        "vision_tower image processor", vision_id, AutoImageProcessor.from_pretrained, local_files_only=local_files_only
+    )
+    tokenizer = _load(
+        "language_model tokenizer", lm_id, AutoTokenizer.from_pretrained, local_files_only=local_files_only
+    )
+    lm = _load(
+        "language_model", lm_id, AutoModelForCausalLM.from_pretrained, dtype=dtype, local_files_only=local_files_only
+    )
     _prepare_tokenizer(tokenizer)
     if len(tokenizer) > _rows(lm.get_input_embeddings().weight):
         lm.resize_token_embeddings(len(tokenizer))
@@ -187,19 +229,22 @@ def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.flo
             # partition them too (already partitioned weights are left as they are).
             import deepspeed
 
-            deepspeed.zero.Init(module=lm, config_dict_or_path=zero3_config.config,
-                                mem_efficient_linear=False)
+            deepspeed.zero.Init(module=lm, config_dict_or_path=zero3_config.config, mem_efficient_linear=False)
 
     patches = (vision_config.image_size // vision_config.patch_size) ** 2
     # Not a LlavaConfig field: the config's strict dataclass keeps extra keyword arguments as attributes
     extra: dict[str, Any] = {"pad_token_id": tokenizer.pad_token_id}
     config = LlavaConfig(
-        vision_config=vision_config, text_config=lm.config,
+        vision_config=vision_config,
+        text_config=lm.config,
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_seq_length=patches + (1 if has_cls and strategy == "full" else 0),
-        projector_hidden_act="gelu", vision_feature_layer=feature_layer,
+        projector_hidden_act="gelu",
+        vision_feature_layer=feature_layer,
         vision_feature_select_strategy=strategy,
-        tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)), **extra)
+        tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)),
+        **extra,
+    )
     # The shell is made on the meta device: its random tower and LM would be thrown away.
     with _zero3_off(zero3_config), torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
@@ -218,11 +263,21 @@ def assemble_llava(vision_id: str, lm_id: str, *, dtype: torch.dtype = torch.flo
     model.generation_config = lm.generation_config
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer,
-        patch_size=vision_config.patch_size, vision_feature_select_strategy=strategy,
-        num_additional_image_tokens=1 if has_cls else 0, image_token=IMAGE_TOKEN)
-    log.info("assembled LLaVA from vision tower %s (%s, layer %d, %s) and LM %s",
-             vision_id, vision_config.model_type, feature_layer, strategy, lm_id)
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision_config.patch_size,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=1 if has_cls else 0,
+        image_token=IMAGE_TOKEN,
+    )
+    log.info(
+        "assembled LLaVA from vision tower %s (%s, layer %d, %s) and LM %s",
+        vision_id,
+        vision_config.model_type,
+        feature_layer,
+        strategy,
+        lm_id,
+    )
     return model, processor
 
 
@@ -283,8 +338,7 @@ class BlankImagePass:
         size = getattr(vision, "image_size", None)
         if isinstance(size, (tuple, list)):
             size = size[0]
-        self.shape = (1, int(getattr(vision, "num_channels", 3)), int(size), int(size)) \
-            if size else None
+        self.shape = (1, int(getattr(vision, "num_channels", 3)), int(size), int(size)) if size else None
         if self.shape is None:
             log.warning("vision config has no image_size: text-only batches skip the blank image")
         self._llava = llava.model
@@ -313,8 +367,9 @@ class BlankImagePass:
         self._handle.remove()
 
 
-def forward_loss(model: Any, batch: dict[str, Any], blank: BlankImagePass,
-                 device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def forward_loss(
+    model: Any, batch: dict[str, Any], blank: BlankImagePass, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """The loss of one micro-batch, with the same module order whatever it holds: images
     through the model's own vision pass, text alone through `blank`'s. `model` is the
     DeepSpeed engine (or the plain module in tests)."""
@@ -332,8 +387,7 @@ def forward_loss(model: Any, batch: dict[str, Any], blank: BlankImagePass,
 def set_trainable(model: nn.Module, parts: tuple[str, ...], lora: bool = False) -> None:
     """Freeze everything but `parts`; with LoRA the language model's own weights stay frozen
     (its adapters, added afterwards, are what trains)."""
-    prefixes = tuple(p for part in parts if not (lora and part == "language_model")
-                     for p in PART_PREFIXES[part])
+    prefixes = tuple(p for part in parts if not (lora and part == "language_model") for p in PART_PREFIXES[part])
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith(prefixes))
 
@@ -364,23 +418,25 @@ def apply_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
 
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     settings = config.lora
-    peft_config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
-                             lora_dropout=settings.dropout, bias="none",
-                             target_modules=lora_target_pattern(settings.targets))
+    peft_config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        bias="none",
+        target_modules=lora_target_pattern(settings.targets),
+    )
     wrapped = get_peft_model(model, peft_config)
     for name, param in model.named_parameters():
         if name in trainable:
             param.requires_grad_(True)
     if not any("lora_" in n for n, _ in wrapped.named_parameters()):
-        raise ModelLoadError(f"lora.targets {list(settings.targets)} match no layer of the "
-                             "language model")
+        raise ModelLoadError(f"lora.targets {list(settings.targets)} match no layer of the language model")
     return wrapped
 
 
 def count_parameters(model: nn.Module, trainable_only: bool) -> int:
     """Parameter count (ZeRO-3 partitioned parameters report their full size in ds_numel)."""
-    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()
-               if p.requires_grad or not trainable_only)
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
@@ -395,6 +451,7 @@ def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     if rest:
         groups.append({"params": rest, "lr": config.lr, "weight_decay": config.weight_decay})
     if projector:
-        groups.append({"params": projector, "lr": config.projector_lr or config.lr,
-                       "weight_decay": config.weight_decay})
+        groups.append(
+            {"params": projector, "lr": config.projector_lr or config.lr, "weight_decay": config.weight_decay}
+        )
     return groups

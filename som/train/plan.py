@@ -37,14 +37,22 @@ def training_cache_key(data_sha256: str, config_fingerprint: str, code: str) -> 
     return "som-train-" + hashlib.sha256(blob).hexdigest()
 
 
-def job_spec(executor: str, nodes: int, tasks_per_node: int, gpus_per_node: int,
-             slurm: dict[str, Any] | None) -> JobSpec:
+def job_spec(
+    executor: str, nodes: int, tasks_per_node: int, gpus_per_node: int, slurm: dict[str, Any] | None
+) -> JobSpec:
     """The job's resources: the flow's own arguments plus `slurm` (other `JobSpec` fields)."""
     clashing = sorted(set(slurm or {}) & set(OWN_ARGUMENTS))
     if clashing:
         raise ValueError(f"slurm: set {', '.join(clashing)} with the flow's own argument(s), not in slurm")
-    return JobSpec.from_mapping({**(slurm or {}), "executor": executor, "nodes": nodes,
-                                 "tasks_per_node": tasks_per_node, "gpus_per_node": gpus_per_node})
+    return JobSpec.from_mapping(
+        {
+            **(slurm or {}),
+            "executor": executor,
+            "nodes": nodes,
+            "tasks_per_node": tasks_per_node,
+            "gpus_per_node": gpus_per_node,
+        }
+    )
 
 
 def stage_name(config: str | dict | None, overrides: dict | None) -> str:

@@ -47,17 +47,29 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[list[int]]):
         seed: with the epoch, fixes the plan on every rank.
         group_by_modality: False treats all samples as one group (length grouping only)."""
 
-    def __init__(self, modality_lengths: Sequence[int], *, batch_size: int, world_size: int = 1,
-                 rank: int = 0, seed: int = 0, group_by_modality: bool = True) -> None:
+    def __init__(
+        self,
+        modality_lengths: Sequence[int],
+        *,
+        batch_size: int,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        group_by_modality: bool = True,
+    ) -> None:
         lengths = np.asarray(modality_lengths, dtype=np.int64)
         if lengths.size == 0:
             raise ValueError("no samples to sample from")
         if (lengths == 0).any():
-            raise ValueError(f"sample {int(np.flatnonzero(lengths == 0)[0])} has length 0; "
-                             "lengths are signed by modality and never 0")
+            raise ValueError(
+                f"sample {int(np.flatnonzero(lengths == 0)[0])} has length 0; "
+                "lengths are signed by modality and never 0"
+            )
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got batch_size="
-                             f"{batch_size}, rank={rank}, world_size={world_size}")
+            raise ValueError(
+                f"need batch_size >= 1 and 0 <= rank < world_size, got batch_size="
+                f"{batch_size}, rank={rank}, world_size={world_size}"
+            )
         self.lengths = lengths
         self.batch_size = batch_size
         self.world_size = world_size
@@ -87,7 +99,7 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[list[int]]):
         return max(0, len(self.plan()) - self.skip_batches)
 
     def __iter__(self) -> Iterator[list[int]]:
-        for step in self.plan()[self.skip_batches:]:
+        for step in self.plan()[self.skip_batches :]:
             yield step[self.rank]
 
     # ------------------------------------------------------------------ planning
@@ -95,8 +107,9 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[list[int]]):
     def _make_plan(self, epoch: int) -> list[Step]:
         rng = np.random.default_rng([self.seed, epoch])
         everything = np.arange(len(self.lengths))
-        groups = ([everything[self.lengths > 0], everything[self.lengths < 0]]
-                  if self.group_by_modality else [everything])
+        groups = (
+            [everything[self.lengths > 0], everything[self.lengths < 0]] if self.group_by_modality else [everything]
+        )
         steps: list[Step] = []
         leftovers: list[list[int]] = []
         for group in groups:
@@ -104,10 +117,10 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[list[int]]):
             sizes, left = step_sizes(len(shuffled), self.world_size, self.batch_size)
             start = 0
             for size in sizes:
-                steps.append(self._deal(shuffled[start:start + size]))
+                steps.append(self._deal(shuffled[start : start + size]))
                 start += size
             if left:
-                leftovers.append(shuffled[len(shuffled) - left:].tolist())
+                leftovers.append(shuffled[len(shuffled) - left :].tolist())
         steps = [steps[k] for k in rng.permutation(len(steps))]
         for orphans in leftovers:  # one modality's each: their steps stay pure across ranks
             steps += self._orphan_steps(orphans)
@@ -136,8 +149,9 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[list[int]]):
         needed = count * self.world_size
         padded = [orphans[k % len(orphans)] for k in range(max(needed, len(orphans)))]
         if len(padded) > len(orphans):
-            log.info("epoch %d: %d leftover samples repeated so every rank has one", self.epoch,
-                     len(padded) - len(orphans))
+            log.info(
+                "epoch %d: %d leftover samples repeated so every rank has one", self.epoch, len(padded) - len(orphans)
+            )
         steps = []
         for chunk in np.array_split(np.asarray(padded), count):
             steps.append([part.tolist() for part in np.array_split(chunk, self.world_size)])

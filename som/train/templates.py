@@ -45,15 +45,16 @@ class Template:
     style: str = "two"
 
 
-VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-                 "The assistant gives helpful, detailed, and polite answers to the user's "
-                 "questions.")
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's "
+    "questions."
+)
 """LLaVA's ``conv_vicuna_v1`` system message (``--version v1`` in LLaVA-1.5's finetune script).
 Not the "curious user ... human's questions" wording of ``conv_llava_v1`` / Vicuna v0."""
 
 TEMPLATES: dict[str, Template] = {
-    "vicuna_v1": Template(name="vicuna_v1", system=VICUNA_SYSTEM, roles=("USER", "ASSISTANT"),
-                          sep=" ", sep2="</s>"),
+    "vicuna_v1": Template(name="vicuna_v1", system=VICUNA_SYSTEM, roles=("USER", "ASSISTANT"), sep=" ", sep2="</s>"),
     "plain": Template(name="plain", system="", roles=("", ""), sep="", sep2="\n", style="plain"),
 }
 
@@ -125,8 +126,9 @@ def _render_two(values: list[str], template: Template) -> tuple[str, list[Span]]
 
 def _render_plain(values: list[str], template: Template) -> tuple[str, list[Span]]:
     if len(values) != 2:
-        raise ValueError(f"template {template.name!r} takes one question and one caption, "
-                         f"got {len(values) // 2} rounds")
+        raise ValueError(
+            f"template {template.name!r} takes one question and one caption, got {len(values) // 2} rounds"
+        )
     if IMAGE_TOKEN not in values[0]:
         raise ValueError(f"template {template.name!r} needs {IMAGE_TOKEN} in the question")
     caption = values[1] + template.sep2

@@ -37,13 +37,14 @@ def test_request_body_and_answer(chat_server: ChatServer) -> None:
     (request,) = chat_server.requests
     assert request.path == "/v1/chat/completions"
     assert request.headers["Authorization"] == f"Bearer {SECRET}"
-    assert request.body == {"model": "test-model", "messages": HELLO, "temperature": 0.0,
-                            "max_tokens": 7, "top_p": 0.5}
+    assert request.body == {"model": "test-model", "messages": HELLO, "temperature": 0.0, "max_tokens": 7, "top_p": 0.5}
 
 
 def test_429_waits_for_retry_after(chat_server: ChatServer) -> None:
-    chat_server.script = [Reply(status=429, headers={"Retry-After": "0.4"},
-                                body={"error": {"message": "slow down"}}), Reply("done")]
+    chat_server.script = [
+        Reply(status=429, headers={"Retry-After": "0.4"}, body={"error": {"message": "slow down"}}),
+        Reply("done"),
+    ]
     with client_for(chat_server, max_backoff=5) as client:
         assert client.complete(HELLO) == "done"
         assert client.stats.retries == 1
@@ -105,7 +106,8 @@ def test_concurrency_limit(chat_server: ChatServer) -> None:
 
 def test_complete_many_return_exceptions(chat_server: ChatServer) -> None:
     chat_server.script = lambda body, index: (
-        Reply(status=400) if body["messages"][0]["content"] == "bad" else Reply("fine"))
+        Reply(status=400) if body["messages"][0]["content"] == "bad" else Reply("fine")
+    )
     requests = [{"messages": [{"role": "user", "content": c}]} for c in ("a", "bad", "b")]
     with client_for(chat_server) as client:
         results = client.complete_many(requests, return_exceptions=True)
@@ -140,9 +142,18 @@ def test_explicit_cache_key(chat_server: ChatServer, tmp_path) -> None:
 def test_request_key_covers_every_field() -> None:
     base = request_key("m", HELLO, 0.0, 10, {"top_p": 1})
     assert base == request_key("m", [dict(HELLO[0])], 0.0, 10, {"top_p": 1})
-    assert len({base, request_key("m2", HELLO, 0.0, 10, {"top_p": 1}),
-                request_key("m", HELLO, 0.1, 10, {"top_p": 1}), request_key("m", HELLO, 0.0, 11, {"top_p": 1}),
-                request_key("m", HELLO, 0.0, 10, None)}) == 5
+    assert (
+        len(
+            {
+                base,
+                request_key("m2", HELLO, 0.0, 10, {"top_p": 1}),
+                request_key("m", HELLO, 0.1, 10, {"top_p": 1}),
+                request_key("m", HELLO, 0.0, 11, {"top_p": 1}),
+                request_key("m", HELLO, 0.0, 10, None),
+            }
+        )
+        == 5
+    )
 
 
 def test_api_key_stays_out_of_repr_and_logs(chat_server: ChatServer, caplog) -> None:
@@ -182,9 +193,11 @@ def test_image_content(marked_image: bytes) -> None:
     assert part["type"] == "image_url"
     prefix = "data:image/jpeg;base64,"
     assert part["image_url"]["url"].startswith(prefix)
-    assert base64.b64decode(part["image_url"]["url"][len(prefix):]) == marked_image
+    assert base64.b64decode(part["image_url"]["url"][len(prefix) :]) == marked_image
     assert image_content(b"\x89PNG\r\n\x1a\nrest", detail="low")["image_url"] == {
-        "url": "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode(), "detail": "low"}
+        "url": "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode(),
+        "detail": "low",
+    }
     with pytest.raises(ValueError):
         image_content(b"not an image")
 

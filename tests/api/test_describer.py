@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from som.chat_api import ChatClient, ChatHTTPError
-from som.data.listing import listing_answer
 from som.data.describer import (
     SOURCE_DESCRIBER,
-    DescriberConfig,
     Describer,
+    DescriberConfig,
     DescriberPrompt,
     parse_answer,
 )
+from som.data.listing import listing_answer
 from tests.helpers.chat_server import ChatServer, Reply
 
 GOOD = "1. boat: small white motorboat near the pier\n2. water: calm grey-blue lake\n3. sky: pale overcast sky"
@@ -93,8 +93,9 @@ def test_cache_in_memory_storage(chat_server: ChatServer, marks, marked_image: b
     assert len(chat_server.requests) == 1
 
 
-def test_cache_key_changes_with_prompt_model_and_image(chat_server: ChatServer, marks, marked_image: bytes,
-                                                       tmp_path) -> None:
+def test_cache_key_changes_with_prompt_model_and_image(
+    chat_server: ChatServer, marks, marked_image: bytes, tmp_path
+) -> None:
     cache = str(tmp_path / "cache")
     chat_server.script = [Reply(GOOD)]
     describer_for(chat_server, cache).describe(marks, marked_image)

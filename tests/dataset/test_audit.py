@@ -21,8 +21,9 @@ from tests.plugins.s3 import S3Server
 
 def _build(raw: str, dest: str) -> list[ManifestRow]:
     """Mark every image under `raw` into `dest` with the fast slic segmenter, as a build would."""
-    config = resolve_dataset_config(dest, segmenter="slic", segmenter_params={"n_segments": 8},
-                                    style={"short_side": 160})
+    config = resolve_dataset_config(
+        dest, segmenter="slic", segmenter_params={"n_segments": 8}, style={"short_side": 160}
+    )
     segmenter = build_segmenter(config.segmenter, config.segmenter_params)
     rows = [mark_source(source, dest, config, segmenter) for source in list_sources(raw)]
     write_manifest(dest, rows)
@@ -65,8 +66,9 @@ def test_orphan_missing_duplicate_and_reasonless_failure_are_each_reported(local
     storage.remove(marked[0].json_uri)
     # a duplicate source and a failure without a reason, written straight into a new version
     duplicate = dataclasses.replace(marked[1])
-    reasonless = ManifestRow(source_uri="file:///raw/x.jpg", source_fingerprint="1:a", sha256=None,
-                             status="failed", error="  ")
+    reasonless = ManifestRow(
+        source_uri="file:///raw/x.jpg", source_fingerprint="1:a", sha256=None, status="failed", error="  "
+    )
     write_manifest(dest, [*read_manifest(dest), duplicate, reasonless])
 
     report = audit(dest)
@@ -78,8 +80,7 @@ def test_orphan_missing_duplicate_and_reasonless_failure_are_each_reported(local
     assert (report.rows, report.ok, report.failed) == (6, 4, 2)
 
 
-def test_audit_reads_s3_datasets(s3_server: S3Server, s3_prefix: str, tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch):
+def test_audit_reads_s3_datasets(s3_server: S3Server, s3_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The same checks over a real S3 dataset (object keys compare equal across URL forms)."""
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)

@@ -25,10 +25,15 @@ def test_manifest_versions_round_trip_and_latest_points_at_the_newest(tmp_path: 
     assert read_manifest(dest) == [] and latest_version(dest) is None
     first = write_manifest(dest, [row("a.jpg", n_marks=3, width=640, height=480)])
     assert read_manifest(dest) == [row("a.jpg", n_marks=3, width=640, height=480)]
-    merged = merge_rows(read_manifest(dest), [row("b.jpg", status="failed", error="empty file (0 bytes)"), row("a.jpg", n_marks=5)])
+    merged = merge_rows(
+        read_manifest(dest), [row("b.jpg", status="failed", error="empty file (0 bytes)"), row("a.jpg", n_marks=5)]
+    )
     second = write_manifest(dest, merged)
     assert second > first and latest_version(dest) == second
-    assert [(r.source_uri, r.n_marks, r.error) for r in read_manifest(dest)] == [("a.jpg", 5, None), ("b.jpg", 0, "empty file (0 bytes)")]
+    assert [(r.source_uri, r.n_marks, r.error) for r in read_manifest(dest)] == [
+        ("a.jpg", 5, None),
+        ("b.jpg", 0, "empty file (0 bytes)"),
+    ]
     assert read_manifest(dest, first)[0].n_marks == 3, "older versions stay readable"
 
 
@@ -63,7 +68,9 @@ def test_coco_file_selects_its_images(tmp_path: Path):
 
 def test_dataset_config_is_recorded_reused_and_guarded(tmp_path: Path):
     dest = str(tmp_path / "ds")
-    first = resolve_dataset_config(dest, segmenter="slic", segmenter_params={"n_segments": "20"}, style={"short_side": 320})
+    first = resolve_dataset_config(
+        dest, segmenter="slic", segmenter_params={"n_segments": "20"}, style={"short_side": 320}
+    )
     assert read_dataset_config(dest) == first and first.segmenter_params["n_segments"] == 20
     assert resolve_dataset_config(dest) == first, "unset settings reuse the recorded config"
     assert resolve_dataset_config(dest, segmenter_params={"n_segments": 20}, style={"short_side": 320}) == first
@@ -80,7 +87,9 @@ def test_mark_source_quarantines_bad_bytes_and_reuses_existing_outputs(tmp_path:
     (root / "good.jpg").write_bytes(next(iter(derived_photos(1).values())))
     (root / "bad.jpg").write_bytes(bad_files()["truncated.jpg"][0])
     (root / "copy.jpg").write_bytes((root / "good.jpg").read_bytes())
-    config = resolve_dataset_config(dest, segmenter="slic", segmenter_params={"n_segments": 12}, style={"short_side": 96})
+    config = resolve_dataset_config(
+        dest, segmenter="slic", segmenter_params={"n_segments": 12}, style={"short_side": 96}
+    )
     segmenter = build_segmenter(config.segmenter, config.segmenter_params)
     rows = {Path(s.uri).name: mark_source(s, dest, config, segmenter) for s in list_sources(str(root))}
     assert rows["bad.jpg"].status == "failed" and "truncated" in rows["bad.jpg"].error
@@ -90,4 +99,6 @@ def test_mark_source_quarantines_bad_bytes_and_reuses_existing_outputs(tmp_path:
     good_source = next(s for s in list_sources(str(root)) if s.uri.endswith("good.jpg"))
     again = mark_source(good_source, dest, config, segmenter)
     assert again == good and Path(good.json_uri).stat().st_mtime_ns == stamp, "existing outputs are reused"
-    assert sorted(p.name for p in (tmp_path / "ds" / "marks").iterdir()) == sorted([Path(good.json_uri).name, Path(good.marked_uri).name])
+    assert sorted(p.name for p in (tmp_path / "ds" / "marks").iterdir()) == sorted(
+        [Path(good.json_uri).name, Path(good.marked_uri).name]
+    )

@@ -31,9 +31,11 @@ def noise_png(width: int, height: int, seed: int) -> bytes:
 
 
 QUESTIONS = [Question(data_path("extreme_ironing.jpg").read_bytes(), "What is unusual about this image?", "photo")] + [
-    Question(noise_png(24 + 11 * i, 48 - 4 * i, i),
-             ("Is there a dog?", "How many cars are there? Answer with a single number.", "Describe it.")[i % 3],
-             f"noise{i}")
+    Question(
+        noise_png(24 + 11 * i, 48 - 4 * i, i),
+        ("Is there a dog?", "How many cars are there? Answer with a single number.", "Describe it.")[i % 3],
+        f"noise{i}",
+    )
     for i in range(8)
 ]
 TEXT_ONLY = [Question(None, "Say hello.", "t1"), Question(None, "What is two plus two? Answer briefly.", "t2")]
@@ -72,8 +74,10 @@ def family_model(tiny_family: Callable[[str], str]) -> Callable[[str], HFModel]:
 
 
 def attended_rows(encoded) -> list[list[int]]:
-    return [[t for t, m in zip(ids, mask, strict=True) if m]
-            for ids, mask in zip(encoded["input_ids"].tolist(), encoded["attention_mask"].tolist(), strict=True)]
+    return [
+        [t for t, m in zip(ids, mask, strict=True) if m]
+        for ids, mask in zip(encoded["input_ids"].tolist(), encoded["attention_mask"].tolist(), strict=True)
+    ]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -107,8 +111,9 @@ def test_batched_answers_equal_one_by_one(family: str, family_model: Callable[[s
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_images_are_nested_only_where_the_processor_needs_it(family: str,
-                                                             family_model: Callable[[str], HFModel]) -> None:
+def test_images_are_nested_only_where_the_processor_needs_it(
+    family: str, family_model: Callable[[str], HFModel]
+) -> None:
     vlm = family_model(family)
     prompts = [vlm.prompt(q) for q in QUESTIONS[1:3]]
     flat = [image for p in prompts for image in p.images]
@@ -121,8 +126,9 @@ def test_images_are_nested_only_where_the_processor_needs_it(family: str,
 
 
 @pytest.mark.parametrize("family", sorted(IMAGE_ONLY))
-def test_image_only_families_refuse_text_only_and_other_profiles(family: str, tiny_family: Callable[[str], str],
-                                                                 family_model: Callable[[str], HFModel]) -> None:
+def test_image_only_families_refuse_text_only_and_other_profiles(
+    family: str, tiny_family: Callable[[str], str], family_model: Callable[[str], HFModel]
+) -> None:
     with pytest.raises(ProfileError, match=f"question t1: prompt profile '{family}' needs an image"):
         family_model(family).answer([QUESTIONS[0], TEXT_ONLY[0]])
     for other in ("chat-template", "llava-1.5"):

@@ -51,11 +51,15 @@ def test_normalise_is_the_converters_rstrip_then_lower(text: str, expected: str)
 
 def test_conversion_keeps_ids_order_and_repeats() -> None:
     converted = convert([("2", "Yes."), (7, "Blue"), ("2", "No")])
-    assert converted == [{"questionId": "2", "prediction": "yes"}, {"questionId": 7, "prediction": "blue"},
-                         {"questionId": "2", "prediction": "no"}]
+    assert converted == [
+        {"questionId": "2", "prediction": "yes"},
+        {"questionId": 7, "prediction": "blue"},
+        {"questionId": "2", "prediction": "no"},
+    ]
     assert predictions_bytes(converted) == (
         b'[{"questionId": "2", "prediction": "yes"}, {"questionId": 7, "prediction": "blue"}, '
-        b'{"questionId": "2", "prediction": "no"}]')
+        b'{"questionId": "2", "prediction": "no"}]'
+    )
     assert predictions_bytes(convert([("1", "Caf\u00e9")])) == b'[{"questionId": "1", "prediction": "caf\\u00e9"}]'
 
 
@@ -65,37 +69,54 @@ def test_conversion_of_the_real_llava_answers(tmp_path: Path) -> None:
     summary = write_predictions(answers, str(out))
     assert summary["predictions"] == 12578
     data = out.read_bytes()
-    assert data.startswith(b'[{"questionId": "201307251", "prediction": "no"}, '
-                           b'{"questionId": "201640614", "prediction": "woman"}, ')
-    assert data.endswith(b'}]') and b"\n" not in data and data.isascii()
+    assert data.startswith(
+        b'[{"questionId": "201307251", "prediction": "no"}, {"questionId": "201640614", "prediction": "woman"}, '
+    )
+    assert data.endswith(b"}]") and b"\n" not in data and data.isascii()
     # sha256 of the file LLaVA's scripts/convert_gqa_for_eval.py writes from these answers (run once on it)
     assert hashlib.sha256(data).hexdigest() == "8fe02304fefd2f19d0a4bc80db9fdedda07ccd99fd23532fa62fb5801b2948e5"
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
     written = json.loads(data)
     assert [p["questionId"] for p in written] == [r["question_id"] for r in rows]  # order and string ids kept
     assert all(isinstance(p["questionId"], str) for p in written)
-    assert sum(r["text"] != p["prediction"] for r, p in zip(rows, written)) == 12565  # capitalised answers
+    assert sum(r["text"] != p["prediction"] for r, p in zip(rows, written, strict=True)) == 12565  # capitalised answers
     assert all(p["prediction"] == p["prediction"].lower() and not p["prediction"].endswith(".") for p in written)
-    assert written[[r["question_id"] for r in rows].index(next(r["question_id"] for r in rows
-                                                                 if r["text"] == "91.5 best"))]["prediction"] == "91.5 best"
-    questions = [json.loads(line) for line in reference("gqa", "llava_gqa_testdev_balanced.jsonl").read_text().splitlines()]
+    assert (
+        written[
+            [r["question_id"] for r in rows].index(next(r["question_id"] for r in rows if r["text"] == "91.5 best"))
+        ]["prediction"]
+        == "91.5 best"
+    )
+    questions = [
+        json.loads(line) for line in reference("gqa", "llava_gqa_testdev_balanced.jsonl").read_text().splitlines()
+    ]
     assert [q["question_id"] for q in questions] == [p["questionId"] for p in written]
 
 
 def _question(answer: str, structural: str, group: str | None, balanced: bool = True, semantic: str = "attr") -> dict:
-    return {"question": "?", "answer": answer, "isBalanced": balanced, "semantic": [], "entailed": [],
-            "types": {"structural": structural, "semantic": semantic, "detailed": "x"},
-            "groups": {"global": group, "local": "l"}}
+    return {
+        "question": "?",
+        "answer": answer,
+        "isBalanced": balanced,
+        "semantic": [],
+        "entailed": [],
+        "types": {"structural": structural, "semantic": semantic, "detailed": "x"},
+        "groups": {"global": group, "local": "l"},
+    }
 
 
 def _key(tmp_path: Path) -> Path:
     path = tmp_path / "testdev_balanced_questions.json"
-    path.write_text(json.dumps({
-        "q1": _question("yes", "verify", "g1"),
-        "q2": _question("left", "query", "g2", semantic="rel"),
-        "q3": _question("no", "logical", "g1"),
-        "q4": _question("red", "query", None, balanced=False),  # unbalanced: neither scored nor required
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "q1": _question("yes", "verify", "g1"),
+                "q2": _question("left", "query", "g2", semantic="rel"),
+                "q3": _question("no", "logical", "g1"),
+                "q4": _question("red", "query", None, balanced=False),  # unbalanced: neither scored nor required
+            }
+        )
+    )
     return path
 
 
@@ -106,14 +127,22 @@ def _answers(tmp_path: Path, lines: list[dict]) -> Path:
 
 
 def test_evaluator_accuracy_binary_open_and_distribution(tmp_path: Path) -> None:
-    answers = _answers(tmp_path, [{"question_id": "q1", "text": "Yes."}, {"question_id": "q2", "text": "Left"},
-                                  {"question_id": "q3", "text": "No "}])  # "no " != "no": exact match only
+    answers = _answers(
+        tmp_path,
+        [
+            {"question_id": "q1", "text": "Yes."},
+            {"question_id": "q2", "text": "Left"},
+            {"question_id": "q3", "text": "No "},
+        ],
+    )  # "no " != "no": exact match only
     scores = score_gqa_files(_key(tmp_path), answers=answers)
     assert scores.accuracy == pytest.approx(200 / 3) and scores.questions == 3
     assert (scores.binary, scores.open) == (50.0, 100.0)
-    assert scores.per_structural_type == {"logical": {"accuracy": 0.0, "questions": 1},
-                                          "query": {"accuracy": 100.0, "questions": 1},
-                                          "verify": {"accuracy": 100.0, "questions": 1}}
+    assert scores.per_structural_type == {
+        "logical": {"accuracy": 0.0, "questions": 1},
+        "query": {"accuracy": 100.0, "questions": 1},
+        "verify": {"accuracy": 100.0, "questions": 1},
+    }
     assert scores.per_semantic_type["attr"] == {"accuracy": 50.0, "questions": 2}
     # group g1: gold {yes: 1, no: 1}, predicted {yes: 1, "no ": 1} -> chi 1 weighted 2; g2: 0 weighted 1
     assert scores.distribution == pytest.approx((1 * 2 + 0 * 1) / 3 / 100)
@@ -122,8 +151,16 @@ def test_evaluator_accuracy_binary_open_and_distribution(tmp_path: Path) -> None
 
 def test_same_numbers_from_a_predictions_file_and_last_repeat_wins(tmp_path: Path) -> None:
     predictions = tmp_path / "testdev_balanced_predictions.json"
-    predictions.write_text(json.dumps([{"questionId": "q1", "prediction": "no"}, {"questionId": "q2", "prediction": "left"},
-                                       {"questionId": "q3", "prediction": "no"}, {"questionId": "q1", "prediction": "yes"}]))
+    predictions.write_text(
+        json.dumps(
+            [
+                {"questionId": "q1", "prediction": "no"},
+                {"questionId": "q2", "prediction": "left"},
+                {"questionId": "q3", "prediction": "no"},
+                {"questionId": "q1", "prediction": "yes"},
+            ]
+        )
+    )
     assert read_predictions(predictions)["q1"] == "yes"
     assert score_gqa_files(_key(tmp_path), predictions=predictions).accuracy == 100.0
 
@@ -191,12 +228,21 @@ def test_gqa_without_the_answer_key_writes_predictions_and_no_headline(tmp_path:
     scores = bench.score(items, {"201307251": "No", "201640614": "Woman"}, output_url=str(tmp_path))
     assert scores["headline"] is None and scores["predictions_file"] == str(out) and scores["submission_only"]
     assert "no testdev_balanced_questions.json" in scores["note"]
-    assert out.read_bytes() == b'[{"questionId": "201307251", "prediction": "no"}, {"questionId": "201640614", "prediction": "woman"}]'
+    assert (
+        out.read_bytes()
+        == b'[{"questionId": "201307251", "prediction": "no"}, {"questionId": "201640614", "prediction": "woman"}]'
+    )
 
 
 def test_gqa_commands(tmp_path: Path) -> None:
-    answers = _answers(tmp_path, [{"question_id": "q1", "text": "Yes"}, {"question_id": "q2", "text": "Left."},
-                                  {"question_id": "q3", "text": "no"}])
+    answers = _answers(
+        tmp_path,
+        [
+            {"question_id": "q1", "text": "Yes"},
+            {"question_id": "q2", "text": "Left."},
+            {"question_id": "q3", "text": "no"},
+        ],
+    )
     out = tmp_path / "predictions.json"
     result = CliRunner().invoke(eval_group, ["submission", "gqa", "--answers", str(answers), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -208,7 +254,9 @@ def test_gqa_commands(tmp_path: Path) -> None:
     result = CliRunner().invoke(eval_group, ["score", "gqa", "--questions", str(_key(tmp_path))])
     assert result.exit_code == 2 and "give --answers or --predictions" in result.output
     short = _answers(tmp_path, [{"question_id": "q1", "text": "Yes"}])
-    result = CliRunner().invoke(eval_group, ["score", "gqa", "--questions", str(_key(tmp_path)), "--answers", str(short)])
+    result = CliRunner().invoke(
+        eval_group, ["score", "gqa", "--questions", str(_key(tmp_path)), "--answers", str(short)]
+    )
     assert result.exit_code == 1 and "no prediction for 2 balanced questions" in result.output
 
 

@@ -37,16 +37,34 @@ def llava_answers(path: Path) -> dict[str, str]:
 
 
 def test_registry_names_and_errors() -> None:
-    assert list(BENCHMARKS) == ["pope", "mme", "seed", "mmvet", "llava_bench", "listing", "textvqa", "vqav2",
-                                "vizwiz", "gqa", "sqa", "mmbench", "mmbench_cn"]
+    assert list(BENCHMARKS) == [
+        "pope",
+        "mme",
+        "seed",
+        "mmvet",
+        "llava_bench",
+        "listing",
+        "textvqa",
+        "vqav2",
+        "vizwiz",
+        "gqa",
+        "sqa",
+        "mmbench",
+        "mmbench_cn",
+    ]
     for name, bench in BENCHMARKS.items():
         assert isinstance(bench, Benchmark) and bench.name == name
     assert [n for n, b in BENCHMARKS.items() if b.needs_judge] == ["mmvet", "llava_bench"]
     assert get_benchmark("LLaVA-Bench") is BENCHMARKS["llava_bench"]
-    with pytest.raises(ValueError, match="unknown benchmark 'okvqa'; choose one of: pope, mme, seed, mmvet, llava_bench, listing, textvqa"):
+    with pytest.raises(
+        ValueError,
+        match="unknown benchmark 'okvqa'; choose one of: pope, mme, seed, mmvet, llava_bench, listing, textvqa",
+    ):
         get_benchmark("okvqa")
     assert get_benchmark("pope", images="s3://coco/val2014").images == "s3://coco/val2014"
-    with pytest.raises(ValueError, match="pope: unknown option.*colour; known: allow_missing_splits, images, max_new_tokens"):
+    with pytest.raises(
+        ValueError, match="pope: unknown option.*colour; known: allow_missing_splits, images, max_new_tokens"
+    ):
         get_benchmark("pope", colour="red")
 
 
@@ -55,7 +73,10 @@ def test_pope_items_from_llavas_layout_score_like_the_official_script(tmp_path: 
     items = bench.load_items(str(pope_folder(tmp_path)))
     assert len(items) == 8910
     assert {s: sum(i.meta["split"] == s for i in items) for s in ("random", "popular", "adversarial")} == {
-        "random": 2910, "popular": 3000, "adversarial": 3000}
+        "random": 2910,
+        "popular": 3000,
+        "adversarial": 3000,
+    }
     first = items[0]
     assert first.id == "1"
     assert first.prompt == "Is there a snowboard in the image?\n" + POPE_SUFFIX
@@ -64,7 +85,10 @@ def test_pope_items_from_llavas_layout_score_like_the_official_script(tmp_path: 
     scores = bench.score(items, llava_answers(reference("pope", "llava_eval", "answers_llava-v1.5-13b.jsonl")))
     assert round(scores["headline"], 2) == 85.95  # test_pope.py: the published 85.9
     assert {s: round(v["f1"] * 100, 2) for s, v in scores["splits"].items()} == {
-        "random": 87.14, "popular": 86.25, "adversarial": 84.46}
+        "random": 87.14,
+        "popular": 86.25,
+        "adversarial": 84.46,
+    }
     with pytest.raises(ValueError, match="8900 of 8910 items have no answer"):
         bench.score(items, {str(n): "yes" for n in range(1, 11)})
     assert len(bench.load_items(str(pope_folder(tmp_path / "again")), limit=3)) == 3
@@ -85,8 +109,12 @@ def test_mme_items_from_llava_questions_and_the_template(tmp_path: Path) -> None
     first = items[0]
     assert first.id == "code_reasoning/0020.png#0" and items[1].id == "code_reasoning/0020.png#1"
     assert first.prompt == "Is a python code shown in the picture?\n" + LLAVA_SUFFIX
-    assert first.meta == {"task": "code_reasoning", "image_name": "0020.png", "answer": "Yes",
-                          "question": "Is a python code shown in the picture? Please answer yes or no."}
+    assert first.meta == {
+        "task": "code_reasoning",
+        "image_name": "0020.png",
+        "answer": "Yes",
+        "question": "Is a python code shown in the picture? Please answer yes or no.",
+    }
     assert first.image == str(source / "MME_Benchmark_release_version" / "code_reasoning" / "0020.png")
     prompts = {}
     for line in reference("mme", "answers_llava-v1.5-13b.jsonl").open():
@@ -106,35 +134,59 @@ def test_mme_items_from_the_release_layout(tmp_path: Path) -> None:
     release = tmp_path / "MME" / "MME_Benchmark_release_version"
     (release / "count").mkdir(parents=True)
     (release / "count" / "0001.jpg").write_bytes(data_path("waterview.jpg").read_bytes())
-    (release / "count" / "0001.txt").write_text("Are there two boats? Please answer yes or no.\tYes\n"
-                                                "Are there three boats?  Please answer yes or no.\tNo\n")
+    (release / "count" / "0001.txt").write_text(
+        "Are there two boats? Please answer yes or no.\tYes\nAre there three boats?  Please answer yes or no.\tNo\n"
+    )
     (release / "artwork" / "images").mkdir(parents=True)
     (release / "artwork" / "questions_answers_YN").mkdir()
     (release / "artwork" / "images" / "14777.jpg").write_bytes(b"\xff\xd8\xff")
     (release / "artwork" / "questions_answers_YN" / "14777.txt").write_text(
-        "Is this artwork religious? Please answer yes or no.\tNo\nIs this artwork a portrait? Please answer yes or no.\tYes\n")
+        "Is this artwork religious? Please answer yes or no.\tNo\nIs this artwork a portrait? Please answer yes or "
+        "no.\tYes\n"
+    )
     items = get_benchmark("mme").load_items(str(tmp_path / "MME"))
-    assert [i.id for i in items] == ["count/0001.jpg#0", "count/0001.jpg#1",
-                                     "artwork/images/14777.jpg#0", "artwork/images/14777.jpg#1"]
+    assert [i.id for i in items] == [
+        "count/0001.jpg#0",
+        "count/0001.jpg#1",
+        "artwork/images/14777.jpg#0",
+        "artwork/images/14777.jpg#1",
+    ]
     assert items[1].prompt == "Are there three boats?\n" + LLAVA_SUFFIX
     assert items[1].meta["question"] == "Are there three boats?  Please answer yes or no."
     assert read_image_bytes(items[0]) == data_path("waterview.jpg").read_bytes()
-    scores = get_benchmark("mme").score(items, {i.id: a for i, a in zip(items, ["Yes", "No", "No", "No"])})
+    scores = get_benchmark("mme").score(items, {i.id: a for i, a in zip(items, ["Yes", "No", "No", "No"], strict=True)})
     assert scores["tasks"]["count"]["score"] == 200.0 and scores["tasks"]["artwork"]["score"] == 50.0
     assert scores["headline"] == 250.0 and "OCR" in scores["missing_tasks"]
 
 
 def write_seed(folder: Path) -> None:
     """A SEED-Bench.json in the official schema (three image questions, one video question)."""
+
     def question(qid: str, answer: str, type_id: int, data_type: str = "image") -> dict:
-        return {"question_id": qid, "question": f"Question {qid}?", "answer": answer, "question_type_id": type_id,
-                "data_type": data_type, "data_id": f"{qid}.jpg", "choice_a": "one", "choice_b": "two",
-                "choice_c": "three", "choice_d": "four"}
+        return {
+            "question_id": qid,
+            "question": f"Question {qid}?",
+            "answer": answer,
+            "question_type_id": type_id,
+            "data_type": data_type,
+            "data_id": f"{qid}.jpg",
+            "choice_a": "one",
+            "choice_b": "two",
+            "choice_c": "three",
+            "choice_d": "four",
+        }
 
     folder.mkdir(parents=True)
-    data = {"question_type": {"Scene Understanding": 1, "Instances Counting": 5},
-            "questions": [question("101", "A", 1), question("102", "B", 5), question("102", "B", 5),
-                          question("v9", "C", 10, "video"), question("103", "D", 5)]}
+    data = {
+        "question_type": {"Scene Understanding": 1, "Instances Counting": 5},
+        "questions": [
+            question("101", "A", 1),
+            question("102", "B", 5),
+            question("102", "B", 5),
+            question("v9", "C", 10, "video"),
+            question("103", "D", 5),
+        ],
+    }
     (folder / "SEED-Bench.json").write_text(json.dumps(data))
 
 
@@ -146,7 +198,9 @@ def test_seed_items_and_scores(tmp_path: Path) -> None:
     assert items[0].prompt == f"Question 101?\nA. one\nB. two\nC. three\nD. four\n{SEED_SUFFIX}"
     assert items[0].image == str(tmp_path / "seed" / "SEED-Bench-image" / "101.jpg")
     scores = bench.score(items, {"101": "A", "102": "B.", "103": "D"})
-    assert scores["headline"] == 50.0  # "B." is wrong by the official rule; 102 is listed twice, as the converter counts
+    assert (
+        scores["headline"] == 50.0
+    )  # "B." is wrong by the official rule; 102 is listed twice, as the converter counts
     assert scores["exact"]["overall"] == pytest.approx(200 / 3)  # each item once
     assert scores["exact"]["per_type"] == {"Scene Understanding": 100.0, "Instances Counting": 50.0}
     assert scores["lenient"]["overall"] == 100.0
@@ -179,8 +233,11 @@ def test_items_from_object_storage(s3_server, s3_prefix: str, monkeypatch: pytes
 
 def test_hugging_face_source_without_network_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(SourceError, match="cannot download Hugging Face dataset somflow-tests/no-such-benchmark.*"
-                                          "copy the benchmark's published files"):
+    with pytest.raises(
+        SourceError,
+        match="cannot download Hugging Face dataset somflow-tests/no-such-benchmark.*"
+        "copy the benchmark's published files",
+    ):
         Source("hf://datasets/somflow-tests/no-such-benchmark")
     with pytest.raises(SourceError, match="expected hf://datasets/<owner>/<name>"):
         Source("hf://datasets/only-owner")

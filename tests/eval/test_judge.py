@@ -18,8 +18,8 @@ from som.eval.benchmarks.mmvet import (
 )
 from som.eval.items import EvalItem
 from som.eval.judge import Judge
-from tests.helpers.chat_server import ChatServer, Reply
 from tests.eval.reference import reference
+from tests.helpers.chat_server import ChatServer, Reply
 
 
 def judge_for(server: ChatServer, **kwargs: Any) -> Judge:
@@ -143,8 +143,11 @@ def test_mmvet_runs_are_separate_requests_averaged_and_cached(chat_server: ChatS
     bodies = [r.body for r in chat_server.requests]
     assert len(bodies) == 3 and len({json.dumps(b, sort_keys=True) for b in bodies}) == 1
     assert bodies[0]["temperature"] == 0.0 and [m["role"] for m in bodies[0]["messages"]] == ["user"]
-    assert scores["grades"]["v1_0"] == {"model": ["gpt-4-0613"] * 3, "content": ["1.0", "0.5", "0.0"],
-                                        "score": [1.0, 0.5, 0.0]}
+    assert scores["grades"]["v1_0"] == {
+        "model": ["gpt-4-0613"] * 3,
+        "content": ["1.0", "0.5", "0.0"],
+        "score": [1.0, 0.5, 0.0],
+    }
     assert scores["run_totals"] == pytest.approx([100.0, 50.0, 0.0])
     assert scores["total"] == pytest.approx(50.0) and scores["std"] == pytest.approx((5000 / 3) ** 0.5)
     with judge_for(chat_server, cache_url=cache) as judge:

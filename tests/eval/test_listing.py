@@ -113,15 +113,29 @@ def test_cli_on_som_mark_output(tmp_path: Path) -> None:
 
     dest, _ = som_dataset(tmp_path)  # writes tmp_path/raw and tmp_path/instances.json
     marked = tmp_path / "marked"
-    result = CliRunner().invoke(cli, ["mark", str(tmp_path / "raw"), "--out", str(marked),
-                                      "--masks", str(tmp_path / "instances.json"), "--workers", "1"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "mark",
+            str(tmp_path / "raw"),
+            "--out",
+            str(marked),
+            "--masks",
+            str(tmp_path / "instances.json"),
+            "--workers",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     items = ListingBenchmark().load_items(str(marked))
     assert sorted(item.id for item in items) == sorted(p.stem for p in (tmp_path / "raw").iterdir())
     answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(
-        json.dumps({"question_id": item.id, "text": "\n".join(f"{n}. {c}s" for n, c in item.meta["tags"])}) + "\n"
-        for item in items))
+    answers.write_text(
+        "".join(
+            json.dumps({"question_id": item.id, "text": "\n".join(f"{n}. {c}s" for n, c in item.meta["tags"])}) + "\n"
+            for item in items
+        )
+    )
     result = CliRunner().invoke(eval_group, ["score", "listing", "--source", str(marked), "--answers", str(answers)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["f1"] == 1.0

@@ -24,8 +24,8 @@ from som.eval.benchmarks.llava_bench import (
 )
 from som.eval.cli import eval_group
 from som.eval.judge import Judge
-from tests.helpers.chat_server import ChatServer, Reply
 from tests.eval.reference import reference
+from tests.helpers.chat_server import ChatServer, Reply
 
 
 @pytest.mark.parametrize(
@@ -86,9 +86,11 @@ def test_reviews_without_category_count_once_in_all(tmp_path: Path) -> None:
     """summarize_gpt_review.py: with a category, a review goes to it and to "all"; without one,
     to "all" only, read from `tuple` or else from `score`."""
     path = tmp_path / "reviews.jsonl"
-    rows = [{"question_id": 0, "category": "llava_bench_conv", "tuple": [8, 6]},
-            {"question_id": 1, "tuple": [10, 4]},
-            {"question_id": 2, "score": [5, 5]}]
+    rows = [
+        {"question_id": 0, "category": "llava_bench_conv", "tuple": [8, 6]},
+        {"question_id": 1, "tuple": [10, 4]},
+        {"question_id": 2, "score": [5, 5]},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     reviews = load_reviews(path)
     assert [(r.category, r.scores) for r in reviews] == [("conv", (8.0, 6.0)), (None, (10.0, 4.0)), (None, (5.0, 5.0))]
@@ -129,10 +131,15 @@ def write_wild(folder: Path) -> None:
     ]
     folder.mkdir(parents=True)
     (folder / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
-    (folder / "context.jsonl").write_text(json.dumps({"id": "001", "image": "001.jpg", "caption": "The Diamond Head crater."}) + "\n")
+    (folder / "context.jsonl").write_text(
+        json.dumps({"id": "001", "image": "001.jpg", "caption": "The Diamond Head crater."}) + "\n"
+    )
     (folder / "answers_gpt4.jsonl").write_text(
-        json.dumps({"question_id": 1, "text": "A crater by the sea."}) + "\n"
-        + json.dumps({"question_id": 0, "text": "Diamond Head."}) + "\n")
+        json.dumps({"question_id": 1, "text": "A crater by the sea."})
+        + "\n"
+        + json.dumps({"question_id": 0, "text": "Diamond Head."})
+        + "\n"
+    )
 
 
 def _crater_reply(body: dict[str, Any], index: int) -> Reply:
@@ -149,7 +156,9 @@ def test_wild_scores_through_the_judge(chat_server: ChatServer, tmp_path: Path) 
     bench = LlavaBenchBenchmark()
     items = bench.load_items(str(tmp_path / "wild"))
     assert [(i.id, i.meta["rule"], i.meta["reference"]) for i in items] == [
-        ("0", "llava_bench_conv", "Diamond Head."), ("1", "llava_bench_detail", "A crater by the sea.")]
+        ("0", "llava_bench_conv", "Diamond Head."),
+        ("1", "llava_bench_detail", "A crater by the sea."),
+    ]
     assert items[0].image == str(tmp_path / "wild" / "images" / "001.jpg")
 
     chat_server.script = _crater_reply
@@ -177,9 +186,12 @@ def test_retry_unparsable_is_an_option(chat_server: ChatServer, tmp_path: Path) 
     bench = LlavaBenchBenchmark(temperature=0.0, retry_unparsable=True)
     chat_server.script = _crater_reply
     with Judge(chat_server.url, "gpt-4-0314", "sk-test") as judge:
-        scores = bench.score(bench.load_items(str(tmp_path / "wild")), {"0": "Koko Head.", "1": "A mountain."},
-                             judge=judge)
-    detail = [r.body["temperature"] for r in chat_server.requests if "Describe this" in r.body["messages"][-1]["content"]]
+        scores = bench.score(
+            bench.load_items(str(tmp_path / "wild")), {"0": "Koko Head.", "1": "A mountain."}, judge=judge
+        )
+    detail = [
+        r.body["temperature"] for r in chat_server.requests if "Describe this" in r.body["messages"][-1]["content"]
+    ]
     assert detail == [0.0, *RETRY_TEMPERATURES]
     assert scores["unparsed"] == 1 and scores["reviews"][1]["requests"] == 3
 
@@ -190,8 +202,9 @@ def test_runs_are_fresh_reviews_averaged(chat_server: ChatServer, tmp_path: Path
     replies = iter(["8 6", "8 4", "10 5", "10 10"])  # run 0 (conv, detail), run 1 (conv, detail)
     chat_server.script = lambda body, index: Reply(next(replies))
     with Judge(chat_server.url, "gpt-4-0314", "sk-test", cache_url=str(tmp_path / "cache"), max_concurrency=1) as judge:
-        scores = bench.score(bench.load_items(str(tmp_path / "wild")), {"0": "Koko Head.", "1": "A mountain."},
-                             judge=judge)
+        scores = bench.score(
+            bench.load_items(str(tmp_path / "wild")), {"0": "Koko Head.", "1": "A mountain."}, judge=judge
+        )
     assert len(chat_server.requests) == 4
     assert [r["headline"] for r in scores["runs"]] == pytest.approx([10 / 16 * 100, 15 / 20 * 100])
     assert scores["headline"] == pytest.approx((62.5 + 75.0) / 2) and scores["std"] == pytest.approx(6.25)
@@ -201,8 +214,12 @@ def test_runs_are_fresh_reviews_averaged(chat_server: ChatServer, tmp_path: Path
 def test_cli_summarises_llava_review_files(tmp_path: Path) -> None:
     reviews = tmp_path / "reviews.jsonl"
     rows = [("llava_bench_conv", [8, 6]), ("llava_bench_conv", [10, 8]), ("llava_bench_detail", [-1, -1])]
-    reviews.write_text("".join(json.dumps({"question_id": i, "category": c, "content": "", "tuple": t}) + "\n"
-                               for i, (c, t) in enumerate(rows)))
+    reviews.write_text(
+        "".join(
+            json.dumps({"question_id": i, "category": c, "content": "", "tuple": t}) + "\n"
+            for i, (c, t) in enumerate(rows)
+        )
+    )
     result = CliRunner().invoke(eval_group, ["score", "llava-bench", "--reviews", str(reviews)])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
@@ -218,9 +235,24 @@ def test_cli_summarises_llava_review_files(tmp_path: Path) -> None:
 WILD_7B_REVIEWS = [("llava_bench_wild", f"reviews_llava-v1.5-7b-eval{i}.jsonl") for i in (1, 2, 3)]
 # What summarize_gpt_review.py prints for each file: category, relative, reference x10, model x10.
 SUMMARIZE_7B = [
-    {"all": (64.7, 87.0, 56.3), "complex": (77.6, 85.4, 66.2), "conv": (59.3, 88.8, 52.6), "detail": (47.7, 88.0, 42.0)},
-    {"all": (65.3, 87.0, 56.8), "complex": (78.8, 85.0, 67.0), "conv": (59.0, 88.2, 52.1), "detail": (48.5, 89.3, 43.3)},
-    {"all": (66.3, 86.7, 57.5), "complex": (79.6, 85.0, 67.7), "conv": (59.0, 88.2, 52.1), "detail": (50.8, 88.0, 44.7)},
+    {
+        "all": (64.7, 87.0, 56.3),
+        "complex": (77.6, 85.4, 66.2),
+        "conv": (59.3, 88.8, 52.6),
+        "detail": (47.7, 88.0, 42.0),
+    },
+    {
+        "all": (65.3, 87.0, 56.8),
+        "complex": (78.8, 85.0, 67.0),
+        "conv": (59.0, 88.2, 52.1),
+        "detail": (48.5, 89.3, 43.3),
+    },
+    {
+        "all": (66.3, 86.7, 57.5),
+        "complex": (79.6, 85.0, 67.7),
+        "conv": (59.0, 88.2, 52.1),
+        "detail": (50.8, 88.0, 44.7),
+    },
 ]
 
 
@@ -239,7 +271,11 @@ def test_real_review_runs_reproduce_summarize_and_the_published_mean() -> None:
     mean = out["categories"]
     assert mean["all"]["official_rounding"] == {"relative": 65.4, "reference": 86.9, "model": 56.9}
     assert {k: v["official_rounding"]["relative"] for k, v in mean.items()} == {
-        "conv": 59.1, "detail": 49.0, "complex": 78.7, "all": 65.4}
+        "conv": 59.1,
+        "detail": 49.0,
+        "complex": 78.7,
+        "all": 65.4,
+    }
     assert round(out["headline"], 2) == 65.43 and round(out["headline"], 1) == 65.4
     assert round(out["mean_relative"], 2) == 65.47 and round(out["std"], 2) == 0.66
     assert round(mean["detail"]["relative_std"], 2) == 1.28
@@ -257,15 +293,18 @@ def test_review_request_for_a_real_question_is_eval_gpt_review_benchs() -> None:
     cap_str = "\n".join(inst["caption"]) if isinstance(inst["caption"], list) else inst["caption"]
     rule = rule_dict["llava_bench_" + ques["category"]]
     prompt, role = rule["prompt"], rule["role"]
-    expected = (f"[Context]\n{cap_str}\n\n"
-                f"[Question]\n{ques['text']}\n\n"
-                f"[{role} 1]\n{ans1['text']}\n\n[End of {role} 1]\n\n"
-                f"[{role} 2]\n{ans2['text']}\n\n[End of {role} 2]\n\n"
-                f"[System]\n{prompt}\n\n")
+    expected = (
+        f"[Context]\n{cap_str}\n\n"
+        f"[Question]\n{ques['text']}\n\n"
+        f"[{role} 1]\n{ans1['text']}\n\n[End of {role} 1]\n\n"
+        f"[{role} 2]\n{ans2['text']}\n\n[End of {role} 2]\n\n"
+        f"[System]\n{prompt}\n\n"
+    )
     item = next(i for i in LlavaBenchBenchmark().load_items(str(folder)) if i.id == str(ques["question_id"]))
     assert ans1["question_id"] == ans2["question_id"] == ques["question_id"]
-    ours = review_prompt(item.meta["context"], item.prompt, item.meta["reference"], ans2["text"],
-                         load_rules()[item.meta["rule"]])
+    ours = review_prompt(
+        item.meta["context"], item.prompt, item.meta["reference"], ans2["text"], load_rules()[item.meta["rule"]]
+    )
     assert ours == expected
 
 

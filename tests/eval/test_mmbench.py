@@ -87,8 +87,18 @@ def test_predictions_are_read_as_the_evaluator_reads_the_upload() -> None:
 
 
 def _row(hint: str | None, options: dict[str, str], index: int = 5) -> MMBenchRow:
-    return MMBenchRow(index=index, question="What is shown?", hint=hint, options=options, answer="A",
-                      category="ocr", l2_category="fp", split="dev", image="", line=2)
+    return MMBenchRow(
+        index=index,
+        question="What is shown?",
+        hint=hint,
+        options=options,
+        answer="A",
+        category="ocr",
+        l2_category="fp",
+        split="dev",
+        image="",
+        line=2,
+    )
 
 
 @pytest.mark.parametrize("hint", [None, "nan", "NaN", "None", "none"])
@@ -113,17 +123,65 @@ def _synthetic_rows() -> list[dict[str, str]]:
     """Two questions with circular copies (options rotated) and one without copies."""
     base = {"category": "ocr", "image": "", "source": "test", "l2-category": "fp", "comment": "", "split": "dev"}
     return [
-        {**base, "index": "1", "question": "Q1 \"quoted\"\twith tab", "hint": "nan", "A": "red", "B": "blue",
-         "C": "", "D": "", "answer": "A"},
-        {**base, "index": "2", "question": "Q2", "hint": "multi\nline hint", "A": "one", "B": "two", "C": "three",
-         "D": "NA", "answer": "C", "category": "count"},
+        {
+            **base,
+            "index": "1",
+            "question": 'Q1 "quoted"\twith tab',
+            "hint": "nan",
+            "A": "red",
+            "B": "blue",
+            "C": "",
+            "D": "",
+            "answer": "A",
+        },
+        {
+            **base,
+            "index": "2",
+            "question": "Q2",
+            "hint": "multi\nline hint",
+            "A": "one",
+            "B": "two",
+            "C": "three",
+            "D": "NA",
+            "answer": "C",
+            "category": "count",
+        },
         {**base, "index": "3", "question": "Q3", "hint": "", "A": "x", "B": "y", "C": "", "D": "", "answer": "B"},
-        {**base, "index": "1000001", "question": "Q1 \"quoted\"\twith tab", "hint": "nan", "A": "blue", "B": "red",
-         "C": "", "D": "", "answer": "B"},
-        {**base, "index": "1000002", "question": "Q2", "hint": "multi\nline hint", "A": "two", "B": "three",
-         "C": "one", "D": "NA", "answer": "B", "category": "count"},
-        {**base, "index": "2000002", "question": "Q2", "hint": "multi\nline hint", "A": "three", "B": "one",
-         "C": "two", "D": "NA", "answer": "A", "category": "count"},
+        {
+            **base,
+            "index": "1000001",
+            "question": 'Q1 "quoted"\twith tab',
+            "hint": "nan",
+            "A": "blue",
+            "B": "red",
+            "C": "",
+            "D": "",
+            "answer": "B",
+        },
+        {
+            **base,
+            "index": "1000002",
+            "question": "Q2",
+            "hint": "multi\nline hint",
+            "A": "two",
+            "B": "three",
+            "C": "one",
+            "D": "NA",
+            "answer": "B",
+            "category": "count",
+        },
+        {
+            **base,
+            "index": "2000002",
+            "question": "Q2",
+            "hint": "multi\nline hint",
+            "A": "three",
+            "B": "one",
+            "C": "two",
+            "D": "NA",
+            "answer": "A",
+            "category": "count",
+        },
     ]
 
 
@@ -176,7 +234,8 @@ def _questions() -> list[MMBenchQuestion]:
     two = {"A": "red", "B": "blue"}
     three = {"A": "one", "B": "two", "C": "three"}
     return [
-        MMBenchQuestion(1, "A", two, "ocr", "fp", "dev"), MMBenchQuestion(1000001, "B", two, "ocr", "fp", "dev"),
+        MMBenchQuestion(1, "A", two, "ocr", "fp", "dev"),
+        MMBenchQuestion(1000001, "B", two, "ocr", "fp", "dev"),
         MMBenchQuestion(2, "C", three, "count", "fp", "dev"),
         MMBenchQuestion(1000002, "B", three, "count", "fp", "dev"),
         MMBenchQuestion(2000002, "A", three, "count", "fp", "dev"),
@@ -296,23 +355,49 @@ def test_submission_equals_llavas_upload(dev_tsv: Path, tmp_path: Path) -> None:
 
 
 def test_commands_score_and_write_the_upload(dev_tsv: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(eval_group, ["score", "mmbench", "--questions", str(dev_tsv),
-                                             "--answers", str(MMBENCH_ANSWERS)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        eval_group,
+        ["score", "mmbench", "--questions", str(dev_tsv), "--answers", str(MMBENCH_ANSWERS)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert round(out["circular_accuracy"], 1) == 67.7 and "vanilla_accuracy" in out
-    assert set(out["per_l2_category"]) <= {"coarse_perception", "finegrained_perception (instance-level)",
-                                           "logic_reasoning"}
+    assert set(out["per_l2_category"]) <= {
+        "coarse_perception",
+        "finegrained_perception (instance-level)",
+        "logic_reasoning",
+    }
     lines = MMBENCH_ANSWERS.read_text().splitlines(keepends=True)
     (tmp_path / "part.jsonl").write_text("".join(lines[:-1]))
-    upload = ["submission", "mmbench", "--questions", str(dev_tsv), "--answers", str(tmp_path / "part.jsonl"),
-              "--out", str(tmp_path / "up.xlsx")]
+    upload = [
+        "submission",
+        "mmbench",
+        "--questions",
+        str(dev_tsv),
+        "--answers",
+        str(tmp_path / "part.jsonl"),
+        "--out",
+        str(tmp_path / "up.xlsx"),
+    ]
     refused = CliRunner().invoke(eval_group, upload)
     assert refused.exit_code != 0 and "1 of 4377 rows" in refused.output
     written = json.loads(CliRunner().invoke(eval_group, [*upload, "--allow-partial"]).stdout)
     assert written["unanswered"] == 1 and written["upload_to"].startswith("https://")
-    partial = CliRunner().invoke(eval_group, ["score", "mmbench", "--questions", str(dev_tsv), "--answers",
-                                              str(tmp_path / "part.jsonl"), "--allow-partial", "--lang", "cn"])
+    partial = CliRunner().invoke(
+        eval_group,
+        [
+            "score",
+            "mmbench",
+            "--questions",
+            str(dev_tsv),
+            "--answers",
+            str(tmp_path / "part.jsonl"),
+            "--allow-partial",
+            "--lang",
+            "cn",
+        ],
+    )
     out = json.loads(partial.stdout)
     assert (out["benchmark"], out["skipped_questions"], out["unanswered"]) == ("mmbench_cn", 1, 1)
 

@@ -83,9 +83,12 @@ def _rows(*cells: tuple[str, str, str]) -> list[MMERow]:
 
 def test_score_task_acc_and_acc_plus_on_a_hand_built_case() -> None:
     rows = _rows(
-        ("a.jpg", "Yes", "Yes"), ("a.jpg", "No", "No"),  # both right
-        ("b.jpg", "Yes", "Yes, it is."), ("b.jpg", "No", "Yes"),  # one right
-        ("c.jpg", "Yes", "Perhaps"), ("c.jpg", "No", "no"),  # other + right
+        ("a.jpg", "Yes", "Yes"),
+        ("a.jpg", "No", "No"),  # both right
+        ("b.jpg", "Yes", "Yes, it is."),
+        ("b.jpg", "No", "Yes"),  # one right
+        ("c.jpg", "Yes", "Perhaps"),
+        ("c.jpg", "No", "no"),  # other + right
     )
     score = score_task("existence", rows)
     assert score.acc == pytest.approx(4 / 6)
@@ -134,8 +137,9 @@ def test_missing_task_file_is_named(tmp_path: Path) -> None:
 def test_release_layout_ground_truth_uses_llava_image_names(tmp_path: Path) -> None:
     qa = tmp_path / "MME" / "count" / "questions_answers_YN"
     qa.mkdir(parents=True)
-    (qa / "0001.txt").write_text("Are there two dogs? Please answer yes or no.\tYes\n"
-                                 "Are there three dogs? Please answer yes or no.\tNo\n")
+    (qa / "0001.txt").write_text(
+        "Are there two dogs? Please answer yes or no.\tYes\nAre there three dogs? Please answer yes or no.\tNo\n"
+    )
     gt = load_ground_truth(tmp_path / "MME")
     assert gt.get("count", "0001", "Are there two dogs? Please answer yes or no.") == ("0001.txt", "Yes")
 
@@ -144,8 +148,8 @@ def test_llava_answers_convert_with_suffixes_and_order(tmp_path: Path) -> None:
     gt_dir = tmp_path / "gt"
     gt_dir.mkdir()
     (gt_dir / "OCR.txt").write_text(
-        "0001.jpg\tIs the word \"cold\"? Please answer yes or no.\tYes\n"
-        "0001.jpg\tIs the word \"hot\"?  Please answer yes or no.\tNo\n"  # MME's double space
+        '0001.jpg\tIs the word "cold"? Please answer yes or no.\tYes\n'
+        '0001.jpg\tIs the word "hot"?  Please answer yes or no.\tNo\n'  # MME's double space
     )
     questions = tmp_path / "q.jsonl"
     answers = tmp_path / "a.jsonl"
@@ -155,10 +159,12 @@ def test_llava_answers_convert_with_suffixes_and_order(tmp_path: Path) -> None:
         {"question_id": "OCR/0001.jpg", "text": 'Is the word "hot"?' + suffix, "category": "OCR"},
     ]
     questions.write_text("".join(json.dumps(q) + "\n" for q in qs))
-    answers.write_text("".join(
-        json.dumps({"question_id": q["question_id"], "prompt": q["text"], "text": t}) + "\n"
-        for q, t in reversed(list(zip(qs, ["Yes", "Yes"])))
-    ))
+    answers.write_text(
+        "".join(
+            json.dumps({"question_id": q["question_id"], "prompt": q["text"], "text": t}) + "\n"
+            for q, t in reversed(list(zip(qs, ["Yes", "Yes"], strict=False)))
+        )
+    )
     from som.eval.benchmarks.mme import llava_rows
 
     rows, report = llava_rows(questions, answers, load_ground_truth(gt_dir))
@@ -279,8 +285,11 @@ def test_duplicate_answer_lines_fail_unless_allowed_then_the_last_wins(tmp_path:
         return lines + [json.dumps({**first, "text": "No"}) + "\n"]
 
     answers = _copy_answers(tmp_path, repeat_first_with_other_text)
-    with pytest.raises(FormatError, match=r"answers.jsonl:2375: second answer to question_id code_reasoning/0020.png "
-                                          r"with the same prompt \(first on line 1\); pass allow_duplicates"):
+    with pytest.raises(
+        FormatError,
+        match=r"answers.jsonl:2375: second answer to question_id code_reasoning/0020.png "
+        r"with the same prompt \(first on line 1\); pass allow_duplicates",
+    ):
         score_llava_answers(None, answers, reference(*OFFICIAL))
     scores, report = score_llava_answers(None, answers, reference(*OFFICIAL), allow_duplicates=True)
     assert report == MMEConversion(answers=2375, scored=2374, not_in_questions=0, missing_gt=0, duplicates=1)
@@ -291,7 +300,9 @@ def test_duplicate_answer_lines_fail_unless_allowed_then_the_last_wins(tmp_path:
 
 def test_unanswered_question_and_half_answered_image_are_errors(tmp_path: Path) -> None:
     answers = _copy_answers(tmp_path, lambda lines: lines[1:])
-    with pytest.raises(FormatError, match=r"1 questions have no answer, e.g. code_reasoning/0020.png \(questions line 1\)"):
+    with pytest.raises(
+        FormatError, match=r"1 questions have no answer, e.g. code_reasoning/0020.png \(questions line 1\)"
+    ):
         score_llava_answers(reference("mme", "llava_mme.jsonl"), answers, reference(*OFFICIAL))
     with pytest.raises(FormatError, match=r"code_reasoning/0020.png has 1 answered questions with ground truth"):
         score_llava_answers(None, answers, reference(*OFFICIAL))
@@ -304,12 +315,15 @@ def test_runner_asks_every_ground_truth_question_even_those_the_question_file_la
 
     items = MMEBenchmark().load_items(str(mme_full_source(tmp_path, reference(*OFFICIAL))))
     assert len(items) == 2374
-    added = [item for item in items if item.meta["image_name"] in ("03d5e3bfc958be38.jpg",
-                                                                   "Places365_val_00000130.jpg")]
+    added = [
+        item for item in items if item.meta["image_name"] in ("03d5e3bfc958be38.jpg", "Places365_val_00000130.jpg")
+    ]
     assert len(added) == 4
     assert all(item.prompt.endswith("\nAnswer the question using a single word or phrase.") for item in added)
     assert {item.image.split("MME_Benchmark_release_version/")[1] for item in added} == {
-        "landmark/images/03d5e3bfc958be38.jpg", "scene/images/Places365_val_00000130.jpg"}
+        "landmark/images/03d5e3bfc958be38.jpg",
+        "scene/images/Places365_val_00000130.jpg",
+    }
 
 
 def test_runner_refuses_questions_without_ground_truth_unless_told(tmp_path: Path) -> None:

@@ -205,7 +205,7 @@ def test_round_like_numpy() -> None:
 def _csv_row(path: Path) -> dict[str, str]:
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))
-    return dict(zip(rows[0][1:], rows[1][1:]))
+    return dict(zip(rows[0][1:], rows[1][1:], strict=False))
 
 
 def test_llava_13b_reproduces_published_and_official_csvs() -> None:
@@ -225,7 +225,9 @@ def test_llava_13b_reproduces_published_and_official_csvs() -> None:
     assert str(rounded["runs"]) == official["runs"]
 
     official_int = _csv_row(reference("mmvet", "results", "llava-v1.5-13b_gpt-4-cap-int-score-1runs.csv"))
-    by_set = {frozenset(name.split("_")): float(v) for name, v in official_int.items() if name not in ("total", "std", "runs")}
+    by_set = {
+        frozenset(name.split("_")): float(v) for name, v in official_int.items() if name not in ("total", "std", "runs")
+    }
     ours = {frozenset(name.split("_")): round_like_numpy(v) for name, v in scores.integrations.items()}
     assert ours == by_set
 

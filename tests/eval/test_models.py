@@ -62,8 +62,9 @@ def test_batched_answers_equal_one_by_one(hf_model: HFModel, questions: list[Que
     assert batched == [hf_model.answer([q])[0] for q in questions]
 
 
-def test_greedy_is_deterministic_and_batch_size_free(llava_folder: str, hf_model: HFModel,
-                                                      questions: list[Question]) -> None:
+def test_greedy_is_deterministic_and_batch_size_free(
+    llava_folder: str, hf_model: HFModel, questions: list[Question]
+) -> None:
     first = hf_model.answer(questions)
     assert hf_model.answer(questions) == first
     small_batches = HFModel(llava_folder, batch_size=2, max_new_tokens=6, local_files_only=True)
@@ -78,8 +79,7 @@ def test_text_only_questions_keep_their_place(hf_model: HFModel, questions: list
     assert answers[2] == hf_model.answer([questions[1]])[0]
 
 
-def test_llava_models_get_llava15_prompt_unless_overridden(hf_model: HFModel, llava_folder: str,
-                                                          image: bytes) -> None:
+def test_llava_models_get_llava15_prompt_unless_overridden(hf_model: HFModel, llava_folder: str, image: bytes) -> None:
     """A LLaVA-1.5 model is asked as LLaVA's model_vqa_loader asks it, not by its chat template."""
     question = Question(image, "What is it?", "p")
     assert hf_model.profile.name == "llava-1.5"
@@ -204,8 +204,10 @@ def test_model_check_names_what_is_missing(llava_folder: str, tmp_path: Path) ->
     weights_only.mkdir()
     for name in ("config.json", "model.safetensors"):
         (weights_only / name).write_bytes((Path(llava_folder) / name).read_bytes())
-    with pytest.raises(ModelSpecError, match="is missing processor_config.json or preprocessor_config.json; "
-                                             "tokenizer.json or tokenizer.model"):
+    with pytest.raises(
+        ModelSpecError,
+        match="is missing processor_config.json or preprocessor_config.json; tokenizer.json or tokenizer.model",
+    ):
         check_model_spec(str(weights_only))
     with pytest.raises(ModelSpecError, match="is a file"):
         check_model_spec(str(weights_only / "config.json"))
@@ -219,8 +221,10 @@ def test_model_check_names_what_is_missing(llava_folder: str, tmp_path: Path) ->
 
 def test_model_check_offline_hub_id_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = str(tmp_path / "hub")
-    with pytest.raises(ModelSpecError, match="not in the local Hugging Face cache and --local-files-only .*"
-                                             "hf download llava-hf/llava-1.5-7b-hf"):
+    with pytest.raises(
+        ModelSpecError,
+        match="not in the local Hugging Face cache and --local-files-only .*hf download llava-hf/llava-1.5-7b-hf",
+    ):
         check_model_spec("llava-hf/llava-1.5-7b-hf", local_files_only=True, cache_dir=cache)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelSpecError, match="HF_HUB_OFFLINE=1 forbids"):

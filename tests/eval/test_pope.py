@@ -99,18 +99,30 @@ def _tiny_case() -> tuple[list[PopeQuestion], list[PopeLabels]]:
         PopeQuestion("5", "c.jpg", "Is there a cow in the image?", "adversarial", 5),
     ]
     labels = [
-        PopeLabels("random", Path("coco_pope_random.json"), {
-            question_key("a.jpg", "Is there a cat in the image?"): False,
-            question_key("a.jpg", "Is there a dog in the image?"): True,
-        }),
-        PopeLabels("popular", Path("coco_pope_popular.json"), {
-            question_key("b.jpg", "Is there a car in the image?"): True,
-            question_key("b.jpg", "Is there a bus in the image?"): False,
-            question_key("b.jpg", "Is there a van in the image?"): False,
-        }),
-        PopeLabels("adversarial", Path("coco_pope_adversarial.json"), {
-            question_key("c.jpg", "Is there a cow in the image?"): True,
-        }),
+        PopeLabels(
+            "random",
+            Path("coco_pope_random.json"),
+            {
+                question_key("a.jpg", "Is there a cat in the image?"): False,
+                question_key("a.jpg", "Is there a dog in the image?"): True,
+            },
+        ),
+        PopeLabels(
+            "popular",
+            Path("coco_pope_popular.json"),
+            {
+                question_key("b.jpg", "Is there a car in the image?"): True,
+                question_key("b.jpg", "Is there a bus in the image?"): False,
+                question_key("b.jpg", "Is there a van in the image?"): False,
+            },
+        ),
+        PopeLabels(
+            "adversarial",
+            Path("coco_pope_adversarial.json"),
+            {
+                question_key("c.jpg", "Is there a cow in the image?"): True,
+            },
+        ),
     ]
     return questions, labels
 
@@ -145,9 +157,14 @@ def test_missing_label_split_fails_unless_partial_is_allowed() -> None:
 def test_positional_pairing_zips_answer_order_with_label_lines() -> None:
     questions, labels = _tiny_case()
     # Label lines in file order: "cat" (no) before "dog" (yes); the question file asks dog first.
-    labels[0] = replace(labels[0], order=[(question_key("a.jpg", "Is there a cat in the image?"), False),
-                                          (question_key("a.jpg", "Is there a dog in the image?"), True),
-                                          (question_key("a.jpg", "Is there a cup in the image?"), False)])
+    labels[0] = replace(
+        labels[0],
+        order=[
+            (question_key("a.jpg", "Is there a cat in the image?"), False),
+            (question_key("a.jpg", "Is there a dog in the image?"), True),
+            (question_key("a.jpg", "Is there a cup in the image?"), False),
+        ],
+    )
     labels[1] = replace(labels[1], order=list(labels[1].labels.items()))
     labels[2] = replace(labels[2], order=list(labels[2].labels.items()))
     answers = {"2": "No", "1": "Yes", "3": "Yes", "4": "No", "5": "No"}  # answer-file order counts
@@ -158,8 +175,9 @@ def test_positional_pairing_zips_answer_order_with_label_lines() -> None:
     by_question = score_pope(questions, answers, labels)
     assert by_question.splits["random"].f1 == scores.splits["random"].f1
     # Swapping the answers' order swaps the pairs: positional pairing no longer matches questions.
-    swapped = score_pope(questions, {"1": "Yes", "2": "No", "3": "Yes", "4": "No", "5": "No"}, labels,
-                         pairing="positional")
+    swapped = score_pope(
+        questions, {"1": "Yes", "2": "No", "3": "Yes", "4": "No", "5": "No"}, labels, pairing="positional"
+    )
     assert swapped.mismatched_pairs["random"] == 2
     assert (swapped.splits["random"].fp, swapped.splits["random"].fn) == (1, 1)
 

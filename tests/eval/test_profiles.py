@@ -12,14 +12,24 @@ import torch
 from PIL import Image
 from tokenizers.processors import TemplateProcessing
 
-from som.eval.profiles import (PROFILES, Llava15Profile, ProfileError, Question, auto_name,
-                               processor_inputs, resolve_profile, tokenizer_adds_bos)
+from som.eval.profiles import (
+    PROFILES,
+    Llava15Profile,
+    ProfileError,
+    Question,
+    auto_name,
+    processor_inputs,
+    resolve_profile,
+    tokenizer_adds_bos,
+)
 from som.images import expand2square
 from som.train.templates import VICUNA_SYSTEM
 from tests.helpers.tiny_llava import build_tiny_llava
 
-LLAVA_15 = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-            "detailed, and polite answers to the user's questions. USER: <image>\n{question} ASSISTANT:")
+LLAVA_15 = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions. USER: <image>\n{question} ASSISTANT:"
+)
 
 
 def png(width: int, height: int, colour: tuple[int, int, int] = (200, 30, 60)) -> bytes:
@@ -29,16 +39,18 @@ def png(width: int, height: int, colour: tuple[int, int, int] = (200, 30, 60)) -
 
 
 def config(model_type: str, vision: str = "", text: str = "") -> SimpleNamespace:
-    return SimpleNamespace(model_type=model_type, vision_config=SimpleNamespace(model_type=vision),
-                           text_config=SimpleNamespace(model_type=text))
+    return SimpleNamespace(
+        model_type=model_type,
+        vision_config=SimpleNamespace(model_type=vision),
+        text_config=SimpleNamespace(model_type=text),
+    )
 
 
 @pytest.fixture(scope="module")
 def llava_processor(tmp_path_factory: pytest.TempPathFactory):
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(build_tiny_llava(tmp_path_factory.mktemp("tiny_llava")),
-                                         local_files_only=True)
+    return AutoProcessor.from_pretrained(build_tiny_llava(tmp_path_factory.mktemp("tiny_llava")), local_files_only=True)
 
 
 def test_llava15_prompt_is_llava_model_vqa_loader_text(llava_processor) -> None:
@@ -83,8 +95,10 @@ def test_llava15_gets_exactly_one_bos(llava_processor) -> None:
     and a tokenizer that adds one itself is left to do it (never two)."""
     profile = PROFILES["llava-1.5"]
     tokenizer = llava_processor.tokenizer
-    prompts = [profile.render_question(llava_processor, Question(png(30, 20), q, str(i)))
-               for i, q in enumerate(["Hi?", "A much longer question about the picture?"])]
+    prompts = [
+        profile.render_question(llava_processor, Question(png(30, 20), q, str(i)))
+        for i, q in enumerate(["Hi?", "A much longer question about the picture?"])
+    ]
     encoded = processor_inputs(llava_processor, profile, prompts)
     for ids, mask in zip(encoded["input_ids"].tolist(), encoded["attention_mask"].tolist(), strict=True):
         row = [i for i, m in zip(ids, mask, strict=True) if m]
@@ -136,7 +150,9 @@ def test_profile_errors_name_the_option(llava_processor) -> None:
 
 def test_mixed_batches_are_refused(llava_processor) -> None:
     profile = PROFILES["llava-1.5"]
-    prompts = [profile.render_question(llava_processor, Question(png(8, 8), "a", "1")),
-               profile.render_question(llava_processor, Question(None, "b", "2"))]
+    prompts = [
+        profile.render_question(llava_processor, Question(png(8, 8), "a", "1")),
+        profile.render_question(llava_processor, Question(None, "b", "2")),
+    ]
     with pytest.raises(ValueError, match="mixes text-only and image prompts"):
         processor_inputs(llava_processor, profile, prompts)

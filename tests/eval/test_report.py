@@ -5,11 +5,19 @@ from __future__ import annotations
 from som.eval import report
 from som.eval.registry import BENCHMARKS
 
-
 ISSUE_TABLE = {  # LLaVA's model zoo, LLaVA-1.5 7B / 13B (full fine-tune), in its column order
-    "vqav2": (78.5, 80.0), "gqa": (62.0, 63.3), "vizwiz": (50.0, 53.6), "sqa": (66.8, 71.6),
-    "textvqa": (58.2, 61.3), "pope": (85.9, 85.9), "mme": (1510.7, 1531.3), "mmbench": (64.3, 67.7),
-    "mmbench_cn": (58.3, 63.6), "seed_all": (58.6, 61.6), "llava_bench": (65.4, 72.5), "mmvet": (31.1, 36.1),
+    "vqav2": (78.5, 80.0),
+    "gqa": (62.0, 63.3),
+    "vizwiz": (50.0, 53.6),
+    "sqa": (66.8, 71.6),
+    "textvqa": (58.2, 61.3),
+    "pope": (85.9, 85.9),
+    "mme": (1510.7, 1531.3),
+    "mmbench": (64.3, 67.7),
+    "mmbench_cn": (58.3, 63.6),
+    "seed_all": (58.6, 61.6),
+    "llava_bench": (65.4, 72.5),
+    "mmvet": (31.1, 36.1),
 }
 SOM_TABLE = {  # SoM-LLaVA's README (13B): POPE, MME, SEED-I, LLaVA-Wild, MM-Vet
     "LLaVA-1.5-13B (SoM-LLaVA's table)": (85.9, 1531.3, 68.2, 70.7, 35.4),
@@ -36,8 +44,10 @@ def test_published_numbers_have_sources_and_known_benchmarks() -> None:
 
 
 def test_rows_put_this_model_beside_the_papers() -> None:
-    scores = {"pope": {"plain": {"headline": 86.123}, "tags": {"headline": 87.0}},
-              "mme": {"plain": {"headline": 1500.0}}}
+    scores = {
+        "pope": {"plain": {"headline": 86.123}, "tags": {"headline": 87.0}},
+        "mme": {"plain": {"headline": 1500.0}},
+    }
     rows = report.comparison_rows(scores, "my-model", ["plain", "tags"])
     pope, mme = rows
     assert pope["benchmark"] == "pope" and "F1" in pope["metric"]

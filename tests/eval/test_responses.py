@@ -12,10 +12,10 @@ from som.eval import responses
 from som.eval.responses import Response, ResponsesError, ShardWriter
 
 
-def record(id_: str, answer: str = "yes", model: str = "m", prompt_hash: str = "h",
-           time: str = "2026-11-21T10:00:00+00:00") -> Response:
-    return Response(id=id_, answer=answer, model=model, variant="plain", prompt_hash=prompt_hash,
-                    time=time)
+def record(
+    id_: str, answer: str = "yes", model: str = "m", prompt_hash: str = "h", time: str = "2026-11-21T10:00:00+00:00"
+) -> Response:
+    return Response(id=id_, answer=answer, model=model, variant="plain", prompt_hash=prompt_hash, time=time)
 
 
 def test_append_writes_whole_lines_one_per_id(tmp_path: Path) -> None:

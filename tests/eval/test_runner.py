@@ -52,8 +52,10 @@ def test_shards_cover_every_item_once() -> None:
 
 def test_two_shards_answer_everything_and_a_rerun_answers_nothing(tiny_model: str, pope: str, tmp_path: Path) -> None:
     eval_dir = str(tmp_path / "eval")
-    first = [answer_shard(tiny_model, "pope", pope, "plain", s, 2, eval_dir, batch_size=4, model_kwargs=FAST)
-             for s in range(2)]
+    first = [
+        answer_shard(tiny_model, "pope", pope, "plain", s, 2, eval_dir, batch_size=4, model_kwargs=FAST)
+        for s in range(2)
+    ]
     assert [(c["total"], c["answered"], c["skipped"]) for c in first] == [(6, 6, 0), (6, 6, 0)]
     merged = responses.read_responses(str(tmp_path / "eval" / "pope" / "plain"))
     assert len(merged) == 12 and {r.model for r in merged.values()} == {tiny_model}
@@ -91,8 +93,10 @@ def test_torn_shard_file_resumes_without_re_answering(tiny_model: str, pope: str
 def test_task_killed_mid_shard_resumes_where_it_stopped(tiny_model: str, pope: str, tmp_path: Path) -> None:
     """A real SIGKILL of the process answering a shard, then the same call again."""
     eval_dir = tmp_path / "eval"
-    call = (f"from som.eval.runner import answer_shard; answer_shard({tiny_model!r}, 'pope', {pope!r}, 'plain', "
-            f"0, 1, {str(eval_dir)!r}, batch_size=1, model_kwargs={{'local_files_only': True}})")
+    call = (
+        f"from som.eval.runner import answer_shard; answer_shard({tiny_model!r}, 'pope', {pope!r}, 'plain', "
+        f"0, 1, {str(eval_dir)!r}, batch_size=1, model_kwargs={{'local_files_only': True}})"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     log = tmp_path / "task.log"
     with log.open("wb") as output:
@@ -109,8 +113,9 @@ def test_task_killed_mid_shard_resumes_where_it_stopped(tiny_model: str, pope: s
             process.wait()
     before = shard_lines(eval_dir)
     assert 2 <= len(before) < 12, f"kill came too late ({len(before)} answers): {log.read_text()[-2000:]}"
-    counts = answer_shard(tiny_model, "pope", pope, "plain", 0, 1, str(eval_dir), batch_size=4,
-                          model_kwargs={"local_files_only": True})
+    counts = answer_shard(
+        tiny_model, "pope", pope, "plain", 0, 1, str(eval_dir), batch_size=4, model_kwargs={"local_files_only": True}
+    )
     assert (counts["answered"], counts["skipped"]) == (12 - len(before), len(before))
     after = shard_lines(eval_dir)
     assert after[: len(before)] == before
@@ -135,17 +140,28 @@ def test_stale_prompts_are_asked_again_and_other_models_refused(tiny_model: str,
         answer_shard("another/model", "pope", pope, "plain", 0, 1, str(eval_dir), limit=3)
 
 
-def test_other_generation_settings_or_unrecorded_ones_are_asked_again(tiny_model: str, pope: str,
-                                                                      tmp_path: Path) -> None:
+def test_other_generation_settings_or_unrecorded_ones_are_asked_again(
+    tiny_model: str, pope: str, tmp_path: Path
+) -> None:
     """Answers remember the profile, token limit and input format; a rerun that changes any of
     them (or finds an answer from before they were recorded) asks again, and scoring refuses a
     variant whose answers mix settings."""
     eval_dir = tmp_path / "eval"
     answer_shard(tiny_model, "pope", pope, "plain", 0, 1, str(eval_dir), limit=3, model_kwargs=FAST)
     assert [r["generation"] for r in shard_lines(eval_dir)] == [
-        {"input_format": 2, "max_new_tokens": 4, "prompt_profile": "auto"}] * 3
-    counts = answer_shard(tiny_model, "pope", pope, "plain", 0, 1, str(eval_dir), limit=3,
-                          model_kwargs={**FAST, "prompt_profile": "llava-1.5"})
+        {"input_format": 2, "max_new_tokens": 4, "prompt_profile": "auto"}
+    ] * 3
+    counts = answer_shard(
+        tiny_model,
+        "pope",
+        pope,
+        "plain",
+        0,
+        1,
+        str(eval_dir),
+        limit=3,
+        model_kwargs={**FAST, "prompt_profile": "llava-1.5"},
+    )
     assert (counts["answered"], counts["skipped"]) == (3, 0)
 
     path = Path(responses.shard_url(str(eval_dir / "pope" / "plain"), 0))
@@ -155,8 +171,17 @@ def test_other_generation_settings_or_unrecorded_ones_are_asked_again(tiny_model
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     with pytest.raises(ValueError, match="different generation settings"):
         score_variant("pope", pope, "plain", str(eval_dir), limit=3)
-    counts = answer_shard(tiny_model, "pope", pope, "plain", 0, 1, str(eval_dir), limit=3,
-                          model_kwargs={**FAST, "prompt_profile": "llava-1.5"})
+    counts = answer_shard(
+        tiny_model,
+        "pope",
+        pope,
+        "plain",
+        0,
+        1,
+        str(eval_dir),
+        limit=3,
+        model_kwargs={**FAST, "prompt_profile": "llava-1.5"},
+    )
     assert (counts["answered"], counts["skipped"]) == (2, 1)
     assert score_variant("pope", pope, "plain", str(eval_dir), limit=3)["splits"]["adversarial"]["n"] == 3
 
@@ -164,15 +189,17 @@ def test_other_generation_settings_or_unrecorded_ones_are_asked_again(tiny_model
 def test_tags_variant_answers_about_marked_images(tiny_model: str, pope: str, tmp_path: Path) -> None:
     eval_dir = tmp_path / "eval"
     tags = {"segmenter": "slic", "params": {"n_segments": 6}, "mark_options": {"short_side": 0, "min_tag_area": 10}}
-    counts = answer_shard(tiny_model, "pope", pope, "tags", 0, 1, str(eval_dir), limit=2, model_kwargs=FAST,
-                          tag_options=tags)
+    counts = answer_shard(
+        tiny_model, "pope", pope, "tags", 0, 1, str(eval_dir), limit=2, model_kwargs=FAST, tag_options=tags
+    )
     assert counts["answered"] == 2
     assert list((eval_dir / "_cache" / "tags").rglob("*.jpg"))  # the marked image, cached for every model
     assert {r["variant"] for r in shard_lines(eval_dir, "tags")} == {"tags"}
     # other tagging settings are another prompt: asked again
     tags["params"] = {"n_segments": 4}
-    again = answer_shard(tiny_model, "pope", pope, "tags", 0, 1, str(eval_dir), limit=2, model_kwargs=FAST,
-                         tag_options=tags)
+    again = answer_shard(
+        tiny_model, "pope", pope, "tags", 0, 1, str(eval_dir), limit=2, model_kwargs=FAST, tag_options=tags
+    )
     assert again["answered"] == 2
 
 
@@ -209,8 +236,9 @@ def test_judged_benchmark_scores_once_then_from_the_cache(tiny_model: str, tmp_p
             score_variant("llava_bench", source, "plain", eval_dir)
         first = score_variant("llava_bench", source, "plain", eval_dir, judge=judge)
         assert len(server.requests) == 3 and first["headline"] == pytest.approx(75.0)
-        again = score_variant("llava_bench", source, "plain", eval_dir, judge=Judge(server.url, "judge-model",
-                                                                                     api_key="test-key"))
+        again = score_variant(
+            "llava_bench", source, "plain", eval_dir, judge=Judge(server.url, "judge-model", api_key="test-key")
+        )
         assert len(server.requests) == 3 and again["judge"]["cache_hits"] == 3
         assert {k: v for k, v in again.items() if k != "judge"} == {k: v for k, v in first.items() if k != "judge"}
     finally:
@@ -218,8 +246,9 @@ def test_judged_benchmark_scores_once_then_from_the_cache(tiny_model: str, tmp_p
     assert list((tmp_path / "eval" / "_cache" / "judge").rglob("*"))
 
 
-def test_answers_and_tag_cache_in_object_storage(tiny_model: str, pope: str, s3_server, s3_prefix: str,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_answers_and_tag_cache_in_object_storage(
+    tiny_model: str, pope: str, s3_server, s3_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from som import storage
     from tests.helpers.s3 import use_s3
 
@@ -227,15 +256,17 @@ def test_answers_and_tag_cache_in_object_storage(tiny_model: str, pope: str, s3_
     eval_dir = storage.join(s3_prefix, "eval")
     tags = {"segmenter": "slic", "params": {"n_segments": 6}, "mark_options": {"short_side": 0, "min_tag_area": 10}}
     for shard in (0, 1):
-        counts = answer_shard(tiny_model, "pope", pope, "tags", shard, 2, eval_dir, limit=4, model_kwargs=FAST,
-                              tag_options=tags)
+        counts = answer_shard(
+            tiny_model, "pope", pope, "tags", shard, 2, eval_dir, limit=4, model_kwargs=FAST, tag_options=tags
+        )
         assert counts["answered"] == 2
     folder = responses.variant_dir(eval_dir, "pope", "tags")
-    assert [u.rsplit("/", 1)[-1] for u in responses.shard_files(folder)] == ["responses-00000.jsonl",
-                                                                              "responses-00001.jsonl"]
+    assert [u.rsplit("/", 1)[-1] for u in responses.shard_files(folder)] == [
+        "responses-00000.jsonl",
+        "responses-00001.jsonl",
+    ]
     assert storage.list_images(storage.join(eval_dir, "_cache", "tags"))  # marked images cached in S3
-    again = answer_shard(tiny_model, "pope", pope, "tags", 0, 1, eval_dir, limit=4, model_kwargs=FAST,
-                         tag_options=tags)
+    again = answer_shard(tiny_model, "pope", pope, "tags", 0, 1, eval_dir, limit=4, model_kwargs=FAST, tag_options=tags)
     assert (again["answered"], again["skipped"]) == (0, 4)
     assert score_variant("pope", pope, "tags", eval_dir, limit=4, tag_options=tags)["headline"] >= 0
 

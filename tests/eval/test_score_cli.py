@@ -24,9 +24,12 @@ def _invoke(*args: str) -> dict:
 def test_pope_command() -> None:
     out = _invoke(
         "pope",
-        "--questions", str(reference("pope", "llava_eval", "llava_pope_test.jsonl")),
-        "--answers", str(reference("pope", "llava_eval", "answers_llava-v1.5-13b.jsonl")),
-        "--labels", str(reference("pope", "AoiDragon_POPE_e3e3926_llava_pinned")),
+        "--questions",
+        str(reference("pope", "llava_eval", "llava_pope_test.jsonl")),
+        "--answers",
+        str(reference("pope", "llava_eval", "answers_llava-v1.5-13b.jsonl")),
+        "--labels",
+        str(reference("pope", "AoiDragon_POPE_e3e3926_llava_pinned")),
     )
     assert out["benchmark"] == "pope"
     assert out["pairing"] == "question"
@@ -37,10 +40,14 @@ def test_pope_command() -> None:
 def test_pope_command_positional_pairing_reproduces_eval_pope_with_head_labels() -> None:
     out = _invoke(
         "pope",
-        "--questions", str(reference("pope", "llava_eval", "llava_pope_test.jsonl")),
-        "--answers", str(reference("pope", "llava_eval", "answers_llava-v1.5-13b.jsonl")),
-        "--labels", str(reference("pope", "AoiDragon_POPE_HEAD")),
-        "--pairing", "positional",
+        "--questions",
+        str(reference("pope", "llava_eval", "llava_pope_test.jsonl")),
+        "--answers",
+        str(reference("pope", "llava_eval", "answers_llava-v1.5-13b.jsonl")),
+        "--labels",
+        str(reference("pope", "AoiDragon_POPE_HEAD")),
+        "--pairing",
+        "positional",
     )
     assert out["pairing"] == "positional"
     assert round(out["splits"]["random"]["f1"], 4) == 0.4565
@@ -51,10 +58,14 @@ def test_pope_command_fails_on_a_missing_label_split(tmp_path: Path) -> None:
     for split in ("random", "popular"):
         shutil.copy(reference("pope", "AoiDragon_POPE_e3e3926_llava_pinned", f"coco_pope_{split}.json"), tmp_path)
     args = [
-        "score", "pope",
-        "--questions", str(reference("pope", "llava_eval", "llava_pope_test.jsonl")),
-        "--answers", str(reference("pope", "llava_eval", "answers_llava-v1.5-13b.jsonl")),
-        "--labels", str(tmp_path),
+        "score",
+        "pope",
+        "--questions",
+        str(reference("pope", "llava_eval", "llava_pope_test.jsonl")),
+        "--answers",
+        str(reference("pope", "llava_eval", "answers_llava-v1.5-13b.jsonl")),
+        "--labels",
+        str(tmp_path),
     ]
     result = CliRunner().invoke(eval_group, args)
     assert result.exit_code == 1
@@ -73,11 +84,15 @@ def test_mme_command_from_results_dir() -> None:
 def test_mme_command_from_llava_answers_writes_eval_tool_files(tmp_path: Path) -> None:
     out = _invoke(
         "mme",
-        "--questions", str(reference("mme", "llava_mme.jsonl")),
-        "--answers", str(reference("mme", "answers_llava-v1.5-7b.jsonl")),
-        "--gt", str(reference("mme", "eval_tool", "answers_llava-v1.5-7b")),
+        "--questions",
+        str(reference("mme", "llava_mme.jsonl")),
+        "--answers",
+        str(reference("mme", "answers_llava-v1.5-7b.jsonl")),
+        "--gt",
+        str(reference("mme", "eval_tool", "answers_llava-v1.5-7b")),
         "--skip-missing-gt",
-        "--write-results-dir", str(tmp_path),
+        "--write-results-dir",
+        str(tmp_path),
     )
     assert round(out["perception"], 2) == 1508.67
     expected = reference("mme", "eval_tool", "answers_llava-v1.5-7b", "count.txt").read_bytes()
@@ -87,13 +102,22 @@ def test_mme_command_from_llava_answers_writes_eval_tool_files(tmp_path: Path) -
 def test_mme_command_scores_every_llava_answer_like_the_converter() -> None:
     out = _invoke(
         "mme",
-        "--questions", str(reference("mme", "llava_mme.jsonl")),
-        "--answers", str(reference("mme", "answers_llava-v1.5-13b.jsonl")),
-        "--gt", str(reference("mme", "eval_tool_official", "Your_Results")),
+        "--questions",
+        str(reference("mme", "llava_mme.jsonl")),
+        "--answers",
+        str(reference("mme", "answers_llava-v1.5-13b.jsonl")),
+        "--gt",
+        str(reference("mme", "eval_tool_official", "Your_Results")),
     )
     assert round(out["perception"], 2) == 1531.32
     assert round(out["cognition"], 2) == 295.36
-    assert out["conversion"] == {"answers": 2374, "scored": 2374, "not_in_questions": 6, "missing_gt": 0, "duplicates": 0}
+    assert out["conversion"] == {
+        "answers": 2374,
+        "scored": 2374,
+        "not_in_questions": 6,
+        "missing_gt": 0,
+        "duplicates": 0,
+    }
 
 
 def test_mme_command_needs_one_input_mode() -> None:
@@ -105,8 +129,10 @@ def test_mme_command_needs_one_input_mode() -> None:
 def test_mmvet_command() -> None:
     out = _invoke(
         "mmvet",
-        "--gt", str(reference("mmvet", "mm-vet.json")),
-        "--grades", str(reference("mmvet", "results", "llava-v1.5-13b_gpt-4-grade-1runs.json")),
+        "--gt",
+        str(reference("mmvet", "mm-vet.json")),
+        "--grades",
+        str(reference("mmvet", "results", "llava-v1.5-13b_gpt-4-grade-1runs.json")),
     )
     assert out["official_rounding"]["total"] == 36.1
     assert round(out["capabilities"]["rec"], 2) == 40.60
@@ -115,12 +141,26 @@ def test_mmvet_command() -> None:
 
 def test_seed_command(tmp_path: Path) -> None:
     annotation = tmp_path / "SEED-Bench.json"
-    annotation.write_text(json.dumps({"questions": [
-        {"question_id": "101669", "answer": "B", "question_type_id": 1, "data_type": "image", "choice_b": "a cat"},
-        {"question_id": "104933", "answer": "A", "question_type_id": 9, "data_type": "image"},
-    ]}))
+    annotation.write_text(
+        json.dumps(
+            {
+                "questions": [
+                    {
+                        "question_id": "101669",
+                        "answer": "B",
+                        "question_type_id": 1,
+                        "data_type": "image",
+                        "choice_b": "a cat",
+                    },
+                    {"question_id": "104933", "answer": "A", "question_type_id": 9, "data_type": "image"},
+                ]
+            }
+        )
+    )
     answers = tmp_path / "answers.jsonl"
-    answers.write_text('{"question_id": "101669", "prediction": "a cat"}\n{"question_id": "104933", "prediction": "A"}\n')
+    answers.write_text(
+        '{"question_id": "101669", "prediction": "a cat"}\n{"question_id": "104933", "prediction": "A"}\n'
+    )
     out = _invoke("seed", "--questions", str(annotation), "--answers", str(answers), "--lenient")
     assert out["accuracy"] == 50.0
     assert out["lenient"]["overall"] == 100.0
@@ -129,9 +169,15 @@ def test_seed_command(tmp_path: Path) -> None:
 
 def test_seed_command_reports_string_ids_in_llava_answers(tmp_path: Path) -> None:
     annotation = tmp_path / "SEED-Bench.json"
-    annotation.write_text(json.dumps({"questions": [
-        {"question_id": "101669", "answer": "B", "question_type_id": 1, "data_type": "image"},
-    ]}))
+    annotation.write_text(
+        json.dumps(
+            {
+                "questions": [
+                    {"question_id": "101669", "answer": "B", "question_type_id": 1, "data_type": "image"},
+                ]
+            }
+        )
+    )
     answers = tmp_path / "answers.jsonl"
     answers.write_text('{"question_id": "101669", "prompt": "...", "text": "B"}\n')
     out = _invoke("seed", "--questions", str(annotation), "--answers", str(answers))
@@ -142,12 +188,19 @@ def test_seed_command_reports_string_ids_in_llava_answers(tmp_path: Path) -> Non
 def test_malformed_file_gives_a_one_line_error(tmp_path: Path) -> None:
     answers = tmp_path / "answers.jsonl"
     answers.write_text('{"question_id": 1, "text": "Yes"}\nnot json\n')
-    result = CliRunner().invoke(eval_group, [
-        "score", "pope",
-        "--questions", str(reference("pope", "llava_eval", "llava_pope_test.jsonl")),
-        "--answers", str(answers),
-        "--labels", str(reference("pope", "AoiDragon_POPE_e3e3926_llava_pinned")),
-    ])
+    result = CliRunner().invoke(
+        eval_group,
+        [
+            "score",
+            "pope",
+            "--questions",
+            str(reference("pope", "llava_eval", "llava_pope_test.jsonl")),
+            "--answers",
+            str(answers),
+            "--labels",
+            str(reference("pope", "AoiDragon_POPE_e3e3926_llava_pinned")),
+        ],
+    )
     assert result.exit_code == 1
     assert f"Error: {answers}:2: not valid JSON" in result.output
     assert "Traceback" not in result.output

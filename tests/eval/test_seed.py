@@ -91,16 +91,29 @@ def test_lenient_is_reported_separately_and_per_type() -> None:
 
 def _annotation(tmp_path: Path, questions: list[dict]) -> Path:
     path = tmp_path / "SEED-Bench.json"
-    path.write_text(json.dumps({"question_type": {"Scene Understanding": 1, "Instance Identity": 2}, "questions": questions}))
+    path.write_text(
+        json.dumps({"question_type": {"Scene Understanding": 1, "Instance Identity": 2}, "questions": questions})
+    )
     return path
 
 
 def test_annotation_and_answer_formats(tmp_path: Path) -> None:
-    annotation = _annotation(tmp_path, [
-        {"question_id": "101669", "answer": "B", "question_type_id": 1, "data_type": "image",
-         "choice_a": "x", "choice_b": "y", "choice_c": "z", "choice_d": "w"},
-        {"question_id": "89257", "answer": "A", "question_type_id": 2, "data_type": "image"},
-    ])
+    annotation = _annotation(
+        tmp_path,
+        [
+            {
+                "question_id": "101669",
+                "answer": "B",
+                "question_type_id": 1,
+                "data_type": "image",
+                "choice_a": "x",
+                "choice_b": "y",
+                "choice_c": "z",
+                "choice_d": "w",
+            },
+            {"question_id": "89257", "answer": "A", "question_type_id": 2, "data_type": "image"},
+        ],
+    )
     upload = tmp_path / "upload.jsonl"
     upload.write_text('{"question_id": "101669", "prediction": "B"}\n{"question_id": "89257", "prediction": "C"}\n')
     raw = tmp_path / "llava.jsonl"
@@ -120,7 +133,9 @@ def test_malformed_seed_files(tmp_path: Path) -> None:
     annotation = _annotation(tmp_path, [{"question_id": "1", "question_type_id": 1}])
     with pytest.raises(FormatError, match=r"SEED-Bench.json: question 1: missing field 'answer'"):
         load_questions(annotation)
-    video_only = _annotation(tmp_path, [{"question_id": "1", "answer": "A", "question_type_id": 10, "data_type": "video"}])
+    video_only = _annotation(
+        tmp_path, [{"question_id": "1", "answer": "A", "question_type_id": 10, "data_type": "video"}]
+    )
     good = tmp_path / "good.jsonl"
     good.write_text('{"question_id": "1", "prediction": "A"}\n')
     with pytest.raises(FormatError, match="no image questions"):
@@ -166,11 +181,18 @@ def _reference_as_annotation_and_llava_answers(tmp_path: Path, *, numeric_ids: b
     """
     lines = reference("seed", "answers_upload_llava-v1.5-13b.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    annotation = _annotation(tmp_path, [
-        {"question_id": r["question_id"], "answer": r["prediction"], "question_type_id": 1,
-         "data_type": "image" if r["question_id"].isdigit() else "video"}
-        for r in records
-    ])
+    annotation = _annotation(
+        tmp_path,
+        [
+            {
+                "question_id": r["question_id"],
+                "answer": r["prediction"],
+                "question_type_id": 1,
+                "data_type": "image" if r["question_id"].isdigit() else "video",
+            }
+            for r in records
+        ],
+    )
     answers = tmp_path / "llava_answers.jsonl"
     with answers.open("w") as handle:
         for r in records:
@@ -187,7 +209,9 @@ def test_llava_answers_with_numeric_ids_match_like_the_converter(tmp_path: Path)
     assert (scores.unmatched_answers, scores.id_type_mismatches, scores.unanswered) == (0, 0, 0)
 
 
-def test_llava_answers_with_string_ids_score_zero_like_the_converter(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_llava_answers_with_string_ids_score_zero_like_the_converter(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """convert_seed_for_submission.py: int("101669") is not in a dict keyed by "101669"."""
     annotation, answers = _reference_as_annotation_and_llava_answers(tmp_path, numeric_ids=False)
     scores = score_seed_files(annotation, answers)
@@ -203,47 +227,81 @@ def test_llava_answers_with_string_ids_score_zero_like_the_converter(tmp_path: P
 
 # --- the converter's all / image / video summary ------------------------------------------------
 
+
 def _mixed(tmp_path: Path) -> Path:
     """Four image questions (one id listed twice, as 49914 is) and three video questions."""
-    return _annotation(tmp_path, [
-        {"question_id": "1", "answer": "A", "question_type_id": 1, "data_type": "image"},
-        {"question_id": "2", "answer": "B", "question_type_id": 2, "data_type": "image"},
-        {"question_id": "2", "answer": "B", "question_type_id": 2, "data_type": "image"},
-        {"question_id": "3", "answer": "C", "question_type_id": 2, "data_type": "image"},
-        {"question_id": "v0", "answer": "A", "question_type_id": 10, "data_type": "video"},
-        {"question_id": "v1", "answer": "B", "question_type_id": 11, "data_type": "video"},
-        {"question_id": "v2", "answer": "C", "question_type_id": 12, "data_type": "video"},
-    ])
+    return _annotation(
+        tmp_path,
+        [
+            {"question_id": "1", "answer": "A", "question_type_id": 1, "data_type": "image"},
+            {"question_id": "2", "answer": "B", "question_type_id": 2, "data_type": "image"},
+            {"question_id": "2", "answer": "B", "question_type_id": 2, "data_type": "image"},
+            {"question_id": "3", "answer": "C", "question_type_id": 2, "data_type": "image"},
+            {"question_id": "v0", "answer": "A", "question_type_id": 10, "data_type": "video"},
+            {"question_id": "v1", "answer": "B", "question_type_id": 11, "data_type": "video"},
+            {"question_id": "v2", "answer": "C", "question_type_id": 12, "data_type": "video"},
+        ],
+    )
 
 
 def test_all_image_and_video_accuracy_as_the_converter_prints_them(tmp_path: Path) -> None:
     answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(json.dumps(line) + "\n" for line in [
-        {"question_id": 1, "text": "A"}, {"question_id": 2, "text": "B"}, {"question_id": 3, "text": "D"},
-        {"question_id": "v0", "text": "A"}, {"question_id": "v1", "text": "B."}]))  # v2 unanswered
+    answers.write_text(
+        "".join(
+            json.dumps(line) + "\n"
+            for line in [
+                {"question_id": 1, "text": "A"},
+                {"question_id": 2, "text": "B"},
+                {"question_id": 3, "text": "D"},
+                {"question_id": "v0", "text": "A"},
+                {"question_id": "v1", "text": "B."},
+            ]
+        )
+    )  # v2 unanswered
     scores = score_seed_files(_mixed(tmp_path), answers)
     assert scores.exact.total == 4 and scores.exact.overall == 75.0  # 2 counted twice, like the converter
     out = scores.to_dict()
     assert (out["all_accuracy"], out["image_accuracy"]) == (pytest.approx(400 / 7), 75.0)
     assert out["video_accuracy"] == pytest.approx(100 / 3)
-    assert out["official"]["per_dimension"] == {"Scene Understanding": 100.0, "Instance Identity": pytest.approx(200 / 3),
-                                                "Action Recognition": 100.0, "Action Prediction": 0.0,
-                                                "Procedure Understanding": 0.0}
+    assert out["official"]["per_dimension"] == {
+        "Scene Understanding": 100.0,
+        "Instance Identity": pytest.approx(200 / 3),
+        "Action Recognition": 100.0,
+        "Action Prediction": 0.0,
+        "Procedure Understanding": 0.0,
+    }
     assert out["official"]["report"] == [
-        "Scene Understanding: 100.00%", "Instance Identity: 66.67%", "Action Recognition: 100.00%",
-        "Action Prediction: 0.00%", "Procedure Understanding: 0.00%", "Total accuracy: 57.14%",
-        "image accuracy: 75.00%", "video accuracy: 33.33%"]
+        "Scene Understanding: 100.00%",
+        "Instance Identity: 66.67%",
+        "Action Recognition: 100.00%",
+        "Action Prediction: 0.00%",
+        "Procedure Understanding: 0.00%",
+        "Total accuracy: 57.14%",
+        "image accuracy: 75.00%",
+        "video accuracy: 33.33%",
+    ]
     assert out["official"]["counts"]["video"] == {"correct": 1, "total": 3}
     assert score_seed_files(_mixed(tmp_path), answers, data_type="all").exact.overall == pytest.approx(400 / 7)
 
 
 # --- upload file ---------------------------------------------------------------------------------
 
+
 def test_upload_file_line_for_line(tmp_path: Path) -> None:
     answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(json.dumps(line) + "\n" for line in [
-        {"question_id": 1, "text": "A"}, {"question_id": "2", "text": "B"}, {"question_id": 3, "text": "The answer is C"},
-        {"question_id": "v0", "text": "A"}, {"question_id": "v1", "text": "B"}, {"question_id": "v2", "text": "C"}]))
+    answers.write_text(
+        "".join(
+            json.dumps(line) + "\n"
+            for line in [
+                {"question_id": 1, "text": "A"},
+                {"question_id": "2", "text": "B"},
+                {"question_id": 3, "text": "The answer is C"},
+                {"question_id": "v0", "text": "A"},
+                {"question_id": "v1", "text": "B"},
+                {"question_id": "v2", "text": "C"},
+            ]
+        )
+    )
     out = tmp_path / "upload" / "model.jsonl"
     summary = write_upload(_mixed(tmp_path), answers, str(out))
     # the annotation's (string) ids in its order, 2 twice, found by "2" first, 1 and 3 by int()
@@ -251,7 +309,8 @@ def test_upload_file_line_for_line(tmp_path: Path) -> None:
         '{"question_id": "1", "prediction": "A"}\n{"question_id": "2", "prediction": "B"}\n'
         '{"question_id": "2", "prediction": "B"}\n{"question_id": "3", "prediction": "The answer is C"}\n'
         '{"question_id": "v0", "prediction": "A"}\n{"question_id": "v1", "prediction": "B"}\n'
-        '{"question_id": "v2", "prediction": "C"}\n')
+        '{"question_id": "v2", "prediction": "C"}\n'
+    )
     assert (summary["lines"], summary["missing"]) == (7, 0)
     # scoring looks "2" up as int 2 first and misses it: the converter's asymmetry, kept
     assert summary["image_accuracy"] == 25.0 and summary["report"][-1] == "video accuracy: 100.00%"
@@ -294,6 +353,7 @@ def test_submission_command(tmp_path: Path) -> None:
 
 # --- the video frame LLaVA extracts ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("type_id", "count", "fps", "segment", "expected"),
     [
@@ -307,8 +367,9 @@ def test_submission_command(tmp_path: Path) -> None:
         (12, 300, None, [18, 166], 91),  # 18 + int(147 / 2)
     ],
 )
-def test_frame_index_is_llavas_rule(type_id: int, count: int, fps: float | None, segment: list | None,
-                                    expected: int) -> None:
+def test_frame_index_is_llavas_rule(
+    type_id: int, count: int, fps: float | None, segment: list | None, expected: int
+) -> None:
     assert frame_index(type_id, count, fps=fps, segment=segment) == expected
 
 
@@ -328,8 +389,9 @@ def test_segments_without_frames_have_no_middle() -> None:
     ("type_id", "frames", "fps", "segment", "expected"),
     [(10, 31, 10.0, None, 14), (11, 30, 10.0, [1.0, 2.5], 17), (12, 30, 15.0, [3, 100], 16)],
 )
-def test_extracted_frame_is_the_chosen_one(tmp_path: Path, type_id: int, frames: int, fps: float,
-                                           segment: list | None, expected: int) -> None:
+def test_extracted_frame_is_the_chosen_one(
+    tmp_path: Path, type_id: int, frames: int, fps: float, segment: list | None, expected: int
+) -> None:
     video = tiny_video(tmp_path / "clip.avi", frames, fps=fps)
     record = {"question_id": "v1", "question_type_id": type_id, "data_id": "clip.avi", "segment": segment}
     index, png = extract_frame(video, record)
@@ -344,11 +406,14 @@ def test_seed_items_with_videos_extract_llavas_frames(tmp_path: Path) -> None:
     frames = source / "SEED-Bench-video-image"
     assert [i.image for i in items[4:]] == [str(frames / n) for n in ("10_v1738.png", "11_v1962.png", "12_v4397.png")]
     assert [frame_number(Path(i.image).read_bytes()) for i in items[4:]] == [14, 17, 16]
-    assert items[4].prompt == ("What is shown in v1738?\nA. a dog\nB. a cat\nC. two birds\nD. nothing\n"
-                               "Answer with the option's letter from the given choices directly.")
+    assert items[4].prompt == (
+        "What is shown in v1738?\nA. a dog\nB. a cat\nC. two birds\nD. nothing\n"
+        "Answer with the option's letter from the given choices directly."
+    )
     assert items[4].meta["data_type"] == "video" and items[4].meta["question_type"] == "Action Recognition"
-    scores = bench.score(items, {"1000": "A", "1001": "B", "1002": "A", "1003": "D", "v1738": "B", "v1962": "A",
-                                 "v4397": "D"})
+    scores = bench.score(
+        items, {"1000": "A", "1001": "B", "1002": "A", "1003": "D", "v1738": "B", "v1962": "A", "v4397": "D"}
+    )
     assert scores["headline"] == 75.0 and scores["image_accuracy"] == 75.0
     assert scores["video_accuracy"] == pytest.approx(200 / 3) and scores["all_accuracy"] == pytest.approx(500 / 7)
     assert scores["video_skipped"] == 0
@@ -363,8 +428,9 @@ def test_limit_extracts_only_the_frames_it_keeps(tmp_path: Path) -> None:
     assert sorted(p.name for p in (source / "SEED-Bench-video-image").iterdir()) == ["10_v1738.png"]
 
 
-def test_without_videos_the_video_questions_are_skipped_and_said(tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_without_videos_the_video_questions_are_skipped_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     source = seed_source(tmp_path / "seed_bench", n=4)
     shutil.rmtree(source / "videos")
     bench = get_benchmark("seed")

@@ -77,8 +77,12 @@ def _problems() -> list[SqaProblem]:
 
 
 def test_image_questions_are_told_by_the_prompt_and_failed_counts_wrong() -> None:
-    answers = {"1": SqaAnswer("A", "<image>\nq"), "2": SqaAnswer("B. two", "q"),
-               "3": SqaAnswer("I think so", "<image>\nq"), "4": SqaAnswer("The answer is A.", "<image>\nq")}
+    answers = {
+        "1": SqaAnswer("A", "<image>\nq"),
+        "2": SqaAnswer("B. two", "q"),
+        "3": SqaAnswer("I think so", "<image>\nq"),
+        "4": SqaAnswer("The answer is A.", "<image>\nq"),
+    }
     scores = score_sqa(_problems(), answers)
     assert (scores.correct, scores.count, scores.accuracy) == (3, 4, 75.0)
     assert (scores.img_correct, scores.img_count) == (2, 3)
@@ -122,8 +126,10 @@ def test_integer_question_ids_match_no_problem_as_in_the_official_lookup(tmp_pat
         (['{"question_id": "7", "text": "B", "prompt": "q"}', "{oops"], r"answers.jsonl:2: not valid JSON"),
         (['{"question_id": "7", "text": "B"}'], r"answers.jsonl:1: answer to '7' has no 'prompt'"),
         (['{"question_id": "7", "text": 3, "prompt": "q"}'], r"answers.jsonl:1: expected question_id"),
-        (['{"question_id": "7", "text": "B", "prompt": "q"}', '{"question_id": "7", "text": "A", "prompt": "q"}'],
-         r"answers.jsonl:2: second, different answer"),
+        (
+            ['{"question_id": "7", "text": "B", "prompt": "q"}', '{"question_id": "7", "text": "A", "prompt": "q"}'],
+            r"answers.jsonl:2: second, different answer",
+        ),
     ],
 )
 def test_malformed_answers_name_file_and_line(tmp_path: Path, lines: list[str], message: str) -> None:
@@ -173,11 +179,22 @@ def test_reference_reproduces_official_numbers_and_files(tmp_path: Path) -> None
 
 
 def test_score_command_prints_json_and_writes_llavas_files(tmp_path: Path) -> None:
-    result = CliRunner().invoke(eval_group, [
-        "score", "sqa", "--base-dir", str(reference("sqa", "base")),
-        "--answers", str(reference("sqa", "answers_llava-v1.5-13b_reconstructed.jsonl")),
-        "--output-file", str(tmp_path / "out.jsonl"), "--output-result", str(tmp_path / "result.json"),
-    ], catch_exceptions=False)
+    result = CliRunner().invoke(
+        eval_group,
+        [
+            "score",
+            "sqa",
+            "--base-dir",
+            str(reference("sqa", "base")),
+            "--answers",
+            str(reference("sqa", "answers_llava-v1.5-13b_reconstructed.jsonl")),
+            "--output-file",
+            str(tmp_path / "out.jsonl"),
+            "--output-result",
+            str(tmp_path / "result.json"),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert (round(out["accuracy"], 2), round(out["img_accuracy"], 2)) == (74.39, 71.64)

@@ -7,8 +7,20 @@ import pytest
 from som.eval.registry import get_benchmark
 from som.eval.suites import get_suite
 
-LLAVA15_TABLE = ["vqav2", "gqa", "vizwiz", "sqa", "textvqa", "pope", "mme", "mmbench", "mmbench_cn", "seed",
-                 "llava_bench", "mmvet"]  # LLaVA-1.5's model-zoo columns, in order
+LLAVA15_TABLE = [
+    "vqav2",
+    "gqa",
+    "vizwiz",
+    "sqa",
+    "textvqa",
+    "pope",
+    "mme",
+    "mmbench",
+    "mmbench_cn",
+    "seed",
+    "llava_bench",
+    "mmvet",
+]  # LLaVA-1.5's model-zoo columns, in order
 
 
 def test_llava15_is_the_model_zoo_table_plus_listing_each_a_registered_benchmark() -> None:
@@ -33,8 +45,9 @@ def test_sources_come_from_the_playground_layout_unless_given() -> None:
 def test_flow_inputs_add_the_suite_to_named_benchmarks() -> None:
     from som.eval.plan import suite_inputs
 
-    names, sources, variants = suite_inputs("llava15", ["listing", "llava-bench"], {"mm-vet": "/mine"},
-                                            "s3://root", None)
+    names, sources, variants = suite_inputs(
+        "llava15", ["listing", "llava-bench"], {"mm-vet": "/mine"}, "s3://root", None
+    )
     assert names == get_suite("llava15").names  # named ones already in the suite are not repeated
     assert sources["mmvet"] == "/mine" and sources["gqa"] == "s3://root/gqa" and variants == ["plain"]
     assert suite_inputs(None, ["pope"], {"pope": "p"}, None, None) == (["pope"], {"pope": "p"}, ["plain", "tags"])

@@ -33,8 +33,9 @@ def test_tag_image_draws_marks_and_caches_them(photo: bytes, tmp_path: Path) -> 
     plain = _pixels(photo)
     drawn = _pixels(marked)
     assert min(drawn.shape[:2]) == 160
-    resized = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB").resize(drawn.shape[1::-1], Image.BICUBIC),
-                         dtype=np.int16)
+    resized = np.asarray(
+        Image.open(io.BytesIO(photo)).convert("RGB").resize(drawn.shape[1::-1], Image.BICUBIC), dtype=np.int16
+    )
     # The tags (black boxes, white digits) change some pixels a lot; JPEG noise alone does not.
     assert (np.abs(drawn - resized).max(axis=2) > 120).mean() > 0.002
     assert plain.shape != drawn.shape
@@ -62,15 +63,17 @@ def test_with_tags_marks_when_the_runner_reads(photo: bytes, tmp_path: Path) -> 
         EvalItem("q2", "Text only", None, {}),
         EvalItem("l1", "List the tags", str(image), {"premarked": True}),
     ]
-    config = TagConfig(segmenter="slic", params={"n_segments": 12}, mark_options={"short_side": 160},
-                       cache_url=str(tmp_path / "cache"))
+    config = TagConfig(
+        segmenter="slic", params={"n_segments": 12}, mark_options={"short_side": 160}, cache_url=str(tmp_path / "cache")
+    )
     tagged = with_tags(items, config)
     assert [t.id for t in tagged] == ["q1", "q2", "l1"] and tagged[0].prompt == items[0].prompt
     assert tagged[0].meta["label"] == "yes" and tagged[0].meta["tagging"]["segmenter"] == "slic"
     assert tagged[1] is items[1] and tagged[2] is items[2]
     assert read_image_bytes(items[0]) == photo
-    assert read_image_bytes(tagged[0]) == tag_image(photo, segmenter="slic", params={"n_segments": 12},
-                                                    cache_url=str(tmp_path / "cache"), short_side=160)
+    assert read_image_bytes(tagged[0]) == tag_image(
+        photo, segmenter="slic", params={"n_segments": 12}, cache_url=str(tmp_path / "cache"), short_side=160
+    )
     assert read_image_bytes(tagged[2]) == photo  # already a Set-of-Mark image: untouched
     assert read_image_bytes(tagged[1]) is None
     # Items stay JSON-able, so they can travel to Slurm tasks.

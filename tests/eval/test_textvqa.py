@@ -57,18 +57,24 @@ def _record(qid: int, image: str, question: str, answers: list[str]) -> dict:
 
 
 def test_scores_every_line_by_image_and_question(tmp_path: Path) -> None:
-    annotations = _annotations(tmp_path / "val.json", [
-        _record(1, "img1", "What is it?", ["Stop"] * 10),
-        _record(2, "img1", "What colour?", ["red"] * 9 + ["blue"]),
-        _record(3, "img2", "What is it?", ["old"] * 10),
-        _record(4, "img2", "WHAT IS IT?", ["exit"] * 10),  # same key, lower-cased: the later one wins
-    ])
-    answers = _answers(tmp_path / "a.jsonl", [
-        {"question_id": "img1", "prompt": f"What is it?\nReference OCR token: STOP\n{SHORT}", "text": "STOP."},
-        {"question_id": "img1", "prompt": f"What colour?\nReference OCR token: \n{SHORT}", "text": "Blue"},
-        {"question_id": "img2", "prompt": f"what is it?\n{SHORT}", "text": "exit"},
-        {"question_id": "img2", "prompt": f"what is it?\n{SHORT}", "text": "exit"},  # a repeat counts again
-    ])
+    annotations = _annotations(
+        tmp_path / "val.json",
+        [
+            _record(1, "img1", "What is it?", ["Stop"] * 10),
+            _record(2, "img1", "What colour?", ["red"] * 9 + ["blue"]),
+            _record(3, "img2", "What is it?", ["old"] * 10),
+            _record(4, "img2", "WHAT IS IT?", ["exit"] * 10),  # same key, lower-cased: the later one wins
+        ],
+    )
+    answers = _answers(
+        tmp_path / "a.jsonl",
+        [
+            {"question_id": "img1", "prompt": f"What is it?\nReference OCR token: STOP\n{SHORT}", "text": "STOP."},
+            {"question_id": "img1", "prompt": f"What colour?\nReference OCR token: \n{SHORT}", "text": "Blue"},
+            {"question_id": "img2", "prompt": f"what is it?\n{SHORT}", "text": "exit"},
+            {"question_id": "img2", "prompt": f"what is it?\n{SHORT}", "text": "exit"},  # a repeat counts again
+        ],
+    )
     out = score_textvqa_files(annotations, answers)
     assert out["samples"] == 4 and out["unanswered"] == 0
     assert out["accuracy"] == pytest.approx(100 * (1 + 0.3 + 1 + 1) / 4)
@@ -76,7 +82,9 @@ def test_scores_every_line_by_image_and_question(tmp_path: Path) -> None:
 
 
 def test_unanswered_questions_need_allow_partial(tmp_path: Path) -> None:
-    annotations = _annotations(tmp_path / "val.json", [_record(1, "i", "Q?", ["a"] * 10), _record(2, "j", "R?", ["b"] * 10)])
+    annotations = _annotations(
+        tmp_path / "val.json", [_record(1, "i", "Q?", ["a"] * 10), _record(2, "j", "R?", ["b"] * 10)]
+    )
     answers = _answers(tmp_path / "a.jsonl", [{"question_id": "i", "prompt": f"Q?\n{SHORT}", "text": "a"}])
     with pytest.raises(FormatError, match="1 of 2 questions have no answer"):
         score_textvqa_files(annotations, answers)
@@ -99,11 +107,22 @@ def test_bad_answers_name_file_and_line(tmp_path: Path) -> None:
 
 
 def test_answers_without_prompt_take_it_from_the_question_file(tmp_path: Path) -> None:
-    annotations = _annotations(tmp_path / "val.json", [_record(1, "i", "Q?", ["a"] * 10), _record(2, "j", "R?", ["b"] * 10),
-                                                      _record(3, "j", "S?", ["c"] * 10)])
-    questions = _answers(tmp_path / "q.jsonl", [
-        {"question_id": qid, "image": f"{qid}.jpg", "text": f"{q}\nReference OCR token: \n{SHORT}", "category": "default"}
-        for qid, q in (("i", "Q?"), ("j", "R?"), ("j", "S?"))])
+    annotations = _annotations(
+        tmp_path / "val.json",
+        [_record(1, "i", "Q?", ["a"] * 10), _record(2, "j", "R?", ["b"] * 10), _record(3, "j", "S?", ["c"] * 10)],
+    )
+    questions = _answers(
+        tmp_path / "q.jsonl",
+        [
+            {
+                "question_id": qid,
+                "image": f"{qid}.jpg",
+                "text": f"{q}\nReference OCR token: \n{SHORT}",
+                "category": "default",
+            }
+            for qid, q in (("i", "Q?"), ("j", "R?"), ("j", "S?"))
+        ],
+    )
     answers = _answers(tmp_path / "a.jsonl", [{"question_id": "i", "text": "a"}])
     with pytest.raises(FormatError, match="pass the question file"):
         score_textvqa_files(annotations, answers)
@@ -119,8 +138,15 @@ def test_reference_prompts_all_find_their_annotation(tmp_path: Path) -> None:
     answers = reference("textvqa", "answers_llava-v1.5-13b.jsonl")
     lines = [json.loads(line) for line in answers.read_text().splitlines()]
     # even lines: every human gave the model's answer; odd lines: none did
-    data = [_record(index, line["question_id"], line["prompt"].split("\n")[0],
-                    [line["text"] if index % 2 == 0 else "\u2205"] * 10) for index, line in enumerate(lines)]
+    data = [
+        _record(
+            index,
+            line["question_id"],
+            line["prompt"].split("\n")[0],
+            [line["text"] if index % 2 == 0 else "\u2205"] * 10,
+        )
+        for index, line in enumerate(lines)
+    ]
     annotations = _annotations(tmp_path / "TextVQA_0.5.1_val.json", data)
     out = score_textvqa_files(annotations, answers, questions=questions)
     assert out["samples"] == 5000 and out["questions"] == 5000
@@ -130,8 +156,11 @@ def test_reference_prompts_all_find_their_annotation(tmp_path: Path) -> None:
 def test_command(tmp_path: Path) -> None:
     annotations = _annotations(tmp_path / "val.json", [_record(1, "i", "Q?", ["two"] * 10)])
     answers = _answers(tmp_path / "a.jsonl", [{"question_id": "i", "prompt": f"Q?\n{SHORT}", "text": "2"}])
-    result = CliRunner().invoke(eval_group, ["score", "textvqa", "--annotations", str(annotations),
-                                             "--answers", str(answers)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        eval_group,
+        ["score", "textvqa", "--annotations", str(annotations), "--answers", str(answers)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["accuracy"] == 100.0
 

@@ -20,23 +20,35 @@ OTHER_TEXT = "Describe the picture in one short sentence, please."
 EXPECTED_PROMPTS: dict[str, tuple[str, str | None]] = {
     "llava-1.5": ("USER: <image>\nWhat is it? ASSISTANT:", "USER: Say hi. ASSISTANT:"),
     "llava-next": ("[INST] <image>\nWhat is it? [/INST]", "[INST] Say hi. [/INST]"),
-    "idefics3": ("<|begin_of_text|>User:<image>What is it?<end_of_utterance>\nAssistant:",
-                 "<|begin_of_text|>User: Say hi.<end_of_utterance>\nAssistant:"),
-    "smolvlm": ("<|im_start|>User:<image>What is it?<end_of_utterance>\nAssistant:",
-                "<|im_start|>User: Say hi.<end_of_utterance>\nAssistant:"),
-    "qwen2-vl": ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-                 "<|vision_start|><|image_pad|><|vision_end|>What is it?<|im_end|>\n<|im_start|>assistant\n",
-                 "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-                 "Say hi.<|im_end|>\n<|im_start|>assistant\n"),
-    "internvl": ("<|im_start|>user\n<IMG_CONTEXT>\nWhat is it?<|im_end|>\n<|im_start|>assistant\n",
-                 "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n"),
-    "mllama": ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>What is it?<|eot_id|>"
-               "<|start_header_id|>assistant<|end_header_id|>\n\n",
-               "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: "
-               "December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
-               "Say hi.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
-    "gemma3": ("<bos><start_of_turn>user\n<start_of_image>What is it?<end_of_turn>\n<start_of_turn>model\n",
-               "<bos><start_of_turn>user\nSay hi.<end_of_turn>\n<start_of_turn>model\n"),
+    "idefics3": (
+        "<|begin_of_text|>User:<image>What is it?<end_of_utterance>\nAssistant:",
+        "<|begin_of_text|>User: Say hi.<end_of_utterance>\nAssistant:",
+    ),
+    "smolvlm": (
+        "<|im_start|>User:<image>What is it?<end_of_utterance>\nAssistant:",
+        "<|im_start|>User: Say hi.<end_of_utterance>\nAssistant:",
+    ),
+    "qwen2-vl": (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>What is it?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "Say hi.<|im_end|>\n<|im_start|>assistant\n",
+    ),
+    "internvl": (
+        "<|im_start|>user\n<IMG_CONTEXT>\nWhat is it?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n",
+    ),
+    "mllama": (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>What is it?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: "
+        "December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+        "Say hi.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+    ),
+    "gemma3": (
+        "<bos><start_of_turn>user\n<start_of_image>What is it?<end_of_turn>\n<start_of_turn>model\n",
+        "<bos><start_of_turn>user\nSay hi.<end_of_turn>\n<start_of_turn>model\n",
+    ),
     # No chat template on the hub: the model cards' plain prompts; the processors add image tokens and bos.
     "paligemma": ("<image>answer en What is it?", None),
     "fuyu": ("What is it?\n", None),
@@ -68,15 +80,17 @@ class Loaded:
         if not self.templated:
             return {"paligemma": f"<image>answer en {text}", "fuyu": f"{text}\n"}[self.family]
         content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
-        return self.processor.apply_chat_template([{"role": "user", "content": content}],
-                                                  add_generation_prompt=True, tokenize=False)
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
 
     def inputs(self, prompts: list[str], images: list[Any] | None) -> Any:
         """Processor inputs; the tokenizer's own bos is skipped when the template already wrote it."""
         bos = self.processor.tokenizer.bos_token
         add_special = not (self.templated and bos is not None and prompts[0].startswith(bos))
-        return self.processor(images=images, text=prompts, padding=True, return_tensors="pt",
-                              add_special_tokens=add_special)
+        return self.processor(
+            images=images, text=prompts, padding=True, return_tensors="pt", add_special_tokens=add_special
+        )
 
     def generate(self, prompts: list[str], images: list[Any] | None) -> list[list[int]]:
         import torch
@@ -84,12 +98,11 @@ class Loaded:
         inputs = self.inputs(prompts, images)
         with torch.no_grad():
             out = self.model.generate(**inputs, max_new_tokens=3, do_sample=False)
-        return out[:, inputs["input_ids"].shape[1]:].tolist()
+        return out[:, inputs["input_ids"].shape[1] :].tolist()
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           offline: None) -> Loaded:
+def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, offline: None) -> Loaded:
     family = request.param
     folder = build_tiny(family, tmp_path_factory.mktemp(family.replace(".", "_")))
     return Loaded(family, folder)
@@ -111,8 +124,10 @@ def images() -> list[Any]:
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)),
-            Image.fromarray(rng.integers(0, 256, (56, 24, 3), dtype=np.uint8))]
+    return [
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)),
+        Image.fromarray(rng.integers(0, 256, (56, 24, 3), dtype=np.uint8)),
+    ]
 
 
 def test_build_unknown_family(tmp_path: Path) -> None:
@@ -166,9 +181,9 @@ def test_text_only_generates(loaded: Loaded) -> None:
 
 def test_batch_with_left_padding_equals_one_by_one(loaded: Loaded, images: list[Any]) -> None:
     prompts = [loaded.prompt(TEXT), loaded.prompt(OTHER_TEXT)]
-    single = [loaded.generate([p], [im])[0] for p, im in zip(prompts, images)]
+    single = [loaded.generate([p], [im])[0] for p, im in zip(prompts, images, strict=False)]
     nested = loaded.generate(prompts, [[im] for im in images])
-    lengths = [loaded.inputs([p], [im])["input_ids"].shape[1] for p, im in zip(prompts, images)]
+    lengths = [loaded.inputs([p], [im])["input_ids"].shape[1] for p, im in zip(prompts, images, strict=False)]
     assert lengths[0] != lengths[1]  # so the batch is padded
     assert single[0] != single[1]  # else equality below would not show that padding is harmless
     assert nested == single

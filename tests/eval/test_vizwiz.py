@@ -28,8 +28,11 @@ def test_reference_upload_is_byte_for_byte_llavas(tmp_path: Path) -> None:
     questions = reference("vizwiz", "llava_test.jsonl")
     answers = reference("vizwiz", "answers_llava-v1.5-13b.jsonl")
     out = tmp_path / "answers_upload" / "llava-v1.5-13b.json"
-    result = CliRunner().invoke(eval_group, ["submission", "vizwiz", "--questions", str(questions), "--answers",
-                                             str(answers), "--out", str(out)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        eval_group,
+        ["submission", "vizwiz", "--questions", str(questions), "--answers", str(answers), "--out", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["answered"] == summary["questions"] == 8000 and summary["complete"] is True
@@ -41,36 +44,55 @@ def test_reference_upload_is_byte_for_byte_llavas(tmp_path: Path) -> None:
 
 def test_every_question_needs_an_answer(tmp_path: Path) -> None:
     source = vizwiz_source(tmp_path / "vizwiz", n=3)
-    answers = _jsonl(tmp_path / "a.jsonl", [{"question_id": 0, "text": "Unanswerable"}, {"question_id": 2, "text": "A Dog."}])
+    answers = _jsonl(
+        tmp_path / "a.jsonl", [{"question_id": 0, "text": "Unanswerable"}, {"question_id": 2, "text": "A Dog."}]
+    )
     with pytest.raises(FormatError, match="1 of 3 questions have no answer .*question_id 1"):
         write_submission(source / "llava_test.jsonl", answers, tmp_path / "u.json")
     assert not (tmp_path / "u.json").exists()
     summary = write_submission(source / "llava_test.jsonl", answers, tmp_path / "u.json", allow_partial=True)
     assert summary["missing_ids"] == [1] and summary["complete"] is False
     assert json.loads((tmp_path / "u.json").read_text()) == [
-        {"image": "VizWiz_test_00000000.jpg", "answer": "unanswerable"}, {"image": "VizWiz_test_00000002.jpg", "answer": "dog"}]
+        {"image": "VizWiz_test_00000000.jpg", "answer": "unanswerable"},
+        {"image": "VizWiz_test_00000002.jpg", "answer": "dog"},
+    ]
 
 
 def _val(path: Path) -> Path:
     def record(i: int, answers: list[str], answer_type: str) -> dict:
-        return {"image": f"VizWiz_val_{i:08d}.jpg", "question": "What is it?", "answer_type": answer_type,
-                "answerable": int(answer_type != "unanswerable"),
-                "answers": [{"answer": a, "answer_confidence": "yes"} for a in answers]}
+        return {
+            "image": f"VizWiz_val_{i:08d}.jpg",
+            "question": "What is it?",
+            "answer_type": answer_type,
+            "answerable": int(answer_type != "unanswerable"),
+            "answers": [{"answer": a, "answer_confidence": "yes"} for a in answers],
+        }
 
-    path.write_text(json.dumps([
-        record(0, ["unanswerable"] * 10, "unanswerable"),
-        record(1, ["red"] * 5 + ["blue"] * 5, "other"),  # equal records: left out one at a time
-        record(2, ["2"] * 10, "number"),
-        record(3, ["yes"] * 10, "yes/no"),
-    ]))
+    path.write_text(
+        json.dumps(
+            [
+                record(0, ["unanswerable"] * 10, "unanswerable"),
+                record(1, ["red"] * 5 + ["blue"] * 5, "other"),  # equal records: left out one at a time
+                record(2, ["2"] * 10, "number"),
+                record(3, ["yes"] * 10, "yes/no"),
+            ]
+        )
+    )
     return path
 
 
 def test_val_accuracy_as_vizwiz_evaluator(tmp_path: Path) -> None:
     annotations = _val(tmp_path / "val.json")
     # question_id = position in val.json, as LLaVA numbers llava_test.jsonl
-    answers = _jsonl(tmp_path / "a.jsonl", [{"question_id": 0, "text": "Unanswerable"}, {"question_id": 1, "text": "Red."},
-                                            {"question_id": 2, "text": "two"}, {"question_id": 3, "text": "No"}])
+    answers = _jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {"question_id": 0, "text": "Unanswerable"},
+            {"question_id": 1, "text": "Red."},
+            {"question_id": 2, "text": "two"},
+            {"question_id": 3, "text": "No"},
+        ],
+    )
     out = score_vizwiz_files(annotations, answers)
     assert out["accuracy"] == 75.0
     assert out["per_answer_type"] == {"unanswerable": 100.0, "other": 100.0, "number": 100.0, "yes/no": 0.0}
@@ -93,9 +115,14 @@ def test_val_question_file_maps_ids_to_images(tmp_path: Path) -> None:
 
 def test_val_command(tmp_path: Path) -> None:
     annotations = _val(tmp_path / "val.json")
-    answers = _jsonl(tmp_path / "a.jsonl", [{"question_id": i, "text": t} for i, t in enumerate(["x", "blue", "2", "yes"])])
-    result = CliRunner().invoke(eval_group, ["score", "vizwiz", "--annotations", str(annotations), "--answers",
-                                             str(answers)], catch_exceptions=False)
+    answers = _jsonl(
+        tmp_path / "a.jsonl", [{"question_id": i, "text": t} for i, t in enumerate(["x", "blue", "2", "yes"])]
+    )
+    result = CliRunner().invoke(
+        eval_group,
+        ["score", "vizwiz", "--annotations", str(annotations), "--answers", str(answers)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["accuracy"] == 75.0
 
@@ -110,15 +137,19 @@ def test_test_items_are_submission_only(tmp_path: Path) -> None:
     assert scores["headline"] is None and scores["submission_only"] is True and scores["complete"] is True
     assert Path(scores["upload_file"]).read_bytes() == (
         b'[{"image": "VizWiz_test_00000000.jpg", "answer": "unanswerable"}, '
-        b'{"image": "VizWiz_test_00000001.jpg", "answer": "blue"}, {"image": "VizWiz_test_00000002.jpg", "answer": "cup"}]')
+        b'{"image": "VizWiz_test_00000001.jpg", "answer": "blue"}, {"image": "VizWiz_test_00000002.jpg", "answer": '
+        b'"cup"}]'
+    )
 
 
 def test_val_items_score_accuracy(tmp_path: Path) -> None:
     source = vizwiz_source(tmp_path / "vizwiz", n=3, split="val")
     bench = VizWizBenchmark()
     items = bench.load_items(str(source))
-    assert items[1].prompt == ("What color is shirt 1?\nWhen the provided information is insufficient, respond with "
-                               "'Unanswerable'.\nAnswer the question using a single word or phrase.")
+    assert items[1].prompt == (
+        "What color is shirt 1?\nWhen the provided information is insufficient, respond with "
+        "'Unanswerable'.\nAnswer the question using a single word or phrase."
+    )
     assert items[1].image.endswith("val/VizWiz_val_00000001.jpg")
     scores = bench.score(items, {"0": "Unanswerable", "1": "Red", "2": "blue"})
     assert scores["headline"] == scores["accuracy"] == 66.67

@@ -79,8 +79,20 @@ def test_tables_hold_the_published_entries() -> None:
     assert len(CONTRACTIONS) == 120
     assert CONTRACTIONS["somebody'd"] == "somebodyd"  # the table's own oddity, kept
     assert CONTRACTIONS["yall'd've"] == "y'all'd've"
-    assert NUMBER_WORDS == {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-                            "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+    assert NUMBER_WORDS == {
+        "none": "0",
+        "zero": "0",
+        "one": "1",
+        "two": "2",
+        "three": "3",
+        "four": "4",
+        "five": "5",
+        "six": "6",
+        "seven": "7",
+        "eight": "8",
+        "nine": "9",
+        "ten": "10",
+    }
     assert digits_and_articles("An  Ten wont") == "10 won't"
 
 
@@ -96,8 +108,10 @@ def test_m4c_leaves_one_answer_out_by_position() -> None:
 
 
 def _records(*answers: str, ids: bool = True) -> list[dict]:
-    return [{"answer": a, "answer_confidence": "yes", **({"answer_id": i + 1} if ids else {})}
-            for i, a in enumerate(answers)]
+    return [
+        {"answer": a, "answer_confidence": "yes", **({"answer_id": i + 1} if ids else {})}
+        for i, a in enumerate(answers)
+    ]
 
 
 def test_vqa_accuracy_processes_nothing_when_humans_agree() -> None:
@@ -131,8 +145,9 @@ def test_rounding_follows_each_evaluator() -> None:
     rows = [(0.01, "other", "what")] + [(0.0, "other", "what")] * 7  # exactly 0.125 percent
     assert summarize(rows, python2_rounding=True).overall == 0.13
     assert summarize(rows, python2_rounding=False).overall == 0.12
-    scores = summarize([(1.0, "yes/no", "is"), (0.0, "number", "how many"), (0.5, "number", None)],
-                       python2_rounding=True)
+    scores = summarize(
+        [(1.0, "yes/no", "is"), (0.0, "number", "how many"), (0.5, "number", None)], python2_rounding=True
+    )
     assert scores.overall == 50.0 and scores.per_answer_type == {"yes/no": 100.0, "number": 25.0}
     assert scores.per_question_type == {"is": 100.0, "how many": 0.0}
 

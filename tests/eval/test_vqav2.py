@@ -28,8 +28,13 @@ def _jsonl(path: Path, lines: list[dict]) -> Path:
 
 
 def _answers(path: Path, answers: dict[int | str, str]) -> Path:
-    return _jsonl(path, [{"question_id": qid, "prompt": "p", "text": text, "answer_id": "x", "model_id": "m",
-                          "metadata": {}} for qid, text in answers.items()])
+    return _jsonl(
+        path,
+        [
+            {"question_id": qid, "prompt": "p", "text": text, "answer_id": "x", "model_id": "m", "metadata": {}}
+            for qid, text in answers.items()
+        ],
+    )
 
 
 @pytest.fixture
@@ -47,7 +52,8 @@ def test_upload_lists_every_test_question_in_file_order(source: Path, tmp_path: 
     assert out.read_bytes() == (
         b'[{"question_id": 1000, "answer": ""}, {"question_id": 262144000, "answer": "red 1"}, '
         b'{"question_id": 262145000, "answer": "2"}, {"question_id": 262146000, "answer": ""}, '
-        b'{"question_id": 262147000, "answer": "yes"}, {"question_id": 1001, "answer": ""}]')
+        b'{"question_id": 262147000, "answer": "yes"}, {"question_id": 1001, "answer": ""}]'
+    )
     assert summary["questions"] == 6 and summary["answered"] == 3 and summary["filled_empty"] == 3
     assert summary["upload_url"].startswith("https://eval.ai/") and summary["complete"] is None  # not checked
 
@@ -76,9 +82,14 @@ def test_broken_answer_files_name_the_line(source: Path, tmp_path: Path) -> None
 
 
 def _annotation(qid: int, answers: list[str], answer_type: str, question_type: str) -> dict:
-    return {"question_id": qid, "image_id": qid // 10, "question_type": question_type, "answer_type": answer_type,
-            "multiple_choice_answer": answers[0],
-            "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(answers)]}
+    return {
+        "question_id": qid,
+        "image_id": qid // 10,
+        "question_type": question_type,
+        "answer_type": answer_type,
+        "multiple_choice_answer": answers[0],
+        "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(answers)],
+    }
 
 
 @pytest.fixture
@@ -90,7 +101,10 @@ def val(tmp_path: Path) -> tuple[Path, Path]:
         _annotation(40, ["ball"] * 10, "other", "what is the"),
     ]
     questions = [{"question_id": a["question_id"], "image_id": a["image_id"], "question": "?"} for a in annotations]
-    ann_path, q_path = tmp_path / "v2_mscoco_val2014_annotations.json", tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json"
+    ann_path, q_path = (
+        tmp_path / "v2_mscoco_val2014_annotations.json",
+        tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json",
+    )
     ann_path.write_text(json.dumps({"annotations": annotations}))
     q_path.write_text(json.dumps({"questions": questions}))
     return ann_path, q_path
@@ -111,7 +125,9 @@ def test_val_accuracy_as_vqaeval(val: tuple[Path, Path], tmp_path: Path) -> None
 def test_val_scores_upload_files_as_they_are(val: tuple[Path, Path], tmp_path: Path) -> None:
     annotations, _ = val
     upload = tmp_path / "upload.json"
-    upload.write_text(json.dumps([{"question_id": q, "answer": a} for q, a in ((10, "Yes"), (20, "3"), (30, "x"), (40, "ball"))]))
+    upload.write_text(
+        json.dumps([{"question_id": q, "answer": a} for q, a in ((10, "Yes"), (20, "3"), (30, "x"), (40, "ball"))])
+    )
     out = score_vqav2_files(annotations, upload)
     assert out["per_answer_type"]["yes/no"] == 0.0  # unanimous humans: no normalisation, "Yes" != "yes"
     assert out["accuracy"] == 50.0
@@ -136,17 +152,41 @@ def test_val_needs_every_answer_unless_partial(val: tuple[Path, Path], tmp_path:
 def test_commands(source: Path, val: tuple[Path, Path], tmp_path: Path) -> None:
     answers = _answers(tmp_path / "a.jsonl", dict.fromkeys(TEST_DEV, "Yes"))
     out = tmp_path / "upload.json"
-    result = CliRunner().invoke(eval_group, [
-        "submission", "vqav2", "--questions", str(source / "llava_vqav2_mscoco_test2015.jsonl"),
-        "--split-questions", str(source / "llava_vqav2_mscoco_test-dev2015.jsonl"),
-        "--answers", str(answers), "--out", str(out)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        eval_group,
+        [
+            "submission",
+            "vqav2",
+            "--questions",
+            str(source / "llava_vqav2_mscoco_test2015.jsonl"),
+            "--split-questions",
+            str(source / "llava_vqav2_mscoco_test-dev2015.jsonl"),
+            "--answers",
+            str(answers),
+            "--out",
+            str(out),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["complete"] is True
     assert [r["answer"] for r in json.loads(out.read_text())] == ["", "yes", "yes", "yes", "yes", ""]
     annotations, questions = val
     val_answers = _answers(tmp_path / "v.jsonl", {10: "yes", 20: "2", 30: "dark red", 40: "ball"})
-    result = CliRunner().invoke(eval_group, ["score", "vqav2", "--annotations", str(annotations), "--questions",
-                                             str(questions), "--answers", str(val_answers)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        eval_group,
+        [
+            "score",
+            "vqav2",
+            "--annotations",
+            str(annotations),
+            "--questions",
+            str(questions),
+            "--answers",
+            str(val_answers),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["accuracy"] == 100.0
 
@@ -155,7 +195,9 @@ def test_test_dev_items_are_submission_only(source: Path, tmp_path: Path) -> Non
     bench = VQAv2Benchmark()
     items = bench.load_items(str(source))
     assert [item.id for item in items] == [str(q) for q in TEST_DEV]
-    assert items[0].prompt == f"What color is thing 0?\n{SHORT}" and items[0].image.endswith("test2015/COCO_test2015_000000262144.jpg")
+    assert items[0].prompt == f"What color is thing 0?\n{SHORT}" and items[0].image.endswith(
+        "test2015/COCO_test2015_000000262144.jpg"
+    )
     answers = dict.fromkeys((item.id for item in items), "No.")
     scores = bench.score(items, answers, output_url=str(tmp_path / "run"))
     assert scores["headline"] is None and scores["submission_only"] is True

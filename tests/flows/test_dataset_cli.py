@@ -12,9 +12,9 @@ import pytest
 
 from som import storage
 from som.dataset.manifest import read_manifest
+from tests.helpers.image_sets import bad_files, derived_photos
 from tests.helpers.prefect_servers import servers_with_home
 from tests.helpers.s3 import use_s3
-from tests.helpers.image_sets import bad_files, derived_photos
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,23 @@ def test_cli_builds_into_s3_with_its_own_prefect_server(s3_server, s3_prefix, tm
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     som = shutil.which("som") or str(Path(sys.executable).with_name("som"))
-    command = [som, "dataset", "build", storage.join(s3_prefix, "raw"), dest, "--segmenter", "slic", "--param", "n_segments=12", "--short-side", "96", "--workers", "1", "--shard-size", "2"]
+    command = [
+        som,
+        "dataset",
+        "build",
+        storage.join(s3_prefix, "raw"),
+        dest,
+        "--segmenter",
+        "slic",
+        "--param",
+        "n_segments=12",
+        "--short-side",
+        "96",
+        "--workers",
+        "1",
+        "--shard-size",
+        "2",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "4 images seen, 4 new: 3 marked, 0 skipped, 1 quarantined" in done.stdout

@@ -29,16 +29,20 @@ def _artifact_rows(flow_run_id) -> list[dict]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), type=ArtifactFilterType(any_=["table"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), type=ArtifactFilterType(any_=["table"])
+            )
+        )
     assert len(artifacts) == 1
     data = artifacts[0].data
     return json.loads(data) if isinstance(data, str) else data
 
 
 @pytest.mark.slow
-def test_evaluate_on_slurm_arrays_then_rerun_answers_nothing(prefect_api, slurm_cluster, tiny_model, tmp_path,
-                                                             monkeypatch) -> None:
+def test_evaluate_on_slurm_arrays_then_rerun_answers_nothing(
+    prefect_api, slurm_cluster, tiny_model, tmp_path, monkeypatch
+) -> None:
     from flows.evaluate import evaluate
 
     for key, value in slurm_cluster.env.items():
@@ -46,9 +50,19 @@ def test_evaluate_on_slurm_arrays_then_rerun_answers_nothing(prefect_api, slurm_
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # array tasks inherit it: 2 cores, 4 Slurm slots
     data = {"pope": str(pope_source(tmp_path / "pope", per_split=1)), "mme": str(mme_source(tmp_path / "mme"))}
     run_dir = tmp_path / "run"
-    params = dict(model=tiny_model, benchmarks=["pope", "mme"], run_dir=str(run_dir), data=data,
-                  variants=["plain", "tags"], shards=2, executor="slurm",
-                  slurm={"partition": "debug", "timeout_min": 5}, model_kwargs=FAST, tag_options=TAGS, poll_s=1.0)
+    params = dict(
+        model=tiny_model,
+        benchmarks=["pope", "mme"],
+        run_dir=str(run_dir),
+        data=data,
+        variants=["plain", "tags"],
+        shards=2,
+        executor="slurm",
+        slurm={"partition": "debug", "timeout_min": 5},
+        model_kwargs=FAST,
+        tag_options=TAGS,
+        poll_s=1.0,
+    )
 
     state = evaluate(**params, return_state=True)
     assert state.is_completed(), state.message
@@ -109,8 +123,26 @@ def test_cli_runs_the_flow_with_local_jobs(prefect_api, tiny_model, tmp_path, mo
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pope = pope_source(tmp_path / "pope", per_split=1)
     run_dir = tmp_path / "run"
-    args = ["--model", tiny_model, "--benchmark", "pope", "--data", f"pope={pope}", "--variants", "plain",
-            "--shards", "1", "--run-dir", str(run_dir), "--executor", "local", "--limit", "2", "--batch-size", "2"]
+    args = [
+        "--model",
+        tiny_model,
+        "--benchmark",
+        "pope",
+        "--data",
+        f"pope={pope}",
+        "--variants",
+        "plain",
+        "--shards",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "--executor",
+        "local",
+        "--limit",
+        "2",
+        "--batch-size",
+        "2",
+    ]
     result = CliRunner().invoke(run, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     table = json.loads(result.stdout[: result.stdout.rindex("]") + 1])
@@ -141,8 +173,11 @@ def test_inputs_resolve_benchmark_aliases() -> None:
     from som.eval.plan import check_inputs
     from som.eval.report import model_label
 
-    sources = check_inputs(["llava-bench", "pope"], {"llava_bench": "a", "pope": "b", "unused": "c"},
-                           ["plain"], 1, judge="gpt-4-0314")
+    sources = check_inputs(
+        ["llava-bench", "pope"], {"llava_bench": "a", "pope": "b", "unused": "c"}, ["plain"], 1, judge="gpt-4-0314"
+    )
     assert sources == {"llava_bench": "a", "pope": "b"}
     assert model_label("openai:gpt-4o@http://127.0.0.1:8000/v1") == "gpt-4o"
-    assert model_label("runs/som-13b/hf/") == "som-13b" and model_label("llava-hf/llava-1.5-13b-hf") == "llava-1.5-13b-hf"
+    assert (
+        model_label("runs/som-13b/hf/") == "som-13b" and model_label("llava-hf/llava-1.5-13b-hf") == "llava-1.5-13b-hf"
+    )

@@ -16,8 +16,10 @@ from tests.helpers.suite_sources_gqa_seed import gqa_source, seed_source
 from tests.helpers.suite_sources_sqa_mmbench import mmbench_source, sqa_source
 from tests.helpers.suite_sources_vqa import textvqa_source, vizwiz_source, vqav2_source
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not reference_available(), reason="../shared/reference is not there")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not reference_available(), reason="../shared/reference is not there"),
+]
 
 FAST = {"local_files_only": True, "max_new_tokens": 3}
 SCORED = ("gqa", "sqa", "textvqa", "mmbench", "mmbench_cn", "seed")
@@ -34,17 +36,21 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 def sources(root: Path) -> dict[str, str]:
     """LLaVA's playground/data/eval layout, a few questions each."""
     folders = {
-        "vqav2": vqav2_source(root / "vqav2", n=3), "gqa": gqa_source(root / "gqa", n=3),
-        "vizwiz": vizwiz_source(root / "vizwiz", n=3), "sqa": sqa_source(root / "scienceqa", n=4),
-        "textvqa": textvqa_source(root / "textvqa", n=3), "mmbench": mmbench_source(root / "mmbench", n=1),
+        "vqav2": vqav2_source(root / "vqav2", n=3),
+        "gqa": gqa_source(root / "gqa", n=3),
+        "vizwiz": vizwiz_source(root / "vizwiz", n=3),
+        "sqa": sqa_source(root / "scienceqa", n=4),
+        "textvqa": textvqa_source(root / "textvqa", n=3),
+        "mmbench": mmbench_source(root / "mmbench", n=1),
         "mmbench_cn": mmbench_source(root / "mmbench", n=1, lang="cn"),
         "seed": seed_source(root / "seed_bench", n=2, with_video=True),
     }
     return {name: str(folder) for name, folder in folders.items()}
 
 
-def test_llava15_benchmarks_on_slurm_arrays_then_resume_a_killed_shard(prefect_api, slurm_cluster, tiny_model,
-                                                                        tmp_path, monkeypatch) -> None:
+def test_llava15_benchmarks_on_slurm_arrays_then_resume_a_killed_shard(
+    prefect_api, slurm_cluster, tiny_model, tmp_path, monkeypatch
+) -> None:
     from flows.evaluate import evaluate
 
     for key, value in slurm_cluster.env.items():
@@ -54,9 +60,18 @@ def test_llava15_benchmarks_on_slurm_arrays_then_resume_a_killed_shard(prefect_a
     questions = {name: len(get_benchmark(name).load_items(source)) for name, source in data.items()}
     assert questions["seed"] > 2  # the video questions came in as frames
     run_dir = tmp_path / "run"
-    params = dict(model=tiny_model, benchmarks=list(data), run_dir=str(run_dir), data=data, variants=["plain"],
-                  shards=2, executor="slurm", slurm={"partition": "debug", "timeout_min": 10},
-                  model_kwargs=FAST, poll_s=1.0)
+    params = dict(
+        model=tiny_model,
+        benchmarks=list(data),
+        run_dir=str(run_dir),
+        data=data,
+        variants=["plain"],
+        shards=2,
+        executor="slurm",
+        slurm={"partition": "debug", "timeout_min": 10},
+        model_kwargs=FAST,
+        poll_s=1.0,
+    )
 
     state = evaluate(**params, return_state=True)
     assert state.is_completed(), state.message

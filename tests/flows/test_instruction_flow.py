@@ -38,7 +38,11 @@ def test_cli_fills_unlabeled_tags_with_clip(prefect_api, tmp_path: Path):
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\n")
     model = build_tiny_clip(tmp_path / "clip")
-    result = CliRunner().invoke(cli, ["data", "build", dest, "--fill-unlabeled", "clip", "--clip-model", model, "--clip-labels", str(labels)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        ["data", "build", dest, "--fill-unlabeled", "clip", "--clip-model", model, "--clip-labels", str(labels)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     version = (Path(dest) / "datasets" / "_latest").read_text()
     card = json.loads((Path(dest) / "datasets" / version / "card.json").read_text())
@@ -56,10 +60,16 @@ def test_describer_key_from_a_prefect_secret(prefect_api, tmp_path: Path):
         server.script = [Reply("not a listing")]  # the answer does not matter here, the key does
         Secret(value="sk-test-describer").save("somflow-test-describer", overwrite=True)
         state = build_instruction_dataset(
-            dest=dest, fill_unlabeled=["describer"], describer_model="m", describer_base_url=server.url,
-            describer_secret="somflow-test-describer", return_state=True,
+            dest=dest,
+            fill_unlabeled=["describer"],
+            describer_model="m",
+            describer_base_url=server.url,
+            describer_secret="somflow-test-describer",
+            return_state=True,
         )
     finally:
         server.stop()
     assert state.is_completed(), state.message
-    assert server.requests and all(r.headers.get("Authorization") == "Bearer sk-test-describer" for r in server.requests)
+    assert server.requests and all(
+        r.headers.get("Authorization") == "Bearer sk-test-describer" for r in server.requests
+    )

@@ -43,11 +43,14 @@ def fails_once_flow(error: BaseException, marker: Path) -> str:
     return fails_once(error, marker)
 
 
-@pytest.mark.parametrize(("error", "retried"), [
-    (ConnectionRefusedError(111, "Connection refused"), True),
-    (PermissionError("The AWS Access Key Id you provided does not exist in our records."), False),
-    (FileNotFoundError("s3://bucket/missing"), False),
-])
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (PermissionError("The AWS Access Key Id you provided does not exist in our records."), False),
+        (FileNotFoundError("s3://bucket/missing"), False),
+    ],
+)
 def test_only_transient_errors_are_retried(prefect_api, tmp_path: Path, error: BaseException, retried: bool) -> None:
     state = fails_once_flow(error, tmp_path / "marker", return_state=True)
     assert state.is_completed() is retried, state.message
@@ -78,8 +81,9 @@ def test_bad_credentials_fail_the_shard_task_at_once(prefect_api, s3_server, s3_
     assert seconds < RETRY_DELAYS[-1], f"{seconds:.1f} s: the failure waited for retries"
 
 
-def test_a_task_retry_is_a_warning_with_the_task_error_class_and_attempt(prefect_api, tmp_path: Path,
-                                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_task_retry_is_a_warning_with_the_task_error_class_and_attempt(
+    prefect_api, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Prefect announces a retry at INFO only; an outage carried by task retries left no
     warning (issue 11 item 9)."""
     import logging
@@ -88,8 +92,10 @@ def test_a_task_retry_is_a_warning_with_the_task_error_class_and_attempt(prefect
     refused = ConnectionRefusedError(111, "Connection refused")
     state = fails_once_flow(refused, tmp_path / "marker", return_state=True)
     assert state.is_completed(), state.message
-    warnings = [r.getMessage() for r in caplog.records
-                if r.levelno == logging.WARNING and " attempt " in r.getMessage()]
+    warnings = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and " attempt " in r.getMessage()
+    ]
     assert len(warnings) == 1, caplog.text
     assert warnings[0].startswith("fails_once-") and warnings[0].endswith(
-        " attempt 1/4 failed (ConnectionRefusedError: [Errno 111] Connection refused); retrying"), warnings
+        " attempt 1/4 failed (ConnectionRefusedError: [Errno 111] Connection refused); retrying"
+    ), warnings

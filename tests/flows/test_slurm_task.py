@@ -34,14 +34,23 @@ POLL_S = 0.3
 
 @flow(name="slurm-task-probe")
 def flaky_flow(marker: str, folder: str, cache_key: str | None = None, retries: int = 1) -> int:
-    return run_job(fail_once, marker, 7, spec=SLURM, folder=folder, name="flaky", cache_key=cache_key,
-                   retries=retries, retry_delay_s=0, poll_s=POLL_S)
+    return run_job(
+        fail_once,
+        marker,
+        7,
+        spec=SLURM,
+        folder=folder,
+        name="flaky",
+        cache_key=cache_key,
+        retries=retries,
+        retry_delay_s=0,
+        poll_s=POLL_S,
+    )
 
 
 @flow(name="slurm-array-probe")
 def squares_flow(folder: str) -> list[int]:
-    return run_job_array(square, [[3], [4]], spec=LOCAL, folder=folder, name="squares", retries=0,
-                         poll_s=POLL_S)
+    return run_job_array(square, [[3], [4]], spec=LOCAL, folder=folder, name="squares", retries=0, poll_s=POLL_S)
 
 
 @flow(name="slurm-cancel-probe")
@@ -60,8 +69,13 @@ def submitted_job_ids(folder: Path) -> list[str]:
 
 def sacct_states(job_ids: list[str]) -> list[str]:
     args = [arg for job_id in job_ids for arg in ("-j", job_id)]
-    out = subprocess.run(["sacct", "-n", "-X", "--parsable2", "-o", "State", *args], capture_output=True,
-                         text=True, check=True, timeout=30)
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "--parsable2", "-o", "State", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
     return [line.split()[0] for line in out.stdout.splitlines()]
 
 
@@ -76,8 +90,12 @@ def test_failed_job_is_retried_and_succeeds(prefect_api, slurm_env, tmp_path: Pa
     # the job states and the job's own log lines are in the flow run's logs
     flush_to_api()
     with get_client(sync_client=True) as client:
-        logs = [log.message for log in client.read_logs(LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))]
+        logs = [
+            log.message
+            for log in client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+            )
+        ]
     assert f"flaky job {jobs[0]}: FAILED" in logs and f"flaky job {jobs[1]}: COMPLETED" in logs
     assert any(m.startswith(f"[{jobs[0]}] RuntimeError: injected failure") for m in logs), logs
 
@@ -127,8 +145,9 @@ def _alive(pid: int) -> bool:
 def test_cancelling_the_flow_run_cancels_the_job(prefect_api, tmp_path: Path) -> None:
     pid_file, folder = tmp_path / "pid", tmp_path / "jobs"
     outcome: dict = {}
-    runner = threading.Thread(target=lambda: outcome.update(
-        state=sleeping_flow(str(pid_file), str(folder), return_state=True)))
+    runner = threading.Thread(
+        target=lambda: outcome.update(state=sleeping_flow(str(pid_file), str(folder), return_state=True))
+    )
     runner.start()
     pid = int(_wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60, "the job to start"))
     with get_client(sync_client=True) as client:
@@ -165,11 +184,16 @@ probe(sys.argv[1])
 @pytest.mark.slow
 def test_sigterm_to_the_flow_process_cancels_the_slurm_job(prefect_api, slurm_env, tmp_path: Path) -> None:
     folder = tmp_path / "jobs"
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO_ROOT),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PYTHONPATH": str(REPO_ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
     log = (tmp_path / "flow.log").open("wb")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(folder)], cwd=REPO_ROOT, env=env, stdout=log,
-                             stderr=subprocess.STDOUT)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(folder)], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         job_id = _wait_for(lambda: (submitted_job_ids(folder) or [None])[0], 90, "the job to be submitted")
         _wait_for(lambda: sacct_states([job_id]) == ["RUNNING"], 60, f"job {job_id} to run")

@@ -11,8 +11,8 @@ import pytest
 from flows.som_dataset import build_som_dataset
 from som import storage
 from som.dataset.manifest import latest_version, read_manifest
-from tests.helpers.s3 import use_s3
 from tests.helpers.image_sets import bad_files, derived_photos, unusual_but_valid
+from tests.helpers.s3 import use_s3
 
 pytestmark = pytest.mark.slow
 FAST = {"segmenter": "slic", "segmenter_params": {"n_segments": 12}, "short_side": 96, "workers": 2}
@@ -33,7 +33,12 @@ def objects(prefix: str) -> dict[str, str]:
 
 
 def build(prefix: str, **kwargs):
-    state = build_som_dataset(source=storage.join(prefix, "images"), dest=storage.join(prefix, "dataset"), return_state=True, **{**FAST, **kwargs})
+    state = build_som_dataset(
+        source=storage.join(prefix, "images"),
+        dest=storage.join(prefix, "dataset"),
+        return_state=True,
+        **{**FAST, **kwargs},
+    )
     return state, state.result(raise_on_failure=False)
 
 
@@ -185,7 +190,12 @@ def test_credentials_from_a_prefect_secret_block(prefect_api, s3_server, s3_pref
 
     use_s3(monkeypatch, s3_server)
     upload(s3_prefix, derived_photos(2))
-    settings = {"key": s3_server.access_key, "secret": s3_server.secret_key, "endpoint_url": s3_server.endpoint_url, "region": s3_server.region}
+    settings = {
+        "key": s3_server.access_key,
+        "secret": s3_server.secret_key,
+        "endpoint_url": s3_server.endpoint_url,
+        "region": s3_server.region,
+    }
     Secret(value=json.dumps(settings)).save("somflow-test-s3", overwrite=True)
     for name in s3_server.env:
         monkeypatch.delenv(name)

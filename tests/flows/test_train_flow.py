@@ -17,16 +17,28 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.train import train_llava
-from som.train.plan import code_version, job_spec, training_cache_key
 from som.cli import cli
+from som.train.plan import code_version, job_spec, training_cache_key
 from tasks.reports import artifact_key
 
 
 def _config(parts) -> dict[str, Any]:
     """A 4-step fine-tune of the tiny parts (data and image root come from the flow's arguments)."""
-    return {"stage": "finetune", "vision_tower": parts.clip, "language_model": parts.lm, "local_files_only": True,
-            "zero_stage": 2, "global_batch_size": 4, "micro_batch_size": 2, "max_length": 256, "lr": 1e-3,
-            "gradient_checkpointing": False, "save_every": 4, "dataloader_workers": 0, "max_steps": 4}
+    return {
+        "stage": "finetune",
+        "vision_tower": parts.clip,
+        "language_model": parts.lm,
+        "local_files_only": True,
+        "zero_stage": 2,
+        "global_batch_size": 4,
+        "micro_batch_size": 2,
+        "max_length": 256,
+        "lr": 1e-3,
+        "gradient_checkpointing": False,
+        "save_every": 4,
+        "dataloader_workers": 0,
+        "max_steps": 4,
+    }
 
 
 def _submitted(folder: Path) -> list[Path]:
@@ -34,13 +46,20 @@ def _submitted(folder: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_trains_then_returns_the_cached_export(prefect_api, parts, listing_data, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trains_then_returns_the_cached_export(
+    prefect_api, parts, listing_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     run_dir = tmp_path / "runs" / "tiny"
-    arguments = dict(data=str(listing_data), run_dir=str(run_dir), image_root=str(listing_data.parent),
-                     config=_config(parts), executor="local", retries=0)
+    arguments = dict(
+        data=str(listing_data),
+        run_dir=str(run_dir),
+        image_root=str(listing_data.parent),
+        config=_config(parts),
+        executor="local",
+        retries=0,
+    )
 
     export = train_llava(**arguments)
     assert Path(export) == run_dir / "hf" and (run_dir / "hf" / "config.json").exists()
@@ -56,8 +75,9 @@ def test_trains_then_returns_the_cached_export(prefect_api, parts, listing_data,
     assert state.name == "Completed" and "som-train tiny finetune" in _flow_run_name(state)
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[artifact_key(str(run_dir), "train")])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(str(run_dir), "train")]))
+        )
     first = artifacts[-1].data
     assert f"Exported model: `{export}`" in first and f"| {summary['first_loss']:.4f} |" in first
 
@@ -65,21 +85,45 @@ def test_trains_then_returns_the_cached_export(prefect_api, parts, listing_data,
     values = _config(parts)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({k: v for k, v in values.items() if k != "max_steps"}))
-    result = CliRunner().invoke(cli, ["train", "--data", str(listing_data), "--image-root", str(listing_data.parent),
-                                      "--config", str(config), "--set", "max_steps=4", "--run-dir", str(run_dir),
-                                      "--executor", "local"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(listing_data),
+            "--image-root",
+            str(listing_data.parent),
+            "--config",
+            str(config),
+            "--set",
+            "max_steps=4",
+            "--run-dir",
+            str(run_dir),
+            "--executor",
+            "local",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == export
     assert _submitted(run_dir / "slurm") == jobs
 
 
 @pytest.mark.gpu
-def test_trains_on_the_gpu_it_reserves(prefect_api, parts, listing_data, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trains_on_the_gpu_it_reserves(
+    prefect_api, parts, listing_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     run_dir = tmp_path / "gpu"
-    export = train_llava(data=str(listing_data), run_dir=str(run_dir), image_root=str(listing_data.parent),
-                         config=_config(parts), executor="local", gpus_per_node=1, retries=0)
+    export = train_llava(
+        data=str(listing_data),
+        run_dir=str(run_dir),
+        image_root=str(listing_data.parent),
+        config=_config(parts),
+        executor="local",
+        gpus_per_node=1,
+        retries=0,
+    )
     assert json.loads((run_dir / "summary.json").read_text())["export"] == export
     [log] = (run_dir / "slurm").glob("*_0_log.err")
     assert "on cuda:0, nccl" in log.read_text()
@@ -93,15 +137,29 @@ def _flow_run_name(state) -> str:
 def test_cache_key_follows_data_config_and_code() -> None:
     key = training_cache_key("a" * 64, "cfg1", "code1")
     assert key == training_cache_key("a" * 64, "cfg1", "code1")
-    assert len({key, training_cache_key("b" * 64, "cfg1", "code1"), training_cache_key("a" * 64, "cfg2", "code1"),
-                training_cache_key("a" * 64, "cfg1", "code2")}) == 4
+    assert (
+        len(
+            {
+                key,
+                training_cache_key("b" * 64, "cfg1", "code1"),
+                training_cache_key("a" * 64, "cfg2", "code1"),
+                training_cache_key("a" * 64, "cfg1", "code2"),
+            }
+        )
+        == 4
+    )
     assert len(code_version()) == 16
 
 
 def test_job_spec_takes_shape_from_arguments_and_the_rest_from_slurm() -> None:
     spec = job_spec("slurm", 2, 4, 4, {"partition": "gpu", "timeout_min": 600})
-    assert (spec.nodes, spec.tasks_per_node, spec.gpus_per_node, spec.partition, spec.timeout_min) == (2, 4, 4, "gpu",
-                                                                                                        600)
+    assert (spec.nodes, spec.tasks_per_node, spec.gpus_per_node, spec.partition, spec.timeout_min) == (
+        2,
+        4,
+        4,
+        "gpu",
+        600,
+    )
     with pytest.raises(ValueError, match="slurm: set nodes with the flow's own argument"):
         job_spec("slurm", 1, 1, 0, {"nodes": 2})
     with pytest.raises(ValueError, match="unknown key 'partiton' .did you mean partition"):
@@ -111,8 +169,20 @@ def test_job_spec_takes_shape_from_arguments_and_the_rest_from_slurm() -> None:
 def test_cli_names_a_bad_setting(prefect_api, tmp_path: Path) -> None:
     data = tmp_path / "data.json"
     data.write_text("[]")
-    result = CliRunner().invoke(cli, ["train", "--data", str(data), "--run-dir", str(tmp_path / "run"),
-                                      "--set", "init_checkpoint=x", "--set", "lerning_rate=1"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "init_checkpoint=x",
+            "--set",
+            "lerning_rate=1",
+        ],
+    )
     assert result.exit_code == 1
     assert "unknown key 'lerning_rate'" in result.output
     assert not (tmp_path / "run").exists()  # nothing submitted

@@ -30,10 +30,22 @@ TIMEOUT_S = 240
 
 
 def _config(parts) -> dict[str, Any]:
-    return {"stage": "finetune", "vision_tower": parts.clip, "language_model": parts.lm, "local_files_only": True,
-            "zero_stage": 2, "global_batch_size": 4, "micro_batch_size": 2, "max_length": 256, "lr": 1e-3,
-            "gradient_checkpointing": False, "save_every": 10, "keep_last": 2, "dataloader_workers": 0,
-            "max_steps": STEPS}
+    return {
+        "stage": "finetune",
+        "vision_tower": parts.clip,
+        "language_model": parts.lm,
+        "local_files_only": True,
+        "zero_stage": 2,
+        "global_batch_size": 4,
+        "micro_batch_size": 2,
+        "max_length": 256,
+        "lr": 1e-3,
+        "gradient_checkpointing": False,
+        "save_every": 10,
+        "keep_last": 2,
+        "dataloader_workers": 0,
+        "max_steps": STEPS,
+    }
 
 
 def _until(condition, what: str, timeout_s: float = TIMEOUT_S, poll_s: float = 0.2) -> Any:
@@ -46,8 +58,9 @@ def _until(condition, what: str, timeout_s: float = TIMEOUT_S, poll_s: float = 0
 
 
 def _squeue_state(job_id: str) -> str:
-    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
-                          timeout=30).stdout.strip()
+    return subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
 
 
 def _release_requeued(job_id: str) -> None:
@@ -59,8 +72,12 @@ def _release_requeued(job_id: str) -> None:
         if state == "PENDING":
             pending_since = pending_since or time.monotonic()
             if time.monotonic() - pending_since >= 3:
-                subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"],
-                               capture_output=True, text=True, timeout=30)
+                subprocess.run(
+                    ["scontrol", "update", f"jobid={job_id}", "StartTime=now"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
         elif pending_since is not None:
             return
         time.sleep(1)
@@ -74,17 +91,24 @@ def _latest_complete(run_dir: Path) -> int:
 
 
 def test_training_preempted_twice_resumes_from_its_checkpoints_and_exports_once(
-        prefect_api, slurm_env, parts, listing_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefect_api, slurm_env, parts, listing_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     run_dir = tmp_path / "runs" / "tiny"
     outcome: dict[str, Any] = {}
 
     def run_flow() -> None:
-        outcome["state"] = train_llava(data=str(listing_data), run_dir=str(run_dir),
-                                       image_root=str(listing_data.parent), config=_config(parts),
-                                       executor="slurm", retries=0, slurm={"partition": "debug", "timeout_min": 10},
-                                       return_state=True)
+        outcome["state"] = train_llava(
+            data=str(listing_data),
+            run_dir=str(run_dir),
+            image_root=str(listing_data.parent),
+            config=_config(parts),
+            executor="slurm",
+            retries=0,
+            slurm={"partition": "debug", "timeout_min": 10},
+            return_state=True,
+        )
 
     flow = threading.Thread(target=run_flow, daemon=True)
     flow.start()

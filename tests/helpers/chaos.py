@@ -36,8 +36,9 @@ def chaos_images(good: int = 14) -> tuple[dict[str, bytes], dict[str, tuple[byte
 
 
 def upload(source: str, good: dict[str, bytes], bad: dict[str, tuple[bytes, str]]) -> None:
-    storage.write_many({storage.join(source, name): data
-                        for name, data in {**good, **{n: d for n, (d, _) in bad.items()}}.items()})
+    storage.write_many(
+        {storage.join(source, name): data for name, data in {**good, **{n: d for n, (d, _) in bad.items()}}.items()}
+    )
 
 
 def mark_objects(dest: str) -> dict[str, dict]:
@@ -51,8 +52,9 @@ def mark_objects(dest: str) -> dict[str, dict]:
     return {path: info for path, info in found.items() if info.get("type") != "directory"}
 
 
-def when_marks_appear(dest: str, action: Callable[[], None], at_least: int = 2,
-                      timeout_s: float = 120) -> threading.Thread:
+def when_marks_appear(
+    dest: str, action: Callable[[], None], at_least: int = 2, timeout_s: float = 120
+) -> threading.Thread:
     """Run `action` in a thread once `at_least` mark objects exist (the build is under way)."""
 
     def watch() -> None:
@@ -81,8 +83,23 @@ def wait_for_marks(dest: str, at_least: int = 2, timeout_s: float = 120) -> None
 def som_command(source: str, dest: str, workers: int = 2) -> list[str]:
     """`som dataset build` with the slow-enough style of SLOW_STYLE."""
     som = shutil.which("som") or str(Path(sys.executable).with_name("som"))
-    return [som, "dataset", "build", source, dest, "--segmenter", "slic", "--param", "n_segments=40",
-            "--short-side", "200", "--shard-size", "2", "--workers", str(workers)]
+    return [
+        som,
+        "dataset",
+        "build",
+        source,
+        dest,
+        "--segmenter",
+        "slic",
+        "--param",
+        "n_segments=40",
+        "--short-side",
+        "200",
+        "--shard-size",
+        "2",
+        "--workers",
+        str(workers),
+    ]
 
 
 def cli_env(api_url: str, s3_env: dict[str, str], home: Path) -> dict[str, str]:

@@ -48,8 +48,7 @@ class ChatServer:
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -94,10 +93,18 @@ class ChatServer:
                         reply = Reply(status=404, body={"error": {"message": f"no route {self.path}"}})
                     payload = reply.body
                     if payload is None:
-                        payload = {"id": f"chatcmpl-{index}", "object": "chat.completion",
-                                   "model": body.get("model"),
-                                   "choices": [{"index": 0, "finish_reason": "stop",
-                                                "message": {"role": "assistant", "content": reply.content}}]}
+                        payload = {
+                            "id": f"chatcmpl-{index}",
+                            "object": "chat.completion",
+                            "model": body.get("model"),
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": reply.content},
+                                }
+                            ],
+                        }
                     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 finally:
                     with server._lock:

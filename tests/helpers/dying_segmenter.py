@@ -44,5 +44,6 @@ class DyingSegmenter:
 
 def register_dying() -> None:
     """Make `--segmenter dying` available in this process (the CLI looks segmenters up by name)."""
-    SEGMENTERS["dying"] = SegmenterSpec("dying", DyingParams, DyingSegmenter,
-                                        "test only: SIGKILLs its worker on chosen images")
+    SEGMENTERS["dying"] = SegmenterSpec(
+        "dying", DyingParams, DyingSegmenter, "test only: SIGKILLs its worker on chosen images"
+    )

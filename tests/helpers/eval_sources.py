@@ -98,8 +98,11 @@ def mme_full_source(folder: Path, truth: Path) -> Path:
     shutil.copy(MME_QUESTIONS, folder / "llava_mme.jsonl")
     shutil.copytree(truth, folder / "eval_tool" / "Your_Results")
     release = folder / "MME_Benchmark_release_version"
-    for image in ("landmark/images/03d5e3bfc958be38.jpg", "scene/images/Places365_val_00000130.jpg",
-                  "scene/images/Places365_val_00000131.jpg"):
+    for image in (
+        "landmark/images/03d5e3bfc958be38.jpg",
+        "scene/images/Places365_val_00000130.jpg",
+        "scene/images/Places365_val_00000131.jpg",
+    ):
         (release / image).parent.mkdir(parents=True, exist_ok=True)
         (release / image).write_bytes(b"")
     return folder

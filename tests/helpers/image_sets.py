@@ -39,7 +39,7 @@ def unusual_but_valid() -> dict[str, bytes]:
     photo = Image.open(data_path("extreme_ironing.jpg")).resize((240, 160))
     cmyk, deep = io.BytesIO(), io.BytesIO()
     photo.convert("CMYK").save(cmyk, format="JPEG")
-    Image.fromarray((np.asarray(photo.convert("L"), dtype=np.uint16) * 257)).save(deep, format="PNG")
+    Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257).save(deep, format="PNG")
     return {"cmyk.jpg": cmyk.getvalue(), "gray16.png": deep.getvalue()}
 
 
@@ -50,7 +50,12 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 def pixel_bomb(width: int = 30000, height: int = 30000) -> bytes:
     """A tiny PNG whose header claims width x height pixels (a decompression bomb's shape)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def bad_files() -> dict[str, tuple[bytes, str]]:

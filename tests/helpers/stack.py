@@ -40,8 +40,11 @@ def stack_processes(state_dir: Path) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter():
         try:
-            if process.pid != os.getpid() and process.status() != psutil.STATUS_ZOMBIE \
-                    and process.environ().get("SOMFLOW_STACK") == str(state_dir):
+            if (
+                process.pid != os.getpid()
+                and process.status() != psutil.STATUS_ZOMBIE
+                and process.environ().get("SOMFLOW_STACK") == str(state_dir)
+            ):
                 found.append(process)
         except psutil.Error:
             continue
@@ -49,8 +52,14 @@ def stack_processes(state_dir: Path) -> list[psutil.Process]:
 
 
 def run_stack(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(STACK_SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, check=False)
+    return subprocess.run(
+        [sys.executable, str(STACK_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
 @dataclass
@@ -71,14 +80,19 @@ class Stack:
 
     def client_env(self) -> dict[str, str]:
         """A shell that sourced stack.env, with its own PREFECT_HOME (not the user's ~/.prefect)."""
-        return {**os.environ, **self.env, "PATH": os.environ.get("PATH", "") + ":/usr/sbin",
-                "PREFECT_HOME": str(self.state_dir.parent / "client-prefect-home")}
+        return {
+            **os.environ,
+            **self.env,
+            "PATH": os.environ.get("PATH", "") + ":/usr/sbin",
+            "PREFECT_HOME": str(self.state_dir.parent / "client-prefect-home"),
+        }
 
     def prefect(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """The `prefect` CLI as a user runs it from the repository root."""
         cmd = [str(Path(sys.executable).with_name("prefect")), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.client_env(),
-                              cwd=REPO_ROOT, check=False)
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=self.client_env(), cwd=REPO_ROOT, check=False
+        )
 
     def api(self, method: str, path: str, body: dict | None = None) -> Any:
         response = httpx.request(method, f"{self.api_url}{path}", json=body, timeout=30)

@@ -57,11 +57,19 @@ def gqa_source(folder: Path, n: int = 4) -> Path:
         (images / record["image"]).write_bytes(small_image(index))
     key = {
         str(record["question_id"]): {
-            "question": record["text"].split("\n")[0], "imageId": record["image"].rsplit(".", 1)[0],
-            "answer": "yes" if index % 2 == 0 else "no", "isBalanced": True,
-            "types": {"structural": "verify" if index % 2 == 0 else "query", "semantic": "attr",
-                      "detailed": "verifyAttr"},
-            "groups": {"global": None, "local": f"10q-{index}"}, "semantic": [], "entailed": [], "equivalent": [],
+            "question": record["text"].split("\n")[0],
+            "imageId": record["image"].rsplit(".", 1)[0],
+            "answer": "yes" if index % 2 == 0 else "no",
+            "isBalanced": True,
+            "types": {
+                "structural": "verify" if index % 2 == 0 else "query",
+                "semantic": "attr",
+                "detailed": "verifyAttr",
+            },
+            "groups": {"global": None, "local": f"10q-{index}"},
+            "semantic": [],
+            "entailed": [],
+            "equivalent": [],
         }
         for index, record in enumerate(records)
     }
@@ -70,9 +78,19 @@ def gqa_source(folder: Path, n: int = 4) -> Path:
 
 
 def _seed_question(qid: str, type_id: int, data_type: str, data_id: str, answer: str, **extra: object) -> dict:
-    return {"question_id": qid, "question": f"What is shown in {qid}?", "answer": answer,
-            "question_type_id": type_id, "data_type": data_type, "data_id": data_id,
-            "choice_a": "a dog", "choice_b": "a cat", "choice_c": "two birds", "choice_d": "nothing", **extra}
+    return {
+        "question_id": qid,
+        "question": f"What is shown in {qid}?",
+        "answer": answer,
+        "question_type_id": type_id,
+        "data_type": data_type,
+        "data_id": data_id,
+        "choice_a": "a dog",
+        "choice_b": "a cat",
+        "choice_c": "two birds",
+        "choice_d": "nothing",
+        **extra,
+    }
 
 
 def seed_source(folder: Path, n: int = 4, with_video: bool = True) -> Path:
@@ -81,8 +99,9 @@ def seed_source(folder: Path, n: int = 4, with_video: bool = True) -> Path:
     videos under videos/20bn-something-something-v2, videos/EPIC-KITCHENS (the file name of
     data_id, as LLaVA's script looks it up) and videos/BreakfastII_15fps_qvga_sync."""
     folder.mkdir(parents=True, exist_ok=True)
-    questions = [_seed_question(str(1000 + i), i % 9 + 1, "image", f"{1000 + i}_cc3m.jpg", "ABCD"[i % 4])
-                 for i in range(n)]
+    questions = [
+        _seed_question(str(1000 + i), i % 9 + 1, "image", f"{1000 + i}_cc3m.jpg", "ABCD"[i % 4]) for i in range(n)
+    ]
     for index, question in enumerate(questions):
         image = folder / "SEED-Bench-image" / question["data_id"]
         image.parent.mkdir(parents=True, exist_ok=True)
@@ -97,9 +116,20 @@ def seed_source(folder: Path, n: int = 4, with_video: bool = True) -> Path:
             _seed_question("v1962", 11, "video", "P03/P03_24.avi", "C", segment=[1.0, 2.5]),
             _seed_question("v4397", 12, "video", "P06/cam01/P06_cereals.avi", "D", segment=[3, 100]),
         ]
-    names = ["Scene Understanding", "Instance Identity", "Instance Attributes", "Instance Location",
-             "Instances Counting", "Spatial Relation", "Instance Interaction", "Visual Reasoning",
-             "Text Understanding", "Action Recognition", "Action Prediction", "Procedure Understanding"]
+    names = [
+        "Scene Understanding",
+        "Instance Identity",
+        "Instance Attributes",
+        "Instance Location",
+        "Instances Counting",
+        "Spatial Relation",
+        "Instance Interaction",
+        "Visual Reasoning",
+        "Text Understanding",
+        "Action Recognition",
+        "Action Prediction",
+        "Procedure Understanding",
+    ]
     annotation = {"question_type": {name: i for i, name in enumerate(names, start=1)}, "questions": questions}
     (folder / "SEED-Bench.json").write_text(json.dumps(annotation))
     return folder

@@ -24,8 +24,22 @@ SQA = REFERENCE / "sqa"
 MMBENCH = REFERENCE / "mmbench"
 MMBENCH_UPLOAD = MMBENCH / "upload_dev_20230712_llava-v1.5-13b.xlsx"
 MMBENCH_ANSWERS = MMBENCH / "answers_dev_20230712_llava-v1.5-13b.jsonl"
-TSV_COLUMNS = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
-               "l2-category", "comment", "split")
+TSV_COLUMNS = (
+    "index",
+    "question",
+    "hint",
+    "A",
+    "B",
+    "C",
+    "D",
+    "answer",
+    "category",
+    "image",
+    "source",
+    "l2-category",
+    "comment",
+    "split",
+)
 """The official MMBench dev TSV's columns, in its order."""
 CATEGORIES = ("image_scene", "object_localization", "ocr", "future_prediction", "social_relation")
 L2_CATEGORIES = ("coarse_perception", "finegrained_perception (instance-level)", "logic_reasoning")
@@ -51,7 +65,7 @@ def sqa_source(folder: Path, n: int = 4) -> Path:
 
 def _hint(prompt: str, question: str, options: list[str]) -> str:
     """The hint in LLaVA's recorded prompt ("nan" when there is none, as the TSV has it)."""
-    body = question + "".join(f"\n{letter}. {option}" for letter, option in zip(LETTERS, options))
+    body = question + "".join(f"\n{letter}. {option}" for letter, option in zip(LETTERS, options, strict=False))
     if prompt == body:
         return "nan"
     if not prompt.endswith("\n" + body):
@@ -72,7 +86,7 @@ def _reference_rows() -> tuple[dict[str, str], ...]:
     header, *values = [list(row) for row in sheet.iter_rows(values_only=True)]
     rows = []
     for cells in values:
-        upload = dict(zip(header, cells))
+        upload = dict(zip(header, cells, strict=False))
         index = int(upload["index"])
         options = []
         for letter in LETTERS:
@@ -80,14 +94,21 @@ def _reference_rows() -> tuple[dict[str, str], ...]:
                 break
             options.append(upload[letter])
         group = index % CIRCULAR_STRIDE
-        rows.append({
-            "index": str(index), "question": upload["question"],
-            "hint": _hint(prompts[index], upload["question"], options),
-            **{letter: upload[letter] or "" for letter in LETTERS},
-            "answer": upload["answer"], "category": CATEGORIES[group % len(CATEGORIES)],
-            "image": "", "source": "reference-rebuilt", "l2-category": L2_CATEGORIES[group % len(L2_CATEGORIES)],
-            "comment": "", "split": upload["split"],
-        })
+        rows.append(
+            {
+                "index": str(index),
+                "question": upload["question"],
+                "hint": _hint(prompts[index], upload["question"], options),
+                **{letter: upload[letter] or "" for letter in LETTERS},
+                "answer": upload["answer"],
+                "category": CATEGORIES[group % len(CATEGORIES)],
+                "image": "",
+                "source": "reference-rebuilt",
+                "l2-category": L2_CATEGORIES[group % len(L2_CATEGORIES)],
+                "comment": "",
+                "split": upload["split"],
+            }
+        )
     return tuple(rows)
 
 

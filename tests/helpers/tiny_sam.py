@@ -50,9 +50,7 @@ def build_tiny_sam(seed: int = 0, img_size: int = 128) -> Any:
         ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=2, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2
-            ),
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2),
             transformer_dim=prompt_dim,
             iou_head_depth=2,
             iou_head_hidden_dim=32,

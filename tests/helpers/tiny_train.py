@@ -15,9 +15,11 @@ from pathlib import Path
 from tests.helpers.tiny_llava import train_byte_level_bpe
 
 NAMES = ("person", "dog", "cat", "car", "tree", "cup", "chair", "bird")
-QUESTIONS = ("List the items in the image one by one.",
-             "Name each tagged item in order.",
-             "What are the marked objects?")
+QUESTIONS = (
+    "List the items in the image one by one.",
+    "Name each tagged item in order.",
+    "What are the marked objects?",
+)
 # Words the tokenizer learns merges for; LLaVA's template words included.
 _CORPUS = [
     "A chat between a curious user and an artificial intelligence assistant. The assistant "
@@ -33,8 +35,7 @@ def _tokenizer():  # -> PreTrainedTokenizerFast
     from transformers import PreTrainedTokenizerFast
 
     bpe = train_byte_level_bpe(_CORPUS, ["<unk>", "<s>", "</s>"], vocab_size=360)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
 def build_tiny_lm(folder: str | Path) -> str:
@@ -44,10 +45,18 @@ def build_tiny_lm(folder: str | Path) -> str:
 
     tokenizer = _tokenizer()
     tokenizer.save_pretrained(folder)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, vocab_size=len(tokenizer),
-                         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(1)
     LlamaForCausalLM(config).eval().save_pretrained(folder)
     return str(folder)
@@ -59,8 +68,9 @@ def build_tiny_siglip(folder: str | Path) -> str:
     from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
     SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    config = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                num_attention_heads=2, image_size=32, patch_size=8)
+    config = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
     torch.manual_seed(2)
     SiglipVisionModel(config).eval().save_pretrained(folder)
     return str(folder)
@@ -81,8 +91,9 @@ def _marked_image(path: Path, names: list[str], rng: random.Random, size: int = 
     image.save(path)
 
 
-def make_listing_dataset(folder: str | Path, count: int = 16, seed: int = 0,
-                         name: str = "listing.json", image_size: int = 48) -> Path:
+def make_listing_dataset(
+    folder: str | Path, count: int = 16, seed: int = 0, name: str = "listing.json", image_size: int = 48
+) -> Path:
     """`count` marked images (`image_size` px wide, 4:3) under `folder`/images and a LLaVA JSON
     whose answers list the tags ("1. person\\n2. dog"); returns the JSON's path (image paths
     are relative to `folder`)."""
@@ -95,10 +106,16 @@ def make_listing_dataset(folder: str | Path, count: int = 16, seed: int = 0,
         image = f"images/marked_{index:03d}.png"
         _marked_image(folder / image, names, rng, image_size)
         listing = "\n".join(f"{i}. {n}" for i, n in enumerate(names, 1))
-        records.append({"id": f"som-{index:03d}", "image": image, "conversations": [
-            {"from": "human", "value": f"<image>\n{rng.choice(QUESTIONS)}"},
-            {"from": "gpt", "value": listing},
-        ]})
+        records.append(
+            {
+                "id": f"som-{index:03d}",
+                "image": image,
+                "conversations": [
+                    {"from": "human", "value": f"<image>\n{rng.choice(QUESTIONS)}"},
+                    {"from": "gpt", "value": listing},
+                ],
+            }
+        )
     path = folder / name
     path.write_text(json.dumps(records, indent=1))
     return path

@@ -34,27 +34,41 @@ def write_config(values: dict[str, Any], path: Path) -> Path:
 
 
 def training_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT),
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "TOKENIZERS_PARALLELISM": "false"}
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     env.update(extra or {})
     return env
 
 
-def start_ranks(config: Path, run_dir: str, world_size: int, log_dir: Path,
-                env: dict[str, str] | None = None) -> list[subprocess.Popen]:
+def start_ranks(
+    config: Path, run_dir: str, world_size: int, log_dir: Path, env: dict[str, str] | None = None
+) -> list[subprocess.Popen]:
     """`world_size` training processes as a launcher starts them (RANK, WORLD_SIZE, ...)."""
     port = str(free_port())
     procs = []
     for rank in range(world_size):
-        launcher = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port} if world_size > 1 else {}
+        launcher = (
+            {
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": str(world_size),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+            }
+            if world_size > 1
+            else {}
+        )
         log = (log_dir / f"rank{rank}.log").open("ab")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "som.train.entry", "--config", str(config), "--run-dir",
-             run_dir], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env={**training_env(env), **launcher}))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "som.train.entry", "--config", str(config), "--run-dir", run_dir],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**training_env(env), **launcher},
+            )
+        )
     return procs
 
 
@@ -88,10 +102,9 @@ def generate_listing(export: str | Path) -> str:
     model = LlavaForConditionalGeneration.from_pretrained(export).eval()
     processor = AutoProcessor.from_pretrained(export)
     image = Image.new("RGB", (40, 40), (120, 30, 200))
-    inputs = processor(images=image, text="USER: <image>\nList the items. ASSISTANT:",
-                       return_tensors="pt")
+    inputs = processor(images=image, text="USER: <image>\nList the items. ASSISTANT:", return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
-    new = out[0, inputs["input_ids"].shape[1]:]
+    new = out[0, inputs["input_ids"].shape[1] :]
     assert len(new) >= 1
     return processor.decode(new)

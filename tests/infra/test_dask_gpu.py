@@ -73,9 +73,7 @@ def test_dask_cuda_worker_accepts_the_whole_command_line():
     assert params["name"] == "dummy-name"
     assert params["preload_argv"] == ()
 
-    done = subprocess.run(
-        [sys.executable, *argv[1:], "--help"], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, *argv[1:], "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--rmm-pool-size" in done.stdout  # dask-cuda's worker, not distributed's
 

@@ -97,7 +97,9 @@ def test_cpu_workers_get_the_prefect_settings(prefect_api_only_in_settings, gpus
     gpus(0)
     runner = dask_task_runner(workers=1)
     assert runner.resolved_cluster_class is LocalCluster
-    assert worker_environ(runner.resolved_cluster_class, runner.cluster_kwargs) == [{"PREFECT_API_URL": API_URL, "CUDA_VISIBLE_DEVICES": None}]
+    assert worker_environ(runner.resolved_cluster_class, runner.cluster_kwargs) == [
+        {"PREFECT_API_URL": API_URL, "CUDA_VISIBLE_DEVICES": None}
+    ]
 
 
 def test_gpu_workers_are_capped_at_the_visible_gpus(prefect_api_only_in_settings, gpus, caplog):

@@ -61,8 +61,11 @@ def test_exit_while_starting_and_timeout_end_with_the_log_tail(tmp_path: Path) -
     slow = shell(tmp_path, "echo still loading; sleep 30", "slow")
     slow.start()
     try:
-        with pytest.raises(ServiceError, match=r"(?s)slow was not ready within 1 s \(last error: connection "
-                                               r"refused\).*still loading"):
+        with pytest.raises(
+            ServiceError,
+            match=r"(?s)slow was not ready within 1 s \(last error: connection "
+            r"refused\).*still loading",
+        ):
             slow.wait_ready(refuse, 1)
     finally:
         slow.stop(5)

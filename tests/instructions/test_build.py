@@ -14,10 +14,24 @@ def test_listing_qa_mix_and_card_are_written_as_a_version(tmp_path: Path):
     dest, rows = som_dataset(tmp_path)
     base = tmp_path / "llava_mix.json"
     relative = rows[0].marked_uri[len(dest) + 1 :]
-    base.write_text(json.dumps([
-        {"id": "text-1", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
-        {"id": "img-1", "image": relative, "conversations": [{"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "A photo."}]},
-    ]))
+    base.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "text-1",
+                    "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}],
+                },
+                {
+                    "id": "img-1",
+                    "image": relative,
+                    "conversations": [
+                        {"from": "human", "value": "<image>\nWhat is this?"},
+                        {"from": "gpt", "value": "A photo."},
+                    ],
+                },
+            ]
+        )
+    )
     build = build_instruction_data(dest, InstructionConfig(base_mix=str(base), seed=3))
     folder = Path(build.folder)
     listing = json.loads((folder / "som_listing.json").read_text())
@@ -30,7 +44,9 @@ def test_listing_qa_mix_and_card_are_written_as_a_version(tmp_path: Path):
         assert [line.split(". ", 1)[1] for line in answer] == ["person", "person", "car"], "smallest tag first"
     assert len(mixed) == 2 + len(listing) + len(qa) and len({r["id"] for r in mixed}) == len(mixed)
     card = json.loads((folder / "card.json").read_text())
-    assert card["records"] == {"som_listing": 2, "som_qa": len(qa)} and card["tag_name_sources"] == {"segmenter-category": 6}
+    assert card["records"] == {"som_listing": 2, "som_qa": len(qa)} and card["tag_name_sources"] == {
+        "segmenter-category": 6
+    }
     assert "som_qa.json" in (folder / "card.md").read_text()
     assert card["marking"]["segmenter"] == "coco" and card["marking"]["style"]["short_side"] == 200
     assert sum(card["listing_templates"].values()) == 2
@@ -38,7 +54,9 @@ def test_listing_qa_mix_and_card_are_written_as_a_version(tmp_path: Path):
     assert (Path(dest) / "datasets" / "_latest").read_text() == build.version
     again = build_instruction_data(dest, InstructionConfig(base_mix=str(base), seed=3))
     assert again.version != build.version
-    assert (Path(again.folder) / "som_qa.json").read_text() == (folder / "som_qa.json").read_text(), "seeded: same records"
+    assert (Path(again.folder) / "som_qa.json").read_text() == (folder / "som_qa.json").read_text(), (
+        "seeded: same records"
+    )
 
 
 def test_unlabeled_tags_are_filled_by_the_describer_then_clip(tmp_path: Path):
@@ -59,7 +77,9 @@ def test_unlabeled_tags_are_filled_by_the_describer_then_clip(tmp_path: Path):
         server.script = lambda body, index: Reply(good if index == 0 else "no idea")
         describer = Describer(ChatClient(server.url, "test-model", cache_url=str(tmp_path / "cache")))
         clip = ClipNamer(model_id=build_tiny_clip(tmp_path / "clip"), labels=["cat", "dog", "car"])
-        build = build_instruction_data(dest, InstructionConfig(), fallback_namers=[DescriberFallback(describer), ClipFallback(clip)])
+        build = build_instruction_data(
+            dest, InstructionConfig(), fallback_namers=[DescriberFallback(describer), ClipFallback(clip)]
+        )
     finally:
         server.stop()
     sources = build.name_sources
@@ -77,10 +97,30 @@ def test_data_mix_command(tmp_path: Path):
 
     (tmp_path / "img.jpg").write_bytes(b"x")
     base = [{"id": "a", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]
-    som = [{"id": "a", "image": "img.jpg", "conversations": [{"from": "human", "value": "<image>\nList the tags."}, {"from": "gpt", "value": "1. cat"}]}]
+    som = [
+        {
+            "id": "a",
+            "image": "img.jpg",
+            "conversations": [
+                {"from": "human", "value": "<image>\nList the tags."},
+                {"from": "gpt", "value": "1. cat"},
+            ],
+        }
+    ]
     (tmp_path / "base.json").write_text(json.dumps(base))
     (tmp_path / "som.json").write_text(json.dumps(som))
-    args = ["data", "mix", "--base", str(tmp_path / "base.json"), "--add", str(tmp_path / "som.json"), "--out", str(tmp_path / "mix.json"), "--image-root", str(tmp_path)]
+    args = [
+        "data",
+        "mix",
+        "--base",
+        str(tmp_path / "base.json"),
+        "--add",
+        str(tmp_path / "som.json"),
+        "--out",
+        str(tmp_path / "mix.json"),
+        "--image-root",
+        str(tmp_path),
+    ]
     refused = CliRunner().invoke(cli, args)
     assert refused.exit_code == 1 and "a" in refused.output and not (tmp_path / "mix.json").exists()
     done = CliRunner().invoke(cli, [*args, "--prefix", "som-"])

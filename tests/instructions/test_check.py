@@ -17,7 +17,7 @@ def rec(rid, image=None, *, answers=("a reply",), questions=None, first_prefix=N
     questions = questions or [f"question {n}?" for n in range(len(answers))]
     prefix = first_prefix if first_prefix is not None else ("<image>\n" if image else "")
     conversations = []
-    for number, (question, answer) in enumerate(zip(questions, answers)):
+    for number, (question, answer) in enumerate(zip(questions, answers, strict=False)):
         value = (prefix if number == 0 else "") + question
         conversations += [{"from": "human", "value": value}, {"from": "gpt", "value": answer}]
     out = {"id": rid, "conversations": conversations}
@@ -167,8 +167,7 @@ def test_token_statistics_match_independent_lengths(tmp_path, tokenizer_folder):
     from tokenizers import Tokenizer
 
     records = [
-        rec(f"r{n}", answers=tuple("a dog and a cat " * n or "x" for _ in range(1 + n % 2)))
-        for n in range(1, 12)
+        rec(f"r{n}", answers=tuple("a dog and a cat " * n or "x" for _ in range(1 + n % 2))) for n in range(1, 12)
     ]
     records.append({"id": "broken", "conversations": "not a list"})  # tokenized as empty text
     url = write(tmp_path / "tok.json", records)
@@ -271,8 +270,18 @@ def test_check_and_mix_commands_report_latin1_and_dotdot_without_tracebacks(tmp_
         ["data", "check", str(latin1)],
         ["data", "check", dotdot, "--image-root", str(images)],
         ["data", "mix", "--base", str(latin1), "--add", dotdot, "--out", str(tmp_path / "o.json")],
-        ["data", "mix", "--base", dotdot, "--add", dotdot, "--out", str(tmp_path / "o.json"),
-         "--image-root", str(images)],
+        [
+            "data",
+            "mix",
+            "--base",
+            dotdot,
+            "--add",
+            dotdot,
+            "--out",
+            str(tmp_path / "o.json"),
+            "--image-root",
+            str(images),
+        ],
     ):
         result = runner.invoke(cli, args)
         assert result.exit_code == 1, (args, result.output)

@@ -77,7 +77,7 @@ def test_names_in_tag_order_match_the_models_own_softmax(namer, scene):
     names = namer.name_tags(image, marks)
     assert [n.tag for n in names] == [m["id"] for m in marks]
     assert [n.label for n in names] == [m["label"] for m in marks]
-    for name, mark in zip(names, marks):
+    for name, mark in zip(names, marks, strict=False):
         assert isinstance(name, TagName) and isinstance(name, ClipTagName)
         assert name.source == SOURCE_CLIP and name.labeled
         assert name.name in LABELS
@@ -118,7 +118,7 @@ def test_text_embeddings_are_computed_once(model_dir, scene):
 def test_crops_are_padded_and_clipped_to_the_image(namer, scene):
     image, marks = scene
     crops = namer.crops(image, marks)
-    for crop, mark in zip(crops, marks):
+    for crop, mark in zip(crops, marks, strict=False):
         np.testing.assert_array_equal(crop, expected_crop(image, mark["bbox"], 0.1))
     corner = next(i for i, m in enumerate(marks) if m["bbox"][:2] == [0, 0])
     x, y, w, h = marks[corner]["bbox"]
@@ -132,7 +132,7 @@ def test_masked_background_fills_pixels_outside_the_residual(model_dir, scene):
     image, marks = scene
     namer = ClipNamer(model_id=model_dir, labels=LABELS, device="cpu", mask_background=True, crop_padding=0.2)
     big = next(i for i, m in enumerate(marks) if m["bbox"] == [20, 10, 70, 70])  # has the small box as a hole
-    for crop, mark in zip(namer.crops(image, marks), marks):
+    for crop, mark in zip(namer.crops(image, marks), marks, strict=False):
         x, y, w, h = mark["bbox"]
         x0, y0 = max(math.floor(x - 0.2 * w), 0), max(math.floor(y - 0.2 * h), 0)
         plain = expected_crop(image, mark["bbox"], 0.2)
@@ -144,7 +144,7 @@ def test_masked_background_fills_pixels_outside_the_residual(model_dir, scene):
     # The small box (40..60, 30..50) in crop coordinates of the big tag (origin 6, -4 -> 0).
     assert (hole[30:50, 40 - 6 : 60 - 6] == CLIP_MEAN_RGB).all()
     names = namer.name_tags(image, marks)
-    for name, crop in zip(names, namer.crops(image, marks)):
+    for name, crop in zip(names, namer.crops(image, marks), strict=False):
         label, prob = reference_top1(namer, crop, LABELS)
         assert (name.name, name.probability) == (label, pytest.approx(prob, abs=1e-5))
 

@@ -252,8 +252,11 @@ def test_known_pairs(scene):
 def test_size_answers_follow_the_area_ratio(scene):
     marks, names, boxes = scene
     items = every_item(marks, names, kinds=("larger",))
-    expected = {frozenset((a, b)) for a, b in combinations(boxes, 2)
-                if max(boxes[a].area, boxes[b].area) >= 1.5 * min(boxes[a].area, boxes[b].area)}
+    expected = {
+        frozenset((a, b))
+        for a, b in combinations(boxes, 2)
+        if max(boxes[a].area, boxes[b].area) >= 1.5 * min(boxes[a].area, boxes[b].area)
+    }
     assert {frozenset(i.tags) for i in items} == expected
     for item in items:
         a, b = item.tags

@@ -55,9 +55,16 @@ def everything_exists(_path):
 
 
 TRICKY = [
-    {"id": "a", "text": "brackets ] [ } { and commas , inside \"quotes\" \\ backslash"},
+    {"id": "a", "text": 'brackets ] [ } { and commas , inside "quotes" \\ backslash'},
     {"id": "b", "unicode": "café 日本語 🐕 \u2028 line separator", "nested": [[1, [2, [3]]], {"x": {}}]},
-    123456789, -0.0, 1.5e10, True, None, "plain string", [], {},
+    123456789,
+    -0.0,
+    1.5e10,
+    True,
+    None,
+    "plain string",
+    [],
+    {},
 ]
 
 
@@ -132,8 +139,12 @@ def test_mix_of_a_50k_base_stays_in_bounded_memory(tmp_path):
     som_positions = [n for n, i in enumerate(ids) if i.startswith("som-")]
     assert som_positions[0] < 5_000 and som_positions[-1] > 47_000  # spread through the mix
     by_id = {r["id"]: r for r in mixed}
-    assert by_id["000000000003"] == record("000000000003", "coco/train2017/000000000003.jpg", turns=2,
-                                           text="A reply about picture 3, long enough to look real.")
+    assert by_id["000000000003"] == record(
+        "000000000003",
+        "coco/train2017/000000000003.jpg",
+        turns=2,
+        text="A reply about picture 3, long enough to look real.",
+    )
     base_counts, som_counts = result.sources
     assert (base_counts.read, base_counts.written) == (50_000, 50_000)
     assert (base_counts.text_only, base_counts.with_image) == (5_000, 45_000)
@@ -343,8 +354,12 @@ def test_image_path_leaving_the_root_is_counted_missing_not_a_crash(tmp_path):
         seen.append(location)
         return True
 
-    result = mix([MixSource(str(path))], str(tmp_path / "out.json"),
-                 MixConfig(image_root=str(tmp_path / "root"), max_missing=1), exists=exists)
+    result = mix(
+        [MixSource(str(path))],
+        str(tmp_path / "out.json"),
+        MixConfig(image_root=str(tmp_path / "root"), max_missing=1),
+        exists=exists,
+    )
     assert result.missing_count == 1
     assert "leaves the image root" in result.missing_examples[0][1]
     assert seen == [f"{tmp_path}/root/b.jpg"]  # '..' inside the root is resolved, not refused

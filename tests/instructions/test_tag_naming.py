@@ -50,12 +50,22 @@ CATEGORIES = ["person", "iron", "car", "dog", "crowd", "stray"]
 def coco(objects, *, named=True, file_name=PHOTO):
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(CATEGORIES)] if named else []
     annotations = [
-        {"id": 100 + k, "image_id": 7, "category_id": CATEGORIES.index(name) + 1, "iscrowd": crowd,
-         "segmentation": polygon}
+        {
+            "id": 100 + k,
+            "image_id": 7,
+            "category_id": CATEGORIES.index(name) + 1,
+            "iscrowd": crowd,
+            "segmentation": polygon,
+        }
         for k, (name, polygon, crowd) in enumerate(objects)
     ]
-    return CocoIndex({"images": [{"id": 7, "file_name": file_name, "width": W, "height": H}],
-                      "categories": categories, "annotations": annotations})
+    return CocoIndex(
+        {
+            "images": [{"id": 7, "file_name": file_name, "width": W, "height": H}],
+            "categories": categories,
+            "annotations": annotations,
+        }
+    )
 
 
 def marked(index, short_side=640):

@@ -18,8 +18,20 @@ def coco_for(name, width, height):
             "images": [{"id": 7, "file_name": name, "width": width, "height": height}],
             "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "iron"}],
             "annotations": [
-                {"id": 1, "image_id": 7, "category_id": 1, "iscrowd": 0, "segmentation": [[200, 50, 420, 50, 420, 330, 200, 330]]},
-                {"id": 2, "image_id": 7, "category_id": 2, "iscrowd": 0, "segmentation": [[300, 150, 360, 150, 360, 200, 300, 200]]},
+                {
+                    "id": 1,
+                    "image_id": 7,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "segmentation": [[200, 50, 420, 50, 420, 330, 200, 330]],
+                },
+                {
+                    "id": 2,
+                    "image_id": 7,
+                    "category_id": 2,
+                    "iscrowd": 0,
+                    "segmentation": [[300, 150, 360, 150, 360, 200, 300, 200]],
+                },
             ],
         }
     )
@@ -55,7 +67,9 @@ def test_png_output_and_original_size():
 
 def test_image_without_masks_is_skipped_not_crashed():
     loaded = decode_image(data_path("extreme_ironing.jpg").read_bytes(), "extreme_ironing.jpg")
-    index = CocoIndex({"images": [{"id": 1, "file_name": "extreme_ironing.jpg", "width": 570, "height": 380}], "annotations": []})
+    index = CocoIndex(
+        {"images": [{"id": 1, "file_name": "extreme_ironing.jpg", "width": 570, "height": 380}], "annotations": []}
+    )
     output = annotate(loaded, CocoSegmenter(CocoParams(), index), MarkOptions())
     assert output.image_bytes is None
     assert output.metadata["marks"] == [] and output.skipped == "the segmenter returned no masks"

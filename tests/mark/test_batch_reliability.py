@@ -80,7 +80,10 @@ def test_two_roots_with_the_same_file_names_do_not_collide(tmp_path: Path):
     code, output = run("mark", *roots, "--out", str(out), "--workers", "2", *FAST)
     assert code == 0 and "4 images: 4 marked" in output, output
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json")) == [
-        "r1/photos/sub/y.json", "r1/photos/x.json", "r2/photos/sub/y.json", "r2/photos/x.json",
+        "r1/photos/sub/y.json",
+        "r1/photos/x.json",
+        "r2/photos/sub/y.json",
+        "r2/photos/x.json",
     ]
     code, output = run("mark", *roots, "--out", str(out), "--workers", "2", *FAST)
     assert "4 unchanged" in output, output
@@ -139,12 +142,28 @@ def test_a_worker_killed_mid_image_is_retried_once_then_quarantined(tmp_path: Pa
     attempts.mkdir()
     out = tmp_path / "out"
     command = [
-        sys.executable, "-c", DYING_RUN, "mark", str(folder), "--out", str(out), "--segmenter", "dying",
-        "--param", f"attempts_dir={attempts}", "--short-side", "64", "--workers", "2", "--no-progress",
+        sys.executable,
+        "-c",
+        DYING_RUN,
+        "mark",
+        str(folder),
+        "--out",
+        str(out),
+        "--segmenter",
+        "dying",
+        "--param",
+        f"attempts_dir={attempts}",
+        "--short-side",
+        "64",
+        "--workers",
+        "2",
+        "--no-progress",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True
+    )
     try:
         output, _ = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -188,9 +207,18 @@ def test_a_3000x1_strip_is_quarantined_fast_without_a_huge_allocation(tmp_path: 
 
 def test_the_aspect_ratio_limit_is_configurable(tmp_path: Path):
     path = photo(tmp_path / "pano.jpg", 1, size=(400, 10))  # 40:1
-    summary = mark_paths([path], tmp_path / "o1", build_segmenter("slic", {"n_segments": 4}), MarkOptions(short_side=16), progress=False)
+    summary = mark_paths(
+        [path], tmp_path / "o1", build_segmenter("slic", {"n_segments": 4}), MarkOptions(short_side=16), progress=False
+    )
     assert summary.count("failed") == 1 and "40.0:1" in summary.reports[0].reason
-    summary = mark_paths([path], tmp_path / "o2", build_segmenter("slic", {"n_segments": 4}), MarkOptions(short_side=16), progress=False, max_aspect_ratio=50)
+    summary = mark_paths(
+        [path],
+        tmp_path / "o2",
+        build_segmenter("slic", {"n_segments": 4}),
+        MarkOptions(short_side=16),
+        progress=False,
+        max_aspect_ratio=50,
+    )
     assert summary.count("marked") == 1
 
 

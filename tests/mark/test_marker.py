@@ -30,7 +30,10 @@ def test_small_residuals_are_untagged_but_keep_their_pixels():
 
 
 def test_tags_number_smallest_first_with_geometry_inside_the_residual():
-    masks = [rect(120, 160, 0, 120, 0, 160, score=0.5, category="table"), rect(120, 160, 20, 60, 30, 90, score=0.9, category="cup")]
+    masks = [
+        rect(120, 160, 0, 120, 0, 160, score=0.5, category="table"),
+        rect(120, 160, 20, 60, 30, 90, score=0.9, category="cup"),
+    ]
     result = mark_image(grey(), masks, MarkOptions(label_mode="alpha"))
     first, second = result.marks
     assert (first["id"], first["label"], first["category"], first["score"]) == (1, "a", "cup", 0.9)
@@ -54,7 +57,7 @@ def test_metadata_matches_the_reference_annotator(seed):
     result = mark_image(grey(60, 80), masks, MarkOptions(min_tag_area=20))
     expected = [r for r in reference_residuals(masks) if r.sum() >= 20]
     assert len(result.marks) == len(expected)
-    for mark, residual in zip(result.marks, expected):
+    for mark, residual in zip(result.marks, expected, strict=False):
         assert np.array_equal(rle.decode(mark["segmentation"]), residual)
         row, col = reference_position(residual)
         assert mark["position"] == [col, row]
@@ -97,7 +100,9 @@ def test_drawing_is_deterministic_and_label_colour_contrasts_with_fills():
     options = MarkOptions(modes=("mark", "mask"), min_tag_area=10)
     first = mark_image(grey(), masks, options).image
     assert np.array_equal(first, mark_image(grey(), masks, options).image)
-    assert not np.array_equal(first, mark_image(grey(), masks, MarkOptions(modes=("mark", "mask"), min_tag_area=10, seed=1)).image)
+    assert not np.array_equal(
+        first, mark_image(grey(), masks, MarkOptions(modes=("mark", "mask"), min_tag_area=10, seed=1)).image
+    )
 
 
 def test_invalid_options_are_rejected():

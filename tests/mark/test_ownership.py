@@ -6,12 +6,9 @@ from hypothesis import strategies as st
 
 from som.mark.ownership import assign_ownership
 from som.segment.mask import Mask
-
 from tests.helpers.masks import random_masks, reference_residuals
 
-scenes = st.tuples(
-    st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 40), st.integers(1, 12)
-)
+scenes = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 40), st.integers(1, 12))
 
 
 def owned(scene):
@@ -42,7 +39,7 @@ def test_union_preserved_and_smallest_containing_mask_wins(scene):
     union = np.logical_or.reduce([m.full() for m in masks])
     assert np.array_equal(ownership.owner > 0, union)
     areas = np.array([m.area for m in masks])
-    for y, x in zip(*np.nonzero(union)):
+    for y, x in zip(*np.nonzero(union), strict=False):
         containing = [i for i, m in enumerate(masks) if m.full()[y, x]]
         owner_index = ownership.order[ownership.owner[y, x] - 1]
         assert areas[owner_index] == min(areas[containing])

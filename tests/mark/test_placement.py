@@ -11,7 +11,6 @@ from som.mark.options import MarkOptions
 from som.mark.ownership import assign_ownership
 from som.mark.placement import innermost_point, tight_box
 from som.segment.mask import Mask
-
 from tests.helpers.masks import reference_position
 
 

@@ -15,12 +15,19 @@ pytestmark = pytest.mark.slow
 
 
 def test_deploy_all_creates_the_deployments_on_the_process_pool(stack: Stack, deployed: dict[str, dict]):
-    assert set(deployed) == {"som-dataset/samples", "som-refresh/nightly", "som-train/llava15-13b-som",
-                             "som-evaluate/paper-benchmarks", "som-evaluate/llava15-suite", "som-pipeline/samples"}
+    assert set(deployed) == {
+        "som-dataset/samples",
+        "som-refresh/nightly",
+        "som-train/llava15-13b-som",
+        "som-evaluate/paper-benchmarks",
+        "som-evaluate/llava15-suite",
+        "som-pipeline/samples",
+    }
     for name, deployment in deployed.items():
         assert deployment["work_pool_name"] == "somflow", name
         assert deployment["pull_steps"] == [
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}], name
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}
+        ], name
         env = deployment["job_variables"]["env"]
         assert env["AWS_ENDPOINT_URL"] == stack.env["AWS_ENDPOINT_URL"], name
         assert env["SOMFLOW_STORAGE_CONFIG"] == stack.env["SOMFLOW_STORAGE_CONFIG"], name
@@ -35,8 +42,10 @@ def test_refresh_schedule_creates_scheduled_runs(stack: Stack, deployed: dict[st
     refresh = deployed["som-refresh/nightly"]
     [schedule] = refresh["schedules"]
     assert schedule["active"] and schedule["schedule"]["cron"] == "0 2 * * *"
-    query = {"deployments": {"id": {"any_": [refresh["id"]]}},
-             "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}
+    query = {
+        "deployments": {"id": {"any_": [refresh["id"]]}},
+        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+    }
     deadline, runs = time.monotonic() + 90, []
     while time.monotonic() < deadline and len(runs) < 3:  # the scheduler looks at new deployments every ~5 s
         runs = stack.api("POST", "/flow_runs/filter", query)
@@ -44,7 +53,7 @@ def test_refresh_schedule_creates_scheduled_runs(stack: Stack, deployed: dict[st
     assert len(runs) >= 3, f"{len(runs)} scheduled runs of {refresh['name']} after 90 s"
     starts = sorted(datetime.fromisoformat(run["expected_start_time"].replace("Z", "+00:00")) for run in runs)
     assert all((s.hour, s.minute) == (2, 0) for s in starts)
-    assert all((b - a).days == 1 for a, b in zip(starts, starts[1:]))
+    assert all((b - a).days == 1 for a, b in zip(starts, starts[1:], strict=False))
     assert all(run["parameters"]["dest"] == refresh["parameters"]["dest"] for run in runs)
 
 

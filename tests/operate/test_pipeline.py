@@ -16,9 +16,9 @@ import pytest
 from som import storage
 from tasks.reports import artifact_key
 from tests.helpers.som_datasets import som_dataset
+from tests.helpers.stack import Stack
 from tests.helpers.tiny_clip import build_tiny_clip
 from tests.helpers.tiny_train import build_tiny_lm
-from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +27,23 @@ def run_pipeline(stack: Stack, deployment: dict[str, Any], params: dict[str, Any
     """`prefect deployment run 'som-pipeline/samples' --params ... --watch`; the run and its summary."""
     query = {"deployments": {"id": {"any_": [deployment["id"]]}}}
     before = {run["id"] for run in stack.api("POST", "/flow_runs/filter", query)}
-    done = stack.prefect("deployment", "run", "som-pipeline/samples", "--params", json.dumps(params),
-                         "--watch", "--watch-timeout", "600", timeout=660)
+    done = stack.prefect(
+        "deployment",
+        "run",
+        "som-pipeline/samples",
+        "--params",
+        json.dumps(params),
+        "--watch",
+        "--watch-timeout",
+        "600",
+        timeout=660,
+    )
     [run] = [run for run in stack.api("POST", "/flow_runs/filter", query) if run["id"] not in before] or [None]
     assert run is not None, done.stdout + done.stderr
     key = artifact_key(f"{params['root']}/samples", "pipeline")
-    summaries = stack.api("POST", "/artifacts/filter", {"artifacts": {"key": {"any_": [key]},
-                                                                      "flow_run_id": {"any_": [run["id"]]}}})
+    summaries = stack.api(
+        "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [run["id"]]}}}
+    )
     return run, summaries[0]["data"] if summaries else ""
 
 
@@ -60,16 +70,36 @@ def inputs(stack: Stack, tmp_path: Path, monkeypatch) -> dict[str, Any]:
     uploads = {f"{prefix}/raw/{p.name}": p.read_bytes() for p in (tmp_path / "raw").iterdir()}
     uploads[f"{prefix}/instances.json"] = (tmp_path / "instances.json").read_bytes()
     storage.write_many(uploads)
-    config = {"vision_tower": build_tiny_clip(tmp_path / "clip"), "language_model": build_tiny_lm(tmp_path / "lm"),
-              "local_files_only": True, "zero_stage": 2, "global_batch_size": 2, "micro_batch_size": 1,
-              "max_length": 256, "lr": 1e-3, "gradient_checkpointing": False, "max_steps": 4, "save_every": 2,
-              "keep_last": 1, "dataloader_workers": 0}
+    config = {
+        "vision_tower": build_tiny_clip(tmp_path / "clip"),
+        "language_model": build_tiny_lm(tmp_path / "lm"),
+        "local_files_only": True,
+        "zero_stage": 2,
+        "global_batch_size": 2,
+        "micro_batch_size": 1,
+        "max_length": 256,
+        "lr": 1e-3,
+        "gradient_checkpointing": False,
+        "max_steps": 4,
+        "save_every": 2,
+        "keep_last": 1,
+        "dataloader_workers": 0,
+    }
     return {
-        "source": f"{prefix}/raw", "root": prefix, "run_root": str(tmp_path / "runs"),
+        "source": f"{prefix}/raw",
+        "root": prefix,
+        "run_root": str(tmp_path / "runs"),
         "dataset": {"coco": f"{prefix}/instances.json", "short_side": 200, "workers": 1},
-        "train": {"config": config}, "executor": "slurm", "slurm": {"partition": "debug", "timeout_min": 10},
-        "evaluate": {"benchmarks": ["listing"], "data": {"listing": probe}, "variants": ["plain"], "shards": 1,
-                     "model_kwargs": {"local_files_only": True, "max_new_tokens": 8}},
+        "train": {"config": config},
+        "executor": "slurm",
+        "slurm": {"partition": "debug", "timeout_min": 10},
+        "evaluate": {
+            "benchmarks": ["listing"],
+            "data": {"listing": probe},
+            "variants": ["plain"],
+            "shards": 1,
+            "model_kwargs": {"local_files_only": True, "max_new_tokens": 8},
+        },
     }
 
 
@@ -80,13 +110,22 @@ def test_pipeline_fails_at_training_then_resumes_there_then_is_all_cached(stack:
     assert run["state"]["type"] == "FAILED"
     message = run["state"]["message"]
     assert "stage 'train' failed" in message and "language_model" in message and "resumes at 'train'" in message
-    assert stage_rows(summary) == {"dataset": "2 new images", "instruction data": "ran", "mix": "ran",
-                                   "train": "FAILED"}
+    assert stage_rows(summary) == {
+        "dataset": "2 new images",
+        "instruction data": "ran",
+        "mix": "ran",
+        "train": "FAILED",
+    }
 
     run, summary = run_pipeline(stack, pipeline, inputs)
     assert run["state"]["type"] == "COMPLETED", run["state"]["message"]
-    assert stage_rows(summary) == {"dataset": "nothing new", "instruction data": "cached", "mix": "cached",
-                                   "train": "ran", "evaluate": "ran"}
+    assert stage_rows(summary) == {
+        "dataset": "nothing new",
+        "instruction data": "cached",
+        "mix": "cached",
+        "train": "ran",
+        "evaluate": "ran",
+    }
     outputs = json.loads(storage.read_bytes(f"{inputs['root']}/pipelines/samples/outputs.json"))
     model = Path(outputs["model"])
     assert model.is_relative_to(inputs["run_root"]) and (model / "config.json").exists()
@@ -96,8 +135,14 @@ def test_pipeline_fails_at_training_then_resumes_there_then_is_all_cached(stack:
     assert "loss " in summary and "## Benchmarks" in summary and "listing" in summary
     children = stack.api("POST", "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}})
     assert len(children) >= 3  # train and evaluate (instruction and mix came from the cache)
-    jobs = subprocess.run(["sacct", "-n", "-X", "-o", "JobName%60,State"], capture_output=True, text=True,
-                          env=stack.client_env(), timeout=30, check=True).stdout
+    jobs = subprocess.run(
+        ["sacct", "-n", "-X", "-o", "JobName%60,State"],
+        capture_output=True,
+        text=True,
+        env=stack.client_env(),
+        timeout=30,
+        check=True,
+    ).stdout
     assert re.search(r"som-train-samples-\S+\s+COMPLETED", jobs), jobs
     assert re.search(r"som-eval-listing-plain\S*\s+COMPLETED", jobs), jobs
 

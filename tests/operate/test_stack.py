@@ -44,8 +44,11 @@ def test_env_file_points_clients_at_every_part_and_is_private(stack: Stack):
 def test_nothing_listens_beyond_localhost(stack: Stack):
     members = {p.pid: p.name() for p in stack_processes(stack.state_dir)}
     assert {"weed", "prefect"} <= set(members.values())
-    listening = [(members[c.pid], c.laddr) for c in psutil.net_connections("inet")
-                 if c.status == psutil.CONN_LISTEN and c.pid in members]
+    listening = [
+        (members[c.pid], c.laddr)
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in members
+    ]
     assert listening, "the stack's servers were not found listening"
     # slurmdbd (Slurm 22.05) has no setting that binds it to one address; it only talks to
     # slurmctld, with munge authentication.

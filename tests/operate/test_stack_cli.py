@@ -30,7 +30,8 @@ def test_a_busy_prefect_port_is_refused_before_anything_starts(tmp_path: Path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_stack("up", "--state", str(tmp_path / "stack"), "--prefect-port", str(port), "--no-slurm",
-                           timeout=120)
+        result = run_stack(
+            "up", "--state", str(tmp_path / "stack"), "--prefect-port", str(port), "--no-slurm", timeout=120
+        )
     assert result.returncode == 1 and f"port {port} on 127.0.0.1 is in use" in result.stderr
     assert not (tmp_path / "stack" / "s3" / "weed.pid").exists(), "S3 must not be left running"

@@ -21,8 +21,16 @@ from tests.helpers.stack import ARTIFACTS_DIR, DatasetRun, Stack
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The flags that work headless as root in a container without a display or network (INFRA-NOTES).
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1400"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1400",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +47,21 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
         target = ARTIFACTS_DIR / screenshot
         for budget in (15_000, 30_000, 60_000):
             target.unlink(missing_ok=True)
-            done = subprocess.run([CHROMIUM, *FLAGS, f"--virtual-time-budget={budget}", f"--user-data-dir={profile}",
-                                   f"--screenshot={target}", "--dump-dom", url],
-                                  capture_output=True, text=True, timeout=180, check=False)
+            done = subprocess.run(
+                [
+                    CHROMIUM,
+                    *FLAGS,
+                    f"--virtual-time-budget={budget}",
+                    f"--user-data-dir={profile}",
+                    f"--screenshot={target}",
+                    "--dump-dom",
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
             assert done.returncode == 0, done.stderr[-2000:]
             if all(part in text_of(done.stdout) for part in expected):
                 break
@@ -72,14 +92,22 @@ def test_artifacts_page_lists_the_dataset_artifacts(stack: Stack, dataset_run: D
     text = text_of(browser(f"{stack.ui_url}/artifacts", "artifacts.png", keys))
     for key in keys:
         assert key in text, key
-    table = text_of(browser(f"{stack.ui_url}/artifacts/artifact/{artifact_id(stack, dataset_run, 'table')}",
-                            "dataset-table.png", ["manifest rows"]))
+    table = text_of(
+        browser(
+            f"{stack.ui_url}/artifacts/artifact/{artifact_id(stack, dataset_run, 'table')}",
+            "dataset-table.png",
+            ["manifest rows"],
+        )
+    )
     assert "images marked" in table and "manifest rows" in table
 
 
 def test_summary_shows_the_counts_and_marked_samples(stack: Stack, dataset_run: DatasetRun, browser, monkeypatch):
-    dom = browser(f"{stack.ui_url}/artifacts/artifact/{artifact_id(stack, dataset_run, 'summary')}", "summary.png",
-                  ["Marked samples"])
+    dom = browser(
+        f"{stack.ui_url}/artifacts/artifact/{artifact_id(stack, dataset_run, 'summary')}",
+        "summary.png",
+        ["Marked samples"],
+    )
     assert "Marked samples" in text_of(dom) and "images marked" in text_of(dom)
     images = [html.unescape(src) for src in re.findall(r'<img[^>]*\bsrc="([^"]+)"', dom)]
     samples = [src for src in images if src.startswith(stack.env["AWS_ENDPOINT_URL"])]

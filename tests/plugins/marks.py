@@ -20,8 +20,22 @@ def marked_image() -> bytes:
 def marks() -> dict[str, Any]:
     """A marks JSON (README "Marking images") with three tags; masks are not needed here."""
     return {
-        "image": "photos/waterview.jpg", "sha256": "ab" * 32, "width": 640, "height": 480,
-        "segmenter": {"name": "slic", "params": {}}, "style": {"label_mode": "number"},
-        "marks": [{"id": i, "label": str(i), "bbox": [0, 0, 10, 10], "area": 100, "position": [5, 5],
-                   "score": 1.0, "category": None} for i in (1, 2, 3)],
+        "image": "photos/waterview.jpg",
+        "sha256": "ab" * 32,
+        "width": 640,
+        "height": 480,
+        "segmenter": {"name": "slic", "params": {}},
+        "style": {"label_mode": "number"},
+        "marks": [
+            {
+                "id": i,
+                "label": str(i),
+                "bbox": [0, 0, 10, 10],
+                "area": 100,
+                "position": [5, 5],
+                "score": 1.0,
+                "category": None,
+            }
+            for i in (1, 2, 3)
+        ],
     }

@@ -41,8 +41,9 @@ class SeaweedScriptError(RuntimeError):
 
 def run_script(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run infra/storage/seaweed.py with this interpreter (so it finds the venv's weed)."""
-    return subprocess.run([sys.executable, str(SEAWEED_SCRIPT), *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, str(SEAWEED_SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 @dataclass
@@ -72,8 +73,12 @@ class S3Server:
     @property
     def storage_options(self) -> dict[str, Any]:
         """Explicit options for som.storage functions (no environment needed)."""
-        return {"key": self.access_key, "secret": self.secret_key,
-                "endpoint_url": self.endpoint_url, "region": self.region}
+        return {
+            "key": self.access_key,
+            "secret": self.secret_key,
+            "endpoint_url": self.endpoint_url,
+            "region": self.region,
+        }
 
     @property
     def env_file(self) -> Path:
@@ -93,8 +98,7 @@ class S3Server:
             args += ["--stop-with-pid", str(self.owner_pid)]
         result = run_script(*args)
         if result.returncode != 0:
-            raise SeaweedScriptError(f"seaweed.py up failed ({result.returncode}):\n"
-                                     f"{result.stdout}{result.stderr}")
+            raise SeaweedScriptError(f"seaweed.py up failed ({result.returncode}):\n{result.stdout}{result.stderr}")
         report = json.loads(result.stdout.strip().splitlines()[-1])
         settings = read_config_file(self.env_file)
         self.endpoint_url = report["endpoint_url"]
@@ -109,13 +113,13 @@ class S3Server:
         """`down`; returns the script's JSON report."""
         result = run_script("down", "--state", str(self.state_dir), "--json")
         if result.returncode != 0:
-            raise SeaweedScriptError(f"seaweed.py down failed ({result.returncode}):\n"
-                                     f"{result.stdout}{result.stderr}")
+            raise SeaweedScriptError(f"seaweed.py down failed ({result.returncode}):\n{result.stdout}{result.stderr}")
         return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def start_seaweed(state_dir: Path, bucket: str = DEFAULT_BUCKET, port: int | None = None,
-                  owner_pid: int | None = None) -> S3Server:
+def start_seaweed(
+    state_dir: Path, bucket: str = DEFAULT_BUCKET, port: int | None = None, owner_pid: int | None = None
+) -> S3Server:
     """Start a server in `state_dir` (stopped automatically once `owner_pid` exits)."""
     server = S3Server(state_dir=state_dir, bucket=bucket, owner_pid=owner_pid or os.getpid())
     try:
@@ -146,8 +150,9 @@ def seaweed_factory() -> Iterator[Callable[..., S3Server]]:
     stop and restart at will; every one is stopped when the test ends, pass or fail."""
     started: list[S3Server] = []
 
-    def factory(state_dir: Path, bucket: str = DEFAULT_BUCKET, port: int | None = None,
-                owner_pid: int | None = None) -> S3Server:
+    def factory(
+        state_dir: Path, bucket: str = DEFAULT_BUCKET, port: int | None = None, owner_pid: int | None = None
+    ) -> S3Server:
         server = start_seaweed(state_dir, bucket=bucket, port=port, owner_pid=owner_pid)
         started.append(server)
         return server

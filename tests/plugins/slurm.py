@@ -30,12 +30,23 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPT = REPO_ROOT / "infra" / "slurm" / "cluster.py"
-INSTALL_HINT = ("the Slurm/munge/MariaDB Debian packages are not installed; run "
-                "infra/slurm/install.sh (apt-get install slurmctld slurmd slurm-client "
-                "slurmdbd munge mariadb-server)")
+INSTALL_HINT = (
+    "the Slurm/munge/MariaDB Debian packages are not installed; run "
+    "infra/slurm/install.sh (apt-get install slurmctld slurmd slurm-client "
+    "slurmdbd munge mariadb-server)"
+)
 # The daemons' programs; a missing one means the packages are not installed.
-REQUIRED_PROGRAMS = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld",
-                     "slurmd", "sbatch", "sacct", "sacctmgr")
+REQUIRED_PROGRAMS = (
+    "munged",
+    "mariadbd",
+    "mariadb-install-db",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sbatch",
+    "sacct",
+    "sacctmgr",
+)
 
 
 class SlurmScriptError(RuntimeError):
@@ -51,8 +62,9 @@ def slurm_packages_installed() -> bool:
 
 
 def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(CLUSTER_SCRIPT), *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, str(CLUSTER_SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 @dataclass
@@ -80,12 +92,20 @@ class SlurmCluster:
     def start(self, nodes: int = 2, cpus_per_node: int = 2, owner: int | None = None) -> dict[str, Any]:
         """`up`; the cluster goes down by itself once process `owner` (default: this test
         session) exits, so a killed session leaves no daemon behind."""
-        result = run_script("up", "--state", str(self.state_dir), "--nodes", str(nodes),
-                            "--cpus-per-node", str(cpus_per_node), "--json",
-                            "--stop-with-pid", str(owner or os.getpid()))
+        result = run_script(
+            "up",
+            "--state",
+            str(self.state_dir),
+            "--nodes",
+            str(nodes),
+            "--cpus-per-node",
+            str(cpus_per_node),
+            "--json",
+            "--stop-with-pid",
+            str(owner or os.getpid()),
+        )
         if result.returncode != 0:
-            raise SlurmScriptError(f"cluster.py up failed ({result.returncode}):\n"
-                                   f"{result.stdout}{result.stderr}")
+            raise SlurmScriptError(f"cluster.py up failed ({result.returncode}):\n{result.stdout}{result.stderr}")
         self.report = json.loads(result.stdout.strip().splitlines()[-1])
         self.nodes = list(self.report["nodes"])
         self.cpus_per_node = int(self.report["cpus_per_node"])
@@ -94,8 +114,7 @@ class SlurmCluster:
     def stop(self) -> dict[str, Any]:
         result = run_script("down", "--state", str(self.state_dir), "--json")
         if result.returncode != 0:
-            raise SlurmScriptError(f"cluster.py down failed ({result.returncode}):\n"
-                                   f"{result.stdout}{result.stderr}")
+            raise SlurmScriptError(f"cluster.py down failed ({result.returncode}):\n{result.stdout}{result.stderr}")
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     def status(self) -> subprocess.CompletedProcess[str]:

@@ -20,8 +20,9 @@ from tests.helpers.training import Parts, start_ranks, wait_ranks, write_config
 @pytest.fixture(scope="session")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> Parts:
     root = tmp_path_factory.mktemp("parts")
-    return Parts(clip=build_tiny_clip(root / "clip"), siglip=build_tiny_siglip(root / "siglip"),
-                 lm=build_tiny_lm(root / "lm"))
+    return Parts(
+        clip=build_tiny_clip(root / "clip"), siglip=build_tiny_siglip(root / "siglip"), lm=build_tiny_lm(root / "lm")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +40,15 @@ def listing_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     records = json.loads(path.read_text())
     (folder / "images.json").write_text(json.dumps(records))
     for index in range(4):
-        records.append({"id": f"text-{index}", "conversations": [
-            {"from": "human", "value": "Name a tagged item."},
-            {"from": "gpt", "value": ["person", "dog", "cat", "car"][index]}]})
+        records.append(
+            {
+                "id": f"text-{index}",
+                "conversations": [
+                    {"from": "human", "value": "Name a tagged item."},
+                    {"from": "gpt", "value": ["person", "dog", "cat", "car"][index]},
+                ],
+            }
+        )
     path.write_text(json.dumps(records))
     return path
 
@@ -50,11 +57,22 @@ def listing_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def base_config(parts: Parts, listing_data: Path) -> dict[str, Any]:
     """A fast fine-tuning config of the parts on the listing data (override what a test needs)."""
     return {
-        "stage": "finetune", "vision_tower": parts.clip, "language_model": parts.lm,
-        "local_files_only": True, "data_url": str(listing_data),
-        "image_root": str(listing_data.parent), "zero_stage": 2, "global_batch_size": 4,
-        "micro_batch_size": 2, "max_length": 256, "lr": 1e-3, "gradient_checkpointing": False,
-        "save_every": 4, "keep_last": 2, "dataloader_workers": 0, "max_steps": 12,
+        "stage": "finetune",
+        "vision_tower": parts.clip,
+        "language_model": parts.lm,
+        "local_files_only": True,
+        "data_url": str(listing_data),
+        "image_root": str(listing_data.parent),
+        "zero_stage": 2,
+        "global_batch_size": 4,
+        "micro_batch_size": 2,
+        "max_length": 256,
+        "lr": 1e-3,
+        "gradient_checkpointing": False,
+        "save_every": 4,
+        "keep_last": 2,
+        "dataloader_workers": 0,
+        "max_steps": 12,
     }
 
 
@@ -62,10 +80,18 @@ def base_config(parts: Parts, listing_data: Path) -> dict[str, Any]:
 def launch(tmp_path: Path) -> Callable[..., list[int]]:
     """Run a training config as N processes to the end; returns their exit codes. Logs go to
     `<tmp>/logs-<name>/rank<N>.log`."""
-    def run(values: dict[str, Any], run_dir: str, *, world_size: int = 1, name: str = "run",
-            env: dict[str, str] | None = None) -> list[int]:
+
+    def run(
+        values: dict[str, Any],
+        run_dir: str,
+        *,
+        world_size: int = 1,
+        name: str = "run",
+        env: dict[str, str] | None = None,
+    ) -> list[int]:
         log_dir = tmp_path / f"logs-{name}"
         log_dir.mkdir(exist_ok=True)
         config = write_config(values, tmp_path / f"{name}.yaml")
         return wait_ranks(start_ranks(config, run_dir, world_size, log_dir, env), log_dir)
+
     return run

@@ -17,9 +17,23 @@ import pytest
 from flows.som_dataset import build_som_dataset
 from som import storage
 from som.dataset.manifest import latest_version
-from tests.helpers.chaos import (SLOW_STYLE, OutputWatch, assert_invariants, chaos_images, cli_env, dask_workers,
-                                 descendants, interrupt_cli, mark_objects, reap, sigint_as_in_a_terminal,
-                                 som_command, upload, wait_for_marks, when_marks_appear)
+from tests.helpers.chaos import (
+    SLOW_STYLE,
+    OutputWatch,
+    assert_invariants,
+    chaos_images,
+    cli_env,
+    dask_workers,
+    descendants,
+    interrupt_cli,
+    mark_objects,
+    reap,
+    sigint_as_in_a_terminal,
+    som_command,
+    upload,
+    wait_for_marks,
+    when_marks_appear,
+)
 from tests.helpers.s3 import use_s3
 
 pytestmark = pytest.mark.slow
@@ -84,7 +98,8 @@ def test_a_dask_worker_killed_mid_build_is_rescheduled_and_clean(prefect_api, s3
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "kill-9"])
 def test_cli_stopped_mid_build_then_a_rerun_redoes_only_what_was_missing(
-        sig, prefect_api, s3_server, s3_prefix, tmp_path, monkeypatch):
+    sig, prefect_api, s3_server, s3_prefix, tmp_path, monkeypatch
+):
     """The CLI stopped once marking is under way: SIGINT must end it (non-zero) within a minute;
     after either signal a rerun completes, adds no duplicate rows, and does not rewrite the
     images whose JSON (written last) the stopped run had finished."""
@@ -96,8 +111,14 @@ def test_cli_stopped_mid_build_then_a_rerun_redoes_only_what_was_missing(
     upload(source, good, bad)
     env = cli_env(PREFECT_API_URL.value(), s3_server.env, tmp_path / "prefect")
     with sigint_as_in_a_terminal():
-        first = subprocess.Popen(som_command(source, dest), env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+        first = subprocess.Popen(
+            som_command(source, dest),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
     try:
         wait_for_marks(dest, at_least=2)
         code, survivors = interrupt_cli(first, sig)
@@ -130,8 +151,7 @@ def test_cli_stopped_mid_build_then_a_rerun_redoes_only_what_was_missing(
 CLUSTER_STARTING = "Creating a new Dask cluster"  # prefect_dask, as the local cluster starts
 
 
-def test_ctrl_c_while_the_dask_cluster_starts_stops_the_build(prefect_api, s3_server, s3_prefix, tmp_path,
-                                                               monkeypatch):
+def test_ctrl_c_while_the_dask_cluster_starts_stops_the_build(prefect_api, s3_server, s3_prefix, tmp_path, monkeypatch):
     """SIGINT to the CLI's whole process group (what Ctrl-C in a terminal sends) the moment the
     Dask cluster starts: the build stops within a minute, non-zero, having committed nothing,
     and a rerun builds everything.
@@ -147,8 +167,14 @@ def test_ctrl_c_while_the_dask_cluster_starts_stops_the_build(prefect_api, s3_se
     upload(source, good, bad)
     env = cli_env(PREFECT_API_URL.value(), s3_server.env, tmp_path / "prefect")
     with sigint_as_in_a_terminal():
-        first = subprocess.Popen(som_command(source, dest), env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        first = subprocess.Popen(
+            som_command(source, dest),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     sent: list[float] = []
     children: list = []
 
@@ -203,8 +229,14 @@ def test_a_16_s_outage_mid_build_leaves_retry_warnings(prefect_api, seaweed_fact
     s3_retries = re.findall(r"S3 \w+ attempt \d+/\d+ failed \(\w+: ", text)
     task_retries = re.findall(r"mark-shard-\d+ attempt \d+/\d+ failed \(\w+: .*; retrying", text)
     prefect_retries = re.findall(r"Retry \d+/\d+ will start", text)  # Prefect's own line, INFO
-    log.info("chaos: 16 s outage: %d S3 retry warnings, %d task retries (%d warnings); the build ended %s; "
-             "e.g. %s", len(s3_retries), len(prefect_retries), len(task_retries), state.name, task_retries[:1])
+    log.info(
+        "chaos: 16 s outage: %d S3 retry warnings, %d task retries (%d warnings); the build ended %s; e.g. %s",
+        len(s3_retries),
+        len(prefect_retries),
+        len(task_retries),
+        state.name,
+        task_retries[:1],
+    )
     assert s3_retries, f"a 16 s outage left no S3 retry warning:\n{text[-3000:]}"
     assert len(task_retries) == len(prefect_retries), "every Prefect task retry is a warning too"
     warned = [line for line in text.splitlines() if "attempt" in line and "failed (" in line]

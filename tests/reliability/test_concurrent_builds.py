@@ -34,12 +34,13 @@ SEED_ROWS = 3000  # an existing dataset being refreshed: its merge widens each c
 
 
 def seed_rows() -> list[ManifestRow]:
-    return [ManifestRow(f"s3://elsewhere/old/{i:05d}.jpg", f"fp-{i}", None, "failed", error="seed")
-            for i in range(SEED_ROWS)]
+    return [
+        ManifestRow(f"s3://elsewhere/old/{i:05d}.jpg", f"fp-{i}", None, "failed", error="seed")
+        for i in range(SEED_ROWS)
+    ]
 
 
-def test_two_cli_builds_committing_at_once_keep_both_builds_rows(prefect_api, seaweed_factory, tmp_path,
-                                                                  monkeypatch):
+def test_two_cli_builds_committing_at_once_keep_both_builds_rows(prefect_api, seaweed_factory, tmp_path, monkeypatch):
     from prefect.settings import PREFECT_API_URL
 
     server = seaweed_factory(tmp_path / "s3")
@@ -55,8 +56,9 @@ def test_two_cli_builds_committing_at_once_keep_both_builds_rows(prefect_api, se
             env = cli_env(PREFECT_API_URL.value(), server.env, tmp_path / f"prefect-{name}")
             command = som_command(server.url("ds", name), dest, workers=1)
             command.insert(1, "-v")  # the commit's INFO lines: "merging again" shows the overlap
-            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True, start_new_session=True)
+            process = subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            )
             pause = functools.partial(os.kill, process.pid, signal.SIGSTOP)
             builds[name] = process, OutputWatch(process, triggers={SHARDS_DONE: pause})
         for name, (_, output) in builds.items():
@@ -83,7 +85,13 @@ def test_two_cli_builds_committing_at_once_keep_both_builds_rows(prefect_api, se
     assert len(uris) == SEED_ROWS + 6
     retried = [name for name, text in logs.items() if "merging again" in text]
     log.info("builds whose first swap of _latest was refused: %s", retried)
-    commit_lines = [f"{name}: {line}" for name, text in logs.items() for line in text.splitlines()
-                    if any(word in line for word in ("commit", "_latest", "conditional", SHARDS_DONE))]
-    assert retried, ("the two commits did not overlap (neither had to merge again): the test lost its race\n"
-                     + "\n".join(commit_lines))
+    commit_lines = [
+        f"{name}: {line}"
+        for name, text in logs.items()
+        for line in text.splitlines()
+        if any(word in line for word in ("commit", "_latest", "conditional", SHARDS_DONE))
+    ]
+    assert retried, (
+        "the two commits did not overlap (neither had to merge again): the test lost its race\n"
+        + "\n".join(commit_lines)
+    )

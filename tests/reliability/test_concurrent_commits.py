@@ -114,7 +114,9 @@ def test_a_commit_killed_midway_blocks_nobody(dest):
     started = time.monotonic()
     commit_rows(dest, rows_of("next", 4), wait_s=30)
     assert time.monotonic() - started < 10
-    assert {r.source_uri for r in read_manifest(dest)} == {r.source_uri for r in rows_of("seed", 3) + rows_of("next", 4)}
+    assert {r.source_uri for r in read_manifest(dest)} == {
+        r.source_uri for r in rows_of("seed", 3) + rows_of("next", 4)
+    }
 
 
 def _killed_before_swap(dest: str, env: dict[str, str]) -> None:

@@ -34,8 +34,11 @@ def test_local_dask_cluster_of_the_dataset_flow_listens_on_loopback_only():
 
     cluster_class, kwargs = local_cluster_spec(2, 0, {}, cpus=2)
     assert cluster_class == "distributed.LocalCluster"
-    before = {c.laddr.port for c in psutil.net_connections(kind="tcp")
-              if c.status == psutil.CONN_LISTEN and c.pid == os.getpid()}
+    before = {
+        c.laddr.port
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.pid == os.getpid()
+    }
     with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
         client.wait_for_workers(2, timeout=60)
         me = psutil.Process()
@@ -86,12 +89,24 @@ def test_single_process_training_rendezvous_listens_on_loopback_only():
     import sys
 
     pytest.importorskip("deepspeed")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                        "MASTER_PORT", "SLURM_JOB_ID", "SLURM_JOBID", "GLOO_SOCKET_IFNAME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "RANK",
+            "LOCAL_RANK",
+            "WORLD_SIZE",
+            "LOCAL_WORLD_SIZE",
+            "MASTER_ADDR",
+            "MASTER_PORT",
+            "SLURM_JOB_ID",
+            "SLURM_JOBID",
+            "GLOO_SOCKET_IFNAME",
+        )
+    }
     env["CUDA_VISIBLE_DEVICES"] = ""
-    result = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["world"] == 1 and report["sockets"], report

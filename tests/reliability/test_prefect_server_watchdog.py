@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from tests.helpers.prefect_servers import servers_with_home
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +25,9 @@ with prefect_api() as url:
 def test_kill_9_of_the_owner_stops_its_prefect_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=REPO, env=env, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD], cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         url = child.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), "the server came up"

@@ -41,12 +41,28 @@ class Terminal:
     def __init__(self, command: list[str], cwd: Path) -> None:
         self.socket = f"somchat-{uuid.uuid4().hex[:8]}"
         shell = " ".join(_quote(part) for part in command)
-        self._tmux("new-session", "-d", "-x", "200", "-y", "60", "-c", str(cwd), "-s", "chat",
-                   f"{shell}; echo CHAT-EXIT=$?; sleep 600")
+        self._tmux(
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "60",
+            "-c",
+            str(cwd),
+            "-s",
+            "chat",
+            f"{shell}; echo CHAT-EXIT=$?; sleep 600",
+        )
 
     def _tmux(self, *args: str) -> str:
-        done = subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args], capture_output=True,
-                              text=True, timeout=30, check=True)
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, "-f", "/dev/null", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         return done.stdout
 
     def type(self, line: str) -> None:
@@ -102,8 +118,19 @@ def test_chat_answers_retags_and_saves_llava_json(terminal, tiny_model, tmp_path
     """A person's session: the tag list, two questions, /tags with a coarser SLIC, one more
     question about the new tags, /save, /quit."""
     out = tmp_path / "marked"
-    term = terminal(str(data_path("waterview.jpg")), "--model", tiny_model, "--segmenter", "slic",
-                    "--param", "n_segments=10", "--max-tokens", "12", "--out", str(out))
+    term = terminal(
+        str(data_path("waterview.jpg")),
+        "--model",
+        tiny_model,
+        "--segmenter",
+        "slic",
+        "--param",
+        "n_segments=10",
+        "--max-tokens",
+        "12",
+        "--out",
+        str(out),
+    )
     screen = term.wait_for(PROMPT)
     [(written, size, count)] = re.findall(r"Marked image: (\S+\.png) \((\d+x\d+), (\d+) tags, slic", screen)
     assert Path(written).parent == out and Image.open(written).size == (959, 640) and size == "959x640"
@@ -144,8 +171,17 @@ def test_chat_answers_retags_and_saves_llava_json(terminal, tiny_model, tmp_path
 def test_image_switch_and_bad_image_keep_the_session(terminal, tiny_model, tmp_path):
     """/image with a truncated file prints the reason and keeps the current image; a good one
     starts over with its own tags; --tags none sends the image unmarked."""
-    term = terminal(str(data_path("waterview.jpg")), "--model", tiny_model, "--tags", "none",
-                    "--max-tokens", "4", "--out", str(tmp_path / "out"))
+    term = terminal(
+        str(data_path("waterview.jpg")),
+        "--model",
+        tiny_model,
+        "--tags",
+        "none",
+        "--max-tokens",
+        "4",
+        "--out",
+        str(tmp_path / "out"),
+    )
     screen = term.wait_for(PROMPT)
     [plain] = re.findall(r"Image \(untagged\): (\S+)", screen)
     assert Path(plain).read_bytes() == data_path("waterview.jpg").read_bytes() and "Tags" not in screen
@@ -171,15 +207,21 @@ def test_image_switch_and_bad_image_keep_the_session(terminal, tiny_model, tmp_p
 def test_bad_image_fails_before_the_model_loads(tmp_path):
     """The image is checked first: a truncated upload fails in a second, naming the reason,
     before a (possibly 13B) model would load."""
-    done = subprocess.run([SOM, "chat", str(data_path("som_logo.png")), "--model", str(tmp_path / "no-model"),
-                           "--segmenter", "slic"], capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [SOM, "chat", str(data_path("som_logo.png")), "--model", str(tmp_path / "no-model"), "--segmenter", "slic"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 1
     assert "cannot use" in done.stderr and "truncated image data" in done.stderr
 
 
 def test_needs_a_model_or_an_endpoint():
-    done = subprocess.run([SOM, "chat", str(data_path("waterview.jpg"))], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [SOM, "chat", str(data_path("waterview.jpg"))], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 2 and "give --model" in done.stderr
 
 
@@ -190,8 +232,9 @@ def test_conversation_sends_the_marked_image_once_and_the_history(tiny_model):
     from som.serve.engine import local_engine
 
     engine = local_engine(tiny_model, device="cpu")
-    image = ChatImage.load(data_path("waterview.jpg").read_bytes(), "waterview.jpg",
-                           TagConfig(segmenter="slic", params={"n_segments": 8}))
+    image = ChatImage.load(
+        data_path("waterview.jpg").read_bytes(), "waterview.jpg", TagConfig(segmenter="slic", params={"n_segments": 8})
+    )
     conversation = Conversation(image)
     first = "".join(conversation.ask(engine, "What is tag 1?", max_tokens=6))
     second = "".join(conversation.ask(engine, "And tag 2?", max_tokens=6))
@@ -202,8 +245,12 @@ def test_conversation_sends_the_marked_image_once_and_the_history(tiny_model):
     assert text == {"type": "text", "text": "What is tag 1?"}
     header, payload = picture["image_url"]["url"].split(",", 1)
     assert header == "data:image/png;base64" and base64.b64decode(payload) == image.marked.image
-    assert messages[1:] == [{"role": "assistant", "content": first}, {"role": "user", "content": "And tag 2?"},
-                            {"role": "assistant", "content": second}, {"role": "user", "content": "Anything else?"}]
+    assert messages[1:] == [
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": "And tag 2?"},
+        {"role": "assistant", "content": second},
+        {"role": "user", "content": "Anything else?"},
+    ]
     # The streamed answer is the engine's whole answer to the same conversation.
     assert engine.complete(conversation.messages("And tag 2?")[:3], max_tokens=6) == second
 
@@ -211,8 +258,9 @@ def test_conversation_sends_the_marked_image_once_and_the_history(tiny_model):
 def test_answer_view_highlights_the_tags_it_mentions():
     from som.serve.chat_cli import TAG_STYLE, AnswerView
 
-    image = ChatImage.load(data_path("waterview.jpg").read_bytes(), "waterview.jpg",
-                           TagConfig(segmenter="slic", params={"n_segments": 8}))
+    image = ChatImage.load(
+        data_path("waterview.jpg").read_bytes(), "waterview.jpg", TagConfig(segmenter="slic", params={"n_segments": 8})
+    )
     view = AnswerView(image.marked)
     for piece in ["Tag ", "3 is water; [", "5] is sky, 3.5 m and 99 are not tags."]:
         view.add(piece)
@@ -231,8 +279,9 @@ def served(tiny_model, tmp_path):
 
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen([SOM, "serve", tiny_model, "--port", str(port), "--device", "cpu"], stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [SOM, "serve", tiny_model, "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
@@ -258,8 +307,19 @@ def test_chat_through_a_som_serve_endpoint(terminal, served, tmp_path):
     answer is what the server answers to the saved conversation."""
     import httpx
 
-    term = terminal(str(data_path("waterview.jpg")), "--url", served, "--segmenter", "slic",
-                    "--param", "n_segments=8", "--max-tokens", "8", "--out", str(tmp_path / "out"))
+    term = terminal(
+        str(data_path("waterview.jpg")),
+        "--url",
+        served,
+        "--segmenter",
+        "slic",
+        "--param",
+        "n_segments=8",
+        "--max-tokens",
+        "8",
+        "--out",
+        str(tmp_path / "out"),
+    )
     term.wait_for(PROMPT)
     term.type("What is tag 1?")
     term.wait_for(PROMPT, 2)
@@ -271,9 +331,19 @@ def test_chat_through_a_som_serve_endpoint(terminal, served, tmp_path):
 
     [record] = json.loads(saved.read_text())
     image = base64.b64encode(Path(record["image"]).read_bytes()).decode()
-    body = {"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
-        {"type": "text", "text": "What is tag 1?"}]}], "max_tokens": 8, "temperature": 0}
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+                    {"type": "text", "text": "What is tag 1?"},
+                ],
+            }
+        ],
+        "max_tokens": 8,
+        "temperature": 0,
+    }
     models = httpx.get(f"{served}/models", timeout=30).json()["data"]
     reply = httpx.post(f"{served}/chat/completions", json={**body, "model": models[0]["id"]}, timeout=120).json()
     answer = reply["choices"][0]["message"]["content"].strip() or "(no answer)"

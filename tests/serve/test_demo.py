@@ -37,9 +37,11 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "serve"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCRIPTED = "Tag 2 is a tree; [5] is a building, 3.5 m away."
 # The page's default marking: SLIC (no SAM checkpoint on test machines) at its default granularity.
-DEFAULT_TAGS = TagConfig(segmenter="slic", params={"n_segments": 48},
-                         mark_options={"label_mode": "number", "modes": ["mark"], "min_tag_area": 110,
-                                       "short_side": 640})
+DEFAULT_TAGS = TagConfig(
+    segmenter="slic",
+    params={"n_segments": 48},
+    mark_options={"label_mode": "number", "modes": ["mark"], "min_tag_area": 110, "short_side": 640},
+)
 
 
 def sse(*pieces: str) -> bytes:
@@ -52,8 +54,9 @@ def sse(*pieces: str) -> bytes:
 @pytest.fixture(scope="module")
 def endpoint():
     server = ChatServer().start()
-    server.script = [Reply(body=sse("Tag 2 is a tree; ", "[5] is a building, 3.5 m away."),
-                           headers={"Cache-Control": "no-cache"})]
+    server.script = [
+        Reply(body=sse("Tag 2 is a tree; ", "[5] is a building, 3.5 m away."), headers={"Cache-Control": "no-cache"})
+    ]
     yield server
     server.stop()
 
@@ -63,8 +66,20 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory, endpoint: ChatServer):
     model = build_tiny_llava(tmp_path_factory.mktemp("tiny-llava") / "tiny")
     port = free_port()
     log = tmp_path_factory.mktemp("demo") / "demo.log"
-    command = [str(Path(sys.executable).with_name("som")), "demo", "--model", model, "--port", str(port),
-               "--endpoint", f"scripted=gpt-som@{endpoint.url}", "--examples", str(DATA_DIR), "--max-tokens", "24"]
+    command = [
+        str(Path(sys.executable).with_name("som")),
+        "demo",
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--endpoint",
+        f"scripted=gpt-som@{endpoint.url}",
+        "--examples",
+        str(DATA_DIR),
+        "--max-tokens",
+        "24",
+    ]
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -94,9 +109,17 @@ def browser():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         yield chromium
         chromium.close()
 
@@ -116,8 +139,7 @@ def status(page) -> str:
 
 
 def wait_status(page, text: str, timeout: float = 90_000) -> str:
-    page.wait_for_function("t => document.querySelector('#status').innerText.includes(t)", arg=text,
-                           timeout=timeout)
+    page.wait_for_function("t => document.querySelector('#status').innerText.includes(t)", arg=text, timeout=timeout)
     return status(page)
 
 
@@ -132,7 +154,9 @@ def wait_image_change(page, before: str | None) -> None:
     page.wait_for_function(
         "b => { const i = document.querySelector('#marked img'); return i && i.src !== b && i.complete "
         "&& i.naturalWidth > 0 && document.querySelector('#marked [data-testid=status-tracker].hide'); }",
-        arg=before, timeout=60_000)
+        arg=before,
+        timeout=60_000,
+    )
 
 
 def image_src(page) -> str | None:
@@ -147,12 +171,15 @@ def upload(page, path: Path) -> str:
 
 def click_image(page, x: int, y: int) -> None:
     """Click pixel (x, y) of the marked image, which the page scales down to fit (object-fit)."""
-    where = page.evaluate("""([x, y]) => {
+    where = page.evaluate(
+        """([x, y]) => {
         const img = document.querySelector('#marked img'), r = img.getBoundingClientRect();
         const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight, 1);
         return [r.x + (r.width - img.naturalWidth * scale) / 2 + (x + 0.5) * scale,
                 r.y + (r.height - img.naturalHeight * scale) / 2 + (y + 0.5) * scale];
-    }""", [x, y])
+    }""",
+        [x, y],
+    )
     page.mouse.click(*where)
 
 
@@ -170,7 +197,10 @@ def ask(page, question: str, answers: int) -> None:
     page.press("#question textarea", "Enter")
     page.wait_for_function(
         "n => document.querySelectorAll('#chat .bot').length >= n && "
-        "/mention/.test(document.querySelector('#status').innerText)", arg=answers, timeout=120_000)
+        "/mention/.test(document.querySelector('#status').innerText)",
+        arg=answers,
+        timeout=120_000,
+    )
 
 
 def choose(page, dropdown: str, option: str) -> None:
@@ -252,9 +282,14 @@ def test_gallery_granularity_and_alpha_labels(page):
     page.get_by_text("More marking options").click()
     page.get_by_label("alpha").check()
     page.click("#mark")
-    coarse = mark_image(data_path("waterview.jpg").read_bytes(),
-                        TagConfig(segmenter="slic", params={"n_segments": 8},
-                                  mark_options={**DEFAULT_TAGS.mark_options, "label_mode": "alpha"}))
+    coarse = mark_image(
+        data_path("waterview.jpg").read_bytes(),
+        TagConfig(
+            segmenter="slic",
+            params={"n_segments": 8},
+            mark_options={**DEFAULT_TAGS.mark_options, "label_mode": "alpha"},
+        ),
+    )
     text = wait_status(page, f"{len(coarse.marks)} tags on 959x640 (slic: n_segments=8,")
     assert cell(page, 0, 0) == "a" and table_rows(page) == len(coarse.marks)
 
@@ -279,8 +314,12 @@ def test_answer_html_escapes_and_marks():
 def test_controls_become_a_tag_config():
     config = tag_config("slic", 30.0, "compactness=20, sigma=2", "alpha", ["mark", "box"], 50, 512)
     assert config.params == {"compactness": "20", "sigma": "2", "n_segments": 30}
-    assert config.mark_options == {"label_mode": "alpha", "modes": ["mark", "box"], "min_tag_area": 50,
-                                   "short_side": 512}
+    assert config.mark_options == {
+        "label_mode": "alpha",
+        "modes": ["mark", "box"],
+        "min_tag_area": 50,
+        "short_side": 512,
+    }
     assert tag_config("slic", 30, "n_segments=12", "number", [], 110, 640).params == {"n_segments": "12"}
 
 

@@ -32,7 +32,7 @@ def corrupt_png() -> bytes:
     """A PNG whose compressed pixel data is overwritten with garbage (a damaged upload)."""
     data = bytearray(png_bytes(np.full((64, 64, 3), 90, dtype=np.uint8)))
     start = data.index(b"IDAT") + 8
-    data[start:start + 20] = b"\xff" * 20
+    data[start : start + 20] = b"\xff" * 20
     return bytes(data)
 
 
@@ -77,7 +77,7 @@ def test_labels_are_drawn_inside_their_masks(photo):
     for mark in marked.marks:
         x, y = mark["position"]
         assert marked.mask(mark["tag"])[y, x]
-        assert (drawn[y - 3:y + 4, x - 3:x + 4] != photo[y - 3:y + 4, x - 3:x + 4]).any()
+        assert (drawn[y - 3 : y + 4, x - 3 : x + 4] != photo[y - 3 : y + 4, x - 3 : x + 4]).any()
 
 
 def test_photos_are_resized_like_som_mark():

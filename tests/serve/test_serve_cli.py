@@ -37,12 +37,18 @@ def test_help_says_what_to_do() -> None:
     assert "serve" in top
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--slurm"], "--slurm needs --run-dir"),
-    (["--load-in-4bit", "--load-in-8bit"], "one of --load-in-4bit and --load-in-8bit"),
-    (["--prompt-profile", "vicuna"], "unknown prompt profile 'vicuna'"),
-    (["--tags", "auto", "--segmenter", "slic", "--mark-option", "colour=red"], "mark_options: unknown key 'colour'"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--slurm"], "--slurm needs --run-dir"),
+        (["--load-in-4bit", "--load-in-8bit"], "one of --load-in-4bit and --load-in-8bit"),
+        (["--prompt-profile", "vicuna"], "unknown prompt profile 'vicuna'"),
+        (
+            ["--tags", "auto", "--segmenter", "slic", "--mark-option", "colour=red"],
+            "mark_options: unknown key 'colour'",
+        ),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(folder: str, args: list[str], says: str) -> None:
     code, text = run("serve", folder, "--local-files-only", *args)
     assert code != 0 and says in text and "Traceback" not in text
@@ -81,8 +87,9 @@ def test_served_spec_checks(tmp_path: Path) -> None:
     check_model_spec(f"served:{tmp_path}")
     with pytest.raises(ProfileError, match="the server applies its own"):
         check_model_spec(f"served:{tmp_path}", prompt_profile="llava-1.5")
-    model = load_model(f"served:{tmp_path}", max_new_tokens=7, batch_size=4, device="cpu", dtype="auto",
-                       local_files_only=True)
+    model = load_model(
+        f"served:{tmp_path}", max_new_tokens=7, batch_size=4, device="cpu", dtype="auto", local_files_only=True
+    )
     assert model.name == "m" and model.max_tokens == 7 and model.client.base_url == "http://127.0.0.1:9/v1"
     write_endpoint(tmp_path, {"url": "http://127.0.0.1:9/v1", "model": "m", "tags": "auto"})
     with pytest.raises(ValueError, match="--tags none"):

@@ -85,43 +85,65 @@ def test_closing_a_stream_frees_the_model(engine: LocalEngine) -> None:
 def test_llava_conversation_is_vicuna_v1(engine: LocalEngine, photo: bytes) -> None:
     """Multi-turn: LLaVA's conv_vicuna_v1 as training renders it (som.train.templates), cut
     before the answer to give; the image as in the single-question prompt."""
-    messages = [{"role": "user", "content": [image_content(photo), text_content("What is this?")]},
-                {"role": "assistant", "content": "A lake."},
-                {"role": "user", "content": [text_content("Any boats?")]}]
+    messages = [
+        {"role": "user", "content": [image_content(photo), text_content("What is this?")]},
+        {"role": "assistant", "content": "A lake."},
+        {"role": "user", "content": [text_content("Any boats?")]},
+    ]
     prompt = engine.prompt(messages)
-    trained, _ = render([{"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "A lake."},
-                         {"from": "human", "value": "Any boats?"}, {"from": "gpt", "value": "Yes."}], "vicuna_v1")
+    trained, _ = render(
+        [
+            {"from": "human", "value": "<image>\nWhat is this?"},
+            {"from": "gpt", "value": "A lake."},
+            {"from": "human", "value": "Any boats?"},
+            {"from": "gpt", "value": "Yes."},
+        ],
+        "vicuna_v1",
+    )
     assert prompt.text == trained.removesuffix(" Yes.</s>")
     single = engine.prompt(messages[:1])
     assert len(prompt.images) == 1 and np.array_equal(np.asarray(prompt.images[0]), np.asarray(single.images[0]))
     assert prompt.images[0].size == (1000, 1000)  # padded to a square, as evaluated
 
     with_system = engine.prompt([{"role": "system", "content": "Be brief."}, *messages])
-    assert with_system.text.startswith("Be brief. USER: <image>\nWhat is this?") and VICUNA_SYSTEM not in with_system.text
+    assert (
+        with_system.text.startswith("Be brief. USER: <image>\nWhat is this?") and VICUNA_SYSTEM not in with_system.text
+    )
 
 
 def test_chat_template_conversation(folder: str, photo: bytes) -> None:
     templated = local_engine(folder, local_files_only=True, prompt_profile="chat-template")
-    messages = [{"role": "user", "content": [text_content("What is this?"), image_content(photo)]},
-                {"role": "assistant", "content": "A lake."},
-                {"role": "user", "content": "Any boats?"}]
+    messages = [
+        {"role": "user", "content": [text_content("What is this?"), image_content(photo)]},
+        {"role": "assistant", "content": "A lake."},
+        {"role": "user", "content": "Any boats?"},
+    ]
     prompt = templated.prompt(messages)
     assert prompt.text == "USER: <image>\nWhat is this? ASSISTANT: A lake.</s>USER: Any boats? ASSISTANT:"
     assert len(prompt.images) == 1 and prompt.images[0].size == (1000, 667)
 
 
-@pytest.mark.parametrize(("messages", "reason"), [
-    ([], "non-empty list"),
-    ([{"role": "assistant", "content": "Hi"}], "last message must be the user's"),
-    ([{"role": "wizard", "content": "Hi"}], "role must be one of"),
-    ([{"role": "user", "content": [{"type": "audio", "audio": "x"}]}], "expected a text part"),
-    ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}, {"role": "user", "content": "c"}],
-     "system message may only come first"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}],
-     "unsupported image URL"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@"}}]}],
-     "not valid base64"),
-])
+@pytest.mark.parametrize(
+    ("messages", "reason"),
+    [
+        ([], "non-empty list"),
+        ([{"role": "assistant", "content": "Hi"}], "last message must be the user's"),
+        ([{"role": "wizard", "content": "Hi"}], "role must be one of"),
+        ([{"role": "user", "content": [{"type": "audio", "audio": "x"}]}], "expected a text part"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}, {"role": "user", "content": "c"}],
+            "system message may only come first",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}],
+            "unsupported image URL",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@"}}]}],
+            "not valid base64",
+        ),
+    ],
+)
 def test_bad_messages_are_request_errors(engine: LocalEngine, messages: list, reason: str) -> None:
     with pytest.raises(RequestError, match=reason) as caught:
         engine.complete(messages, max_tokens=2)

@@ -39,8 +39,9 @@ def wait_for(run: Path, predicate, timeout_s: float = 240.0) -> dict:
 
 
 def job_state(job_id: str, env: dict[str, str]) -> str:
-    out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-o", "State"], capture_output=True, text=True,
-                         env=env, check=False).stdout.split()
+    out = subprocess.run(
+        ["sacct", "-j", job_id, "-X", "-n", "-o", "State"], capture_output=True, text=True, env=env, check=False
+    ).stdout.split()
     return out[0] if out else ""
 
 
@@ -52,7 +53,9 @@ def ask(info: dict) -> str:
     client = OpenAI(base_url=info["url"], api_key=KEY, max_retries=0, timeout=120)
     photo = data_path("extreme_ironing.jpg").read_bytes()
     messages = [{"role": "user", "content": [image_content(photo), text_content("What is the man doing?")]}]
-    return client.chat.completions.create(model=info["model"], messages=messages, max_tokens=6).choices[0].message.content
+    return (
+        client.chat.completions.create(model=info["model"], messages=messages, max_tokens=6).choices[0].message.content
+    )
 
 
 def test_serve_on_slurm(slurm_env: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,9 +68,27 @@ def test_serve_on_slurm(slurm_env: SlurmCluster, tmp_path: Path, monkeypatch: py
     folder = build_tiny_llava(tmp_path / "model")
     run = tmp_path / "run"
     monkeypatch.setenv("SOMFLOW_API_KEY", KEY)
-    result = CliRunner().invoke(cli, ["serve", folder, "--slurm", "--gpus", "0", "--partition", "debug", "--cpus-per-task", "1",
-                                      "--time", "2", "--run-dir", str(run), "--local-files-only",
-                                      "--wait-s", "240"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "serve",
+            folder,
+            "--slurm",
+            "--gpus",
+            "0",
+            "--partition",
+            "debug",
+            "--cpus-per-task",
+            "1",
+            "--time",
+            "2",
+            "--run-dir",
+            str(run),
+            "--local-files-only",
+            "--wait-s",
+            "240",
+        ],
+    )
     assert result.exit_code == 0, result.output
     info = read_endpoint(run)
     assert result.output.strip().splitlines()[-1] == info["url"]
@@ -77,8 +98,17 @@ def test_serve_on_slurm(slurm_env: SlurmCluster, tmp_path: Path, monkeypatch: py
     env = {**os.environ, **slurm_env.env}
     try:
         expected = local_engine(folder, local_files_only=True).complete(
-            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": _data_url()}},
-                                          {"type": "text", "text": "What is the man doing?"}]}], max_tokens=6)
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": _data_url()}},
+                        {"type": "text", "text": "What is the man doing?"},
+                    ],
+                }
+            ],
+            max_tokens=6,
+        )
         assert ask(info) == expected
 
         restarted = wait_for(run, lambda new: new["restarts"] >= 1, timeout_s=300)

@@ -45,10 +45,10 @@ def as_vllm(messages: list[dict]) -> list[dict]:
 
 
 def render(messages: list[dict]) -> str:
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                                undefined=jinja2.StrictUndefined)
-    return environment.from_string(LLAVA15_TEMPLATE).render(messages=messages, bos_token=BOS,
-                                                            add_generation_prompt=True)
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    return environment.from_string(LLAVA15_TEMPLATE).render(
+        messages=messages, bos_token=BOS, add_generation_prompt=True
+    )
 
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,"}}
@@ -56,11 +56,15 @@ CONVERSATIONS = {
     "question with image": [{"role": "user", "content": [IMAGE, {"type": "text", "text": "What is it?"}]}],
     "text only (string)": [{"role": "user", "content": "Say hello."}],
     "text only (parts)": [{"role": "user", "content": [{"type": "text", "text": "Say hello."}]}],
-    "multi-turn": [{"role": "user", "content": [IMAGE, {"type": "text", "text": "What is it?"}]},
-                   {"role": "assistant", "content": "A man ironing."},
-                   {"role": "user", "content": "Where?"}],
-    "system message": [{"role": "system", "content": "Answer briefly."},
-                       {"role": "user", "content": [{"type": "text", "text": "Why?"}, IMAGE]}],
+    "multi-turn": [
+        {"role": "user", "content": [IMAGE, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": "A man ironing."},
+        {"role": "user", "content": "Where?"},
+    ],
+    "system message": [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": [{"type": "text", "text": "Why?"}, IMAGE]},
+    ],
 }
 
 
@@ -74,14 +78,23 @@ def test_llava_template_renders_the_profile_prompt(name: str, engine: LocalEngin
 
     photo = data_path("extreme_ironing.jpg").read_bytes()
     messages = CONVERSATIONS[name]
-    with_image = [{**m, "content": [{**p, "image_url": {"url": _data_url(photo)}} if p["type"] == "image_url"
-                                    else p for p in m["content"]] if isinstance(m["content"], list)
-                   else m["content"]} for m in messages]
+    with_image = [
+        {
+            **m,
+            "content": [
+                {**p, "image_url": {"url": _data_url(photo)}} if p["type"] == "image_url" else p for p in m["content"]
+            ]
+            if isinstance(m["content"], list)
+            else m["content"],
+        }
+        for m in messages
+    ]
     expected = BOS + engine.prompt(with_image).text
     assert render(as_vllm(messages)) == expected
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-    rendered = processor.apply_chat_template(as_vllm(messages), chat_template=LLAVA15_TEMPLATE,
-                                             add_generation_prompt=True, tokenize=False)
+    rendered = processor.apply_chat_template(
+        as_vllm(messages), chat_template=LLAVA15_TEMPLATE, add_generation_prompt=True, tokenize=False
+    )
     assert rendered == expected
 
 
@@ -108,15 +121,45 @@ def test_templates_per_profile(tmp_path: Path) -> None:
 
 def test_vllm_command_line(tmp_path: Path) -> None:
     template = tmp_path / "llava-1.5.jinja"
-    command = vllm_command("runs/r1/export", host="127.0.0.1", port=8000, served_name="r1",
-                           template_file=template, dtype="float16", max_images=2, max_concurrency=8,
-                           load_in_4bit=True)
-    assert command == [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "runs/r1/export",
-                       "--host", "127.0.0.1", "--port", "8000", "--served-model-name", "r1", "--dtype", "float16",
-                       "--chat-template-content-format", "openai", "--limit-mm-per-prompt", '{"image": 2}',
-                       "--chat-template", str(template), "--max-num-seqs", "8", "--quantization", "bitsandbytes"]
-    plain = vllm_command("llava-hf/llava-v1.6-mistral-7b-hf", host="127.0.0.1", port=9000, served_name="m",
-                         template_file=None)
+    command = vllm_command(
+        "runs/r1/export",
+        host="127.0.0.1",
+        port=8000,
+        served_name="r1",
+        template_file=template,
+        dtype="float16",
+        max_images=2,
+        max_concurrency=8,
+        load_in_4bit=True,
+    )
+    assert command == [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        "runs/r1/export",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8000",
+        "--served-model-name",
+        "r1",
+        "--dtype",
+        "float16",
+        "--chat-template-content-format",
+        "openai",
+        "--limit-mm-per-prompt",
+        '{"image": 2}',
+        "--chat-template",
+        str(template),
+        "--max-num-seqs",
+        "8",
+        "--quantization",
+        "bitsandbytes",
+    ]
+    plain = vllm_command(
+        "llava-hf/llava-v1.6-mistral-7b-hf", host="127.0.0.1", port=9000, served_name="m", template_file=None
+    )
     assert "--chat-template" not in plain and "--quantization" not in plain
     assert "--api-key" not in plain  # the key goes through $VLLM_API_KEY
 

@@ -52,8 +52,22 @@ def served(folder: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     plus "run_dir" and "process"."""
     run_dir = tmp_path_factory.mktemp("serve_run")
     env = {**os.environ, "SOMFLOW_API_KEY": KEY}
-    command = [sys.executable, "-m", "som.cli", "serve", folder, "--port", "0", "--run-dir", str(run_dir),
-               "--local-files-only", "--max-images", "2", "--max-tokens", "64"]
+    command = [
+        sys.executable,
+        "-m",
+        "som.cli",
+        "serve",
+        folder,
+        "--port",
+        "0",
+        "--run-dir",
+        str(run_dir),
+        "--local-files-only",
+        "--max-images",
+        "2",
+        "--max-tokens",
+        "64",
+    ]
     log_file = (run_dir / "server.log").open("w")
     process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
@@ -118,8 +132,11 @@ def test_endpoint_file_and_health(served: dict, folder: str) -> None:
 
 
 def test_listens_only_on_loopback(served: dict) -> None:
-    listening = [c.laddr for c in psutil.Process(served["process"].pid).net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN]
+    listening = [
+        c.laddr
+        for c in psutil.Process(served["process"].pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
     assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
     assert {addr.port for addr in listening} == {served["port"]}
 
@@ -142,14 +159,15 @@ def test_streaming_is_openai_sse(served: dict, photo: bytes) -> None:
     body = {"model": served["model"], "messages": ask(photo), "max_tokens": 16}
     whole = post(served, body).json()["choices"][0]["message"]["content"]
     events = []
-    with httpx.stream("POST", f"{served['url']}/chat/completions", json={**body, "stream": True},
-                      headers=auth(), timeout=60) as response:
+    with httpx.stream(
+        "POST", f"{served['url']}/chat/completions", json={**body, "stream": True}, headers=auth(), timeout=60
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line for line in response.iter_lines() if line]
     assert all(line.startswith("data: ") for line in events)
     assert events[-1] == "data: [DONE]"
-    chunks = [json.loads(line[len("data: "):]) for line in events[:-1]]
+    chunks = [json.loads(line[len("data: ") :]) for line in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" and c["model"] == served["model"] for c in chunks)
     assert len({c["id"] for c in chunks}) == 1
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -165,8 +183,9 @@ def test_openai_client_unchanged(served: dict, photo: bytes) -> None:
     completion = client.chat.completions.create(model=served["model"], messages=ask(photo), max_tokens=10)
     answer = completion.choices[0].message.content
     assert isinstance(answer, str) and completion.usage.completion_tokens <= 10
-    stream = client.chat.completions.create(model=served["model"], messages=ask(photo), max_tokens=10,
-                                            stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=served["model"], messages=ask(photo), max_tokens=10, stream=True, stream_options={"include_usage": True}
+    )
     pieces, usage = [], None
     for chunk in stream:
         if chunk.choices:
@@ -192,14 +211,17 @@ def test_remote_engine_equals_local_engine(served: dict, engine: LocalEngine, ph
         remote_engine("http://127.0.0.1:9/v1")
 
 
-def test_served_answers_equal_in_process_answers(served: dict, folder: str, photo: bytes,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_served_answers_equal_in_process_answers(
+    served: dict, folder: str, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`som eval`'s two ways to ask the same model: in process, and through `som serve`."""
     monkeypatch.setenv("SOMFLOW_API_KEY", KEY)
-    questions = [Question(photo, "What is the man doing?", "q1"),
-                 Question(data_path("waterview.jpg").read_bytes(), "Describe the view.", "q2"),
-                 Question(None, "Say hello.", "t1"),
-                 Question(photo, "How many cars are there?", "q3")]
+    questions = [
+        Question(photo, "What is the man doing?", "q1"),
+        Question(data_path("waterview.jpg").read_bytes(), "Describe the view.", "q2"),
+        Question(None, "Say hello.", "t1"),
+        Question(photo, "How many cars are there?", "q3"),
+    ]
     local = load_model(folder, max_new_tokens=12, local_files_only=True, batch_size=4)
     remote = load_model(f"served:{served['run_dir']}", max_new_tokens=12, batch_size=4, local_files_only=True)
     assert remote.answer(questions) == local.answer(questions)
@@ -213,8 +235,12 @@ def test_corrupt_image_is_400(served: dict) -> None:
     assert_error(post(served, {"messages": ask(truncated)}), 400, "invalid_image", "truncated")
     not_an_image = base64.b64encode(b"hello, I am text").decode()
     part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{not_an_image}"}}
-    assert_error(post(served, {"messages": [{"role": "user", "content": [part]}]}), 400, "invalid_image",
-                 "not a recognised image")
+    assert_error(
+        post(served, {"messages": [{"role": "user", "content": [part]}]}),
+        400,
+        "invalid_image",
+        "not a recognised image",
+    )
 
 
 def test_any_format_the_safe_loader_reads(served: dict, engine: LocalEngine) -> None:
@@ -237,21 +263,25 @@ def test_unknown_model_is_404(served: dict, photo: bytes) -> None:
 
 def test_too_many_images_is_400(served: dict, photo: bytes) -> None:
     content = [image_content(photo)] * 3 + [text_content("Compare.")]
-    assert_error(post(served, {"messages": [{"role": "user", "content": content}]}), 400, "too_many_images",
-                 "at most 2")
+    assert_error(
+        post(served, {"messages": [{"role": "user", "content": content}]}), 400, "too_many_images", "at most 2"
+    )
 
 
-@pytest.mark.parametrize(("body", "says"), [
-    (b"{not json", "not valid JSON"),
-    (b"[1, 2]", "JSON object"),
-    ({"model": "x"}, "messages"),
-    ({"messages": "hello"}, "messages"),
-    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "lots"}, "max_tokens"),
-    ({"messages": [{"role": "user", "content": "hi"}], "n": 3}, "n"),
-    ({"messages": [{"role": "user", "content": [{"type": "video"}]}]}, "expected a text part"),
-    ({"messages": [{"role": "assistant", "content": "hi"}]}, "last message"),
-    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 65}, "limit of 64"),
-])
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        ({"model": "x"}, "messages"),
+        ({"messages": "hello"}, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "lots"}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 3}, "n"),
+        ({"messages": [{"role": "user", "content": [{"type": "video"}]}]}, "expected a text part"),
+        ({"messages": [{"role": "assistant", "content": "hi"}]}, "last message"),
+        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 65}, "limit of 64"),
+    ],
+)
 def test_malformed_body_is_400(served: dict, body: dict | bytes, says: str) -> None:
     assert_error(post(served, body), 400, says=says)
 
@@ -278,9 +308,11 @@ def test_concurrency_limit_answers_429(engine: LocalEngine, photo: bytes) -> Non
         url = f"{server.url}/v1/chat/completions"
         first: dict = {}
         with engine._lock:  # the model is busy: the first request waits in the server
-            thread = threading.Thread(target=lambda: first.update(r=httpx.post(url, json={"messages": ask(photo),
-                                                                                           "max_tokens": 3},
-                                                                               timeout=60)))
+            thread = threading.Thread(
+                target=lambda: first.update(
+                    r=httpx.post(url, json={"messages": ask(photo), "max_tokens": 3}, timeout=60)
+                )
+            )
             thread.start()
             deadline = time.monotonic() + 30
             while httpx.get(f"{server.url}/health", timeout=5).json()["active_requests"] < 1:
@@ -303,8 +335,9 @@ def test_a_client_leaving_a_stream_frees_the_server(engine: LocalEngine) -> None
         while httpx.get(f"{server.url}/health", timeout=5).json()["active_requests"]:
             assert time.monotonic() < deadline, "the stream's slot was never released"
             time.sleep(0.05)
-        short = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2},
-                           timeout=60)
+        short = httpx.post(
+            f"{server.url}/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2}, timeout=60
+        )
         assert short.status_code == 200
 
 
@@ -315,8 +348,12 @@ def test_body_and_image_limits(engine: LocalEngine, photo: bytes) -> None:
         big = data_path("waterview.jpg").read_bytes()  # 95 kB, 1000x667 pixels
         assert_error(httpx.post(url, json={"messages": ask(big + big + big)}, timeout=60), 413, "request_too_large")
         assert_error(httpx.post(url, json={"messages": ask(big)}, timeout=60), 400, "image_too_large")
-        assert_error(httpx.post(url, json={"messages": ask(photo)}, timeout=60), 400, "invalid_image",
-                     "exceeds the limit of 200000")
+        assert_error(
+            httpx.post(url, json={"messages": ask(photo)}, timeout=60),
+            400,
+            "invalid_image",
+            "exceeds the limit of 200000",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -333,21 +370,36 @@ def image_site() -> Iterator[str]:
 
 def test_image_urls_are_fetched_with_limits(engine: LocalEngine, photo: bytes, image_site: str) -> None:
     def by_url(url: str) -> list[dict]:
-        return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                             text_content("What is the man doing?")]}]
+        return [
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": url}}, text_content("What is the man doing?")],
+            }
+        ]
 
     with Server(create_app(engine, ServeSettings(images=ImageLimits(max_bytes=70_000)))) as server:
         url = f"{server.url}/v1/chat/completions"
-        answer = httpx.post(url, json={"messages": by_url(f"{image_site}/extreme_ironing.jpg"), "max_tokens": 8},
-                            timeout=60).json()["choices"][0]["message"]["content"]
+        answer = httpx.post(
+            url, json={"messages": by_url(f"{image_site}/extreme_ironing.jpg"), "max_tokens": 8}, timeout=60
+        ).json()["choices"][0]["message"]["content"]
         assert answer == engine.complete(ask(photo), max_tokens=8)
-        assert_error(httpx.post(url, json={"messages": by_url(f"{image_site}/waterview.jpg")}, timeout=60), 400,
-                     "image_too_large")
-        assert_error(httpx.post(url, json={"messages": by_url(f"{image_site}/missing.jpg")}, timeout=60), 400,
-                     "image_fetch_failed", "HTTP 404")
+        assert_error(
+            httpx.post(url, json={"messages": by_url(f"{image_site}/waterview.jpg")}, timeout=60),
+            400,
+            "image_too_large",
+        )
+        assert_error(
+            httpx.post(url, json={"messages": by_url(f"{image_site}/missing.jpg")}, timeout=60),
+            400,
+            "image_fetch_failed",
+            "HTTP 404",
+        )
     with Server(create_app(engine, ServeSettings(images=ImageLimits(allow_urls=False)))) as server:
-        refused = httpx.post(f"{server.url}/v1/chat/completions",
-                             json={"messages": by_url(f"{image_site}/extreme_ironing.jpg")}, timeout=60)
+        refused = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"messages": by_url(f"{image_site}/extreme_ironing.jpg")},
+            timeout=60,
+        )
         assert_error(refused, 400, says="not fetched by this server")
 
 
@@ -360,8 +412,9 @@ def test_tags_auto_marks_images_and_returns_the_marks(engine: LocalEngine, photo
     config = TagConfig(segmenter="slic", params={"n_segments": 12})
     marked = mark_image(photo, config)
     with Server(create_app(engine, ServeSettings(tags=config))) as server:
-        body = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": ask(photo), "max_tokens": 8},
-                          timeout=120).json()
+        body = httpx.post(
+            f"{server.url}/v1/chat/completions", json={"messages": ask(photo), "max_tokens": 8}, timeout=120
+        ).json()
         [image] = body["som"]["images"]
         assert image["marks"] and image["marks"] == marked.marks
         assert (image["width"], image["height"]) == (marked.width, marked.height)
@@ -370,9 +423,13 @@ def test_tags_auto_marks_images_and_returns_the_marks(engine: LocalEngine, photo
         assert rle.decode(first["rle"]).shape == (marked.height, marked.width)
         expected = engine.complete(ask(marked.image), max_tokens=8)
         assert body["choices"][0]["message"]["content"] == expected
-        with httpx.stream("POST", f"{server.url}/v1/chat/completions",
-                          json={"messages": ask(photo), "max_tokens": 4, "stream": True}, timeout=120) as response:
-            head = json.loads(next(response.iter_lines())[len("data: "):])
+        with httpx.stream(
+            "POST",
+            f"{server.url}/v1/chat/completions",
+            json={"messages": ask(photo), "max_tokens": 4, "stream": True},
+            timeout=120,
+        ) as response:
+            head = json.loads(next(response.iter_lines())[len("data: ") :])
         assert head["som"]["images"][0]["marks"] == marked.marks
         assert np.asarray(marked.rgb()).shape == (marked.height, marked.width, 3)
 
@@ -383,9 +440,22 @@ def test_stop_command_stops_a_local_server(folder: str, tmp_path: Path) -> None:
 
     from som.cli import cli
 
-    process = subprocess.Popen([sys.executable, "-m", "som.cli", "serve", folder, "--port", "0", "--run-dir",
-                                str(tmp_path), "--local-files-only"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "som.cli",
+            "serve",
+            folder,
+            "--port",
+            "0",
+            "--run-dir",
+            str(tmp_path),
+            "--local-files-only",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not (tmp_path / "endpoint.json").exists():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugins.slurm import INSTALL_HINT, SlurmCluster, slurm_packages_installed
 from tests.helpers.slurm_jobs import add, node_name, sleep_long
+from tests.plugins.slurm import INSTALL_HINT, SlurmCluster, slurm_packages_installed
 
 submitit = pytest.importorskip("submitit")
 
@@ -23,10 +23,9 @@ DAEMON_NAMES = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "slurms
 
 
 @pytest.fixture
-def executor(slurm_env: SlurmCluster, tmp_path: Path) -> "submitit.AutoExecutor":
+def executor(slurm_env: SlurmCluster, tmp_path: Path) -> submitit.AutoExecutor:
     ex = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="slurm")
-    ex.update_parameters(timeout_min=5, slurm_partition="debug", cpus_per_task=1, nodes=1,
-                         tasks_per_node=1)
+    ex.update_parameters(timeout_min=5, slurm_partition="debug", cpus_per_task=1, nodes=1, tasks_per_node=1)
     return ex
 
 
@@ -124,9 +123,14 @@ def test_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path) -> None:
         assert again["already_running"] is True and again["pids"] == pids
         # a job left running when the cluster goes down must go too
         env = {**os.environ, **cluster.env}
-        out = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out",
-                              "--wrap", "sleep 300"], env=env,
-                             capture_output=True, text=True, check=True, timeout=30)
+        out = subprocess.run(
+            ["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", "--wrap", "sleep 300"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
         assert out.stdout.strip()
     finally:
         stopped = cluster.stop()
@@ -161,4 +165,3 @@ def test_cluster_goes_down_when_its_owner_process_dies(tmp_path: Path) -> None:
     finally:
         owner.kill()
         cluster.stop()
-

@@ -51,15 +51,39 @@ def test_sbatch_script_carries_every_option(tmp_path: Path, monkeypatch: pytest.
     (stubs / "srun").write_text("#!/bin/sh\nexit 1\n")
     (stubs / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", str(stubs))
-    spec = JobSpec(executor="slurm", nodes=2, tasks_per_node=8, gpus_per_node=8, cpus_per_task=10,
-                   mem_gb=64, timeout_min=120, partition="gpu", account="proj", qos="high",
-                   constraint="a100&80gb", signal_delay_s=120, setup=("module load cuda/12.4",),
-                   extra={"exclusive": True, "mail_type": "END"})
+    spec = JobSpec(
+        executor="slurm",
+        nodes=2,
+        tasks_per_node=8,
+        gpus_per_node=8,
+        cpus_per_task=10,
+        mem_gb=64,
+        timeout_min=120,
+        partition="gpu",
+        account="proj",
+        qos="high",
+        constraint="a100&80gb",
+        signal_delay_s=120,
+        setup=("module load cuda/12.4",),
+        extra={"exclusive": True, "mail_type": "END"},
+    )
     executor = jobs.slurm_executor(spec, tmp_path, "som-train")
     script = executor._executor._make_submission_file_text("python -m x", "uid")
-    for flag in ("--job-name=som-train", "--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8",
-                 "--cpus-per-task=10", "--mem=64GB", "--time=120", "--partition=gpu", "--account=proj",
-                 "--qos=high", "--constraint='a100&80gb'", "--signal=USR2@120", "--mail-type=END"):
+    for flag in (
+        "--job-name=som-train",
+        "--nodes=2",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--cpus-per-task=10",
+        "--mem=64GB",
+        "--time=120",
+        "--partition=gpu",
+        "--account=proj",
+        "--qos=high",
+        "--constraint='a100&80gb'",
+        "--signal=USR2@120",
+        "--mail-type=END",
+    ):
         assert f"#SBATCH {flag}\n" in script, flag
     assert "#SBATCH --exclusive\n" in script
     assert "module load cuda/12.4\n" in script
@@ -125,8 +149,12 @@ def test_cancel_a_running_job(executor: str, request: pytest.FixtureRequest, tmp
     assert "What to do: the job was cancelled" in str(info.value)
     assert time.monotonic() - started < 30
     if executor == "slurm":
-        sacct = subprocess.run(["sacct", "-n", "-X", "--parsable2", "-j", job.job_id, "-o", "State"],
-                               capture_output=True, text=True, check=True)
+        sacct = subprocess.run(
+            ["sacct", "-n", "-X", "--parsable2", "-j", job.job_id, "-o", "State"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert sacct.stdout.split()[0] == "CANCELLED"
 
 
@@ -142,10 +170,12 @@ def test_slurm_job_result_states_logs_and_environment(slurm_env, tmp_path: Path,
     with jobs.submission_environment({"SOMFLOW_PROBE": "in-memory-only"}):
         job = jobs.submit(SLURM, tmp_path, "report", report, 3)
     assert isinstance(job, submitit.SlurmJob)
-    result = jobs.wait([job], poll_s=POLL_S, on_state=lambda _, s: states.append(s),
-                       on_log=lambda _, new: lines.extend(new))
-    assert result == [{"SOMFLOW_PROBE": "in-memory-only", "SOMFLOW_INHERITED": "from-env", "RANK": None,
-                       "SUBMITIT_EXECUTOR": "slurm"}]
+    result = jobs.wait(
+        [job], poll_s=POLL_S, on_state=lambda _, s: states.append(s), on_log=lambda _, new: lines.extend(new)
+    )
+    assert result == [
+        {"SOMFLOW_PROBE": "in-memory-only", "SOMFLOW_INHERITED": "from-env", "RANK": None, "SUBMITIT_EXECUTOR": "slurm"}
+    ]
     assert states[-1] == "COMPLETED" and len(states) == len(set(states))
     assert {"report line 0", "report line 2", "report on stderr"} <= set(lines)
     assert "SOMFLOW_PROBE" not in Path(job.paths.submission_file).read_text()
@@ -164,8 +194,9 @@ def test_slurm_failure_raises_with_log_tail(slurm_env, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_slurm_array_results_in_order(slurm_env, tmp_path: Path) -> None:
-    array = jobs.submit_array(SLURM.model_copy(update={"array_parallelism": 2}), tmp_path, "squares", square,
-                              [[i] for i in range(4)])
+    array = jobs.submit_array(
+        SLURM.model_copy(update={"array_parallelism": 2}), tmp_path, "squares", square, [[i] for i in range(4)]
+    )
     assert len({job.job_id.split("_")[0] for job in array}) == 1  # one Slurm array
     assert jobs.wait(array, poll_s=POLL_S) == [0, 1, 4, 9]
     script = Path(array[0].paths.submission_file).read_text()

@@ -11,8 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,8 +22,7 @@ from tests.plugins.s3 import SEAWEED_SCRIPT, S3Server, run_script
 
 # Fail fast while the server is down: one attempt, short timeouts (s3fs still adds its own
 # few quick retries).
-FAST_FAIL = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1,
-                               "read_timeout": 2}}
+FAST_FAIL = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1, "read_timeout": 2}}
 
 
 def live_weed_pids(data_dir: Path) -> list[int]:
@@ -37,8 +36,12 @@ def live_weed_pids(data_dir: Path) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if (args and os.path.basename(args[0]) == b"weed" and state not in ("Z", "X")
-                and f"-dir={data_dir}".encode() in args):
+        if (
+            args
+            and os.path.basename(args[0]) == b"weed"
+            and state not in ("Z", "X")
+            and f"-dir={data_dir}".encode() in args
+        ):
             pids.append(int(entry.name))
     return pids
 
@@ -50,8 +53,7 @@ def test_help() -> None:
     assert "--bucket" in run_script("up", "--help").stdout
 
 
-def test_lifecycle_outage_and_restart(tmp_path: Path,
-                                      seaweed_factory: Callable[..., S3Server]) -> None:
+def test_lifecycle_outage_and_restart(tmp_path: Path, seaweed_factory: Callable[..., S3Server]) -> None:
     state = tmp_path / "s3"
     server = seaweed_factory(state, bucket="lifecycle")
     data_dir = state / "data"
@@ -77,14 +79,15 @@ def test_lifecycle_outage_and_restart(tmp_path: Path,
     assert stopped["status"].startswith("stopped")
     assert live_weed_pids(data_dir) == []
     assert not (state / "weed.pid").exists()
-    assert json.loads(run_script("down", "--state", str(state), "--json").stdout)["status"] \
-        == "not-running"
+    assert json.loads(run_script("down", "--state", str(state), "--json").stdout)["status"] == "not-running"
     assert run_script("status", "--state", str(state)).returncode == 3
 
     # While it is down, operations fail with errors classified as transient.
-    for operation in (lambda: storage.read_bytes(url, opts),
-                      lambda: storage.write_bytes_atomic(server.url("new.bin"), b"x", opts),
-                      lambda: storage.list_images(server.url(), options=opts)):
+    for operation in (
+        lambda: storage.read_bytes(url, opts),
+        lambda: storage.write_bytes_atomic(server.url("new.bin"), b"x", opts),
+        lambda: storage.list_images(server.url(), options=opts),
+    ):
         with pytest.raises(Exception) as info:
             operation()
         assert storage.is_transient(info.value), repr(info.value)
@@ -105,9 +108,9 @@ def test_lifecycle_outage_and_restart(tmp_path: Path,
 def test_concurrent_up_starts_one_server(tmp_path: Path) -> None:
     state = tmp_path / "s3"
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(
-            lambda _: run_script("up", "--state", str(state), "--bucket", "racy", "--json"),
-            range(2)))
+        results = list(
+            pool.map(lambda _: run_script("up", "--state", str(state), "--bucket", "racy", "--json"), range(2))
+        )
     try:
         reports = [json.loads(r.stdout) for r in results]
         assert sorted(r["status"] for r in reports) == ["already-running", "started"]
@@ -118,8 +121,7 @@ def test_concurrent_up_starts_one_server(tmp_path: Path) -> None:
     assert live_weed_pids(state / "data") == []
 
 
-def test_stops_when_owner_process_dies(tmp_path: Path,
-                                       seaweed_factory: Callable[..., S3Server]) -> None:
+def test_stops_when_owner_process_dies(tmp_path: Path, seaweed_factory: Callable[..., S3Server]) -> None:
     """--stop-with-pid: a test session killed hard must not leave weed running."""
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -135,7 +137,7 @@ def test_stops_when_owner_process_dies(tmp_path: Path,
 
 
 def test_clear_error_when_port_taken(tmp_path: Path, s3_server: object) -> None:
-    port = getattr(s3_server, "port")
+    port = s3_server.port
     result = run_script("up", "--state", str(tmp_path / "s3"), "--port", str(port))
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "in use" in result.stderr
@@ -144,7 +146,11 @@ def test_clear_error_when_port_taken(tmp_path: Path, s3_server: object) -> None:
 
 def test_script_runs_from_anywhere(tmp_path: Path) -> None:
     """`python infra/storage/seaweed.py` needs no import of the project."""
-    result = subprocess.run([sys.executable, str(SEAWEED_SCRIPT), "status", "--state",
-                             str(tmp_path / "none")], cwd=tmp_path, capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, str(SEAWEED_SCRIPT), "status", "--state", str(tmp_path / "none")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 3, result.stderr

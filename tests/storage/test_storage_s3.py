@@ -28,8 +28,7 @@ def test_round_trip_s3(s3_server: Any, s3_prefix: str) -> None:
     assert storage.read_bytes(url, opts) == b""
 
 
-def test_settings_from_env_and_from_env_file(s3_server: Any, s3_prefix: str,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_from_env_and_from_env_file(s3_server: Any, s3_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     url = storage.join(s3_prefix, "env.bin")
     storage.write_bytes_atomic(url, b"via options", s3_server.storage_options)
     for name, value in s3_server.env.items():
@@ -41,13 +40,13 @@ def test_settings_from_env_and_from_env_file(s3_server: Any, s3_prefix: str,
     assert storage.read_bytes(url) == b"via options"  # the infra script's s3.env
 
 
-def test_wrong_credentials_rejected_clearly(s3_server: Any, s3_prefix: str,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_credentials_rejected_clearly(s3_server: Any, s3_prefix: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     wrong_secret = "definitely-not-the-secret-0123456789"
-    cases = {"wrong secret": {**s3_server.storage_options, "secret": wrong_secret},
-             "unknown key": {**s3_server.storage_options, "key": "NOSUCHKEY0000",
-                             "secret": wrong_secret}}
+    cases = {
+        "wrong secret": {**s3_server.storage_options, "secret": wrong_secret},
+        "unknown key": {**s3_server.storage_options, "key": "NOSUCHKEY0000", "secret": wrong_secret},
+    }
     for case, opts in cases.items():
         with pytest.raises(storage.StorageAuthError) as info:
             storage.write_bytes_atomic(storage.join(s3_prefix, "x.bin"), b"x", opts)
@@ -64,13 +63,11 @@ def test_wrong_credentials_rejected_clearly(s3_server: Any, s3_prefix: str,
 
 def test_list_images_s3(s3_server: Any, s3_prefix: str) -> None:
     opts = s3_server.storage_options
-    names = ["b.jpg", "a.PNG", "nested/c.jpeg", "nested/deeper/d.webp", "notes.txt",
-             "nested/e.json", ".hidden.jpg"]
+    names = ["b.jpg", "a.PNG", "nested/c.jpeg", "nested/deeper/d.webp", "notes.txt", "nested/e.json", ".hidden.jpg"]
     storage.write_many({storage.join(s3_prefix, "imgs", n): b"x" for n in names}, opts)
     storage.write_bytes_atomic(storage.join(s3_prefix, "imgs2", "sibling.jpg"), b"x", opts)
     base = storage.join(s3_prefix, "imgs")
-    expected = [storage.join(base, n)
-                for n in ["a.PNG", "b.jpg", "nested/c.jpeg", "nested/deeper/d.webp"]]
+    expected = [storage.join(base, n) for n in ["a.PNG", "b.jpg", "nested/c.jpeg", "nested/deeper/d.webp"]]
     assert storage.list_images(base, options=opts) == expected
     assert storage.list_images(base + "/", options=opts) == expected
     assert storage.list_images(base, extensions={"png"}, options=opts) == expected[:1]
@@ -83,8 +80,12 @@ def test_listing_and_exists_fresh_after_writes(s3_server: Any, s3_prefix: str) -
     assert len(storage.list_images(s3_prefix, options=opts)) == 1
     assert not storage.exists(storage.join(s3_prefix, "2.jpg"), opts)
     # Another client (think: a Dask worker process) writes behind our back.
-    other = s3fs.S3FileSystem(skip_instance_cache=True, key=s3_server.access_key,
-                              secret=s3_server.secret_key, endpoint_url=s3_server.endpoint_url)
+    other = s3fs.S3FileSystem(
+        skip_instance_cache=True,
+        key=s3_server.access_key,
+        secret=s3_server.secret_key,
+        endpoint_url=s3_server.endpoint_url,
+    )
     other.pipe_file(storage.join(s3_prefix, "2.jpg").removeprefix("s3://"), b"2")
     assert len(storage.list_images(s3_prefix, options=opts)) == 2
     assert storage.exists(storage.join(s3_prefix, "2.jpg"), opts)
@@ -112,23 +113,28 @@ def test_sha256_multi_mb_streamed(s3_server: Any, s3_prefix: str) -> None:
 
 def test_write_many_s3(s3_server: Any, s3_prefix: str) -> None:
     opts = s3_server.storage_options
-    items = {storage.join(s3_prefix, storage.content_key(hashlib.sha256(bytes([i])).hexdigest(),
-                                                         "json")): bytes([i]) * (1000 + i)
-             for i in range(60)}
+    items = {
+        storage.join(s3_prefix, storage.content_key(hashlib.sha256(bytes([i])).hexdigest(), "json")): bytes([i])
+        * (1000 + i)
+        for i in range(60)
+    }
     assert storage.write_many(items, opts) == 60
     for url, data in items.items():
         assert storage.read_bytes(url, opts) == data
-    listed = storage.list_images(storage.join(s3_prefix, "marks"), extensions=["json"],
-                                 options=opts)
+    listed = storage.list_images(storage.join(s3_prefix, "marks"), extensions=["json"], options=opts)
     assert listed == sorted(items)
 
 
 def _child_round_trip(url: str, opts: dict[str, Any], queue: Any) -> None:
     try:
         storage.write_bytes_atomic(url, b"from the child " + str(os.getpid()).encode(), opts)
-        queue.put(("ok", storage.read_bytes(url, opts).decode(),
-                   len(storage.list_images(url.rsplit("/", 1)[0], extensions=["bin"],
-                                           options=opts))))
+        queue.put(
+            (
+                "ok",
+                storage.read_bytes(url, opts).decode(),
+                len(storage.list_images(url.rsplit("/", 1)[0], extensions=["bin"], options=opts)),
+            )
+        )
     except BaseException as exc:  # report, never hang the parent
         queue.put(("error", repr(exc), 0))
     # Leave without the interpreter's exit handlers: a test session's process has inherited
@@ -146,9 +152,10 @@ def test_filesystem_works_in_forked_child(s3_server: Any, s3_prefix: str) -> Non
     parent_fs, _ = storage.resolve(s3_prefix, opts)
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    children = [ctx.Process(target=_child_round_trip,
-                            args=(storage.join(s3_prefix, f"child{i}.bin"), opts, queue))
-                for i in range(2)]
+    children = [
+        ctx.Process(target=_child_round_trip, args=(storage.join(s3_prefix, f"child{i}.bin"), opts, queue))
+        for i in range(2)
+    ]
     for child in children:
         child.start()
     results = [queue.get(timeout=60) for _ in children]

@@ -28,16 +28,19 @@ def mem_prefix() -> str:
 # ----------------------------------------------------------------------------- paths
 
 
-@pytest.mark.parametrize(("base", "parts", "expected"), [
-    ("s3://bucket", ("a", "b.jpg"), "s3://bucket/a/b.jpg"),
-    ("s3://bucket/pre/", ("/x/",), "s3://bucket/pre/x"),
-    ("memory://", ("x",), "memory://x"),
-    ("file:///", ("tmp", "a"), "file:///tmp/a"),
-    ("/", ("a",), "/a"),
-    ("/data/imgs", ("", "c.png"), "/data/imgs/c.png"),
-    ("rel/dir/", ("x",), "rel/dir/x"),
-    ("s3://bucket/p", (), "s3://bucket/p"),
-])
+@pytest.mark.parametrize(
+    ("base", "parts", "expected"),
+    [
+        ("s3://bucket", ("a", "b.jpg"), "s3://bucket/a/b.jpg"),
+        ("s3://bucket/pre/", ("/x/",), "s3://bucket/pre/x"),
+        ("memory://", ("x",), "memory://x"),
+        ("file:///", ("tmp", "a"), "file:///tmp/a"),
+        ("/", ("a",), "/a"),
+        ("/data/imgs", ("", "c.png"), "/data/imgs/c.png"),
+        ("rel/dir/", ("x",), "rel/dir/x"),
+        ("s3://bucket/p", (), "s3://bucket/p"),
+    ],
+)
 def test_join(base: str, parts: tuple[str, ...], expected: str) -> None:
     assert storage.join(base, *parts) == expected
 
@@ -105,8 +108,7 @@ def test_atomic_local_write_leaves_no_temp_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["obj.bin"]
 
 
-def test_failed_local_write_keeps_old_content_and_no_temp(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_local_write_keeps_old_content_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "obj.bin"
     storage.write_bytes_atomic(str(target), b"old")
 
@@ -153,23 +155,31 @@ def test_reader_never_sees_partial_local_write(tmp_path: Path) -> None:
 
 
 def _populate(base: str) -> None:
-    for name in ["b.jpg", "a.PNG", "nested/c.jpeg", "nested/deeper/d.webp", "notes.txt",
-                 "nested/e.JSON", ".hidden.jpg", "nested/.x.jpg.1234.tmp"]:
+    for name in [
+        "b.jpg",
+        "a.PNG",
+        "nested/c.jpeg",
+        "nested/deeper/d.webp",
+        "notes.txt",
+        "nested/e.JSON",
+        ".hidden.jpg",
+        "nested/.x.jpg.1234.tmp",
+    ]:
         storage.write_bytes_atomic(storage.join(base, name), b"x")
     storage.write_bytes_atomic(base.rstrip("/") + "2/sibling.jpg", b"x")  # not under base
 
 
 @pytest.mark.parametrize("kind", ["memory", "file-url", "plain"])
 def test_list_images_order_and_filter(kind: str, tmp_path: Path, mem_prefix: str) -> None:
-    base = {"memory": mem_prefix, "file-url": f"file://{tmp_path}/imgs",
-            "plain": f"{tmp_path}/imgs"}[kind]
+    base = {"memory": mem_prefix, "file-url": f"file://{tmp_path}/imgs", "plain": f"{tmp_path}/imgs"}[kind]
     _populate(base)
-    expected = [storage.join(base, n) for n in
-                ["a.PNG", "b.jpg", "nested/c.jpeg", "nested/deeper/d.webp"]]
+    expected = [storage.join(base, n) for n in ["a.PNG", "b.jpg", "nested/c.jpeg", "nested/deeper/d.webp"]]
     assert storage.list_images(base) == expected
     assert storage.list_images(base + "/") == expected
     assert storage.list_images(base, extensions=["JPG", ".jpeg"]) == [
-        storage.join(base, "b.jpg"), storage.join(base, "nested/c.jpeg")]
+        storage.join(base, "b.jpg"),
+        storage.join(base, "nested/c.jpeg"),
+    ]
     assert storage.list_images(storage.join(base, "nothing-here")) == []
     # every listed URL reads back
     assert all(storage.read_bytes(u) == b"x" for u in expected)
@@ -212,29 +222,34 @@ def test_sha256_memory(mem_prefix: str) -> None:
 
 
 def test_settings_precedence(tmp_path: Path) -> None:
-    env = {"AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "envsecret",
-           "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://generic:1",
-           "AWS_ENDPOINT_URL_S3": "http://s3-specific:2"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "ENVKEY",
+        "AWS_SECRET_ACCESS_KEY": "envsecret",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL": "http://generic:1",
+        "AWS_ENDPOINT_URL_S3": "http://s3-specific:2",
+    }
     assert storage.load_s3_settings(env=env) == storage.S3Settings(
-        "ENVKEY", "envsecret", None, "eu-west-1", "http://s3-specific:2")
+        "ENVKEY", "envsecret", None, "eu-west-1", "http://s3-specific:2"
+    )
 
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"key": "FILEKEY", "secret": "filesecret"}))
     with_file = storage.load_s3_settings(env={**env, storage.CONFIG_ENV_VAR: str(config)})
-    assert (with_file.key, with_file.secret, with_file.region) == ("FILEKEY", "filesecret",
-                                                                   "eu-west-1")
+    assert (with_file.key, with_file.secret, with_file.region) == ("FILEKEY", "filesecret", "eu-west-1")
     explicit = storage.load_s3_settings({"key": "OPTKEY", "config_file": str(config)}, env=env)
     assert (explicit.key, explicit.secret) == ("OPTKEY", "filesecret")
 
 
 def test_env_file_written_by_infra_script_format(tmp_path: Path) -> None:
     env_file = tmp_path / "s3.env"
-    env_file.write_text("# comment\nexport AWS_ACCESS_KEY_ID=SOMFKEY\n"
-                        f"export AWS_SECRET_ACCESS_KEY='{SECRET}'\nAWS_DEFAULT_REGION=us-east-1\n"
-                        "export AWS_ENDPOINT_URL=http://127.0.0.1:9\n")
+    env_file.write_text(
+        "# comment\nexport AWS_ACCESS_KEY_ID=SOMFKEY\n"
+        f"export AWS_SECRET_ACCESS_KEY='{SECRET}'\nAWS_DEFAULT_REGION=us-east-1\n"
+        "export AWS_ENDPOINT_URL=http://127.0.0.1:9\n"
+    )
     settings = storage.read_config_file(env_file)
-    assert settings == storage.S3Settings("SOMFKEY", SECRET, None, "us-east-1",
-                                          "http://127.0.0.1:9")
+    assert settings == storage.S3Settings("SOMFKEY", SECRET, None, "us-east-1", "http://127.0.0.1:9")
     bad = tmp_path / "bad.env"
     bad.write_text("this is not an env file\n")
     with pytest.raises(storage.StorageConfigError, match="bad.env:1"):
@@ -244,8 +259,9 @@ def test_env_file_written_by_infra_script_format(tmp_path: Path) -> None:
 
 
 def test_region_goes_to_botocore_config_not_client_kwargs() -> None:
-    opts = storage.s3_options({"key": "K", "secret": "S", "region": "us-east-1",
-                               "client_kwargs": {"region_name": "eu-west-1"}}, env={})
+    opts = storage.s3_options(
+        {"key": "K", "secret": "S", "region": "us-east-1", "client_kwargs": {"region_name": "eu-west-1"}}, env={}
+    )
     assert opts["config_kwargs"]["region_name"] == "us-east-1"
     assert "region_name" not in opts.get("client_kwargs", {})
     assert opts["use_listings_cache"] is False
@@ -253,8 +269,12 @@ def test_region_goes_to_botocore_config_not_client_kwargs() -> None:
 
 def test_secrets_never_in_repr_or_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    env = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE123", "AWS_SECRET_ACCESS_KEY": SECRET,
-           "AWS_SESSION_TOKEN": SECRET + "-token", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE123",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_SESSION_TOKEN": SECRET + "-token",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    }
     settings = storage.load_s3_settings(env=env)
     fs = storage.filesystem("s3", {**env, "config_kwargs": {"retries": {"max_attempts": 1}}})
     text = " ".join([repr(settings), str(settings), caplog.text])
@@ -268,8 +288,10 @@ def test_secrets_never_in_repr_or_logs(tmp_path: Path, caplog: pytest.LogCapture
 
 
 def _client_error(code: str, status: int) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": f"{code} message"},
-                        "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+    return ClientError(
+        {"Error": {"Code": code, "Message": f"{code} message"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
 
 
 def _wrapped(cause: BaseException, outer: BaseException) -> BaseException:
@@ -277,22 +299,25 @@ def _wrapped(cause: BaseException, outer: BaseException) -> BaseException:
     return outer
 
 
-@pytest.mark.parametrize(("exc", "transient"), [
-    (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), True),
-    (ConnectionResetError(errno.ECONNRESET, "reset"), True),
-    (TimeoutError("timed out"), True),
-    (OSError(errno.ETIMEDOUT, "timed out"), True),
-    (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True),
-    (_wrapped(_client_error("SlowDown", 503), OSError(errno.EIO, "SlowDown")), True),
-    (_wrapped(_client_error("InternalError", 500), OSError(errno.EREMOTEIO, "x")), True),
-    (_wrapped(_client_error("Whatever", 502), OSError(errno.EIO, "bad gateway")), True),
-    (_client_error("ThrottlingException", 400), True),
-    (_wrapped(_client_error("InvalidAccessKeyId", 403), PermissionError("denied")), False),
-    (FileNotFoundError("s3://b/k"), False),
-    (_client_error("NoSuchKey", 404), False),
-    (ValueError("bad argument"), False),
-    (OSError(errno.ENOSPC, "no space"), False),
-    (RuntimeError("boom"), False),
-])
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), True),
+        (ConnectionResetError(errno.ECONNRESET, "reset"), True),
+        (TimeoutError("timed out"), True),
+        (OSError(errno.ETIMEDOUT, "timed out"), True),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True),
+        (_wrapped(_client_error("SlowDown", 503), OSError(errno.EIO, "SlowDown")), True),
+        (_wrapped(_client_error("InternalError", 500), OSError(errno.EREMOTEIO, "x")), True),
+        (_wrapped(_client_error("Whatever", 502), OSError(errno.EIO, "bad gateway")), True),
+        (_client_error("ThrottlingException", 400), True),
+        (_wrapped(_client_error("InvalidAccessKeyId", 403), PermissionError("denied")), False),
+        (FileNotFoundError("s3://b/k"), False),
+        (_client_error("NoSuchKey", 404), False),
+        (ValueError("bad argument"), False),
+        (OSError(errno.ENOSPC, "no space"), False),
+        (RuntimeError("boom"), False),
+    ],
+)
 def test_is_transient(exc: BaseException, transient: bool) -> None:
     assert storage.is_transient(exc) is transient

@@ -30,10 +30,19 @@ def test_presets_are_llava_15_scripts() -> None:
 
 def test_yaml_then_overrides_win_and_cli_strings_are_typed(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
-    path.write_text("stage: pretrain\ninit_checkpoint: x\ndata_url: d.json\nlr: 1.0e-4\n"
-                    "micro_batch_size: 8\nlora: {rank: 16}\n")
-    config = load_config(path, {"lr": "3e-4", "max_steps": "20", "trainable": "[projector, language_model]",
-                                "lora.enabled": "true", "lora.targets": "[q_proj, v_proj]"})
+    path.write_text(
+        "stage: pretrain\ninit_checkpoint: x\ndata_url: d.json\nlr: 1.0e-4\nmicro_batch_size: 8\nlora: {rank: 16}\n"
+    )
+    config = load_config(
+        path,
+        {
+            "lr": "3e-4",
+            "max_steps": "20",
+            "trainable": "[projector, language_model]",
+            "lora.enabled": "true",
+            "lora.targets": "[q_proj, v_proj]",
+        },
+    )
     assert config.stage == "pretrain" and config.template == "plain"  # preset kept
     assert config.micro_batch_size == 8  # YAML over preset
     assert config.lr == 3e-4 and config.max_steps == 20  # overrides over YAML, parsed
@@ -41,22 +50,25 @@ def test_yaml_then_overrides_win_and_cli_strings_are_typed(tmp_path: Path) -> No
     assert load_config(path, {"stage": "finetune"}).template == "vicuna_v1"  # override picks the preset
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"micro_batchsize": 4}, "unknown key 'micro_batchsize' (did you mean micro_batch_size?)"),
-    ({"lora.rnk": 4}, "unknown key 'lora.rnk' (did you mean lora.rank?)"),
-    ({"epochs": "two"}, "epochs: Input should be a valid integer"),
-    ({"gradient_checkpointing": "maybe"}, "gradient_checkpointing: Input should be a valid boolean"),
-    ({"lr": True}, "lr: Input should be a valid number"),
-    ({"schedule": "cos"}, "schedule: Input should be 'cosine', 'linear' or 'constant'"),
-    ({"vision_tower": "openai/clip"}, "set either init_checkpoint"),
-    ({"data_url": ""}, "data_url: the LLaVA JSON to train on is required"),
-    ({"global_batch_size": 10, "micro_batch_size": 4}, "global_batch_size: 10 must be a positive multiple"),
-    ({"template": "chatml"}, "template: 'chatml' is not one of"),
-    ({"zero_stage": 1}, "zero_stage: Input should be 2 or 3"),
-    ({"stage": "pretrain", "lora.enabled": True}, "add language_model to trainable"),
-    ({"trainable": ["projector", "lm"]}, "must be a non-empty subset"),
-    ({"warmup_ratio": 1.5}, "warmup_ratio"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"micro_batchsize": 4}, "unknown key 'micro_batchsize' (did you mean micro_batch_size?)"),
+        ({"lora.rnk": 4}, "unknown key 'lora.rnk' (did you mean lora.rank?)"),
+        ({"epochs": "two"}, "epochs: Input should be a valid integer"),
+        ({"gradient_checkpointing": "maybe"}, "gradient_checkpointing: Input should be a valid boolean"),
+        ({"lr": True}, "lr: Input should be a valid number"),
+        ({"schedule": "cos"}, "schedule: Input should be 'cosine', 'linear' or 'constant'"),
+        ({"vision_tower": "openai/clip"}, "set either init_checkpoint"),
+        ({"data_url": ""}, "data_url: the LLaVA JSON to train on is required"),
+        ({"global_batch_size": 10, "micro_batch_size": 4}, "global_batch_size: 10 must be a positive multiple"),
+        ({"template": "chatml"}, "template: 'chatml' is not one of"),
+        ({"zero_stage": 1}, "zero_stage: Input should be 2 or 3"),
+        ({"stage": "pretrain", "lora.enabled": True}, "add language_model to trainable"),
+        ({"trainable": ["projector", "lm"]}, "must be a non-empty subset"),
+        ({"warmup_ratio": 1.5}, "warmup_ratio"),
+    ],
+)
 def test_bad_settings_name_the_field(values: dict, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(MODEL, values)
@@ -75,11 +87,14 @@ def test_round_trip_and_fingerprint() -> None:
     assert load_config(config.to_dict()) == config
     assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
     assert config.fingerprint() == load_config(config.to_dict()).fingerprint()
-    assert load_config(MODEL, {"lora.enabled": True, "max_steps": 5, "save_every": 7,
-                               "keep_last": 5}).fingerprint() == config.fingerprint()
+    assert (
+        load_config(MODEL, {"lora.enabled": True, "max_steps": 5, "save_every": 7, "keep_last": 5}).fingerprint()
+        == config.fingerprint()
+    )
     assert load_config(MODEL, {"lora.enabled": True, "max_steps": 6}).fingerprint() != config.fingerprint()
-    assert load_config(MODEL, {"lora.enabled": True, "max_steps": 5, "lora.rank": 8}).fingerprint() \
-        != config.fingerprint()
+    assert (
+        load_config(MODEL, {"lora.enabled": True, "max_steps": 5, "lora.rank": 8}).fingerprint() != config.fingerprint()
+    )
 
 
 def test_global_batch_held_by_gradient_accumulation() -> None:
@@ -94,24 +109,30 @@ def test_deepspeed_config_filled_from_the_training_config(tmp_path: Path) -> Non
     assert resolve_precision(config, torch.device("cpu")) == torch.float32
     ds = build_deepspeed_config(config, world_size=2, dtype=torch.float32, hidden_size=64)
     assert ds["zero_optimization"]["stage"] == 3
-    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"],
-            ds["gradient_accumulation_steps"]) == (8, 2, 2)
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (
+        8,
+        2,
+        2,
+    )
     assert ds["gradient_clipping"] == 0.5 and ds["bf16"]["enabled"] is False
     assert ds["zero_optimization"]["reduce_bucket_size"] == 64 * 64
     assert "auto" not in json.dumps(ds)
-    bf16 = build_deepspeed_config(load_config(MODEL, {"zero_stage": 2, "precision": "bf16"}),
-                                  world_size=1, dtype=torch.bfloat16, hidden_size=64)
+    bf16 = build_deepspeed_config(
+        load_config(MODEL, {"zero_stage": 2, "precision": "bf16"}), world_size=1, dtype=torch.bfloat16, hidden_size=64
+    )
     assert bf16["bf16"]["enabled"] is True and bf16["zero_optimization"]["stage"] == 2
 
     custom = tmp_path / "ds.json"
     custom.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
     with pytest.raises(ConfigError, match="zero_stage is 3 but .*ds.json sets stage 2"):
-        build_deepspeed_config(load_config(MODEL, {"deepspeed_config": str(custom)}),
-                               world_size=1, dtype=torch.float32, hidden_size=64)
+        build_deepspeed_config(
+            load_config(MODEL, {"deepspeed_config": str(custom)}), world_size=1, dtype=torch.float32, hidden_size=64
+        )
     custom.write_text(json.dumps({"zero_optimization": {"stage": 3, "offload_param": {"device": "auto"}}}))
     with pytest.raises(ConfigError, match="no value known for zero_optimization.offload_param.device"):
-        build_deepspeed_config(load_config(MODEL, {"deepspeed_config": str(custom)}),
-                               world_size=1, dtype=torch.float32, hidden_size=64)
+        build_deepspeed_config(
+            load_config(MODEL, {"deepspeed_config": str(custom)}), world_size=1, dtype=torch.float32, hidden_size=64
+        )
 
 
 def test_config_is_a_frozen_picklable_value() -> None:

@@ -15,9 +15,16 @@ import torch
 from PIL import Image
 
 from som import storage
-from som.train.data import (IGNORE_INDEX, DataQualityError, SampleError, SupervisedCollator,
-                            SupervisedDataset, check_against_processor, image_seq_length,
-                            tokenize_supervised)
+from som.train.data import (
+    IGNORE_INDEX,
+    DataQualityError,
+    SampleError,
+    SupervisedCollator,
+    SupervisedDataset,
+    check_against_processor,
+    image_seq_length,
+    tokenize_supervised,
+)
 from som.train.sampler import ModalityLengthGroupedSampler
 from som.train.templates import render
 
@@ -62,7 +69,7 @@ def supervised_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
     """The contiguous runs of trained tokens."""
     runs: list[list[int]] = []
     previous = False
-    for token, label in zip(ids, labels):
+    for token, label in zip(ids, labels, strict=False):
         trained = label != IGNORE_INDEX
         if trained:
             assert label == token
@@ -76,18 +83,30 @@ def supervised_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
 # ----------------------------------------------------------------------------- masks
 
 MASK_CASES = {
-    "single turn": (turns("Describe the scene.", "A busy street in a city."), "vicuna_v1",
-                    [["ĠA", "Ġbusy", "Ġstreet", "Ġin", "Ġa", "Ġcity", ".", "</s>"]]),
+    "single turn": (
+        turns("Describe the scene.", "A busy street in a city."),
+        "vicuna_v1",
+        [["ĠA", "Ġbusy", "Ġstreet", "Ġin", "Ġa", "Ġcity", ".", "</s>"]],
+    ),
     "multi turn with image": (
-        turns("What is the man doing?\n<image>", "He is ironing clothes.",
-              "How many cars are there?", "There are two yellow cars."), "vicuna_v1",
-        [["ĠHe", "Ġis", "Ġironing", "Ġclothes", ".", "</s>"],
-         ["ĠThere", "Ġare", "Ġtwo", "Ġyellow", "Ġcars", ".", "</s>"]]),
+        turns(
+            "What is the man doing?\n<image>",
+            "He is ironing clothes.",
+            "How many cars are there?",
+            "There are two yellow cars.",
+        ),
+        "vicuna_v1",
+        [
+            ["ĠHe", "Ġis", "Ġironing", "Ġclothes", ".", "</s>"],
+            ["ĠThere", "Ġare", "Ġtwo", "Ġyellow", "Ġcars", ".", "</s>"],
+        ],
+    ),
     "multi turn text only": (
-        turns("Is there a dog?", "No, there is a person.", "How many cars?", "Two."), "vicuna_v1",
-        [["ĠNo", ",", "Ġthere", "Ġis", "Ġa", "Ġperson", ".", "</s>"], ["Ġ", "T", "wo", ".", "</s>"]]),
-    "plain": (turns("<image>\nDescribe the image.", "A busy street."), "plain",
-              [["A", "Ġbusy", "Ġstreet", ".", "Ċ"]]),
+        turns("Is there a dog?", "No, there is a person.", "How many cars?", "Two."),
+        "vicuna_v1",
+        [["ĠNo", ",", "Ġthere", "Ġis", "Ġa", "Ġperson", ".", "</s>"], ["Ġ", "T", "wo", ".", "</s>"]],
+    ),
+    "plain": (turns("<image>\nDescribe the image.", "A busy street."), "plain", [["A", "Ġbusy", "Ġstreet", ".", "Ċ"]]),
 }
 
 
@@ -96,15 +115,14 @@ def test_exact_masks(processor: Any, case: str) -> None:
     conversation, template, expected_runs = MASK_CASES[case]
     tokenizer = processor.tokenizer
     text, spans = render(conversation, template)
-    ids, labels = tokenize_supervised(text, spans, tokenizer, max_length=2048,
-                                      image_seq_length=N_IMAGE)
+    ids, labels = tokenize_supervised(text, spans, tokenizer, max_length=2048, image_seq_length=N_IMAGE)
     assert len(ids) == len(labels)
     runs = supervised_runs(ids, labels)
     assert [tokenizer.convert_ids_to_tokens(run) for run in runs] == expected_runs
     # the trained runs are exactly the last tokens of each answer round
     ends = [k for k, token in enumerate(ids) if token == tokenizer.eos_token_id] or [len(ids) - 1]
-    for run, end in zip(runs, ends):
-        assert ids[end - len(run) + 1:end + 1] == run
+    for run, end in zip(runs, ends, strict=False):
+        assert ids[end - len(run) + 1 : end + 1] == run
     answers = [t["value"] for t in conversation[1::2]]
     decoded = [tokenizer.decode(run) for run in runs]
     if template == "plain":
@@ -113,7 +131,7 @@ def test_exact_masks(processor: Any, case: str) -> None:
         assert decoded == [f" {answer}</s>" for answer in answers]
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     assert ids.count(image_id) == (N_IMAGE if "<image>" in text else 0)
-    assert all(label == IGNORE_INDEX for token, label in zip(ids, labels) if token == image_id)
+    assert all(label == IGNORE_INDEX for token, label in zip(ids, labels, strict=False) if token == image_id)
 
 
 def test_two_turn_image_conversation_trains_exactly_each_answer_and_its_eos(processor: Any) -> None:
@@ -125,10 +143,16 @@ def test_two_turn_image_conversation_trains_exactly_each_answer_and_its_eos(proc
     ids, labels = tokenize_supervised(text, spans, tokenizer, max_length=2048, image_seq_length=N_IMAGE)
     runs = supervised_runs(ids, labels)
     assert [tokenizer.decode(run).lstrip() for run in runs] == ["A1</s>", "A2</s>"]
-    masked = tokenizer.decode([t for t, label in zip(ids, labels) if label == IGNORE_INDEX
-                               and t != tokenizer.convert_tokens_to_ids("<image>")])
-    assert masked.replace(" ", "") == text.replace("<image>", "").replace("A1</s>", "").replace(
-        "A2</s>", "").replace(" ", "")
+    masked = tokenizer.decode(
+        [
+            t
+            for t, label in zip(ids, labels, strict=False)
+            if label == IGNORE_INDEX and t != tokenizer.convert_tokens_to_ids("<image>")
+        ]
+    )
+    assert masked.replace(" ", "") == text.replace("<image>", "").replace("A1</s>", "").replace("A2</s>", "").replace(
+        " ", ""
+    )
 
 
 def test_image_seq_length_is_what_the_processor_expands_to(processor: Any) -> None:
@@ -142,8 +166,9 @@ def test_ids_equal_the_processors(llava_folder: str, case: str, bos: bool) -> No
     processor.tokenizer.add_bos_token = bos
     conversation, template, _ = MASK_CASES[case]
     text, spans = render(conversation, template)
-    ids, labels = tokenize_supervised(text, spans, processor.tokenizer, max_length=2048,
-                                      image_seq_length=image_seq_length(processor))
+    ids, labels = tokenize_supervised(
+        text, spans, processor.tokenizer, max_length=2048, image_seq_length=image_seq_length(processor)
+    )
     images = Image.new("RGB", (48, 32)) if "<image>" in text else None
     assert ids == processor(text=text, images=images)["input_ids"][0]
     assert (ids[0] == processor.tokenizer.bos_token_id) is bos
@@ -186,9 +211,13 @@ def test_truncation_never_cuts_the_image_and_keeps_a_target(processor: Any) -> N
 
 def test_sample_error_keeps_kind_and_id_through_pickling_and_worker_messages() -> None:
     error = SampleError("image s3://b/x.jpg: truncated", kind="image", sample_id="it's-7")
-    for copy in (pickle.loads(pickle.dumps(error)),
-                 SampleError(f"Caught SampleError in DataLoader worker process 0.\nOriginal "
-                             f"Traceback (most recent call last):\n  ...\n{type(error).__name__}: {error}")):
+    for copy in (
+        pickle.loads(pickle.dumps(error)),
+        SampleError(
+            f"Caught SampleError in DataLoader worker process 0.\nOriginal "
+            f"Traceback (most recent call last):\n  ...\n{type(error).__name__}: {error}"
+        ),
+    ):
         assert (copy.kind, copy.sample_id) == ("image", "it's-7")
         assert "s3://b/x.jpg" in str(copy)
 
@@ -196,8 +225,7 @@ def test_sample_error_keeps_kind_and_id_through_pickling_and_worker_messages() -
 # ----------------------------------------------------------------------------- validate
 
 
-def test_validate_counts_bad_records_by_id_and_enforces_the_threshold(llava_folder: str,
-                                                                        tmp_path: Path) -> None:
+def test_validate_counts_bad_records_by_id_and_enforces_the_threshold(llava_folder: str, tmp_path: Path) -> None:
     processor = load_processor(llava_folder)
     processor.tokenizer.add_tokens(["T: Yes"])
     good = [record(f"t{k}", "Describe the scene.", "A busy street in a city.") for k in range(6)]
@@ -212,13 +240,18 @@ def test_validate_counts_bad_records_by_id_and_enforces_the_threshold(llava_fold
     dataset = SupervisedDataset(records, processor, image_root=str(tmp_path), max_length=132)
     with pytest.raises(DataQualityError, match=r"41\.67% of records are bad") as info:
         dataset.validate(max_error_fraction=0.4)
-    expected = {"too_long": ["img-long"], "no_target": ["no-answer"], "mismatch": ["yes"],
-                "malformed": ["gpt-first", "no-image-token"]}
+    expected = {
+        "too_long": ["img-long"],
+        "no_target": ["no-answer"],
+        "mismatch": ["yes"],
+        "malformed": ["gpt-first", "no-image-token"],
+    }
     assert info.value.report.errors == expected
     assert "gpt-first" in str(info.value) and "turn 0 must be from 'human'" in str(info.value)
     assert info.value.report.examples["too_long"] == [
         "[too_long] sample 'img-long': 149 tokens with image tokens up to position 132: "
-        "max_length 132 would cut the image"]
+        "max_length 132 would cut the image"
+    ]
     assert pickle.loads(pickle.dumps(info.value)).report == info.value.report
 
     report = dataset.validate(max_error_fraction=0.5)
@@ -252,20 +285,22 @@ def test_a_scan_sent_to_another_rank_gives_the_same_dataset_and_is_checked(proce
 
 
 def test_modality_lengths_before_validation_are_llavas_word_counts(processor: Any) -> None:
-    dataset = SupervisedDataset([record("a", "<image>\nTwo words", "three more words", image="a.png"),
-                                 record("b", "one", "two words")], processor)
+    dataset = SupervisedDataset(
+        [record("a", "<image>\nTwo words", "three more words", image="a.png"), record("b", "one", "two words")],
+        processor,
+    )
     assert dataset.modality_lengths == [6, -3]  # "<image>" is a word to str.split, as in LLaVA
 
 
 # ----------------------------------------------------------------------------- images
 
 
-def test_item_pads_to_square_with_the_mean_colour_and_matches_the_processor(
-        processor: Any, tmp_path: Path) -> None:
+def test_item_pads_to_square_with_the_mean_colour_and_matches_the_processor(processor: Any, tmp_path: Path) -> None:
     (tmp_path / "wide.png").write_bytes(png(64, 32))  # red, twice as wide as high
     conversation = turns("<image>\nWhat colour is it?", "Red.")
-    dataset = SupervisedDataset([{"id": "w", "image": "wide.png", "conversations": conversation}],
-                                processor, image_root=str(tmp_path))
+    dataset = SupervisedDataset(
+        [{"id": "w", "image": "wide.png", "conversations": conversation}], processor, image_root=str(tmp_path)
+    )
     item = dataset[0]
     pixels = item["pixel_values"]
     assert pixels.shape == (3, 32, 32) and pixels.dtype == torch.float32
@@ -290,8 +325,10 @@ def test_item_pads_to_square_with_the_mean_colour_and_matches_the_processor(
 
 def test_bad_or_missing_image_names_the_sample_and_the_path(processor: Any, tmp_path: Path) -> None:
     (tmp_path / "cut.png").write_bytes(png(40, 40)[:60])
-    records = [record("corrupt", "<image>\nq", "a", image="cut.png"),
-               record("missing", "<image>\nq", "a", image="nowhere.png")]
+    records = [
+        record("corrupt", "<image>\nq", "a", image="cut.png"),
+        record("missing", "<image>\nq", "a", image="nowhere.png"),
+    ]
     dataset = SupervisedDataset(records, processor, image_root=str(tmp_path))
     dataset.validate()  # images are not read here
     for index, (sample_id, name) in enumerate([("corrupt", "cut.png"), ("missing", "nowhere.png")]):
@@ -305,8 +342,7 @@ def test_from_url_reads_a_local_file(processor: Any, tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(png(32, 32))
     data = tmp_path / "mix.json"
-    data.write_text(json.dumps([record("1", "<image>\nq?", "A dog.", image="a.png"),
-                                record("2", "Hi?", "Hello.")]))
+    data.write_text(json.dumps([record("1", "<image>\nq?", "A dog.", image="a.png"), record("2", "Hi?", "Hello.")]))
     dataset = SupervisedDataset.from_url(f"file://{data}", processor, image_root=str(tmp_path / "images"))
     assert dataset.validate().used == 2
     assert dataset[0]["pixel_values"].shape == (3, 32, 32) and dataset[1]["pixel_values"] is None
@@ -317,14 +353,15 @@ def test_from_url_reads_a_local_file(processor: Any, tmp_path: Path) -> None:
 
 def test_from_url_reads_records_and_images_from_s3(processor: Any, s3_server: Any, s3_prefix: str) -> None:
     options = s3_server.storage_options
-    storage.write_bytes_atomic(storage.join(s3_prefix, "images", "coco", "a.png"),
-                               png(20, 40, (0, 0, 255)), options)
-    records = [record("s3-1", "<image>\nWhat colour?", "Blue.", image="coco/a.png"),
-               record("s3-2", "Hi?", "Hello.")]
+    storage.write_bytes_atomic(storage.join(s3_prefix, "images", "coco", "a.png"), png(20, 40, (0, 0, 255)), options)
+    records = [record("s3-1", "<image>\nWhat colour?", "Blue.", image="coco/a.png"), record("s3-2", "Hi?", "Hello.")]
     storage.write_bytes_atomic(storage.join(s3_prefix, "mix.json"), json.dumps(records).encode(), options)
-    dataset = SupervisedDataset.from_url(storage.join(s3_prefix, "mix.json"), processor,
-                                         image_root=storage.join(s3_prefix, "images"),
-                                         storage_options=options)
+    dataset = SupervisedDataset.from_url(
+        storage.join(s3_prefix, "mix.json"),
+        processor,
+        image_root=storage.join(s3_prefix, "images"),
+        storage_options=options,
+    )
     assert dataset.validate().used == 2
     item = dataset[0]
     assert item["id"] == "s3-1" and item["pixel_values"].shape == (3, 32, 32)
@@ -336,9 +373,15 @@ def test_from_url_reads_records_and_images_from_s3(processor: Any, s3_server: An
 
 
 def test_collator_right_pads_with_the_ignore_index() -> None:
-    batch = [{"id": "a", "input_ids": torch.tensor([5, 6, 7]), "labels": torch.tensor([-100, 6, 7]),
-              "pixel_values": torch.ones(3, 4, 4)},
-             {"id": "b", "input_ids": torch.tensor([8]), "labels": torch.tensor([8]), "pixel_values": None}]
+    batch = [
+        {
+            "id": "a",
+            "input_ids": torch.tensor([5, 6, 7]),
+            "labels": torch.tensor([-100, 6, 7]),
+            "pixel_values": torch.ones(3, 4, 4),
+        },
+        {"id": "b", "input_ids": torch.tensor([8]), "labels": torch.tensor([8]), "pixel_values": None},
+    ]
     out = SupervisedCollator(pad_token_id=0)(batch)
     assert out["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert out["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
@@ -351,14 +394,14 @@ def test_collator_right_pads_with_the_ignore_index() -> None:
 
 
 def test_loader_batches_train_the_tiny_llava_and_worker_errors_keep_their_kind(
-        llava_folder: str, processor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    llava_folder: str, processor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from transformers import LlavaForConditionalGeneration
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for k in range(3):
         (tmp_path / f"{k}.png").write_bytes(png(24 + 8 * k, 32, (40 * k, 90, 200)))
-    records = [record(f"i{k}", "<image>\nWhat is the man doing?", "He is ironing.", image=f"{k}.png")
-               for k in range(3)]
+    records = [record(f"i{k}", "<image>\nWhat is the man doing?", "He is ironing.", image=f"{k}.png") for k in range(3)]
     records += [record(f"t{k}", "How many cars?", "There are two yellow cars." * (k + 1)) for k in range(3)]
     dataset = SupervisedDataset(records, processor, image_root=str(tmp_path))
     dataset.validate()

@@ -29,11 +29,19 @@ from tests.helpers.training import REPO_ROOT, training_env
 
 def _batches(processor: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     image = Image.new("RGB", (40, 40), (10, 200, 30))
-    with_image = dict(processor(images=[image, image],
-                                text=["USER: <image>\nList. ASSISTANT: 1. dog"] * 2,
-                                return_tensors="pt", padding=True))
-    text = dict(processor.tokenizer(["USER: Name one. ASSISTANT: cat", "USER: Hi. ASSISTANT: dog"],
-                                    return_tensors="pt", padding=True))
+    with_image = dict(
+        processor(
+            images=[image, image],
+            text=["USER: <image>\nList. ASSISTANT: 1. dog"] * 2,
+            return_tensors="pt",
+            padding=True,
+        )
+    )
+    text = dict(
+        processor.tokenizer(
+            ["USER: Name one. ASSISTANT: cat", "USER: Hi. ASSISTANT: dog"], return_tensors="pt", padding=True
+        )
+    )
     for batch in (with_image, text):
         batch["labels"] = batch["input_ids"].clone()
         batch["ids"] = ["a", "b"]
@@ -45,10 +53,15 @@ def _record(model: torch.nn.Module, blank: BlankImagePass, batch: dict[str, Any]
     trainable parameters receive their gradients in backward."""
     forward: list[str] = []
     grads: list[str] = []
-    handles = [module.register_forward_pre_hook(lambda m, a, name=name: forward.append(name))
-               for name, module in model.named_modules()]
-    handles += [param.register_post_accumulate_grad_hook(lambda p, name=name: grads.append(name))
-                for name, param in model.named_parameters() if param.requires_grad]
+    handles = [
+        module.register_forward_pre_hook(lambda m, a, name=name: forward.append(name))
+        for name, module in model.named_modules()
+    ]
+    handles += [
+        param.register_post_accumulate_grad_hook(lambda p, name=name: grads.append(name))
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    ]
     try:
         loss = forward_loss(model, batch, blank, torch.device("cpu"), torch.float32)
         assert torch.isfinite(loss)
@@ -62,8 +75,13 @@ def _record(model: torch.nn.Module, blank: BlankImagePass, batch: dict[str, Any]
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_text_only_batches_call_the_modules_in_the_image_batch_order(parts, listing_data, lora) -> None:
-    values = {"vision_tower": parts.clip, "language_model": parts.lm, "local_files_only": True,
-              "data_url": str(listing_data), "gradient_checkpointing": False}
+    values = {
+        "vision_tower": parts.clip,
+        "language_model": parts.lm,
+        "local_files_only": True,
+        "data_url": str(listing_data),
+        "gradient_checkpointing": False,
+    }
     if lora:
         values["lora"] = {"enabled": True, "rank": 4, "alpha": 8}
     built = build_model(load_config(values))
@@ -110,8 +128,9 @@ def _fake_gpu(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int] | Non
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
 
 
-@pytest.mark.parametrize(("capability", "native"), [((7, 0), False), ((7, 5), False),
-                                                    ((8, 0), True), ((9, 0), True), (None, False)])
+@pytest.mark.parametrize(
+    ("capability", "native"), [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True), (None, False)]
+)
 def test_auto_precision_needs_native_bf16(monkeypatch, capability, native) -> None:
     _fake_gpu(monkeypatch, capability)
     cuda = torch.device("cuda", 0)
@@ -121,7 +140,8 @@ def test_auto_precision_needs_native_bf16(monkeypatch, capability, native) -> No
     expected = torch.bfloat16 if native else torch.float32
     assert resolve_precision(config, cuda) == expected  # training: fp32 without native bf16
     assert devices.auto_dtype(cuda, without_bf16=torch.float16) == (
-        torch.bfloat16 if native else torch.float16 if capability else torch.float32)  # evaluation
+        torch.bfloat16 if native else torch.float16 if capability else torch.float32
+    )  # evaluation
     assert devices.auto_dtype("cpu", without_bf16=torch.float16) == torch.float32
 
 
@@ -158,7 +178,7 @@ def test_the_timeout_reaches_deepspeed(monkeypatch) -> None:
     seen: dict[str, Any] = {}
     monkeypatch.setattr(deepspeed, "init_distributed", lambda **kwargs: seen.update(kwargs))
     for name in distributed.LAUNCHER_VARS:  # set first, so that undo removes what the call sets
-        monkeypatch.setenv(name, "unset")    # (a leaked MASTER_PORT would reach later Slurm jobs)
+        monkeypatch.setenv(name, "unset")  # (a leaked MASTER_PORT would reach later Slurm jobs)
         monkeypatch.delenv(name)
     monkeypatch.setattr(distributed, "choose_device", lambda rank: (torch.device("cpu"), "gloo"))
     distributed.init_distributed(timeout_min=45)
@@ -167,7 +187,7 @@ def test_the_timeout_reaches_deepspeed(monkeypatch) -> None:
 
 # ----------------------------------------------------------------------------- ZeRO-3 construction
 
-_ZERO3_SCRIPT = textwrap.dedent('''
+_ZERO3_SCRIPT = textwrap.dedent("""
     import datetime, json, logging, sys
     import torch
     from som.train.config import load_config
@@ -223,7 +243,7 @@ _ZERO3_SCRIPT = textwrap.dedent('''
     report["losses"] = losses
     print("REPORT " + json.dumps(report), flush=True)
     teardown()
-''')
+""")
 
 
 @pytest.mark.slow
@@ -233,16 +253,30 @@ def test_zero3_builds_the_model_partitioned(parts, listing_data, tmp_path: Path)
     projector under our zero.Init), the loaded values are intact, and it trains."""
     from transformers import CLIPVisionModel, LlamaForCausalLM
 
-    values = {"vision_tower": parts.clip, "language_model": parts.lm, "local_files_only": True,
-              "data_url": str(listing_data), "gradient_checkpointing": False, "zero_stage": 3,
-              "global_batch_size": 1, "micro_batch_size": 1, "dist_timeout_min": 33}
+    values = {
+        "vision_tower": parts.clip,
+        "language_model": parts.lm,
+        "local_files_only": True,
+        "data_url": str(listing_data),
+        "gradient_checkpointing": False,
+        "zero_stage": 3,
+        "global_batch_size": 1,
+        "micro_batch_size": 1,
+        "dist_timeout_min": 33,
+    }
     script = tmp_path / "zero3.py"
     script.write_text(_ZERO3_SCRIPT)
-    result = subprocess.run([sys.executable, str(script), json.dumps(values)], cwd=REPO_ROOT,
-                            env=training_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script), json.dumps(values)],
+        cwd=REPO_ROOT,
+        env=training_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
     assert result.returncode == 0 and lines, result.stdout[-3000:] + result.stderr[-5000:]
-    report = json.loads(lines[0][len("REPORT "):])
+    report = json.loads(lines[0][len("REPORT ") :])
     assert report["timeout_s"] == 33 * 60  # the default group's own timeout (None: torch moved it)
     assert "collective timeout 33 min" in result.stderr
     assert report["whole"] == [] and len(report["partitioned"]) == report["params"]  # every weight
@@ -252,10 +286,18 @@ def test_zero3_builds_the_model_partitioned(parts, listing_data, tmp_path: Path)
     projector = 32 * 64 + 64 + 64 * 64 + 64
     extra_rows = report["vocab"] - lm.config.vocab_size
     assert report["vocab"] == report["tokenizer"] and extra_rows == 1
-    expected = (sum(p.numel() for p in clip.parameters()) + sum(p.numel() for p in lm.parameters())
-                + projector + extra_rows * 64 * 2)
+    expected = (
+        sum(p.numel() for p in clip.parameters())
+        + sum(p.numel() for p in lm.parameters())
+        + projector
+        + extra_rows * 64 * 2
+    )
     assert report["full_numel"] == expected
-    assert report["sums"] == pytest.approx({  # the pretrained values, loaded into the shards
-        "tower": float(clip.encoder.layers[1].mlp.fc1.weight.double().sum()),
-        "lm": float(lm.model.layers[1].self_attn.q_proj.weight.double().sum())}, rel=1e-6)
+    assert report["sums"] == pytest.approx(
+        {  # the pretrained values, loaded into the shards
+            "tower": float(clip.encoder.layers[1].mlp.fc1.weight.double().sum()),
+            "lm": float(lm.model.layers[1].self_attn.q_proj.weight.double().sum()),
+        },
+        rel=1e-6,
+    )
     assert all(map(lambda x: x == x and abs(x) < 1e4, report["losses"]))

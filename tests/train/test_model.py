@@ -16,9 +16,16 @@ PROMPT = "USER: <image>\nList the items. ASSISTANT: 1. dog"
 
 
 def _config(parts, listing_data, **values):
-    return load_config({"vision_tower": parts.clip, "language_model": parts.lm,
-                        "local_files_only": True, "data_url": str(listing_data),
-                        "gradient_checkpointing": False, **values})
+    return load_config(
+        {
+            "vision_tower": parts.clip,
+            "language_model": parts.lm,
+            "local_files_only": True,
+            "data_url": str(listing_data),
+            "gradient_checkpointing": False,
+            **values,
+        }
+    )
 
 
 def _inputs(processor):
@@ -38,8 +45,7 @@ def test_assembled_from_clip_and_llama_parts(parts) -> None:
     tower = model.model.vision_tower.state_dict()
     for name, value in clip.vision_model.state_dict().items():
         assert torch.equal(tower[name], value), name
-    assert torch.equal(model.model.language_model.layers[0].mlp.up_proj.weight,
-                       lm.model.layers[0].mlp.up_proj.weight)
+    assert torch.equal(model.model.language_model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight)
     assert not any(p.is_meta for p in model.parameters())
     # LLaVA's choices: <image> and a pad token added, penultimate layer, CLS dropped, 2-layer GELU MLP
     tokenizer = processor.tokenizer
@@ -73,11 +79,17 @@ def test_siglip_tower_keeps_every_token(parts) -> None:
 def test_stages_train_their_parts(parts, listing_data) -> None:
     pretrain = build_model(_config(parts, listing_data, stage="pretrain")).model
     finetune = build_model(_config(parts, listing_data)).model
-    trained = {name.split(".")[1] if name.startswith("model.") else name.split(".")[0]
-               for name, p in pretrain.named_parameters() if p.requires_grad}
+    trained = {
+        name.split(".")[1] if name.startswith("model.") else name.split(".")[0]
+        for name, p in pretrain.named_parameters()
+        if p.requires_grad
+    }
     assert trained == {"multi_modal_projector"}
-    trained = {name.split(".")[1] if name.startswith("model.") else name.split(".")[0]
-               for name, p in finetune.named_parameters() if p.requires_grad}
+    trained = {
+        name.split(".")[1] if name.startswith("model.") else name.split(".")[0]
+        for name, p in finetune.named_parameters()
+        if p.requires_grad
+    }
     assert trained == {"multi_modal_projector", "language_model", "lm_head"}
 
     built = build_model(_config(parts, listing_data, stage="pretrain"))
@@ -106,8 +118,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(parts, listing_data) ->
 
 
 def test_lora_trains_adapters_and_projector_and_merges(parts, listing_data) -> None:
-    config = _config(parts, listing_data, **{"lora.enabled": True, "lora.rank": 4, "lora.alpha": 8,
-                                             "lora.dropout": 0.0})
+    config = _config(
+        parts, listing_data, **{"lora.enabled": True, "lora.rank": 4, "lora.alpha": 8, "lora.dropout": 0.0}
+    )
     model = build_model(config).model
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or "multi_modal_projector" in n for n in trainable)
@@ -118,8 +131,7 @@ def test_lora_trains_adapters_and_projector_and_merges(parts, listing_data) -> N
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.5)
-    merged = merge_lora({k: v.clone() for k, v in model.state_dict().items()},
-                        config.lora.alpha / config.lora.rank)
+    merged = merge_lora({k: v.clone() for k, v in model.state_dict().items()}, config.lora.alpha / config.lora.rank)
     reference = model.merge_and_unload().state_dict()
     assert set(merged) == set(reference)
     for key, value in reference.items():
@@ -129,10 +141,11 @@ def test_lora_trains_adapters_and_projector_and_merges(parts, listing_data) -> N
 def test_continue_from_an_existing_llava_checkpoint(tiny_llava, listing_data) -> None:
     from transformers import LlavaForConditionalGeneration
 
-    built = build_model(load_config({"init_checkpoint": tiny_llava, "local_files_only": True,
-                                     "data_url": str(listing_data)}))
+    built = build_model(
+        load_config({"init_checkpoint": tiny_llava, "local_files_only": True, "data_url": str(listing_data)})
+    )
     reference = LlavaForConditionalGeneration.from_pretrained(tiny_llava)
-    for (name, value), (_, ref) in zip(built.model.state_dict().items(), reference.state_dict().items()):
+    for (name, value), (_, ref) in zip(built.model.state_dict().items(), reference.state_dict().items(), strict=False):
         assert torch.equal(value, ref), name
     assert built.processor.tokenizer.pad_token == "<pad>"
     assert not any(p.requires_grad for n, p in built.model.named_parameters() if "vision_tower" in n)

@@ -25,15 +25,19 @@ def rank_batches(lengths: list[int], world_size: int, **kwargs) -> list[list[lis
     return out
 
 
-@pytest.mark.parametrize(("images", "texts", "batch_size", "world_size"), [
-    (37, 23, 4, 2),   # short last megabatches in both modalities
-    (33, 17, 4, 2),   # a leftover (1) too short for every rank: merged with the step before
-    (64, 0, 4, 2),    # image-only (stage 1)
-    (5, 3, 4, 1),
-    (103, 29, 3, 4),
-])
-def test_every_index_once_across_ranks_in_pure_batches(images: int, texts: int, batch_size: int,
-                                                       world_size: int) -> None:
+@pytest.mark.parametrize(
+    ("images", "texts", "batch_size", "world_size"),
+    [
+        (37, 23, 4, 2),  # short last megabatches in both modalities
+        (33, 17, 4, 2),  # a leftover (1) too short for every rank: merged with the step before
+        (64, 0, 4, 2),  # image-only (stage 1)
+        (5, 3, 4, 1),
+        (103, 29, 3, 4),
+    ],
+)
+def test_every_index_once_across_ranks_in_pure_batches(
+    images: int, texts: int, batch_size: int, world_size: int
+) -> None:
     lengths = mixed_lengths(images, texts)
     per_rank = rank_batches(lengths, world_size, batch_size=batch_size, seed=7)
     assert len({len(batches) for batches in per_rank}) == 1  # ranks step together
@@ -43,7 +47,7 @@ def test_every_index_once_across_ranks_in_pure_batches(images: int, texts: int, 
         for batch in batches:
             assert 1 <= len(batch) <= batch_size
             assert len({lengths[i] > 0 for i in batch}) == 1, batch
-    steps = list(zip(*per_rank))
+    steps = list(zip(*per_rank, strict=False))
     full = [step for step in steps if all(len(batch) == batch_size for batch in step)]
     assert len(full) >= (images // (batch_size * world_size)) + (texts // (batch_size * world_size)) - 2
 
@@ -96,17 +100,20 @@ def test_fewer_samples_than_ranks_are_repeated_so_every_rank_steps() -> None:
 
 def test_step_sizes() -> None:
     assert step_sizes(20, 2, 4) == ([8, 8, 4], 0)
-    assert step_sizes(17, 2, 4) == ([8, 5, 4], 0)   # 8 + 1 would leave a rank empty: halved
+    assert step_sizes(17, 2, 4) == ([8, 5, 4], 0)  # 8 + 1 would leave a rank empty: halved
     assert step_sizes(9, 2, 1) == ([2, 2, 2, 2], 1)  # batch size 1 cannot split one sample
     assert step_sizes(1, 2, 4) == ([], 1)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"modality_lengths": []}, "no samples"),
-    ({"modality_lengths": [3, 0, -2]}, "sample 1 has length 0"),
-    ({"batch_size": 0}, "batch_size >= 1"),
-    ({"rank": 2, "world_size": 2}, "rank < world_size"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"modality_lengths": []}, "no samples"),
+        ({"modality_lengths": [3, 0, -2]}, "sample 1 has length 0"),
+        ({"batch_size": 0}, "batch_size >= 1"),
+        ({"rank": 2, "world_size": 2}, "rank < world_size"),
+    ],
+)
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     arguments = {"modality_lengths": [1, -1], "batch_size": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -117,27 +124,32 @@ def _modality(lengths: list[int], batch: list[int]) -> set[bool]:
     return {lengths[i] > 0 for i in batch}
 
 
-@pytest.mark.parametrize(("images", "texts", "batch_size", "world_size"), [
-    (1, 1, 4, 2),     # one sample per modality: each makes its own step, repeated per rank
-    (9, 3, 1, 2),     # batch size 1: one image and one text left over
-    (13, 2, 2, 4),    # fewer texts than ranks
-    (17, 5, 1, 4),    # leftovers of 1 in both modalities with 4 ranks
-    (31, 7, 3, 4),
-])
+@pytest.mark.parametrize(
+    ("images", "texts", "batch_size", "world_size"),
+    [
+        (1, 1, 4, 2),  # one sample per modality: each makes its own step, repeated per rank
+        (9, 3, 1, 2),  # batch size 1: one image and one text left over
+        (13, 2, 2, 4),  # fewer texts than ranks
+        (17, 5, 1, 4),  # leftovers of 1 in both modalities with 4 ranks
+        (31, 7, 3, 4),
+    ],
+)
 def test_every_step_is_one_modality_on_every_rank_at_the_epoch_edges(
-        images: int, texts: int, batch_size: int, world_size: int) -> None:
+    images: int, texts: int, batch_size: int, world_size: int
+) -> None:
     """ZeRO-3 ranks must call the same modules at each step: a step never gives one rank
     images and another text, not even the leftover steps at the end of an epoch."""
     lengths = mixed_lengths(images, texts, seed=images)
     for epoch in range(3):
         per_rank = []
         for rank in range(world_size):
-            sampler = ModalityLengthGroupedSampler(lengths, batch_size=batch_size,
-                                                   world_size=world_size, rank=rank, seed=1)
+            sampler = ModalityLengthGroupedSampler(
+                lengths, batch_size=batch_size, world_size=world_size, rank=rank, seed=1
+            )
             sampler.set_epoch(epoch)
             per_rank.append(list(sampler))
         assert len({len(batches) for batches in per_rank}) == 1
-        for step in zip(*per_rank):
+        for step in zip(*per_rank, strict=False):
             assert all(1 <= len(batch) <= batch_size for batch in step)
             assert len(set().union(*(_modality(lengths, batch) for batch in step))) == 1, step
         seen = [i for batches in per_rank for batch in batches for i in batch]

@@ -60,6 +60,7 @@ QuestionId = int | str
 
 # --- conversion (scripts/convert_gqa_for_eval.py) ------------------------------------------------
 
+
 def normalise(text: str) -> str:
     """convert_gqa_for_eval.py's only change to an answer: trailing dots off, then lower case."""
     return text.rstrip(".").lower()
@@ -95,9 +96,13 @@ def write_predictions(answers: str | Path, out: str) -> dict[str, Any]:
     predictions = convert(read_answers(answers))
     storage.write_bytes_atomic(out, predictions_bytes(predictions))
     log.info("wrote %d GQA predictions to %s", len(predictions), out)
-    return {"benchmark": "gqa", "written": out, "predictions": len(predictions),
-            "evaluate": f"name it {PREDICTIONS_FILE} and run: {EVALUATOR}, or: som eval score gqa "
-                        f"--questions {QUESTIONS_FILE} --predictions {out}"}
+    return {
+        "benchmark": "gqa",
+        "written": out,
+        "predictions": len(predictions),
+        "evaluate": f"name it {PREDICTIONS_FILE} and run: {EVALUATOR}, or: som eval score gqa "
+        f"--questions {QUESTIONS_FILE} --predictions {out}",
+    }
 
 
 def read_predictions(path: str | Path) -> dict[QuestionId, str]:
@@ -108,7 +113,7 @@ def read_predictions(path: str | Path) -> dict[QuestionId, str]:
     predictions: dict[QuestionId, str] = {}
     for number, record in enumerate(data, start=1):
         if not isinstance(record, dict) or "questionId" not in record or not isinstance(record.get("prediction"), str):
-            raise FormatError(path, f"entry {number}: expected {{\"questionId\": ..., \"prediction\": \"...\"}}")
+            raise FormatError(path, f'entry {number}: expected {{"questionId": ..., "prediction": "..."}}')
         question_id = record["questionId"]
         if isinstance(question_id, bool) or not isinstance(question_id, (str, int)):
             raise FormatError(path, f"entry {number}: questionId must be a string or an integer")
@@ -117,6 +122,7 @@ def read_predictions(path: str | Path) -> dict[QuestionId, str]:
 
 
 # --- evaluation (GQA's eval.py, testdev_balanced) ------------------------------------------------
+
 
 @dataclass(frozen=True)
 class GqaQuestion:
@@ -131,12 +137,17 @@ class GqaQuestion:
 
 def _gqa_question(qid: str, record: Any, path: str | Path) -> GqaQuestion:
     try:
-        question = GqaQuestion(answer=record["answer"], structural=record["types"]["structural"],
-                               semantic=record["types"]["semantic"], group=record["groups"]["global"],
-                               balanced=record["isBalanced"])
+        question = GqaQuestion(
+            answer=record["answer"],
+            structural=record["types"]["structural"],
+            semantic=record["types"]["semantic"],
+            group=record["groups"]["global"],
+            balanced=record["isBalanced"],
+        )
     except (KeyError, TypeError):
-        raise FormatError(path, f"question {qid}: expected answer, isBalanced, types.structural, "
-                                "types.semantic and groups.global") from None
+        raise FormatError(
+            path, f"question {qid}: expected answer, isBalanced, types.structural, types.semantic and groups.global"
+        ) from None
     if not isinstance(question.answer, str) or not isinstance(question.balanced, bool):
         raise FormatError(path, f"question {qid}: answer must be a string and isBalanced a boolean")
     return question
@@ -187,16 +198,24 @@ def _chi_square(gold: Mapping[str, Mapping[str, int]], predicted: Mapping[str, M
     return float(total_score) / total if total else None
 
 
-def evaluate(questions: Mapping[str, GqaQuestion], predictions: Mapping[QuestionId, str], *,
-             allow_partial: bool = False, where: str | Path = "predictions") -> GqaScores:
+def evaluate(
+    questions: Mapping[str, GqaQuestion],
+    predictions: Mapping[QuestionId, str],
+    *,
+    allow_partial: bool = False,
+    where: str | Path = "predictions",
+) -> GqaScores:
     """eval.py over `questions` (in their file order). A balanced question without a prediction
     is an error naming it, as in eval.py; with `allow_partial` it is left out and counted."""
     numeric = sum(isinstance(key, int) and str(key) in questions for key in predictions)
     missing = [qid for qid, q in questions.items() if q.balanced and qid not in predictions]
     if missing and not allow_partial:
-        hint = (f"; {numeric} predictions have a numeric questionId, GQA's ids are strings" if numeric else "")
-        raise FormatError(where, f"no prediction for {len(missing)} balanced questions (e.g. {missing[:3]}), "
-                                 f"GQA's eval.py stops on this too{hint}; pass --allow-partial to score the rest")
+        hint = f"; {numeric} predictions have a numeric questionId, GQA's ids are strings" if numeric else ""
+        raise FormatError(
+            where,
+            f"no prediction for {len(missing)} balanced questions (e.g. {missing[:3]}), "
+            f"GQA's eval.py stops on this too{hint}; pass --allow-partial to score the rest",
+        )
     accuracy: list[float] = []
     kinds: dict[str, list[float]] = {"binary": [], "open": []}
     structural: dict[str, list[float]] = defaultdict(list)
@@ -217,16 +236,28 @@ def evaluate(questions: Mapping[str, GqaQuestion], predictions: Mapping[Question
             predicted[question.group][prediction] += 1
     chi = _chi_square(gold, predicted)
     return GqaScores(
-        accuracy=_mean_percent(accuracy), binary=_mean_percent(kinds["binary"]), open=_mean_percent(kinds["open"]),
+        accuracy=_mean_percent(accuracy),
+        binary=_mean_percent(kinds["binary"]),
+        open=_mean_percent(kinds["open"]),
         distribution=chi / 100 if chi is not None else None,
-        per_structural_type={t: {"accuracy": _mean_percent(s), "questions": len(s)} for t, s in sorted(structural.items())},
+        per_structural_type={
+            t: {"accuracy": _mean_percent(s), "questions": len(s)} for t, s in sorted(structural.items())
+        },
         per_semantic_type={t: {"accuracy": _mean_percent(s), "questions": len(s)} for t, s in sorted(semantic.items())},
-        questions=len(accuracy), unanswered=len(missing), unanswered_ids=missing[:20], numeric_ids=numeric,
+        questions=len(accuracy),
+        unanswered=len(missing),
+        unanswered_ids=missing[:20],
+        numeric_ids=numeric,
     )
 
 
-def score_gqa_files(questions: str | Path, *, answers: str | Path | None = None,
-                    predictions: str | Path | None = None, allow_partial: bool = False) -> GqaScores:
+def score_gqa_files(
+    questions: str | Path,
+    *,
+    answers: str | Path | None = None,
+    predictions: str | Path | None = None,
+    allow_partial: bool = False,
+) -> GqaScores:
     """Score LLaVA's answers (converted as convert_gqa_for_eval.py does) or a predictions file."""
     if (answers is None) == (predictions is None):
         raise ValueError("give either answers (LLaVA's answers JSONL) or predictions (GQA's predictions JSON)")
@@ -240,6 +271,7 @@ def score_gqa_files(questions: str | Path, *, answers: str | Path | None = None,
 
 
 # --- items ------------------------------------------------------------------------------------
+
 
 def _first(src: Source, *candidates: str) -> str | None:
     return next((c for c in candidates if src.exists(c)), None)
@@ -279,8 +311,14 @@ class GqaBenchmark:
                     raise FormatError(path, f"question {qid} is not in {QUESTIONS_FILE}", line)
                 position, question = key[qid]
                 meta = {**asdict(question), "position": position}
-            items.append(EvalItem(id=qid, prompt=text_field(record, "text", path, line),
-                                  image=storage.join(image_root, text_field(record, "image", path, line)), meta=meta))
+            items.append(
+                EvalItem(
+                    id=qid,
+                    prompt=text_field(record, "text", path, line),
+                    image=storage.join(image_root, text_field(record, "image", path, line)),
+                    meta=meta,
+                )
+            )
         check_unique(items, str(path))
         return take(items, limit)
 
@@ -299,9 +337,16 @@ class GqaBenchmark:
             path = src.local(*found.split("/"))
         return {qid: (i, q) for i, (qid, q) in enumerate(load_gqa_questions(path).items())}
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False,
-              output_url: str | None = None) -> dict[str, Any]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+        output_url: str | None = None,
+    ) -> dict[str, Any]:
         """eval.py's scores over the items when they carry the answer key, else headline None.
 
         `output_url`: a folder (the runner gives the run's `<run>/eval/gqa/<variant>/`) where
@@ -321,13 +366,24 @@ class GqaBenchmark:
         if not items or "answer" not in items[0].meta:
             where = submission_url or "nowhere (no output_url given)"
             log.warning("gqa: no %s in the source, so no accuracy; predictions written to %s", QUESTIONS_FILE, where)
-            return {**result, "headline": None, "submission_only": True,
-                    "note": f"no {QUESTIONS_FILE} in the source: predictions written to {where}; score them "
-                            f"with GQA's eval.py or `som eval score gqa`"}
+            return {
+                **result,
+                "headline": None,
+                "submission_only": True,
+                "note": f"no {QUESTIONS_FILE} in the source: predictions written to {where}; score them "
+                f"with GQA's eval.py or `som eval score gqa`",
+            }
         ordered = sorted(items, key=lambda item: int(item.meta["position"]))
-        questions = {item.id: GqaQuestion(answer=item.meta["answer"], structural=item.meta["structural"],
-                                          semantic=item.meta["semantic"], group=item.meta["group"],
-                                          balanced=bool(item.meta["balanced"])) for item in ordered}
+        questions = {
+            item.id: GqaQuestion(
+                answer=item.meta["answer"],
+                structural=item.meta["structural"],
+                semantic=item.meta["semantic"],
+                group=item.meta["group"],
+                balanced=bool(item.meta["balanced"]),
+            )
+            for item in ordered
+        }
         keyed = {p["questionId"]: p["prediction"] for p in predictions}
         scores = evaluate(questions, keyed, allow_partial=allow_partial, where=self.name)
         return {**result, **scores.to_dict(), "headline": scores.accuracy}

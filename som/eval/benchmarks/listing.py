@@ -52,12 +52,24 @@ LISTING_PROMPT = (
 )
 """SoM-LLaVA's listing instruction."""
 
-_LINE = re.compile(r"^\s*(?:[-*\u2022]\s*)?(?:\*\*)?\s*(?:tag\s*)?[\[(#]?\s*(\d+)\s*(?:[.):\]]|\*\*)+\s*(.*?)\s*$",
-                   re.IGNORECASE)
+_LINE = re.compile(
+    r"^\s*(?:[-*\u2022]\s*)?(?:\*\*)?\s*(?:tag\s*)?[\[(#]?\s*(\d+)\s*(?:[.):\]]|\*\*)+\s*(.*?)\s*$", re.IGNORECASE
+)
 _ARTICLES = ("a ", "an ", "the ")
-_IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
-              "knives": "knife", "leaves": "leaf", "feet": "foot", "teeth": "tooth", "geese": "goose",
-              "shelves": "shelf", "wolves": "wolf"}
+_IRREGULAR = {
+    "people": "person",
+    "men": "man",
+    "women": "woman",
+    "children": "child",
+    "mice": "mouse",
+    "knives": "knife",
+    "leaves": "leaf",
+    "feet": "foot",
+    "teeth": "tooth",
+    "geese": "goose",
+    "shelves": "shelf",
+    "wolves": "wolf",
+}
 
 
 def singular(word: str) -> str:
@@ -79,7 +91,7 @@ def normalize_name(name: str) -> str:
     text = " ".join(text.split()).strip(" .,;:!?'\"`()[]")
     for article in _ARTICLES:
         if text.startswith(article):
-            text = text[len(article):]
+            text = text[len(article) :]
             break
     head, _, last = text.rpartition(" ")
     last = singular(last)
@@ -119,10 +131,16 @@ class ListingCounts:
         precision = self.true_positives / self.predicted if self.predicted else 0.0
         recall = self.true_positives / self.tags if self.tags else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {"precision": precision, "recall": recall, "f1": f1,
-                "exact_order_accuracy": self.exact / self.images if self.images else 0.0,
-                "true_positives": self.true_positives, "predicted": self.predicted, "tags": self.tags,
-                "images": self.images}
+        return {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "exact_order_accuracy": self.exact / self.images if self.images else 0.0,
+            "true_positives": self.true_positives,
+            "predicted": self.predicted,
+            "tags": self.tags,
+            "images": self.images,
+        }
 
 
 def score_answer(tags: Sequence[tuple[int, str | None]], answer: str) -> ListingCounts:
@@ -132,8 +150,9 @@ def score_answer(tags: Sequence[tuple[int, str | None]], answer: str) -> Listing
     predicted = [pair for pair in parse_listing(answer) if pair[0] not in ignored]
     unique = set(predicted)
     right = len(unique & set(gold))
-    return ListingCounts(true_positives=right, predicted=len(unique), tags=len(gold),
-                         exact=int(predicted == gold), images=1)
+    return ListingCounts(
+        true_positives=right, predicted=len(unique), tags=len(gold), exact=int(predicted == gold), images=1
+    )
 
 
 def score_listing(tag_lists: Iterable[Sequence[tuple[int, str | None]]], answers: Iterable[str]) -> dict[str, Any]:
@@ -162,8 +181,10 @@ def marks_tags(marks: dict[str, Any], where: str) -> list[tuple[int, str | None]
     for mark in sorted(marks.get("marks") or [], key=lambda m: m["id"]):
         label = str(mark.get("label", mark["id"]))
         if not label.isdigit():
-            raise FormatError(where, f"tag label {label!r} is not a number; the listing probe needs "
-                              "images marked with label_mode 'number'")
+            raise FormatError(
+                where,
+                f"tag label {label!r} is not a number; the listing probe needs images marked with label_mode 'number'",
+            )
         category = mark.get("category")
         tags.append((int(label), str(category) if category else None))
     return tags
@@ -206,22 +227,39 @@ class ListingBenchmark:
             if not any(category for _, category in tags):
                 unnamed += 1
                 continue
-            items.append(EvalItem(id=stem, prompt=self.prompt, image=src.url_of(*parts, images[stem]),
-                                  meta={"tags": [list(t) for t in tags], "premarked": True}))
+            items.append(
+                EvalItem(
+                    id=stem,
+                    prompt=self.prompt,
+                    image=src.url_of(*parts, images[stem]),
+                    meta={"tags": [list(t) for t in tags], "premarked": True},
+                )
+            )
         if skipped or unnamed:
-            log.warning("listing: left out %d skipped/imageless and %d unnamed marked images in %s",
-                        skipped, unnamed, src.url)
+            log.warning(
+                "listing: left out %d skipped/imageless and %d unnamed marked images in %s", skipped, unnamed, src.url
+            )
         if not items:
-            raise FormatError(src.url, "no marked image with named tags (marks JSON with 'category' per tag, "
-                              "as `som mark --masks` writes)")
+            raise FormatError(
+                src.url,
+                "no marked image with named tags (marks JSON with 'category' per tag, as `som mark --masks` writes)",
+            )
         return take(items, limit)
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, Any]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+    ) -> dict[str, Any]:
         from som.eval.items import answers_for
 
         answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
         scored = [item for item in items if item.id in answered]
-        result = score_listing(([(int(n), c) for n, c in item.meta["tags"]] for item in scored),
-                               (answered[item.id] for item in scored))
+        result = score_listing(
+            ([(int(n), c) for n, c in item.meta["tags"]] for item in scored), (answered[item.id] for item in scored)
+        )
         return {"benchmark": "listing", **result, "headline": result["f1"] * 100}

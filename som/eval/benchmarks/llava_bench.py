@@ -88,7 +88,9 @@ def load_rules(path: str | Path | None = None) -> dict[str, dict[str, str]]:
     else:
         data = read_json(path)
         data = data.get("rules", data) if isinstance(data, dict) else data
-    if not isinstance(data, dict) or not all(isinstance(r, dict) and "prompt" in r and "role" in r for r in data.values()):
+    if not isinstance(data, dict) or not all(
+        isinstance(r, dict) and "prompt" in r and "role" in r for r in data.values()
+    ):
         raise FormatError(path or "llava_bench_rules.json", "expected {key: {role, prompt}} rules")
     return data
 
@@ -96,11 +98,13 @@ def load_rules(path: str | Path | None = None) -> dict[str, dict[str, str]]:
 def review_prompt(context: str, question: str, reference: str, answer: str, rule: Mapping[str, str]) -> str:
     """The user message of one review: context, question, both answers, the rule."""
     role = rule["role"]
-    return (f"[Context]\n{context}\n\n"
-            f"[Question]\n{question}\n\n"
-            f"[{role} 1]\n{reference}\n\n[End of {role} 1]\n\n"
-            f"[{role} 2]\n{answer}\n\n[End of {role} 2]\n\n"
-            f"[System]\n{rule['prompt']}\n\n")
+    return (
+        f"[Context]\n{context}\n\n"
+        f"[Question]\n{question}\n\n"
+        f"[{role} 1]\n{reference}\n\n[End of {role} 1]\n\n"
+        f"[{role} 2]\n{answer}\n\n[End of {role} 2]\n\n"
+        f"[System]\n{rule['prompt']}\n\n"
+    )
 
 
 def parse_score_pair(review: str) -> tuple[float, float] | None:
@@ -128,8 +132,16 @@ class Review:
     requests: int
 
 
-def review(item: EvalItem, answer: str, judge: Judge, rules: Mapping[str, Mapping[str, str]],
-           temperature: float = LLAVA_TEMPERATURE, *, retry_unparsable: bool = False, run: int = 0) -> Review:
+def review(
+    item: EvalItem,
+    answer: str,
+    judge: Judge,
+    rules: Mapping[str, Mapping[str, str]],
+    temperature: float = LLAVA_TEMPERATURE,
+    *,
+    retry_unparsable: bool = False,
+    run: int = 0,
+) -> Review:
     """Judge one answer as eval_gpt_review_bench.py does (one request; an unparsable reply is
     kept as unparsed). With `retry_unparsable` it is asked again at each RETRY_TEMPERATURES.
     `run` numbers repeated reviews of the same answer so each is a fresh request."""
@@ -144,8 +156,9 @@ def review(item: EvalItem, answer: str, judge: Judge, rules: Mapping[str, Mappin
         scores = parse_score_pair(content)
         if scores is not None:
             return Review(item.id, item.meta["category"], scores, content, requests)
-    log.warning("llava_bench: judge reply for question %s is unparsable after %d requests: %r",
-                item.id, requests, content[:200])
+    log.warning(
+        "llava_bench: judge reply for question %s is unparsable after %d requests: %r", item.id, requests, content[:200]
+    )
     return Review(item.id, item.meta["category"], None, content, requests)
 
 
@@ -196,8 +209,11 @@ def summarize(reviews: Sequence[Review], *, drop_unparsed: bool = False) -> dict
 
 def _pair(value: Any) -> tuple[float, float] | None:
     """Two numbers, else None."""
-    if isinstance(value, list) and len(value) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         return float(value[0]), float(value[1])
     return None
 
@@ -236,8 +252,16 @@ def scores_from_reviews(reviews: Sequence[Review]) -> dict[str, Any]:
         "categories": summary,
         "unparsed": sum(r.scores is None for r in reviews),
         "excluding_unparsed": summarize(reviews, drop_unparsed=True),
-        "reviews": [{"question_id": r.question_id, "category": r.category, "tuple": list(r.scores or (-1, -1)),
-                     "content": r.content, "requests": r.requests} for r in reviews],
+        "reviews": [
+            {
+                "question_id": r.question_id,
+                "category": r.category,
+                "tuple": list(r.scores or (-1, -1)),
+                "content": r.content,
+                "requests": r.requests,
+            }
+            for r in reviews
+        ],
     }
 
 
@@ -268,8 +292,10 @@ def scores_from_runs(runs: Sequence[Sequence[Review]], labels: Sequence[str] | N
             "reference": statistics.fmean(f["reference"] for f in found),
             "model": statistics.fmean(f["model"] for f in found),
             "runs": len(found),
-            "official_rounding": {key: round(statistics.fmean(f["official_rounding"][key] for f in found), 1)
-                                  for key in ("relative", "reference", "model")},
+            "official_rounding": {
+                key: round(statistics.fmean(f["official_rounding"][key] for f in found), 1)
+                for key in ("relative", "reference", "model")
+            },
         }
     return {
         "benchmark": "llava_bench",
@@ -331,12 +357,14 @@ class LlavaBenchBenchmark:
         elif src.exists(COCO_FILES[0]):
             items = self._items(src, COCO_FILES, _context_coco, "")
         else:
-            raise FormatError(src.url, f"no LLaVA-Bench questions: expected {WILD_FILES[0]} (In-the-Wild) "
-                              f"or {COCO_FILES[0]} (COCO)")
+            raise FormatError(
+                src.url, f"no LLaVA-Bench questions: expected {WILD_FILES[0]} (In-the-Wild) or {COCO_FILES[0]} (COCO)"
+            )
         return take(items, limit)
 
-    def _items(self, src: Source, files: tuple[str, str, str], context_of: Callable[[Mapping[str, Any]], str],
-               rule_prefix: str) -> list[EvalItem]:
+    def _items(
+        self, src: Source, files: tuple[str, str, str], context_of: Callable[[Mapping[str, Any]], str], rule_prefix: str
+    ) -> list[EvalItem]:
         """Items of one layout; `files` are (questions, reference answers, contexts by image)."""
         from som import storage
         from som.eval.items import EvalItem, check_unique
@@ -354,19 +382,31 @@ class LlavaBenchBenchmark:
                 raise FormatError(answers_path, f"no reference answer for question_id {question_id}")
             if image not in contexts:
                 raise FormatError(context_path, f"no context for image {image} (question_id {question_id})")
-            items.append(EvalItem(
-                id=question_id,
-                prompt=text_field(record, "text", questions_path, line),
-                image=storage.join(image_root, image),
-                meta={"category": category, "rule": rule_prefix + category,
-                      "context": context_of(contexts[image]),
-                      "reference": text_field(references[question_id], "text", answers_path, None)},
-            ))
+            items.append(
+                EvalItem(
+                    id=question_id,
+                    prompt=text_field(record, "text", questions_path, line),
+                    image=storage.join(image_root, image),
+                    meta={
+                        "category": category,
+                        "rule": rule_prefix + category,
+                        "context": context_of(contexts[image]),
+                        "reference": text_field(references[question_id], "text", answers_path, None),
+                    },
+                )
+            )
         check_unique(items, str(questions_path))
         return items
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, Any]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+    ) -> dict[str, Any]:
         from som.eval.items import answers_for
 
         if judge is None:
@@ -379,8 +419,18 @@ class LlavaBenchBenchmark:
         cached = judge.with_cache(cache_url)
 
         def review_all(run: int) -> list[Review]:
-            return cached.map(lambda item: review(item, answered[item.id], cached, rules, self.temperature,
-                                                  retry_unparsable=self.retry_unparsable, run=run), todo)
+            return cached.map(
+                lambda item: review(
+                    item,
+                    answered[item.id],
+                    cached,
+                    rules,
+                    self.temperature,
+                    retry_unparsable=self.retry_unparsable,
+                    run=run,
+                ),
+                todo,
+            )
 
         try:
             runs = [review_all(run) for run in range(self.runs)]

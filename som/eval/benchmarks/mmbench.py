@@ -92,22 +92,55 @@ UPLOAD_DROPPED = ("hint", "category", "source", "image", "comment", "l2-category
 UPLOAD_PREDICTION_COLUMN = 6
 REQUIRED_COLUMNS = ("index", "question", "hint", "A", "B", "image")
 
-PANDAS_NA: frozenset[str] = frozenset({
-    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
-})
+PANDAS_NA: frozenset[str] = frozenset(
+    {
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
 """Cells pandas (>= 2.0) reads as missing by default."""
 
 _INFER_LETTERS = "ABCDE"
 """eval_mmbench.py's can_infer_option looks for A-E whatever the number of options."""
 _AFFIXES: tuple[tuple[str, str], ...] = (
-    ("", "."), ("", ","), ("", ":"), ("", ")"), ("", ")."), ("(", ")"), ("(", ")."),
-    (":", ""), (":", ","), (":", "."), (":", ")"), (":", ")."),
+    ("", "."),
+    ("", ","),
+    ("", ":"),
+    ("", ")"),
+    ("", ")."),
+    ("(", ")"),
+    ("(", ")."),
+    (":", ""),
+    (":", ","),
+    (":", "."),
+    (":", ")"),
+    (":", ")."),
 )
 _API_FAILURE = "Failed to obtain answer via API"
 _IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
-    (b"II*\x00", "tif"), (b"MM\x00*", "tif"),
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF8", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tif"),
+    (b"MM\x00*", "tif"),
 )
 
 
@@ -147,7 +180,7 @@ def read_tsv(path: str | Path) -> TsvTable:
                     continue
                 if len(cells) != len(header):
                     raise FormatError(path, f"{len(cells)} cells, the header has {len(header)}", line)
-                rows.append((line, {k: (None if v in PANDAS_NA else v) for k, v in zip(header, cells)}))
+                rows.append((line, {k: (None if v in PANDAS_NA else v) for k, v in zip(header, cells, strict=False)}))
     except csv.Error as exc:
         raise FormatError(path, f"not a readable TSV ({exc})") from exc
     except UnicodeDecodeError as exc:
@@ -195,11 +228,20 @@ def load_rows(table: TsvTable) -> list[MMBenchRow]:
         options = {letter: value for letter in LETTERS if (value := cells.get(letter)) is not None}
         if answer is not None and answer not in options:
             raise FormatError(table.path, f"row {index}: answer {answer!r} is not one of its options", line)
-        rows.append(MMBenchRow(
-            index=index, question=cells["question"] or "", hint=cells["hint"], options=options, answer=answer,
-            category=cells.get("category"), l2_category=cells.get("l2-category"), split=cells.get("split"),
-            image=cells["image"] or "", line=line,
-        ))
+        rows.append(
+            MMBenchRow(
+                index=index,
+                question=cells["question"] or "",
+                hint=cells["hint"],
+                options=options,
+                answer=answer,
+                category=cells.get("category"),
+                l2_category=cells.get("l2-category"),
+                split=cells.get("split"),
+                image=cells["image"] or "",
+                line=line,
+            )
+        )
     return rows
 
 
@@ -224,7 +266,7 @@ def mmbench_prompt(row: MMBenchRow, lang: str = "en") -> str:
     if lang not in INSTRUCTIONS:
         raise ValueError(f"lang must be one of {', '.join(INSTRUCTIONS)}, got {lang!r}")
     text = row.question if _is_none(row.hint) else f"{row.hint}\n{row.question}"
-    for letter, option in zip(LETTERS, prompt_options(row)):
+    for letter, option in zip(LETTERS, prompt_options(row), strict=False):
         text += f"\n{letter}. {option}"
     return f"{text}\n{INSTRUCTIONS[lang]}"
 
@@ -322,8 +364,13 @@ class MMBenchScores:
         return data
 
 
-def score_mmbench(questions: Sequence[MMBenchQuestion], predictions: Mapping[str, str], *,
-                  benchmark: str = "mmbench", allow_partial: bool = False) -> MMBenchScores:
+def score_mmbench(
+    questions: Sequence[MMBenchQuestion],
+    predictions: Mapping[str, str],
+    *,
+    benchmark: str = "mmbench",
+    allow_partial: bool = False,
+) -> MMBenchScores:
     """CircularEval over the originals among `questions` (copies found by index % 1,000,000).
 
     `predictions` maps str(index) -> model text. Copies whose original is not among the
@@ -334,12 +381,15 @@ def score_mmbench(questions: Sequence[MMBenchQuestion], predictions: Mapping[str
     originals = sorted(group for group, copies in groups.items() if copies[0].index == group)
     orphans = len(groups) - len(originals)
     if orphans:
-        log.warning("%s: the circular copies of %d questions have no original among the rows; left out",
-                    benchmark, orphans)
+        log.warning(
+            "%s: the circular copies of %d questions have no original among the rows; left out", benchmark, orphans
+        )
     missing = [str(q.index) for g in originals for q in groups[g] if str(q.index) not in predictions]
     if missing and not allow_partial:
-        raise ValueError(f"{benchmark}: {len(missing)} of {sum(len(groups[g]) for g in originals)} rows have no "
-                         f"answer (e.g. {missing[:3]}); pass allow_partial to score the fully answered questions")
+        raise ValueError(
+            f"{benchmark}: {len(missing)} of {sum(len(groups[g]) for g in originals)} rows have no "
+            f"answer (e.g. {missing[:3]}); pass allow_partial to score the fully answered questions"
+        )
     absent = set(missing)
     scored = [g for g in originals if not any(str(q.index) in absent for q in groups[g])]
     if not scored:
@@ -349,7 +399,7 @@ def score_mmbench(questions: Sequence[MMBenchQuestion], predictions: Mapping[str
     for group in scored:
         letters = [infer_letter(predictions[str(q.index)], q.choices) for q in groups[group]]
         truth = [q.answer for q in groups[group]]
-        wrong = any(letter is not None and letter != gt for letter, gt in zip(letters, truth))
+        wrong = any(letter is not None and letter != gt for letter, gt in zip(letters, truth, strict=False))
         open_rows = sum(letter is None for letter in letters)
         undecided_answers += open_rows if not wrong else 0
         circular.append(not wrong and not open_rows)
@@ -363,11 +413,11 @@ def score_mmbench(questions: Sequence[MMBenchQuestion], predictions: Mapping[str
         vanilla_accuracy=_percent(vanilla),
         questions=len(scored),
         rows=sum(len(groups[g]) for g in scored),
-        undecided=sum(u and not c for u, c in zip(upper, circular)),
+        undecided=sum(u and not c for u, c in zip(upper, circular, strict=False)),
         undecided_answers=undecided_answers,
-        per_category=_per((q.category, hit) for q, hit in zip(main, circular)),
-        per_l2_category=_per((q.l2_category, hit) for q, hit in zip(main, circular)),
-        per_split=_per((q.split, hit) for q, hit in zip(main, circular)),
+        per_category=_per((q.category, hit) for q, hit in zip(main, circular, strict=False)),
+        per_l2_category=_per((q.l2_category, hit) for q, hit in zip(main, circular, strict=False)),
+        per_split=_per((q.split, hit) for q, hit in zip(main, circular, strict=False)),
         skipped_questions=len(originals) - len(scored),
         missing=missing,
     )
@@ -376,14 +426,20 @@ def score_mmbench(questions: Sequence[MMBenchQuestion], predictions: Mapping[str
 def questions_of(rows: Sequence[MMBenchRow], path: str | Path) -> list[MMBenchQuestion]:
     """Scoring records of TSV rows; a TSV without answers (the test split) cannot be scored."""
     if any(row.answer is None for row in rows):
-        raise FormatError(path, "rows without an 'answer' (the test split is scored by the MMBench server: "
-                          "write the upload file with `som eval submission mmbench`)")
-    return [MMBenchQuestion(row.index, row.answer or "", dict(row.options), row.category, row.l2_category,
-                            row.split) for row in rows]
+        raise FormatError(
+            path,
+            "rows without an 'answer' (the test split is scored by the MMBench server: "
+            "write the upload file with `som eval submission mmbench`)",
+        )
+    return [
+        MMBenchQuestion(row.index, row.answer or "", dict(row.options), row.category, row.l2_category, row.split)
+        for row in rows
+    ]
 
 
-def score_mmbench_files(questions: str | Path, answers: str, *, lang: str = "en",
-                        allow_partial: bool = False) -> MMBenchScores:
+def score_mmbench_files(
+    questions: str | Path, answers: str, *, lang: str = "en", allow_partial: bool = False
+) -> MMBenchScores:
     """Score an answers JSONL (question_id + text, or id + answer) against an MMBench TSV.
 
     `lang` only names the result ("mmbench" / "mmbench_cn"): the rules are the same."""
@@ -404,8 +460,11 @@ def submission_table(table: TsvTable, predictions: Mapping[str, str]) -> list[li
     """convert_mmbench_for_submission.py's sheet (header first) for these predictions."""
     header = [name for name in table.header if name not in UPLOAD_DROPPED]
     if len(header) < UPLOAD_PREDICTION_COLUMN:
-        raise FormatError(table.path, f"needs at least {UPLOAD_PREDICTION_COLUMN} columns besides "
-                          f"{', '.join(UPLOAD_DROPPED)} (the upload puts 'prediction' 7th)")
+        raise FormatError(
+            table.path,
+            f"needs at least {UPLOAD_PREDICTION_COLUMN} columns besides "
+            f"{', '.join(UPLOAD_DROPPED)} (the upload puts 'prediction' 7th)",
+        )
     sheet: list[list[Any]] = [header[:UPLOAD_PREDICTION_COLUMN] + ["prediction"] + header[UPLOAD_PREDICTION_COLUMN:]]
     for line, cells in table.rows:
         try:
@@ -413,8 +472,9 @@ def submission_table(table: TsvTable, predictions: Mapping[str, str]) -> list[li
         except ValueError:
             raise FormatError(table.path, f"index {cells['index']!r} is not an integer", line) from None
         values: list[Any] = [index if name == "index" else cells[name] for name in header]
-        sheet.append(values[:UPLOAD_PREDICTION_COLUMN] + [predictions.get(str(index))]
-                     + values[UPLOAD_PREDICTION_COLUMN:])
+        sheet.append(
+            values[:UPLOAD_PREDICTION_COLUMN] + [predictions.get(str(index))] + values[UPLOAD_PREDICTION_COLUMN:]
+        )
     return sheet
 
 
@@ -439,9 +499,7 @@ def write_submission(questions: str | Path, answers: str, out: str, *, allow_par
 
     Rows without an answer are an error unless `allow_partial` (then their prediction cell
     stays empty, as the converter leaves it)."""
-    from openpyxl import Workbook
 
-    from som import storage
     from som.eval.items import load_answers
 
     table = read_tsv(questions)
@@ -450,16 +508,25 @@ def write_submission(questions: str | Path, answers: str, out: str, *, allow_par
     at = sheet[0].index("index")
     unanswered = [str(row[at]) for row in sheet[1:] if row[UPLOAD_PREDICTION_COLUMN] is None]
     if unanswered and not allow_partial:
-        raise FormatError(answers, f"{len(unanswered)} of {len(sheet) - 1} rows of {questions} have no answer "
-                          f"(e.g. {unanswered[:3]}); pass allow_partial to upload them empty")
+        raise FormatError(
+            answers,
+            f"{len(unanswered)} of {len(sheet) - 1} rows of {questions} have no answer "
+            f"(e.g. {unanswered[:3]}); pass allow_partial to upload them empty",
+        )
     indices = {str(row[at]) for row in sheet[1:]}
     strays = [key for key in predictions if key not in indices]
     if strays:
         log.warning("%d answers in %s are for indices not in %s (e.g. %s)", len(strays), answers, questions, strays[:3])
     save_sheet(sheet, out)
-    return {"file": out, "rows": len(sheet) - 1, "answered": len(sheet) - 1 - len(unanswered),
-            "unanswered": len(unanswered), "missing": unanswered[:20], "unmatched_answers": len(strays),
-            "upload_to": UPLOAD_URL}
+    return {
+        "file": out,
+        "rows": len(sheet) - 1,
+        "answered": len(sheet) - 1 - len(unanswered),
+        "unanswered": len(unanswered),
+        "missing": unanswered[:20],
+        "unmatched_answers": len(strays),
+        "upload_to": UPLOAD_URL,
+    }
 
 
 # --- items -----------------------------------------------------------------------------------
@@ -498,8 +565,10 @@ def store_images(rows: Sequence[MMBenchRow], folder: str, path: str) -> dict[int
         try:
             storage.write_many(pending, durable=False)
         except OSError as exc:
-            raise SourceError(f"cannot write MMBench images to {folder} ({exc}); pass images=<a writable "
-                              "folder or URL> (e.g. get_benchmark('mmbench', images='s3://bucket/mmbench'))") from exc
+            raise SourceError(
+                f"cannot write MMBench images to {folder} ({exc}); pass images=<a writable "
+                "folder or URL> (e.g. get_benchmark('mmbench', images='s3://bucket/mmbench'))"
+            ) from exc
         log.info("wrote %d decoded MMBench images to %s", len(pending), folder)
     return urls
 
@@ -528,8 +597,11 @@ class MMBenchBenchmark:
             return TSV_FILES[self.lang]
         found = [name for name in src.files(suffixes=(".tsv",)) if "/" not in name]
         if len(found) != 1:
-            raise FormatError(src.given, f"expected {TSV_FILES.get(self.lang, 'one .tsv file')} or a single .tsv "
-                              f"file, found {', '.join(found) or 'none'}; pass tsv=<file name>")
+            raise FormatError(
+                src.given,
+                f"expected {TSV_FILES.get(self.lang, 'one .tsv file')} or a single .tsv "
+                f"file, found {', '.join(found) or 'none'}; pass tsv=<file name>",
+            )
         return found[0]
 
     def load_items(self, source: str, *, limit: int | None = None) -> list[EvalItem]:
@@ -548,15 +620,29 @@ class MMBenchBenchmark:
                 id=str(row.index),
                 prompt=mmbench_prompt(row, self.lang),
                 image=images[row.index],
-                meta={"index": row.index, "answer": row.answer, "choices": row.options, "category": row.category,
-                      "l2_category": row.l2_category, "split": row.split, "tsv": str(path)},
+                meta={
+                    "index": row.index,
+                    "answer": row.answer,
+                    "choices": row.options,
+                    "category": row.category,
+                    "l2_category": row.l2_category,
+                    "split": row.split,
+                    "tsv": str(path),
+                },
             )
             for row in rows
         ]
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False,
-              output_url: str | None = None) -> dict[str, object]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+        output_url: str | None = None,
+    ) -> dict[str, object]:
         """CircularEval over the items' original questions (see the module docstring).
 
         With `output_url` (the runner's variant folder) the upload xlsx of these answers is
@@ -573,14 +659,29 @@ class MMBenchBenchmark:
             upload = {"file": out, "upload_to": UPLOAD_URL}
         unknown = [item.id for item in items if item.meta.get("answer") is None]
         if unknown and upload is not None:
-            return {"benchmark": self.name, "submission_only": True, "headline": None, "submission": upload,
-                    "answered": len(answered), "questions": len(items)}
+            return {
+                "benchmark": self.name,
+                "submission_only": True,
+                "headline": None,
+                "submission": upload,
+                "answered": len(answered),
+                "questions": len(items),
+            }
         if unknown:
-            raise ValueError(f"{self.name}: items without an answer letter (e.g. {unknown[:3]}): the test split is "
-                             "scored by the MMBench server")
-        questions = [MMBenchQuestion(int(item.meta["index"]), str(item.meta["answer"]), dict(item.meta["choices"]),
-                                     item.meta.get("category"), item.meta.get("l2_category"), item.meta.get("split"))
-                     for item in items]
+            raise ValueError(
+                f"{self.name}: items without an answer letter (e.g. {unknown[:3]}): the test split is "
+                "scored by the MMBench server"
+            )
+        questions = [
+            MMBenchQuestion(
+                int(item.meta["index"]),
+                str(item.meta["answer"]),
+                dict(item.meta["choices"]),
+                item.meta.get("category"),
+                item.meta.get("l2_category"),
+                item.meta.get("split"),
+            )
+            for item in items
+        ]
         scores = score_mmbench(questions, answered, benchmark=self.name, allow_partial=allow_partial)
         return {**scores.to_dict(), "headline": scores.circular_accuracy, "submission": upload}
-

@@ -64,7 +64,6 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING, Any
 
 from som.eval.benchmarks import FormatError, iter_jsonl, require, text_field
@@ -174,7 +173,9 @@ def read_task_file(path: str | Path, *, columns: int = 4) -> list[tuple[int, lis
             hint = " (a template without model responses?)" if len(fields) == 3 else ""
             raise FormatError(path, f"expected {columns} tab-separated fields, got {len(fields)}{hint}", number)
         if columns == 4 and len(fields) > 4:
-            raise FormatError(path, f"expected 4 tab-separated fields, got {len(fields)}; responses must not contain tabs", number)
+            raise FormatError(
+                path, f"expected 4 tab-separated fields, got {len(fields)}; responses must not contain tabs", number
+            )
         rows.append((number, fields))
     return rows
 
@@ -263,9 +264,7 @@ def score_results(results: Mapping[str, Sequence[MMERow]], source: str | Path | 
     missing = [t for t in TASKS if t not in results]
     if missing:
         raise FormatError(source or "results", f"missing tasks: {', '.join(missing)}")
-    tasks = {
-        t: score_task(t, results[t], Path(source) / f"{t}.txt" if source is not None else None) for t in TASKS
-    }
+    tasks = {t: score_task(t, results[t], Path(source) / f"{t}.txt" if source is not None else None) for t in TASKS}
     perception = 0.0
     for t in PERCEPTION_TASKS:
         perception += tasks[t].score
@@ -420,7 +419,9 @@ def _read_answers(path: str | Path, *, allow_duplicates: bool) -> tuple[list[_An
         question_id = require(record, "question_id", path, line)
         if not isinstance(question_id, str):
             raise FormatError(path, f"question_id must be the image path (a string), got {question_id!r}", line)
-        answer = _Answer(question_id, text_field(record, "prompt", path, line), text_field(record, "text", path, line), line)
+        answer = _Answer(
+            question_id, text_field(record, "prompt", path, line), text_field(record, "text", path, line), line
+        )
         key = (answer.question_id, answer.prompt)
         if key in answers:
             if not allow_duplicates:
@@ -464,13 +465,18 @@ def llava_rows(
         if unanswered:
             q = unanswered[0]
             raise FormatError(
-                answers_path, f"{len(unanswered)} questions have no answer, e.g. {q.question_id} (questions line {q.line})"
+                answers_path,
+                f"{len(unanswered)} questions have no answer, e.g. {q.question_id} (questions line {q.line})",
             )
         asked = {(q.question_id, q.text) for q in questions}
         not_in_questions = sum((a.question_id, a.prompt) not in asked for a in answers)
         if not_in_questions:
-            log.warning("%d answers in %s are not in %s; scored from their own prompts, as LLaVA's converter does",
-                        not_in_questions, answers_path, questions_path)
+            log.warning(
+                "%d answers in %s are not in %s; scored from their own prompts, as LLaVA's converter does",
+                not_in_questions,
+                answers_path,
+                questions_path,
+            )
 
     by_image: dict[str, dict[str, list[MMERow]]] = defaultdict(lambda: defaultdict(list))
     no_truth: list[tuple[_Answer, str]] = []
@@ -523,12 +529,15 @@ def score_llava_answers(
 ) -> tuple[MMEScores, MMEConversion]:
     """Convert LLaVA answers (optionally writing eval_tool files) and score them."""
     results, report = llava_rows(
-        questions_path, answers_path, load_ground_truth(gt_dir), skip_missing=skip_missing, allow_duplicates=allow_duplicates
+        questions_path,
+        answers_path,
+        load_ground_truth(gt_dir),
+        skip_missing=skip_missing,
+        allow_duplicates=allow_duplicates,
     )
     if write_dir is not None:
         write_results_dir(results, write_dir)
     return score_results(results, source=write_dir), report
-
 
 
 # --- items ----------------------------------------------------------------------------------
@@ -550,8 +559,11 @@ def _ground_truth_folder(src: Source) -> str:
         names = src.files(*parts, suffixes=(".txt",))
         if any(name.split("/", 1)[0] in TASKS or name[:-4] in TASKS for name in names):
             return candidate
-    raise FormatError(src.url, f"no MME ground truth: expected {RELEASE_FOLDER}/, {TEMPLATE_FOLDER}/ "
-                      "or the release / eval_tool layout in the folder itself")
+    raise FormatError(
+        src.url,
+        f"no MME ground truth: expected {RELEASE_FOLDER}/, {TEMPLATE_FOLDER}/ "
+        "or the release / eval_tool layout in the folder itself",
+    )
 
 
 def _release_images(src: Source, folder: str) -> dict[tuple[str, str], str]:
@@ -609,24 +621,30 @@ class MMEBenchmark:
                 missing.append(f"{question_id}: {text.splitlines()[0]!r}")
                 continue
             image_name, answer = truth
-            items.append(EvalItem(
-                id=f"{question_id}#{k}",
-                prompt=text,
-                image=storage.join(image_root, question_id),
-                meta={"task": task, "image_name": image_name, "question": question, "answer": answer},
-            ))
+            items.append(
+                EvalItem(
+                    id=f"{question_id}#{k}",
+                    prompt=text,
+                    image=storage.join(image_root, question_id),
+                    meta={"task": task, "image_name": image_name, "question": question, "answer": answer},
+                )
+            )
         if missing and not self.skip_missing_gt:
-            raise FormatError(gt.source, f"{len(missing)} questions have no ground truth here (e.g. {missing[0]}); "
-                              "use the official eval_tool template or the release, or set skip_missing_gt "
-                              "to leave them out")
+            raise FormatError(
+                gt.source,
+                f"{len(missing)} questions have no ground truth here (e.g. {missing[0]}); "
+                "use the official eval_tool template or the release, or set skip_missing_gt "
+                "to leave them out",
+            )
         if missing:
             log.warning("MME: %d questions have no ground truth in %s and are left out", len(missing), gt.source)
         check_unique(items, src.url)
         return take(items, limit)
 
     @staticmethod
-    def _uncovered_records(src: Source, release: str, gt: GroundTruth,
-                           records: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    def _uncovered_records(
+        src: Source, release: str, gt: GroundTruth, records: Sequence[tuple[str, str, str]]
+    ) -> list[tuple[str, str, str]]:
         """Ground-truth questions the question file lacks, as (question_id, task, LLaVA prompt)."""
         covered = set()
         for question_id, task, text in records:
@@ -641,9 +659,12 @@ class MMEBenchmark:
         for task, stem, question in lacking:
             image = images.get((task, stem))
             if image is None:
-                raise FormatError(src.url, f"{QUESTIONS_FILE} lacks {len(lacking)} ground-truth questions (e.g. "
-                                  f"{task}/{stem}: {question!r}) and no release image was found for them; add the "
-                                  f"release images ({RELEASE_FOLDER}/) or a complete {QUESTIONS_FILE}")
+                raise FormatError(
+                    src.url,
+                    f"{QUESTIONS_FILE} lacks {len(lacking)} ground-truth questions (e.g. "
+                    f"{task}/{stem}: {question!r}) and no release image was found for them; add the "
+                    f"release images ({RELEASE_FOLDER}/) or a complete {QUESTIONS_FILE}",
+                )
             added.append((image, task, llava_prompt(question)))
         log.info("MME: %d ground-truth questions missing from %s are asked too", len(added), QUESTIONS_FILE)
         return added
@@ -660,8 +681,15 @@ class MMEBenchmark:
             records.append((image, task, llava_prompt(question)))
         return records
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, Any]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+    ) -> dict[str, Any]:
         from som.eval.items import answers_for
 
         answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)

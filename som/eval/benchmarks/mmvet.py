@@ -50,9 +50,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from som.eval.benchmarks import FormatError, iter_jsonl, read_json, text_field
 
@@ -196,8 +194,10 @@ def load_grades(path: str | Path) -> dict[str, list[float]]:
         scores: Any = entry.get("score") if isinstance(entry, dict) else entry
         if isinstance(scores, (int, float)) and not isinstance(scores, bool):
             scores = [scores]
-        if not isinstance(scores, list) or not scores or not all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores
+        if (
+            not isinstance(scores, list)
+            or not scores
+            or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores)
         ):
             raise FormatError(path, f"sample {sample_id}: 'score' must be a non-empty list of numbers")
         grades[sample_id] = [float(s) for s in scores]
@@ -371,18 +371,26 @@ GT_FILE = "mm-vet.json"
 IMAGE_FOLDER = "images"
 
 
-def grade_answers(samples: Mapping[str, MMVetSample], answers: Mapping[str, str], judge: JudgeModel,
-                  runs: int = 1) -> dict[str, list[Grade]]:
+def grade_answers(
+    samples: Mapping[str, MMVetSample], answers: Mapping[str, str], judge: JudgeModel, runs: int = 1
+) -> dict[str, list[Grade]]:
     """Grade every answered sample `runs` times with the official rule (the evaluator's
     `num_run`: 1 by default, 5 in the paper), `judge.max_concurrency` samples at a time.
 
     Each run starts again at temperature 0, as the official loop does; runs after the first
     are cached under their own key (`Judge.ask(run=...)`), so they are fresh requests."""
+
     def grade_all_runs(sample_id: str) -> list[Grade]:
         sample = samples[sample_id]
-        return [grade(sample.question, sample.answer, answers[sample_id],
-                      functools.partial(judge.ask, max_tokens=JUDGE_MAX_TOKENS, run=run))
-                for run in range(runs)]
+        return [
+            grade(
+                sample.question,
+                sample.answer,
+                answers[sample_id],
+                functools.partial(judge.ask, max_tokens=JUDGE_MAX_TOKENS, run=run),
+            )
+            for run in range(runs)
+        ]
 
     ids = [sample_id for sample_id in samples if sample_id in answers]
     grades = judge.map(grade_all_runs, ids)
@@ -392,9 +400,14 @@ def grade_answers(samples: Mapping[str, MMVetSample], answers: Mapping[str, str]
 def grader_output(grades: Mapping[str, Sequence[Grade]], model: str) -> dict[str, dict[str, list[Any]]]:
     """The official grader's file format ({id: {model, content, score}}, one list entry per run);
     `load_grades` reads it."""
-    return {sample_id: {"model": [model] * len(runs), "content": [g.content for g in runs],
-                        "score": [g.score for g in runs]}
-            for sample_id, runs in grades.items()}
+    return {
+        sample_id: {
+            "model": [model] * len(runs),
+            "content": [g.content for g in runs],
+            "score": [g.score for g in runs],
+        }
+        for sample_id, runs in grades.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -421,22 +434,37 @@ class MMVetBenchmark:
         samples = load_samples(src.local(GT_FILE))
         image_root = self.images or src.url_of(IMAGE_FOLDER)
         items = [
-            EvalItem(id=s.sample_id, prompt=s.question, image=storage.join(image_root, s.image) if s.image else None,
-                     meta={"answer": s.answer, "capabilities": sorted(s.capabilities)})
+            EvalItem(
+                id=s.sample_id,
+                prompt=s.question,
+                image=storage.join(image_root, s.image) if s.image else None,
+                meta={"answer": s.answer, "capabilities": sorted(s.capabilities)},
+            )
             for s in samples.values()
         ]
         return take(items, limit)
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: JudgeModel | None = None,
-              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, Any]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: JudgeModel | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+    ) -> dict[str, Any]:
         from som.eval.items import answers_for
 
         if judge is None:
             raise ValueError("mmvet: scoring needs a judge (som.eval.judge.Judge, e.g. model gpt-4-0613)")
         answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
-        samples = {item.id: MMVetSample(item.id, item.prompt, item.meta["answer"],
-                                        frozenset(item.meta["capabilities"]), item.image or "")
-                   for item in items if item.id in answered}
+        samples = {
+            item.id: MMVetSample(
+                item.id, item.prompt, item.meta["answer"], frozenset(item.meta["capabilities"]), item.image or ""
+            )
+            for item in items
+            if item.id in answered
+        }
         if self.runs < 1:
             raise ValueError(f"mmvet: runs must be at least 1, got {self.runs}")
         cached = judge.with_cache(cache_url)
@@ -446,8 +474,7 @@ class MMVetBenchmark:
         finally:
             if cached is not judge:
                 cached.close()
-        scores = score_mmvet(samples, {s: [g.score for g in runs] for s, runs in grades.items()},
-                             grades_path="<judge>")
+        scores = score_mmvet(samples, {s: [g.score for g in runs] for s, runs in grades.items()}, grades_path="<judge>")
         scores = replace(scores, judge_models=[judge.model])
         return {
             **scores.to_dict(),

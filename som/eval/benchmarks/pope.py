@@ -58,7 +58,6 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-
 from typing import TYPE_CHECKING, Any
 
 from som.eval.benchmarks import FormatError, iter_jsonl, require, text_field
@@ -193,7 +192,9 @@ def load_answers(path: str | Path) -> dict[str, str]:
     for line, record in iter_jsonl(path):
         question_id = str(require(record, "question_id", path, line))
         if question_id in answers:
-            raise FormatError(path, f"second answer to question_id {question_id} (first on line {first_line[question_id]})", line)
+            raise FormatError(
+                path, f"second answer to question_id {question_id} (first on line {first_line[question_id]})", line
+            )
         answers[question_id] = text_field(record, "text", path, line)
         first_line[question_id] = line
     return answers
@@ -241,10 +242,10 @@ def split_score(split: str, predictions: Sequence[bool], labels: Sequence[bool])
     """Metrics for one split; predictions and labels are True for "yes", in matching order."""
     if len(predictions) != len(labels):
         raise ValueError(f"{len(predictions)} predictions but {len(labels)} labels")
-    tp = sum(p and g for p, g in zip(predictions, labels))
-    fp = sum(p and not g for p, g in zip(predictions, labels))
-    tn = sum(not p and not g for p, g in zip(predictions, labels))
-    fn = sum(not p and g for p, g in zip(predictions, labels))
+    tp = sum(p and g for p, g in zip(predictions, labels, strict=False))
+    fp = sum(p and not g for p, g in zip(predictions, labels, strict=False))
+    tn = sum(not p and not g for p, g in zip(predictions, labels, strict=False))
+    fn = sum(not p and g for p, g in zip(predictions, labels, strict=False))
     n = len(labels)
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
@@ -310,7 +311,7 @@ def _pair_by_position(
     asked = [(by_id[qid], normalize_answer(text) == "yes") for qid, text in answers.items() if qid in by_id]
     if not asked:
         return None, len(labels.order), 0, 0
-    paired = list(zip(asked, labels.order))
+    paired = list(zip(asked, labels.order, strict=False))
     score = split_score(labels.split, [p for (_, p), _ in paired], [truth for _, (_, truth) in paired])
     score = replace(score, yes_ratio=sum(p for _, p in asked) / len(asked))
     mismatched = sum(question_key(q.image, q.text) != key for (q, _), (key, _) in paired)
@@ -338,7 +339,9 @@ def score_pope(
     known_ids = {q.question_id for q in questions}
     strays = [qid for qid in answers if qid not in known_ids]
     if strays:
-        raise FormatError(questions_path, f"{len(strays)} answered question_ids are not in this question file, e.g. {strays[:3]}")
+        raise FormatError(
+            questions_path, f"{len(strays)} answered question_ids are not in this question file, e.g. {strays[:3]}"
+        )
     by_split = {labels.split: labels for labels in label_sets}
     missing_splits = _ordered(set(SPLITS).union(q.category for q in questions) - set(by_split))
     if missing_splits:
@@ -346,7 +349,8 @@ def score_pope(
         if not allow_partial:
             raise FormatError(
                 where,
-                f"no label file for split(s) {', '.join(missing_splits)} (expected coco_pope_<split>.json); the mean F1 "
+                f"no label file for split(s) {', '.join(missing_splits)} (expected coco_pope_<split>.json); the mean "
+                f"F1 "
                 "needs every split: pass allow_partial (--allow-partial) to score the others",
             )
         log.warning("no label file for split(s) %s in %s; the mean F1 leaves them out", missing_splits, where)
@@ -365,7 +369,8 @@ def score_pope(
         if missing and not allow_partial:
             raise FormatError(
                 questions_path,
-                f"{len(missing)} of {len(split_questions)} {split} questions have no answer (e.g. question_id {missing[0]}); "
+                f"{len(missing)} of {len(split_questions)} {split} questions have no answer (e.g. question_id "
+                f"{missing[0]}); "
                 "pass allow_partial (--allow-partial) to score only the answered ones",
             )
         unanswered[split] = len(missing)
@@ -374,12 +379,16 @@ def score_pope(
             score = split_score(split, predictions, truths) if predictions else None
             unmatched[split], unpaired[split], mismatched[split] = len(labels.labels) - asked, 0, 0
         else:
-            score, unmatched[split], unpaired[split], mismatched[split] = _pair_by_position(split_questions, answers, labels)
+            score, unmatched[split], unpaired[split], mismatched[split] = _pair_by_position(
+                split_questions, answers, labels
+            )
             if mismatched[split] or unpaired[split]:
                 log.warning(
                     "%s: positional pairing put %d answers against label lines of other questions (%d answers past the "
-                    "last line); the label file is not the one the question file was built from", labels.path,
-                    mismatched[split], unpaired[split],
+                    "last line); the label file is not the one the question file was built from",
+                    labels.path,
+                    mismatched[split],
+                    unpaired[split],
                 )
         if unmatched[split]:
             log.info("%s: %d labelled questions are not paired with an answer", labels.path, unmatched[split])
@@ -465,16 +474,24 @@ class PopeBenchmark:
         else:
             questions_path = src.url
             questions = [
-                PopeQuestion(f"{labels.split}/{record['question_id']}", text_field(record, "image", labels.path, line),
-                             _with_suffix(text_field(record, "text", labels.path, line)), labels.split, line)
+                PopeQuestion(
+                    f"{labels.split}/{record['question_id']}",
+                    text_field(record, "image", labels.path, line),
+                    _with_suffix(text_field(record, "text", labels.path, line)),
+                    labels.split,
+                    line,
+                )
                 for labels in label_sets
                 for line, record in iter_jsonl(labels.path)
             ]
         wanted = set(SPLITS).union(q.category for q in questions)
         lacking = _ordered(wanted - set(by_split))
         if lacking and not self.allow_missing_splits:
-            raise FormatError(src.url, f"no label file for split(s) {', '.join(lacking)} (coco_pope_<split>.json); "
-                              "POPE's mean F1 needs all three: add them, or set allow_missing_splits")
+            raise FormatError(
+                src.url,
+                f"no label file for split(s) {', '.join(lacking)} (coco_pope_<split>.json); "
+                "POPE's mean F1 needs all three: add them, or set allow_missing_splits",
+            )
         image_root = self.images or src.url_of(IMAGE_FOLDER)
         from som import storage
 
@@ -485,29 +502,46 @@ class PopeBenchmark:
                 continue
             key = question_key(q.image, q.text)
             if key not in labels.labels:
-                raise FormatError(questions_path, f"question_id {q.question_id} ({key[1]!r} on {key[0]}) is not in "
-                                  f"{labels.path}", q.line)
-            items.append(EvalItem(
-                id=q.question_id,
-                prompt=_with_suffix(q.text),
-                image=storage.join(image_root, q.image),
-                meta={"split": q.category, "image_name": q.image, "label": "yes" if labels.labels[key] else "no"},
-            ))
+                raise FormatError(
+                    questions_path,
+                    f"question_id {q.question_id} ({key[1]!r} on {key[0]}) is not in {labels.path}",
+                    q.line,
+                )
+            items.append(
+                EvalItem(
+                    id=q.question_id,
+                    prompt=_with_suffix(q.text),
+                    image=storage.join(image_root, q.image),
+                    meta={"split": q.category, "image_name": q.image, "label": "yes" if labels.labels[key] else "no"},
+                )
+            )
         check_unique(items, str(questions_path))
         return take(items, limit)
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, Any]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+    ) -> dict[str, Any]:
         from som.eval.items import answers_for
 
         answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
-        questions = [PopeQuestion(item.id, item.meta["image_name"], item.prompt, item.meta["split"], index)
-                     for index, item in enumerate(items, start=1)]
+        questions = [
+            PopeQuestion(item.id, item.meta["image_name"], item.prompt, item.meta["split"], index)
+            for index, item in enumerate(items, start=1)
+        ]
         labels: dict[str, dict[tuple[str, str], bool]] = {}
         for item in items:
             labels.setdefault(item.meta["split"], {})[question_key(item.meta["image_name"], item.prompt)] = (
-                item.meta["label"] == "yes")
-        label_sets = [PopeLabels(split, Path(f"<items:{split}>"), split_labels) for split, split_labels in labels.items()]
+                item.meta["label"] == "yes"
+            )
+        label_sets = [
+            PopeLabels(split, Path(f"<items:{split}>"), split_labels) for split, split_labels in labels.items()
+        ]
         scores = score_pope(questions, answered, label_sets, allow_partial=True, questions_path="<items>")
         return {**scores.to_dict(), "headline": scores.mean_f1 * 100}
 
@@ -515,8 +549,13 @@ class PopeBenchmark:
 def _source_labels(src: Source) -> list[PopeLabels]:
     """The coco_pope_<split>.json files of the first label folder that has any."""
     for folder in LABEL_FOLDERS:
-        names = [name for name in src.files(*([folder] if folder else []), suffixes=(".json",))
-                 if "/" not in name and name.startswith("coco_pope_")]
+        names = [
+            name
+            for name in src.files(*([folder] if folder else []), suffixes=(".json",))
+            if "/" not in name and name.startswith("coco_pope_")
+        ]
         if names:
             return [load_labels(src.local(*([folder] if folder else []), name)) for name in names]
-    raise FormatError(src.url, "no POPE label files (coco_pope_<split>.json) in coco/, output/coco/ or the folder itself")
+    raise FormatError(
+        src.url, "no POPE label files (coco_pope_<split>.json) in coco/, output/coco/ or the folder itself"
+    )

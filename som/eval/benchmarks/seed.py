@@ -123,8 +123,10 @@ class SeedOfficial:
     def to_dict(self) -> dict[str, object]:
         return {
             "per_dimension": self.per_dimension,
-            "counts": {name: None if acc is None else {"correct": acc.correct, "total": acc.total}
-                       for name, acc in self.splits.items()},
+            "counts": {
+                name: None if acc is None else {"correct": acc.correct, "total": acc.total}
+                for name, acc in self.splits.items()
+            },
             "report": self.report,
         }
 
@@ -174,7 +176,9 @@ def _question(record: Mapping[str, Any], path: str | Path, line: int | None) -> 
     try:
         type_id = int(record["question_type_id"])
     except (TypeError, ValueError):
-        raise FormatError(path, f"question {record['question_id']}: question_type_id must be an integer", line) from None
+        raise FormatError(
+            path, f"question {record['question_id']}: question_type_id must be an integer", line
+        ) from None
     choices = {
         letter: str(record[f"choice_{letter.lower()}"]) for letter in LETTERS if f"choice_{letter.lower()}" in record
     }
@@ -309,17 +313,13 @@ def lenient_letter(response: str, choices: Mapping[str, str] | None = None) -> s
     return None
 
 
-def _accuracy(
-    questions: Sequence[SeedQuestion], right: Sequence[bool], names: Mapping[int, str]
-) -> SeedAccuracy:
+def _accuracy(questions: Sequence[SeedQuestion], right: Sequence[bool], names: Mapping[int, str]) -> SeedAccuracy:
     totals: Counter[int] = Counter()
     correct: Counter[int] = Counter()
-    for question, ok in zip(questions, right):
+    for question, ok in zip(questions, right, strict=False):
         totals[question.question_type_id] += 1
         correct[question.question_type_id] += ok
-    per_type = {
-        names.get(t, str(t)): correct[t] / totals[t] * 100 for t in sorted(totals)
-    }
+    per_type = {names.get(t, str(t)): correct[t] / totals[t] * 100 for t in sorted(totals)}
     n = sum(totals.values())
     hits = sum(correct.values())
     return SeedAccuracy(overall=hits / n * 100 if n else 0.0, correct=hits, total=n, per_type=per_type)
@@ -340,7 +340,7 @@ def official_summary(
         report = [f"{name}: {accuracy:.2f}%" for name, accuracy in overall.per_type.items()]
         report.append(f"Total accuracy: {overall.overall:.2f}%")
     for kind in ("image", "video"):
-        chosen = [(q, ok) for q, ok in zip(questions, right) if q.data_type == kind]
+        chosen = [(q, ok) for q, ok in zip(questions, right, strict=False) if q.data_type == kind]
         if chosen:
             split = _accuracy([q for q, _ in chosen], [ok for _, ok in chosen], type_names)
             splits[kind] = split
@@ -398,7 +398,8 @@ def score_seed_files(
         log.warning(
             "%d answers in %s have a string question_id that LLaVA's converter looks up as an integer; "
             "they count as wrong, as in convert_seed_for_submission.py (write numeric ids as JSON numbers)",
-            type_mismatches, answers,
+            type_mismatches,
+            answers,
         )
     elif unmatched:
         log.warning("%d answers in %s are for question_ids not in %s", unmatched, answers, questions)
@@ -411,6 +412,7 @@ def score_seed_files(
 
 # --- upload file -------------------------------------------------------------------------------
 
+
 def _upload_answer(by_id: Mapping[int | str, str], question_id: Any) -> str | None:
     """The converter's lookup for the upload file: the id as the annotation types it, then int() of it."""
     if question_id in by_id:
@@ -421,7 +423,9 @@ def _upload_answer(by_id: Mapping[int | str, str], question_id: Any) -> str | No
         return None
 
 
-def write_upload(questions: str | Path, answers: str | Path, out: str, *, allow_partial: bool = False) -> dict[str, Any]:
+def write_upload(
+    questions: str | Path, answers: str | Path, out: str, *, allow_partial: bool = False
+) -> dict[str, Any]:
     """Write the leaderboard upload file from LLaVA's answers, as convert_seed_for_submission.py
     does, and return what was written with the converter's scores.
 
@@ -451,8 +455,11 @@ def write_upload(questions: str | Path, answers: str | Path, out: str, *, allow_
             continue
         lines.append(json.dumps({"question_id": question_id, "prediction": text}) + "\n")
     if missing and not allow_partial:
-        raise FormatError(answers, f"no answer to {len(missing)} of {len(records)} questions in {path} (e.g. "
-                                   f"{missing[:3]}); pass --allow-partial to write the answered ones")
+        raise FormatError(
+            answers,
+            f"no answer to {len(missing)} of {len(records)} questions in {path} (e.g. "
+            f"{missing[:3]}); pass --allow-partial to write the answered ones",
+        )
     storage.write_bytes_atomic(out, "".join(lines).encode("utf-8"))
     scores = score_seed_files(path, answers, data_type="all")
     log.info("wrote %d lines to %s", len(lines), out)
@@ -467,7 +474,7 @@ def write_upload(questions: str | Path, answers: str | Path, out: str, *, allow_
         "video_accuracy": scores.split_accuracy("video"),
         "report": scores.official.report if scores.official is not None else [],
         "upload": "SEED-Bench leaderboard (huggingface.co/spaces/AILab-CVC/SEED-Bench_Leaderboard), "
-                  "with SEED-Bench's notebook, as LLaVA's docs/Evaluation.md says",
+        "with SEED-Bench's notebook, as LLaVA's docs/Evaluation.md says",
     }
 
 
@@ -568,8 +575,9 @@ class SeedBenchmark:
             raise FormatError(path, "expected SEED-Bench.json with a 'questions' list")
         _, names = load_questions(path)
         image_root = self.images or src.url_of(IMAGE_FOLDER)
-        frames = self._frames(src) if any(isinstance(r, dict) and r.get("data_type") == "video" for r in records) \
-            else None
+        frames = (
+            self._frames(src) if any(isinstance(r, dict) and r.get("data_type") == "video" for r in records) else None
+        )
         items: list[EvalItem] = []
         first: dict[str, SeedQuestion] = {}
         listed: Counter[str] = Counter()
@@ -596,28 +604,46 @@ class SeedBenchmark:
                     skipped += 1
                     continue
             else:
-                raise FormatError(path, f"question {q.question_id}: data_type must be 'image' or 'video', "
-                                        f"got {q.data_type!r}")
+                raise FormatError(
+                    path, f"question {q.question_id}: data_type must be 'image' or 'video', got {q.data_type!r}"
+                )
             first[q.question_id] = q
             listed[q.question_id] += 1
-            items.append(EvalItem(
-                id=q.question_id,
-                prompt=seed_prompt(record["question"], q.choices),
-                image=image,
-                meta={"answer": q.answer, "question_type_id": q.question_type_id,
-                      "question_type": names.get(q.question_type_id, str(q.question_type_id)),
-                      "choices": q.choices, "data_type": q.data_type},
-            ))
+            items.append(
+                EvalItem(
+                    id=q.question_id,
+                    prompt=seed_prompt(record["question"], q.choices),
+                    image=image,
+                    meta={
+                        "answer": q.answer,
+                        "question_type_id": q.question_type_id,
+                        "question_type": names.get(q.question_type_id, str(q.question_type_id)),
+                        "choices": q.choices,
+                        "data_type": q.data_type,
+                    },
+                )
+            )
         if skipped:
-            log.warning("%s: skipping %d video questions: no frames in %s and no videos (give the videos "
-                        "folder, or LLaVA's extracted frames); all/video accuracy will not be reported",
-                        path, skipped, frames.root if frames is not None else FRAME_FOLDER)
+            log.warning(
+                "%s: skipping %d video questions: no frames in %s and no videos (give the videos "
+                "folder, or LLaVA's extracted frames); all/video accuracy will not be reported",
+                path,
+                skipped,
+                frames.root if frames is not None else FRAME_FOLDER,
+            )
         # score() sees only items, so each carries what it needs to count as the converter does.
         items = [with_meta(item, listed=listed[item.id], video_skipped=skipped) for item in items]
         return take(items, limit)
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, object]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+    ) -> dict[str, object]:
         """The converter's image accuracy as headline, and its all/image/video accuracy (repeated
         ids counted as listed; all/video unless video questions were skipped)."""
         from som.eval.items import answers_for
@@ -625,11 +651,18 @@ class SeedBenchmark:
         answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
         scored = [item for item in items if item.id in answered] if allow_partial else items
         questions = [
-            SeedQuestion(item.id, item.meta["answer"], int(item.meta["question_type_id"]),
-                         item.meta.get("data_type", "image"), dict(item.meta["choices"]))
+            SeedQuestion(
+                item.id,
+                item.meta["answer"],
+                int(item.meta["question_type_id"]),
+                item.meta.get("data_type", "image"),
+                dict(item.meta["choices"]),
+            )
             for item in scored
         ]
-        as_listed = [q for q, item in zip(questions, scored) for _ in range(int(item.meta.get("listed", 1)))]
+        as_listed = [
+            q for q, item in zip(questions, scored, strict=True) for _ in range(int(item.meta.get("listed", 1)))
+        ]
         names = {int(item.meta["question_type_id"]): item.meta["question_type"] for item in items}
         scores = score_seed(questions, answered, type_names=names, lenient=True)
         scores = replace(scores, official=official_summary(as_listed, answered, names))

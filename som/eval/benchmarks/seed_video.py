@@ -53,8 +53,9 @@ def middle(frames: float) -> int:
     return int(float(frames - 1) / 2)
 
 
-def frame_index(question_type_id: int, frame_count: int, *, fps: float | None = None,
-                segment: Sequence[float] | None = None) -> int:
+def frame_index(
+    question_type_id: int, frame_count: int, *, fps: float | None = None, segment: Sequence[float] | None = None
+) -> int:
     """The index LLaVA's extract_video_frames.py saves for a question of this dimension."""
     if question_type_id == 10:
         return middle(frame_count - 1)
@@ -89,8 +90,9 @@ def video_path(videos: Path, record: Mapping[str, Any]) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise VideoFrameError(f"question {record['question_id']}: video not found (looked for "
-                          f"{', '.join(str(c) for c in candidates)})")
+    raise VideoFrameError(
+        f"question {record['question_id']}: video not found (looked for {', '.join(str(c) for c in candidates)})"
+    )
 
 
 def _open(path: Path) -> Any:

@@ -111,8 +111,7 @@ class SqaScores:
     def summary_line(self) -> str:
         """The line eval_science_qa.py prints."""
         img = f"{self.img_accuracy:.2f}%" if self.img_accuracy is not None else "n/a"
-        return (f"Total: {self.count}, Correct: {self.correct}, Accuracy: {self.accuracy:.2f}%, "
-                f"IMG-Accuracy: {img}")
+        return f"Total: {self.count}, Correct: {self.correct}, Accuracy: {self.accuracy:.2f}%, IMG-Accuracy: {img}"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -227,8 +226,12 @@ def load_sqa_answers(path: str | Path, prompts: Mapping[str, str] | None = None)
         if prompt is None and prompts is not None:
             prompt = prompts.get(str(key))
         if not isinstance(prompt, str):
-            raise FormatError(path, f"answer to {key!r} has no 'prompt' (it says whether the question has an "
-                              "image); pass LLaVA's question file to rebuild it", line)
+            raise FormatError(
+                path,
+                f"answer to {key!r} has no 'prompt' (it says whether the question has an "
+                "image); pass LLaVA's question file to rebuild it",
+                line,
+            )
         answer = SqaAnswer(text, prompt)
         if key in answers and answers[key] != answer:
             raise FormatError(path, f"second, different answer to question_id {key!r}", line)
@@ -239,15 +242,22 @@ def load_sqa_answers(path: str | Path, prompts: Mapping[str, str] | None = None)
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def score_sqa(problems: Sequence[SqaProblem], answers: Mapping[Any, SqaAnswer], *, split: str = "test",
-              allow_partial: bool = False) -> SqaScores:
+def score_sqa(
+    problems: Sequence[SqaProblem],
+    answers: Mapping[Any, SqaAnswer],
+    *,
+    split: str = "test",
+    allow_partial: bool = False,
+) -> SqaScores:
     """eval_science_qa.py over `problems`; unanswered ones are an error unless `allow_partial`."""
     if not problems:
         raise ValueError("no problems to score")
     missing = [p.id for p in problems if p.id not in answers]
     if missing and not allow_partial:
-        raise ValueError(f"sqa: {len(missing)} of {len(problems)} problems have no answer (e.g. {missing[:3]}); "
-                         "pass allow_partial to score them as FAILED, as eval_science_qa.py does")
+        raise ValueError(
+            f"sqa: {len(missing)} of {len(problems)} problems have no answer (e.g. {missing[:3]}); "
+            "pass allow_partial to score them as FAILED, as eval_science_qa.py does"
+        )
     if missing:
         log.warning("sqa: %d of %d problems have no answer; scored as FAILED", len(missing), len(problems))
     output: dict[str, list[dict[str, Any]]] = {"correct": [], "incorrect": []}
@@ -259,14 +269,16 @@ def score_sqa(problems: Sequence[SqaProblem], answers: Mapping[Any, SqaAnswer], 
         letter = parse_answer(answer.text)
         failed += letter == FAILED
         index = choice_index(letter, problem.num_choices)
-        output["correct" if index == problem.answer else "incorrect"].append({
-            "question_id": problem.id,
-            "parsed_ans": letter,
-            "ground_truth": OPTIONS[problem.answer],
-            "question": answer.prompt,
-            "pred": answer.text,
-            "is_multimodal": IMAGE_TOKEN in answer.prompt,
-        })
+        output["correct" if index == problem.answer else "incorrect"].append(
+            {
+                "question_id": problem.id,
+                "parsed_ans": letter,
+                "ground_truth": OPTIONS[problem.answer],
+                "question": answer.prompt,
+                "pred": answer.text,
+                "is_multimodal": IMAGE_TOKEN in answer.prompt,
+            }
+        )
         results[problem.id] = index
         outputs[problem.id] = answer.text
     correct, count = len(output["correct"]), len(problems)
@@ -288,8 +300,14 @@ def score_sqa(problems: Sequence[SqaProblem], answers: Mapping[Any, SqaAnswer], 
     )
 
 
-def score_sqa_files(base_dir: str | Path, answers: str | Path, *, split: str = "test",
-                    questions: str | Path | None = None, allow_partial: bool = False) -> SqaScores:
+def score_sqa_files(
+    base_dir: str | Path,
+    answers: str | Path,
+    *,
+    split: str = "test",
+    questions: str | Path | None = None,
+    allow_partial: bool = False,
+) -> SqaScores:
     """Score a LLaVA answers JSONL against `base_dir`'s problems.json / pid_splits.json.
 
     `questions` (LLaVA's llava_test_CQM-A.json) supplies the prompt of answer lines that lack
@@ -301,9 +319,12 @@ def score_sqa_files(base_dir: str | Path, answers: str | Path, *, split: str = "
     unmatched = [key for key in read if key not in known]
     type_mismatches = sum(str(key) in known for key in unmatched)
     if type_mismatches:
-        log.warning("%d answers in %s have an integer question_id; eval_science_qa.py looks problems up by "
-                    "their string id, so they count as unanswered (write ids as JSON strings)",
-                    type_mismatches, answers)
+        log.warning(
+            "%d answers in %s have an integer question_id; eval_science_qa.py looks problems up by "
+            "their string id, so they count as unanswered (write ids as JSON strings)",
+            type_mismatches,
+            answers,
+        )
     elif unmatched:
         log.warning("%d answers in %s are for problems not in split %r", len(unmatched), answers, split)
     try:
@@ -314,8 +335,9 @@ def score_sqa_files(base_dir: str | Path, answers: str | Path, *, split: str = "
     return replace(scores, unmatched_answers=len(unmatched), id_type_mismatches=type_mismatches)
 
 
-def write_llava_files(scores: SqaScores, output_file: str | Path | None = None,
-                      output_result: str | Path | None = None) -> None:
+def write_llava_files(
+    scores: SqaScores, output_file: str | Path | None = None, output_result: str | Path | None = None
+) -> None:
     """LLaVA's --output-file and --output-result, written as eval_science_qa.py writes them."""
     for path, document in ((output_file, scores.output), (output_result, scores.result)):
         if path is not None:
@@ -355,27 +377,44 @@ class SqaBenchmark:
             if problem is None:
                 continue
             image = question["image"]
-            items.append(EvalItem(
-                id=problem.id,
-                prompt=sqa_prompt(question["question"]),
-                image=storage.join(image_root, image) if image is not None else None,
-                meta={"answer": problem.answer, "num_choices": problem.num_choices},
-            ))
+            items.append(
+                EvalItem(
+                    id=problem.id,
+                    prompt=sqa_prompt(question["question"]),
+                    image=storage.join(image_root, image) if image is not None else None,
+                    meta={"answer": problem.answer, "num_choices": problem.num_choices},
+                )
+            )
         check_unique(items, str(questions))
         if len(items) < len(problems):
-            log.warning("%s: %d problems of split %r have no question in %s; they are not asked (the official "
-                        "script would score them as FAILED)",
-                        source, len(problems) - len(items), self.split, QUESTION_FILE)
+            log.warning(
+                "%s: %d problems of split %r have no question in %s; they are not asked (the official "
+                "script would score them as FAILED)",
+                source,
+                len(problems) - len(items),
+                self.split,
+                QUESTION_FILE,
+            )
         return take(items, limit)
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False) -> dict[str, object]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+    ) -> dict[str, object]:
         """Scores as eval_science_qa.py gives them for LLaVA answer files of these items."""
         from som.eval.items import answers_for
 
         answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
         problems = [SqaProblem(item.id, int(item.meta["answer"]), int(item.meta["num_choices"])) for item in items]
-        recorded = {item.id: SqaAnswer(answered[item.id], recorded_prompt(item.prompt, item.image is not None))
-                    for item in items if item.id in answered}
+        recorded = {
+            item.id: SqaAnswer(answered[item.id], recorded_prompt(item.prompt, item.image is not None))
+            for item in items
+            if item.id in answered
+        }
         scores = score_sqa(problems, recorded, split=self.split, allow_partial=allow_partial)
         return {**scores.to_dict(), "headline": scores.img_accuracy}

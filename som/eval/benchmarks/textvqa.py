@@ -99,8 +99,9 @@ def load_annotations(path: str | Path) -> dict[Key, TextVqaAnnotation]:
         if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
             raise FormatError(path, f"data[{index}]: 'answers' must be a list of strings")
         image_id, question = text_field(record, "image_id", path, None), text_field(record, "question", path, None)
-        annotation = TextVqaAnnotation(str(require(record, "question_id", path, None)), image_id, question,
-                                       tuple(answers))
+        annotation = TextVqaAnnotation(
+            str(require(record, "question_id", path, None)), image_id, question, tuple(answers)
+        )
         out[(image_id, question.lower())] = annotation
     return out
 
@@ -119,9 +120,15 @@ def _score(annotation: TextVqaAnnotation, answer: str, where: str | Path) -> flo
         raise FormatError(where, f"question_id {annotation.question_id}: {exc}") from None
 
 
-def score_textvqa(results: Sequence[AnswerLine], annotations: Mapping[Key, TextVqaAnnotation], *,
-                  expected: set[Key] | None = None, allow_partial: bool = False,
-                  answers_path: str | Path = "answers", annotations_path: str | Path = "annotations") -> dict[str, Any]:
+def score_textvqa(
+    results: Sequence[AnswerLine],
+    annotations: Mapping[Key, TextVqaAnnotation],
+    *,
+    expected: set[Key] | None = None,
+    allow_partial: bool = False,
+    answers_path: str | Path = "answers",
+    annotations_path: str | Path = "annotations",
+) -> dict[str, Any]:
     """Accuracy of answer lines whose `prompt` is set; `expected` are the keys that need an
     answer (default: every annotation)."""
     scores = []
@@ -131,21 +138,33 @@ def score_textvqa(results: Sequence[AnswerLine], annotations: Mapping[Key, TextV
             raise FormatError(answers_path, "answer has no 'prompt' to find its question by", result.line)
         key = _key(result.question_id, result.prompt, answers_path, result.line)
         if key not in annotations:
-            raise FormatError(answers_path, f"no annotation for question {key[1]!r} on image {key[0]} in "
-                              f"{annotations_path}", result.line)
+            raise FormatError(
+                answers_path,
+                f"no annotation for question {key[1]!r} on image {key[0]} in {annotations_path}",
+                result.line,
+            )
         answered.add(key)
         scores.append(_score(annotations[key], result.text, annotations_path))
     wanted = set(annotations) if expected is None else expected
     missing = sorted(wanted - answered)
     if missing and not allow_partial:
-        raise FormatError(answers_path, f"{len(missing)} of {len(wanted)} questions have no answer (e.g. {missing[0]}); "
-                          "pass --allow-partial to score the answered ones")
+        raise FormatError(
+            answers_path,
+            f"{len(missing)} of {len(wanted)} questions have no answer (e.g. {missing[0]}); "
+            "pass --allow-partial to score the answered ones",
+        )
     if not scores:
         raise FormatError(answers_path, "no answer to score")
     accuracy = 100.0 * (sum(scores) / len(scores))
-    return {"benchmark": "textvqa", "accuracy": accuracy, "accuracy_printed": f"{accuracy:.2f}",
-            "samples": len(scores), "questions": len(wanted), "unanswered": len(missing),
-            "unanswered_questions": [list(key) for key in missing[:20]]}
+    return {
+        "benchmark": "textvqa",
+        "accuracy": accuracy,
+        "accuracy_printed": f"{accuracy:.2f}",
+        "samples": len(scores),
+        "questions": len(wanted),
+        "unanswered": len(missing),
+        "unanswered_questions": [list(key) for key in missing[:20]],
+    }
 
 
 def load_questions(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
@@ -164,8 +183,11 @@ def _with_prompts(results: list[AnswerLine], questions: str | Path | None, answe
     if not lacking:
         return results
     if questions is None:
-        raise FormatError(answers, "answer lines have no 'prompt' (needed to find the question): pass the "
-                          "question file (--questions)", lacking[0].line)
+        raise FormatError(
+            answers,
+            "answer lines have no 'prompt' (needed to find the question): pass the question file (--questions)",
+            lacking[0].line,
+        )
     texts: dict[str, list[str]] = {}
     for _, record in load_questions(questions):
         texts.setdefault(record["question_id"], []).append(record["text"])
@@ -174,23 +196,34 @@ def _with_prompts(results: list[AnswerLine], questions: str | Path | None, answe
         if result.prompt is None:
             found = texts.get(str(result.question_id), [])
             if len(found) != 1:
-                raise FormatError(answers, f"question_id {result.question_id} is in {questions} {len(found)} times; "
-                                  "the answer line needs its 'prompt'", result.line)
+                raise FormatError(
+                    answers,
+                    f"question_id {result.question_id} is in {questions} {len(found)} times; "
+                    "the answer line needs its 'prompt'",
+                    result.line,
+                )
             result = AnswerLine(result.line, result.question_id, result.text, found[0])
         out.append(result)
     return out
 
 
-def score_textvqa_files(annotations: str | Path, answers: str | Path, *, questions: str | Path | None = None,
-                        allow_partial: bool = False) -> dict[str, Any]:
+def score_textvqa_files(
+    annotations: str | Path, answers: str | Path, *, questions: str | Path | None = None, allow_partial: bool = False
+) -> dict[str, Any]:
     """`som eval score textvqa`: eval_textvqa.py's accuracy of an answers file."""
     records = load_annotations(annotations)
     results = _with_prompts(read_answer_lines(answers), questions, answers)
     expected = None
     if questions is not None:
         expected = {_key(r["question_id"], r["text"], questions, line) for line, r in load_questions(questions)}
-    return score_textvqa(results, records, expected=expected, allow_partial=allow_partial, answers_path=answers,
-                         annotations_path=annotations)
+    return score_textvqa(
+        results,
+        records,
+        expected=expected,
+        allow_partial=allow_partial,
+        answers_path=answers,
+        annotations_path=annotations,
+    )
 
 
 # --- items ----------------------------------------------------------------------------------
@@ -223,25 +256,48 @@ class TextVQABenchmark:
         for line, record in load_questions(questions_path):
             key = _key(record["question_id"], record["text"], questions_path, line)
             if key not in annotations:
-                raise FormatError(questions_path, f"no annotation for question {key[1]!r} on image {key[0]} in "
-                                  f"{annotations_path}", line)
+                raise FormatError(
+                    questions_path,
+                    f"no annotation for question {key[1]!r} on image {key[0]} in {annotations_path}",
+                    line,
+                )
             annotation = annotations[key]
-            items.append(EvalItem(id=annotation.question_id, prompt=record["text"],
-                                  image=storage.join(image_root, record["image"]),
-                                  meta={"image_id": key[0], "question": key[1], "answers": list(annotation.answers)}))
+            items.append(
+                EvalItem(
+                    id=annotation.question_id,
+                    prompt=record["text"],
+                    image=storage.join(image_root, record["image"]),
+                    meta={"image_id": key[0], "question": key[1], "answers": list(annotation.answers)},
+                )
+            )
         check_unique(items, str(questions_path))
         return take(items, limit)
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False,
-              output_url: str | None = None) -> dict[str, Any]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+        output_url: str | None = None,
+    ) -> dict[str, Any]:
         from som.eval.items import answers_for
 
         answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
-        results = [AnswerLine(index, item.meta["image_id"], answered[item.id], item.prompt)
-                   for index, item in enumerate(items, start=1) if item.id in answered]
-        annotations = {(item.meta["image_id"], item.meta["question"]): TextVqaAnnotation(
-            item.id, item.meta["image_id"], item.meta["question"], tuple(item.meta["answers"])) for item in items}
-        scores = score_textvqa(results, annotations, allow_partial=True, answers_path="<answers>",
-                               annotations_path="<items>")
+        results = [
+            AnswerLine(index, item.meta["image_id"], answered[item.id], item.prompt)
+            for index, item in enumerate(items, start=1)
+            if item.id in answered
+        ]
+        annotations = {
+            (item.meta["image_id"], item.meta["question"]): TextVqaAnnotation(
+                item.id, item.meta["image_id"], item.meta["question"], tuple(item.meta["answers"])
+            )
+            for item in items
+        }
+        scores = score_textvqa(
+            results, annotations, allow_partial=True, answers_path="<answers>", annotations_path="<items>"
+        )
         return {**scores, "headline": scores["accuracy"]}

@@ -71,27 +71,49 @@ class VizWizAnnotation:
     answer_type: str
 
 
-def upload_records(questions: Sequence[LlavaQuestion], answers: Mapping[int, str], *,
-                   allow_partial: bool = False, where: str | Path = "answers") -> tuple[list[dict[str, str]], list[int]]:
+def upload_records(
+    questions: Sequence[LlavaQuestion],
+    answers: Mapping[int, str],
+    *,
+    allow_partial: bool = False,
+    where: str | Path = "answers",
+) -> tuple[list[dict[str, str]], list[int]]:
     """convert_vizwiz_for_submission.py's list, and the question_ids left out (unanswered)."""
     missing = [q.question_id for q in questions if q.question_id not in answers]
     if missing and not allow_partial:
-        raise FormatError(where, f"{len(missing)} of {len(questions)} questions have no answer (e.g. question_id "
-                          f"{missing[0]}); the server needs them all: pass --allow-partial to write the rest")
-    records = [{"image": q.image, "answer": evalai_answer(answers[q.question_id])}
-               for q in questions if q.question_id in answers]
+        raise FormatError(
+            where,
+            f"{len(missing)} of {len(questions)} questions have no answer (e.g. question_id "
+            f"{missing[0]}); the server needs them all: pass --allow-partial to write the rest",
+        )
+    records = [
+        {"image": q.image, "answer": evalai_answer(answers[q.question_id])}
+        for q in questions
+        if q.question_id in answers
+    ]
     return records, missing
 
 
-def _submission_summary(out: str, records: list[dict[str, str]], questions: int, missing: list[int],
-                        strays: int) -> dict[str, Any]:
-    return {"benchmark": "vizwiz", "split": "test", "upload_file": out, "upload_url": UPLOAD_URL,
-            "questions": questions, "answered": len(records), "missing": len(missing),
-            "missing_ids": missing[:20], "ignored_answers": strays, "complete": not missing}
+def _submission_summary(
+    out: str, records: list[dict[str, str]], questions: int, missing: list[int], strays: int
+) -> dict[str, Any]:
+    return {
+        "benchmark": "vizwiz",
+        "split": "test",
+        "upload_file": out,
+        "upload_url": UPLOAD_URL,
+        "questions": questions,
+        "answered": len(records),
+        "missing": len(missing),
+        "missing_ids": missing[:20],
+        "ignored_answers": strays,
+        "complete": not missing,
+    }
 
 
-def write_submission(questions: str | Path, answers: str | Path, out: str | Path, *,
-                     allow_partial: bool = False) -> dict[str, Any]:
+def write_submission(
+    questions: str | Path, answers: str | Path, out: str | Path, *, allow_partial: bool = False
+) -> dict[str, Any]:
     """Write the test-server upload for LLaVA answers; returns where it went and what it holds."""
     question_list = load_llava_questions(questions)
     by_id = answers_by_integer_id(answers)
@@ -114,17 +136,33 @@ def load_annotations(path: str | Path) -> list[VizWizAnnotation]:
         if not isinstance(record, dict):
             raise FormatError(path, f"record {index} is not an object")
         answers = require(record, "answers", path, None)
-        if not isinstance(answers, list) or not all(isinstance(a, dict) and isinstance(a.get("answer"), str)
-                                                    for a in answers) or not answers:
-            raise FormatError(path, f"record {index} ({record.get('image')}): 'answers' must be a list of "
-                              "{answer, answer_confidence}")
-        out.append(VizWizAnnotation(text_field(record, "image", path, None), text_field(record, "question", path, None),
-                                    tuple(a["answer"] for a in answers), text_field(record, "answer_type", path, None)))
+        if (
+            not isinstance(answers, list)
+            or not all(isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers)
+            or not answers
+        ):
+            raise FormatError(
+                path,
+                f"record {index} ({record.get('image')}): 'answers' must be a list of {{answer, answer_confidence}}",
+            )
+        out.append(
+            VizWizAnnotation(
+                text_field(record, "image", path, None),
+                text_field(record, "question", path, None),
+                tuple(a["answer"] for a in answers),
+                text_field(record, "answer_type", path, None),
+            )
+        )
     return out
 
 
-def score_vizwiz(annotations: Sequence[VizWizAnnotation], answers: Mapping[str, str], *,
-                 allow_partial: bool = False, where: str | Path = "answers") -> dict[str, Any]:
+def score_vizwiz(
+    annotations: Sequence[VizWizAnnotation],
+    answers: Mapping[str, str],
+    *,
+    allow_partial: bool = False,
+    where: str | Path = "answers",
+) -> dict[str, Any]:
     """VQA accuracy of `answers` (image name -> raw model answer) on annotated questions."""
     known = {a.image for a in annotations}
     strays = [image for image in answers if image not in known]
@@ -132,24 +170,40 @@ def score_vizwiz(annotations: Sequence[VizWizAnnotation], answers: Mapping[str, 
         raise FormatError(where, f"{len(strays)} answers are to images without annotation, e.g. {strays[:3]}")
     missing = [a.image for a in annotations if a.image not in answers]
     if missing and not allow_partial:
-        raise FormatError(where, f"{len(missing)} of {len(annotations)} annotated questions have no answer (e.g. "
-                          f"{missing[0]}); pass --allow-partial to score the answered ones")
-    rows = [(vizwiz_accuracy(evalai_answer(answers[a.image]), a.answers), a.answer_type, None)
-            for a in annotations if a.image in answers]
+        raise FormatError(
+            where,
+            f"{len(missing)} of {len(annotations)} annotated questions have no answer (e.g. "
+            f"{missing[0]}); pass --allow-partial to score the answered ones",
+        )
+    rows = [
+        (vizwiz_accuracy(evalai_answer(answers[a.image]), a.answers), a.answer_type, None)
+        for a in annotations
+        if a.image in answers
+    ]
     accuracy = summarize(rows, python2_rounding=False)
-    return {"benchmark": "vizwiz", "split": "val", "accuracy": accuracy.overall, "exact_accuracy": accuracy.exact_overall,
-            "per_answer_type": accuracy.per_answer_type, "questions": len(annotations), "answered": len(rows),
-            "unanswered": len(missing), "unanswered_images": missing[:20]}
+    return {
+        "benchmark": "vizwiz",
+        "split": "val",
+        "accuracy": accuracy.overall,
+        "exact_accuracy": accuracy.exact_overall,
+        "per_answer_type": accuracy.per_answer_type,
+        "questions": len(annotations),
+        "answered": len(rows),
+        "unanswered": len(missing),
+        "unanswered_images": missing[:20],
+    }
 
 
-def _answers_by_image(answers: str | Path, annotations: Sequence[VizWizAnnotation],
-                      questions: str | Path | None) -> dict[str, str]:
+def _answers_by_image(
+    answers: str | Path, annotations: Sequence[VizWizAnnotation], questions: str | Path | None
+) -> dict[str, str]:
     """Answers keyed by image: from an upload file ({"image", "answer"} list), or LLaVA answers
     whose question_ids a question file maps to images (default: position in `annotations`)."""
     if Path(answers).suffix == ".json":
         data = read_json(answers)
-        if not isinstance(data, list) or not all(isinstance(r, dict) and isinstance(r.get("image"), str)
-                                                 and isinstance(r.get("answer"), str) for r in data):
+        if not isinstance(data, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("image"), str) and isinstance(r.get("answer"), str) for r in data
+        ):
             raise FormatError(answers, "expected an upload file: a JSON list of {image, answer}")
         return {r["image"]: r["answer"] for r in data}
     if questions is not None:
@@ -159,17 +213,22 @@ def _answers_by_image(answers: str | Path, annotations: Sequence[VizWizAnnotatio
     by_id = answers_by_integer_id(answers)
     unknown = [key for key in by_id if key not in images]
     if unknown:
-        raise FormatError(answers, f"{len(unknown)} question_ids have no image (e.g. {unknown[:3]}); "
-                          f"{'are the questions from this split?' if questions else 'pass the question file (--questions)'}")
+        raise FormatError(
+            answers,
+            f"{len(unknown)} question_ids have no image (e.g. {unknown[:3]}); "
+            f"{'are the questions from this split?' if questions else 'pass the question file (--questions)'}",
+        )
     return {images[key]: text for key, text in by_id.items()}
 
 
-def score_vizwiz_files(annotations: str | Path, answers: str | Path, *, questions: str | Path | None = None,
-                       allow_partial: bool = False) -> dict[str, Any]:
+def score_vizwiz_files(
+    annotations: str | Path, answers: str | Path, *, questions: str | Path | None = None, allow_partial: bool = False
+) -> dict[str, Any]:
     """`som eval score vizwiz`: VQA accuracy of an answers file on VizWiz val."""
     records = load_annotations(annotations)
-    return score_vizwiz(records, _answers_by_image(answers, records, questions), allow_partial=allow_partial,
-                        where=answers)
+    return score_vizwiz(
+        records, _answers_by_image(answers, records, questions), allow_partial=allow_partial, where=answers
+    )
 
 
 # --- items ----------------------------------------------------------------------------------
@@ -205,33 +264,68 @@ class VizWizBenchmark:
             raise ValueError(f"vizwiz: split must be 'val' or 'test', got {split!r}")
         image_root = self.images or src.url_of(IMAGE_FOLDERS[split])
         if split == "val":
-            items = [EvalItem(id=str(index), prompt=val_prompt(a.question), image=storage.join(image_root, a.image),
-                              meta={"split": "val", "image_name": a.image, "answers": list(a.answers),
-                                    "answer_type": a.answer_type})
-                     for index, a in enumerate(load_annotations(src.local(ANNOTATIONS_FILE)))]
+            items = [
+                EvalItem(
+                    id=str(index),
+                    prompt=val_prompt(a.question),
+                    image=storage.join(image_root, a.image),
+                    meta={
+                        "split": "val",
+                        "image_name": a.image,
+                        "answers": list(a.answers),
+                        "answer_type": a.answer_type,
+                    },
+                )
+                for index, a in enumerate(load_annotations(src.local(ANNOTATIONS_FILE)))
+            ]
         else:
-            items = [EvalItem(id=str(q.question_id), prompt=q.text, image=storage.join(image_root, q.image),
-                              meta={"split": "test", "image_name": q.image})
-                     for q in load_llava_questions(src.local(QUESTIONS_FILE))]
+            items = [
+                EvalItem(
+                    id=str(q.question_id),
+                    prompt=q.text,
+                    image=storage.join(image_root, q.image),
+                    meta={"split": "test", "image_name": q.image},
+                )
+                for q in load_llava_questions(src.local(QUESTIONS_FILE))
+            ]
         return take(items, limit)
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False,
-              output_url: str | None = None) -> dict[str, Any]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+        output_url: str | None = None,
+    ) -> dict[str, Any]:
         """Val: accuracy (headline). Test: the upload file written to `output_url` (a folder),
         headline None, since only the server knows the answers."""
         from som.eval.items import answers_for
 
         answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
         if items and items[0].meta.get("split") == "val":
-            annotations = [VizWizAnnotation(item.meta["image_name"], "", tuple(item.meta["answers"]),
-                                            item.meta["answer_type"]) for item in items]
+            annotations = [
+                VizWizAnnotation(item.meta["image_name"], "", tuple(item.meta["answers"]), item.meta["answer_type"])
+                for item in items
+            ]
             by_image = {item.meta["image_name"]: answered[item.id] for item in items if item.id in answered}
             scores = score_vizwiz(annotations, by_image, allow_partial=True, where="<items>")
             return {**scores, "headline": scores["accuracy"]}
-        return submission_only(self.name, items, answered, output_url, UPLOAD_NAME, UPLOAD_URL,
-                               lambda: upload_records(
-                                   [LlavaQuestion(int(item.id), item.meta["image_name"], item.prompt, index)
-                                    for index, item in enumerate(items, start=1)],
-                                   {int(key): text for key, text in answered.items()}, allow_partial=True)[0])
-
+        return submission_only(
+            self.name,
+            items,
+            answered,
+            output_url,
+            UPLOAD_NAME,
+            UPLOAD_URL,
+            lambda: upload_records(
+                [
+                    LlavaQuestion(int(item.id), item.meta["image_name"], item.prompt, index)
+                    for index, item in enumerate(items, start=1)
+                ],
+                {int(key): text for key, text in answered.items()},
+                allow_partial=True,
+            )[0],
+        )

@@ -52,45 +52,166 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTRACTIONS: dict[str, str] = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
-    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
-    "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
-    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's",
-    "howd": "how'd", "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm",
-    "Ive": "I've", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll",
-    "let's": "let's", "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've",
-    "mightn'tve": "mightn't've", "mightve": "might've", "mustnt": "mustn't", "mustve": "must've",
-    "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't",
-    "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't",
-    "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's", "shouldve": "should've",
-    "shouldnt": "shouldn't", "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've",
-    "somebody'd": "somebodyd", "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
-    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd",
-    "someoned've": "someone'd've", "someone'dve": "someone'd've", "someonell": "someone'll",
-    "someones": "someone's", "somethingd": "something'd", "somethingd've": "something'd've",
-    "something'dve": "something'd've", "somethingll": "something'll", "thats": "that's",
-    "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've", "therere": "there're",
-    "theres": "there's", "theyd": "they'd", "theyd've": "they'd've", "they'dve": "they'd've",
-    "theyll": "they'll", "theyre": "they're", "theyve": "they've", "twas": "'twas", "wasnt": "wasn't",
-    "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't", "whatll": "what'll",
-    "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's", "whered": "where'd",
-    "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
-    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll",
-    "whyre": "why're", "whys": "why's", "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't",
-    "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll",
-    "y'allll": "y'all'll", "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've",
-    "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're",
+    "aint": "ain't",
+    "arent": "aren't",
+    "cant": "can't",
+    "couldve": "could've",
+    "couldnt": "couldn't",
+    "couldn'tve": "couldn't've",
+    "couldnt've": "couldn't've",
+    "didnt": "didn't",
+    "doesnt": "doesn't",
+    "dont": "don't",
+    "hadnt": "hadn't",
+    "hadnt've": "hadn't've",
+    "hadn'tve": "hadn't've",
+    "hasnt": "hasn't",
+    "havent": "haven't",
+    "hed": "he'd",
+    "hed've": "he'd've",
+    "he'dve": "he'd've",
+    "hes": "he's",
+    "howd": "how'd",
+    "howll": "how'll",
+    "hows": "how's",
+    "Id've": "I'd've",
+    "I'dve": "I'd've",
+    "Im": "I'm",
+    "Ive": "I've",
+    "isnt": "isn't",
+    "itd": "it'd",
+    "itd've": "it'd've",
+    "it'dve": "it'd've",
+    "itll": "it'll",
+    "let's": "let's",
+    "maam": "ma'am",
+    "mightnt": "mightn't",
+    "mightnt've": "mightn't've",
+    "mightn'tve": "mightn't've",
+    "mightve": "might've",
+    "mustnt": "mustn't",
+    "mustve": "must've",
+    "neednt": "needn't",
+    "notve": "not've",
+    "oclock": "o'clock",
+    "oughtnt": "oughtn't",
+    "ow's'at": "'ow's'at",
+    "'ows'at": "'ow's'at",
+    "'ow'sat": "'ow's'at",
+    "shant": "shan't",
+    "shed've": "she'd've",
+    "she'dve": "she'd've",
+    "she's": "she's",
+    "shouldve": "should've",
+    "shouldnt": "shouldn't",
+    "shouldnt've": "shouldn't've",
+    "shouldn'tve": "shouldn't've",
+    "somebody'd": "somebodyd",
+    "somebodyd've": "somebody'd've",
+    "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll",
+    "somebodys": "somebody's",
+    "someoned": "someone'd",
+    "someoned've": "someone'd've",
+    "someone'dve": "someone'd've",
+    "someonell": "someone'll",
+    "someones": "someone's",
+    "somethingd": "something'd",
+    "somethingd've": "something'd've",
+    "something'dve": "something'd've",
+    "somethingll": "something'll",
+    "thats": "that's",
+    "thered": "there'd",
+    "thered've": "there'd've",
+    "there'dve": "there'd've",
+    "therere": "there're",
+    "theres": "there's",
+    "theyd": "they'd",
+    "theyd've": "they'd've",
+    "they'dve": "they'd've",
+    "theyll": "they'll",
+    "theyre": "they're",
+    "theyve": "they've",
+    "twas": "'twas",
+    "wasnt": "wasn't",
+    "wed've": "we'd've",
+    "we'dve": "we'd've",
+    "weve": "we've",
+    "werent": "weren't",
+    "whatll": "what'll",
+    "whatre": "what're",
+    "whats": "what's",
+    "whatve": "what've",
+    "whens": "when's",
+    "whered": "where'd",
+    "wheres": "where's",
+    "whereve": "where've",
+    "whod": "who'd",
+    "whod've": "who'd've",
+    "who'dve": "who'd've",
+    "wholl": "who'll",
+    "whos": "who's",
+    "whove": "who've",
+    "whyll": "why'll",
+    "whyre": "why're",
+    "whys": "why's",
+    "wont": "won't",
+    "wouldve": "would've",
+    "wouldnt": "wouldn't",
+    "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've",
+    "yall": "y'all",
+    "yall'll": "y'all'll",
+    "y'allll": "y'all'll",
+    "yall'd've": "y'all'd've",
+    "y'alld've": "y'all'd've",
+    "y'all'dve": "y'all'd've",
+    "youd": "you'd",
+    "youd've": "you'd've",
+    "you'dve": "you'd've",
+    "youll": "you'll",
+    "youre": "you're",
     "youve": "you've",
 }
 """Word -> contraction (note "somebody'd" -> "somebodyd": the published table's own entry)."""
 
 NUMBER_WORDS: dict[str, str] = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-    "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
 }
 ARTICLES: frozenset[str] = frozenset({"a", "an", "the"})
 PUNCTUATION: tuple[str, ...] = (
-    ";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!",
+    ";",
+    "/",
+    "[",
+    "]",
+    '"',
+    "{",
+    "}",
+    "(",
+    ")",
+    "=",
+    "+",
+    "\\",
+    "_",
+    "-",
+    ">",
+    "<",
+    "@",
+    "`",
+    ",",
+    "?",
+    "!",
 )
 """Removed (or turned into a space); note "'", ":" and "." are not in it (periods: see below)."""
 
@@ -143,8 +264,9 @@ def m4c_answer_scores(human_answers: Sequence[str]) -> dict[str, float]:
         raise ValueError(f"TextVQA accuracy needs 10 human answers, got {len(processed)}")
     scores = {}
     for candidate in set(processed):
-        accs = [_soft(sum(other == candidate for j, other in enumerate(processed) if j != i))
-                for i in range(len(processed))]
+        accs = [
+            _soft(sum(other == candidate for j, other in enumerate(processed) if j != i)) for i in range(len(processed))
+        ]
         scores[candidate] = sum(accs) / len(accs)
     return scores
 
@@ -165,8 +287,9 @@ def vqa_accuracy(prediction: str, human_answers: Sequence[Mapping[str, Any]]) ->
     records = [{**record, "answer": _clean(str(record["answer"]))} for record in human_answers]
     answer = _clean(prediction)
     if len({record["answer"] for record in records}) > 1:
-        records = [{**record, "answer": digits_and_articles(punctuation(record["answer"], VQA_COMMA))}
-                   for record in records]
+        records = [
+            {**record, "answer": digits_and_articles(punctuation(record["answer"], VQA_COMMA))} for record in records
+        ]
         answer = digits_and_articles(punctuation(answer, VQA_COMMA))
     accs = [_soft(sum(other["answer"] == answer for other in records if other != record)) for record in records]
     return float(sum(accs)) / len(accs)
@@ -175,8 +298,10 @@ def vqa_accuracy(prediction: str, human_answers: Sequence[Mapping[str, Any]]) ->
 def vizwiz_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
     """VizWiz score (0-1) of one answer, as VizWiz's VQAEval (human answers taken as they are)."""
     answer = digits_and_articles(punctuation(_clean(prediction), VQA_COMMA))
-    accs = [_soft(sum(other == answer for j, other in enumerate(human_answers) if j != i))
-            for i in range(len(human_answers))]
+    accs = [
+        _soft(sum(other == answer for j, other in enumerate(human_answers) if j != i))
+        for i in range(len(human_answers))
+    ]
     return float(sum(accs)) / len(accs)
 
 
@@ -198,13 +323,18 @@ class VqaAccuracy:
     questions: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"overall": self.overall, "exact_overall": self.exact_overall,
-                "per_answer_type": self.per_answer_type, "per_question_type": self.per_question_type,
-                "questions": self.questions}
+        return {
+            "overall": self.overall,
+            "exact_overall": self.exact_overall,
+            "per_answer_type": self.per_answer_type,
+            "per_question_type": self.per_question_type,
+            "questions": self.questions,
+        }
 
 
-def summarize(scores: Iterable[tuple[float, str, str | None]], *, python2_rounding: bool,
-              digits: int = 2) -> VqaAccuracy:
+def summarize(
+    scores: Iterable[tuple[float, str, str | None]], *, python2_rounding: bool, digits: int = 2
+) -> VqaAccuracy:
     """setAccuracy: 100 * mean per group, in question order, rounded to `digits`.
 
     `scores` holds (score 0-1, answer type, question type or None) per question."""
@@ -225,7 +355,8 @@ def summarize(scores: Iterable[tuple[float, str, str | None]], *, python2_roundi
         exact_overall=exact,
         per_answer_type={k: rounding(100 * float(sum(v)) / len(v), digits) for k, v in by_answer.items()},
         per_question_type={k: rounding(100 * float(sum(v)) / len(v), digits) for k, v in by_question.items()}
-        if by_question else None,
+        if by_question
+        else None,
         questions=len(rows),
     )
 
@@ -297,8 +428,9 @@ def load_llava_questions(path: str | Path) -> list[LlavaQuestion]:
         if qid in seen:
             raise FormatError(path, f"question_id {qid} appears twice", line)
         seen.add(qid)
-        questions.append(LlavaQuestion(qid, text_field(record, "image", path, line),
-                                       text_field(record, "text", path, line), line))
+        questions.append(
+            LlavaQuestion(qid, text_field(record, "image", path, line), text_field(record, "text", path, line), line)
+        )
     return questions
 
 
@@ -316,15 +448,29 @@ def write_upload(url: str | Path, records: list[dict[str, Any]]) -> str:
     return target
 
 
-def submission_only(benchmark: str, items: Sequence[EvalItem], answered: Mapping[str, str], output_url: str | None,
-                    file_name: str, upload_url: str, build: Callable[[], list[dict[str, Any]]]) -> dict[str, Any]:
+def submission_only(
+    benchmark: str,
+    items: Sequence[EvalItem],
+    answered: Mapping[str, str],
+    output_url: str | None,
+    file_name: str,
+    upload_url: str,
+    build: Callable[[], list[dict[str, Any]]],
+) -> dict[str, Any]:
     """The runner's scores for a split only an evaluation server can score: where the upload
     file went (written to the folder `output_url` when given) and where to send it; headline None."""
     from som import storage
 
-    result: dict[str, Any] = {"benchmark": benchmark, "submission_only": True, "headline": None,
-                              "upload_url": upload_url, "questions": len(items), "answered": len(answered),
-                              "complete": len(answered) == len(items), "upload_file": None}
+    result: dict[str, Any] = {
+        "benchmark": benchmark,
+        "submission_only": True,
+        "headline": None,
+        "upload_url": upload_url,
+        "questions": len(items),
+        "answered": len(answered),
+        "complete": len(answered) == len(items),
+        "upload_file": None,
+    }
     if output_url is None:
         log.warning("%s: no output folder given, so no upload file was written", benchmark)
         return result

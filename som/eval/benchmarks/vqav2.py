@@ -68,13 +68,23 @@ SPLITS = ("val", "test-dev")
 
 def upload_records(test_questions: Sequence[LlavaQuestion], answers: Mapping[int, str]) -> list[dict[str, Any]]:
     """convert_vqav2_for_submission.py's list: every test question, "" where unanswered."""
-    return [{"question_id": q.question_id,
-             "answer": evalai_answer(answers[q.question_id]) if q.question_id in answers else ""}
-            for q in test_questions]
+    return [
+        {
+            "question_id": q.question_id,
+            "answer": evalai_answer(answers[q.question_id]) if q.question_id in answers else "",
+        }
+        for q in test_questions
+    ]
 
 
-def write_submission(questions: str | Path, answers: str | Path, out: str | Path, *,
-                     split_questions: str | Path | None = None, allow_partial: bool = False) -> dict[str, Any]:
+def write_submission(
+    questions: str | Path,
+    answers: str | Path,
+    out: str | Path,
+    *,
+    split_questions: str | Path | None = None,
+    allow_partial: bool = False,
+) -> dict[str, Any]:
     """Write the upload for LLaVA answers; `questions` is the whole test2015 file, and
     `split_questions` (e.g. the test-dev file) the questions that must all be answered
     ("complete" in the summary is None when that was not checked)."""
@@ -83,21 +93,37 @@ def write_submission(questions: str | Path, answers: str | Path, out: str | Path
     known = {q.question_id for q in test}
     strays = [key for key in by_id if key not in known]
     if strays:
-        log.warning("%s: %d answers to question_ids not in %s are left out (e.g. %s)", answers, len(strays),
-                    questions, strays[:3])
+        log.warning(
+            "%s: %d answers to question_ids not in %s are left out (e.g. %s)",
+            answers,
+            len(strays),
+            questions,
+            strays[:3],
+        )
     missing: list[int] = []
     if split_questions is not None:
         missing = [q.question_id for q in load_llava_questions(split_questions) if q.question_id not in by_id]
         if missing and not allow_partial:
-            raise FormatError(answers, f"{len(missing)} questions of {split_questions} have no answer (e.g. "
-                              f"question_id {missing[0]}); pass --allow-partial to upload them as ''")
+            raise FormatError(
+                answers,
+                f"{len(missing)} questions of {split_questions} have no answer (e.g. "
+                f"question_id {missing[0]}); pass --allow-partial to upload them as ''",
+            )
     records = upload_records(test, by_id)
     target = write_upload(out, records)
     answered = sum(q.question_id in by_id for q in test)
-    return {"benchmark": "vqav2", "upload_file": target, "upload_url": UPLOAD_URL, "questions": len(test),
-            "answered": answered, "filled_empty": len(test) - answered, "ignored_answers": len(strays),
-            "split_missing": len(missing), "split_missing_ids": missing[:20],
-            "complete": not missing if split_questions is not None else None}
+    return {
+        "benchmark": "vqav2",
+        "upload_file": target,
+        "upload_url": UPLOAD_URL,
+        "questions": len(test),
+        "answered": answered,
+        "filled_empty": len(test) - answered,
+        "ignored_answers": len(strays),
+        "split_missing": len(missing),
+        "split_missing_ids": missing[:20],
+        "complete": not missing if split_questions is not None else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -122,13 +148,21 @@ def load_annotations(path: str | Path) -> list[VqaAnnotation]:
         if not isinstance(record, dict):
             raise FormatError(path, f"annotations[{index}] is not an object")
         answers = require(record, "answers", path, None)
-        if not isinstance(answers, list) or not answers or not all(
-                isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers):
+        if (
+            not isinstance(answers, list)
+            or not answers
+            or not all(isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers)
+        ):
             raise FormatError(path, f"annotations[{index}]: 'answers' must be a list of answer records")
-        out.append(VqaAnnotation(integer_id(require(record, "question_id", path, None), path, None),
-                                 integer_id(require(record, "image_id", path, None), path, None), tuple(answers),
-                                 text_field(record, "answer_type", path, None),
-                                 text_field(record, "question_type", path, None)))
+        out.append(
+            VqaAnnotation(
+                integer_id(require(record, "question_id", path, None), path, None),
+                integer_id(require(record, "image_id", path, None), path, None),
+                tuple(answers),
+                text_field(record, "answer_type", path, None),
+                text_field(record, "question_type", path, None),
+            )
+        )
     return out
 
 
@@ -138,12 +172,19 @@ def load_val_questions(path: str | Path) -> dict[int, str]:
     records = data.get("questions") if isinstance(data, dict) else None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise FormatError(path, "expected VQA's question file: an object with a 'questions' list")
-    return {integer_id(require(r, "question_id", path, None), path, None): text_field(r, "question", path, None)
-            for r in records}
+    return {
+        integer_id(require(r, "question_id", path, None), path, None): text_field(r, "question", path, None)
+        for r in records
+    }
 
 
-def score_vqav2(annotations: Sequence[VqaAnnotation], answers: Mapping[int, str], *, allow_partial: bool = False,
-                where: str | Path = "answers") -> dict[str, Any]:
+def score_vqav2(
+    annotations: Sequence[VqaAnnotation],
+    answers: Mapping[int, str],
+    *,
+    allow_partial: bool = False,
+    where: str | Path = "answers",
+) -> dict[str, Any]:
     """vqaEval's accuracy of `answers` (question_id -> answer as uploaded)."""
     known = {a.question_id for a in annotations}
     strays = [qid for qid in answers if qid not in known]
@@ -151,15 +192,29 @@ def score_vqav2(annotations: Sequence[VqaAnnotation], answers: Mapping[int, str]
         raise FormatError(where, f"{len(strays)} answers are to question_ids without annotation, e.g. {strays[:3]}")
     missing = [a.question_id for a in annotations if a.question_id not in answers]
     if missing and not allow_partial:
-        raise FormatError(where, f"{len(missing)} of {len(annotations)} annotated questions have no answer (e.g. "
-                          f"question_id {missing[0]}); pass --allow-partial to score the answered ones")
-    rows = [(vqa_accuracy(answers[a.question_id], a.answers), a.answer_type, a.question_type)
-            for a in annotations if a.question_id in answers]
+        raise FormatError(
+            where,
+            f"{len(missing)} of {len(annotations)} annotated questions have no answer (e.g. "
+            f"question_id {missing[0]}); pass --allow-partial to score the answered ones",
+        )
+    rows = [
+        (vqa_accuracy(answers[a.question_id], a.answers), a.answer_type, a.question_type)
+        for a in annotations
+        if a.question_id in answers
+    ]
     accuracy = summarize(rows, python2_rounding=True)
-    return {"benchmark": "vqav2", "split": "val", "accuracy": accuracy.overall, "exact_accuracy": accuracy.exact_overall,
-            "per_answer_type": accuracy.per_answer_type, "per_question_type": accuracy.per_question_type,
-            "questions": len(annotations), "answered": len(rows), "unanswered": len(missing),
-            "unanswered_ids": missing[:20]}
+    return {
+        "benchmark": "vqav2",
+        "split": "val",
+        "accuracy": accuracy.overall,
+        "exact_accuracy": accuracy.exact_overall,
+        "per_answer_type": accuracy.per_answer_type,
+        "per_question_type": accuracy.per_question_type,
+        "questions": len(annotations),
+        "answered": len(rows),
+        "unanswered": len(missing),
+        "unanswered_ids": missing[:20],
+    }
 
 
 def _uploaded_answers(answers: str | Path) -> dict[int, str]:
@@ -172,8 +227,9 @@ def _uploaded_answers(answers: str | Path) -> dict[int, str]:
     return {integer_id(require(r, "question_id", answers, None), answers, None): r["answer"] for r in data}
 
 
-def score_vqav2_files(annotations: str | Path, answers: str | Path, *, questions: str | Path | None = None,
-                      allow_partial: bool = False) -> dict[str, Any]:
+def score_vqav2_files(
+    annotations: str | Path, answers: str | Path, *, questions: str | Path | None = None, allow_partial: bool = False
+) -> dict[str, Any]:
     """`som eval score vqav2`: official VQA accuracy of an answers file (LLaVA JSONL or upload
     JSON) on val; `questions`, when given, must list exactly the annotated questions."""
     records = load_annotations(annotations)
@@ -213,8 +269,9 @@ class VQAv2Benchmark:
         from som.eval.items import EvalItem, Source, take
 
         src = Source(source)
-        split = self.split or ("val" if src.exists(VAL_ANNOTATIONS_FILE) and src.exists(VAL_QUESTIONS_FILE)
-                               else "test-dev")
+        split = self.split or (
+            "val" if src.exists(VAL_ANNOTATIONS_FILE) and src.exists(VAL_QUESTIONS_FILE) else "test-dev"
+        )
         if split not in SPLITS:
             raise ValueError(f"vqav2: split must be one of {SPLITS}, got {split!r}")
         if split == "val":
@@ -224,35 +281,68 @@ class VQAv2Benchmark:
             for a in load_annotations(src.local(VAL_ANNOTATIONS_FILE)):
                 if a.question_id not in texts:
                     raise FormatError(src.url_of(VAL_QUESTIONS_FILE), f"question_id {a.question_id} is missing")
-                items.append(EvalItem(id=str(a.question_id), prompt=f"{texts[a.question_id]}\n{SHORT_ANSWER}",
-                                      image=storage.join(image_root, val_image(a.image_id)),
-                                      meta={"split": "val", "answers": [dict(r) for r in a.answers],
-                                            "answer_type": a.answer_type, "question_type": a.question_type}))
+                items.append(
+                    EvalItem(
+                        id=str(a.question_id),
+                        prompt=f"{texts[a.question_id]}\n{SHORT_ANSWER}",
+                        image=storage.join(image_root, val_image(a.image_id)),
+                        meta={
+                            "split": "val",
+                            "answers": [dict(r) for r in a.answers],
+                            "answer_type": a.answer_type,
+                            "question_type": a.question_type,
+                        },
+                    )
+                )
             return take(items, limit)
         image_root = self.images or src.url_of(TEST_IMAGES)
         test_file = src.url_of(TEST_FILE) if src.exists(TEST_FILE) else None
-        items = [EvalItem(id=str(q.question_id), prompt=q.text, image=storage.join(image_root, q.image),
-                          meta={"split": "test-dev", "test_questions": test_file})
-                 for q in load_llava_questions(src.local(TEST_DEV_FILE))]
+        items = [
+            EvalItem(
+                id=str(q.question_id),
+                prompt=q.text,
+                image=storage.join(image_root, q.image),
+                meta={"split": "test-dev", "test_questions": test_file},
+            )
+            for q in load_llava_questions(src.local(TEST_DEV_FILE))
+        ]
         return take(items, limit)
 
-    def score(self, items: list[EvalItem], answers: dict[str, str], *, judge: Judge | None = None,
-              cache_url: str | None = None, allow_partial: bool = False,
-              output_url: str | None = None) -> dict[str, Any]:
+    def score(
+        self,
+        items: list[EvalItem],
+        answers: dict[str, str],
+        *,
+        judge: Judge | None = None,
+        cache_url: str | None = None,
+        allow_partial: bool = False,
+        output_url: str | None = None,
+    ) -> dict[str, Any]:
         """Val: accuracy (headline). Test-dev: the upload file written to `output_url` (a folder),
         headline None, since only the server knows the answers."""
         from som.eval.items import answers_for
 
         answered = answers_for(items, answers, allow_partial=allow_partial, benchmark=self.name)
         if items and items[0].meta.get("split") == "val":
-            annotations = [VqaAnnotation(int(item.id), 0, tuple(item.meta["answers"]), item.meta["answer_type"],
-                                         item.meta["question_type"]) for item in items]
+            annotations = [
+                VqaAnnotation(
+                    int(item.id), 0, tuple(item.meta["answers"]), item.meta["answer_type"], item.meta["question_type"]
+                )
+                for item in items
+            ]
             uploaded = {int(key): evalai_answer(text) for key, text in answered.items()}
             scores = score_vqav2(annotations, uploaded, allow_partial=True, where="<items>")
             return {**scores, "headline": scores["accuracy"]}
         by_id = {int(key): text for key, text in answered.items()}
-        result = submission_only(self.name, items, answered, output_url, UPLOAD_NAME, UPLOAD_URL,
-                                 lambda: upload_records(_test_questions(items), by_id))
+        result = submission_only(
+            self.name,
+            items,
+            answered,
+            output_url,
+            UPLOAD_NAME,
+            UPLOAD_URL,
+            lambda: upload_records(_test_questions(items), by_id),
+        )
         return {**result, "filled_from": items[0].meta.get("test_questions") if items else None}
 
 
