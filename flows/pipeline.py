@@ -40,12 +40,12 @@ from som import storage
 from som.pipeline_config import DatasetStage, EvalStage, InstructionStage, PipelineConfig, TrainStage
 from som.settings import load_settings
 from som.train.plan import absolute
+from som.train.run_folder import loss_line
 from tasks.pipeline import (
     StageFailed,
     StageLog,
     evaluate_stage,
     instruction_stage,
-    loss_line,
     mix_stage,
     run_id,
     train_stage,

@@ -16,23 +16,18 @@ requeues them on preemption and time-outs, Prefect retries them after failures.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
 from som import storage
 from som.jobs import jobs_folder
 from som.train.plan import absolute, code_version, job_spec, stage_name, training_cache_key
-from tasks.reports import artifact_key
+from tasks.reports import publish_train_summary
 from tasks.slurm import FlowRunCancelled, run_job
-
-CURVE_ROWS = 10
 
 
 def _run_name() -> str:
@@ -112,72 +107,9 @@ def train_llava(
     except FlowRunCancelled as exc:
         return Cancelled(message=str(exc))
 
-    publish_summary(run_dir, export)
+    publish_train_summary(run_dir, export)
     logger.info("exported model: %s", export)
     return export
-
-
-def _read_json(url: str) -> Any:
-    try:
-        return json.loads(storage.read_bytes(url))
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _read_metrics(url: str) -> list[dict[str, Any]]:
-    try:
-        text = storage.read_bytes(url).decode()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in text.splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a torn last line
-    return records
-
-
-def summary_markdown(run_dir: str, export: str) -> str:
-    """The run's numbers (summary.json) and a few points of its loss curve (metrics.jsonl)."""
-    summary = _read_json(storage.join(run_dir, "summary.json")) or {}
-    records = _read_metrics(storage.join(run_dir, "metrics.jsonl"))
-    lines = [
-        f"# som-train {run_dir.rstrip('/').rsplit('/', 1)[-1]}",
-        "",
-        f"Exported model: `{export}`",
-        "",
-        "| steps | first loss | final loss | samples/s | tokens/s | wall time |",
-        "|---|---|---|---|---|---|",
-    ]
-
-    def number(key: str, fmt: str) -> str:
-        value = summary.get(key)
-        return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
-
-    lines.append(
-        f"| {summary.get('steps', 'n/a')} | {number('first_loss', '.4f')} | {number('final_loss', '.4f')} "
-        f"| {number('samples_per_s', '.1f')} | {number('tokens_per_s', '.0f')} "
-        f"| {number('wall_time_s', '.0f')} s |"
-    )
-    if records:
-        stride = max(1, len(records) // CURVE_ROWS)
-        picked = records[::stride][: CURVE_ROWS - 1]
-        if picked[-1] is not records[-1]:
-            picked.append(records[-1])
-        lines += ["", "| step | loss | lr |", "|---|---|---|"]
-        lines += [
-            f"| {r.get('step')} | {r.get('loss', float('nan')):.4f} | {r.get('lr', float('nan')):.3g} |" for r in picked
-        ]
-    return "\n".join(lines)
-
-
-def publish_summary(run_dir: str, export: str) -> None:
-    create_markdown_artifact(
-        summary_markdown(run_dir, export),
-        key=artifact_key(run_dir, "train"),
-        description=f"training summary and export of {run_dir}",
-    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ resumes at the stage that failed. `StageLog` records what each stage did for the
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prefect import task
@@ -172,19 +171,6 @@ class StageLog:
 
     def publish(self, table: list[dict[str, Any]] | None, description: str) -> None:
         create_markdown_artifact(_summary_markdown(self.rows, table), key=self.key, description=description)
-
-
-def loss_line(run_dir: str) -> str | None:
-    """First → final loss from the training run's summary.json, when it wrote one."""
-    url = storage.join(run_dir, "summary.json")
-    try:
-        summary = json.loads(storage.read_bytes(url))
-    except (OSError, ValueError):
-        return None
-    first, final = summary.get("first_loss"), summary.get("final_loss")
-    if first is None or final is None:
-        return None
-    return f"loss {first:.4f} → {final:.4f} over {summary.get('steps', '?')} steps"
 
 
 def _link(url: str) -> str:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from som import storage
 from som.dataset.report import BuildReport
+from som.train.run_folder import summary_markdown
 
 GALLERY_SIZE = 4
 PRESIGNED_SECONDS = 7 * 24 * 3600
@@ -78,3 +79,12 @@ def viewable_url(url: str) -> str:
     buffer = io.BytesIO()
     thumbnail.save(buffer, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def publish_train_summary(run_dir: str, export: str) -> None:
+    """The training run's numbers and loss curve as the run's markdown artifact."""
+    create_markdown_artifact(
+        summary_markdown(run_dir, export),
+        key=artifact_key(run_dir, "train"),
+        description=f"training summary and export of {run_dir}",
+    )
