@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from flows.train import train_llava
+from tests.helpers.slurm_requeue import release_requeued, squeue_state
 
 submitit = pytest.importorskip("submitit")
 
@@ -57,33 +57,6 @@ def _until(condition, what: str, timeout_s: float = TIMEOUT_S, poll_s: float = 0
     return value
 
 
-def _squeue_state(job_id: str) -> str:
-    return subprocess.run(
-        ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30
-    ).stdout.strip()
-
-
-def _release_requeued(job_id: str) -> None:
-    """Once the requeued job has been pending ~3 s, set its start time to now until it runs."""
-    pending_since = None
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        state = _squeue_state(job_id)
-        if state == "PENDING":
-            pending_since = pending_since or time.monotonic()
-            if time.monotonic() - pending_since >= 3:
-                subprocess.run(
-                    ["scontrol", "update", f"jobid={job_id}", "StartTime=now"],
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                )
-        elif pending_since is not None:
-            return
-        time.sleep(1)
-    pytest.fail(f"job {job_id} was not requeued and restarted (state {_squeue_state(job_id)!r})")
-
-
 def _latest_complete(run_dir: Path) -> int:
     """Step of the latest complete checkpoint in the run folder (0: none)."""
     steps = [int(p.parent.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*/complete.json")]
@@ -120,9 +93,9 @@ def test_training_preempted_twice_resumes_from_its_checkpoints_and_exports_once(
         _until(lambda step=step: _latest_complete(run_dir) >= step or not flow.is_alive(), f"checkpoint {step}")
         assert flow.is_alive(), f"the flow ended before checkpoint {step}: {outcome}"
         job._interrupt()  # preemption: SIGTERM, then USR2; submitit asks checkpoint() and requeues
-        _until(lambda: _squeue_state(job_id) == "PENDING", f"job {job_id} requeued after step {step}")
+        _until(lambda: squeue_state(job_id) == "PENDING", f"job {job_id} requeued after step {step}")
         resumed_expected.append(_latest_complete(run_dir))  # the job is stopped: no newer checkpoint
-        _release_requeued(job_id)
+        release_requeued(job_id)
     flow.join(TIMEOUT_S)
     assert not flow.is_alive(), "the flow did not finish"
     state = outcome["state"]

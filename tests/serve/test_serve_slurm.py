@@ -17,6 +17,7 @@ from som.cli import cli
 from som.serve.endpoint import EndpointError, read_endpoint
 from som.serve.engine import local_engine
 from tests.helpers.data import data_path
+from tests.helpers.slurm_requeue import release_requeued
 from tests.helpers.tiny_llava import build_tiny_llava
 from tests.plugins.slurm import SlurmCluster
 
@@ -111,6 +112,7 @@ def test_serve_on_slurm(slurm_env: SlurmCluster, tmp_path: Path, monkeypatch: py
         )
         assert ask(info) == expected
 
+        release_requeued(str(info["job_id"]), env, timeout_s=180)  # not the ~120 s hold of a requeue
         restarted = wait_for(run, lambda new: new["restarts"] >= 1, timeout_s=300)
         assert restarted["job_id"] == info["job_id"] and restarted["started"] > info["started"]
         assert ask(restarted) == expected
