@@ -5,12 +5,11 @@ throughput line."""
 from __future__ import annotations
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from som.mfu import format_flops
 from som.segment.flops import SAM_SHAPES, SamShape, automatic_passes, segmenter_flops, throughput_line
-
-torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 
 def test_encoder_by_hand() -> None:
@@ -48,7 +47,7 @@ def test_automatic_passes() -> None:
 
 @pytest.mark.parametrize("img_size", [128, 160])  # 160: windows pad the 10 x 10 grid to 12 x 12
 def test_matches_torch_on_a_tiny_segment_anything_sam(img_size: int) -> None:
-    pytest.importorskip("segment_anything")
+
     from tests.helpers.tiny_sam import build_tiny_sam
 
     sam = build_tiny_sam(img_size=img_size)
@@ -114,7 +113,7 @@ def test_matches_torch_on_a_tiny_transformers_sam() -> None:
 
 
 def test_segmenter_flops_and_throughput_line() -> None:
-    pytest.importorskip("segment_anything")
+
     from som.segment.sam import SamParams, SamSegmenter
     from som.segment.superpixel import SlicParams, SlicSegmenter
     from tests.helpers.tiny_sam import build_tiny_sam

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from som.cli import cli
 from som.segment import Mask, available, build_segmenter
 from som.segment.hf_sam import HfSamParams, HfSamSegmenter
 from tests.helpers.data import small_photo
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 # Thresholds off and NMS off: every (point, multimask output) pair survives, so counts are exact.
 PERMISSIVE = {"points_per_side": "4", "pred_iou_thresh": "0", "stability_score_thresh": "0", "box_nms_thresh": "1.0"}

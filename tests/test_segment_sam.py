@@ -18,9 +18,6 @@ from som.segment.sam import SamParams, SamSegmenter, official_checkpoint
 from tests.helpers.data import data_path, small_photo
 from tests.helpers.tiny_sam import build_tiny_sam
 
-pytest.importorskip("torch")
-pytest.importorskip("segment_anything")
-
 FAST = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.95)
 
 

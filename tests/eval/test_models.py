@@ -91,7 +91,8 @@ def test_llava_models_get_llava15_prompt_unless_overridden(hf_model: HFModel, ll
 
 @pytest.mark.gpu
 def test_hf_model_bf16_on_cuda(llava_folder: str, questions: list[Question]) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     model = HFModel(llava_folder, max_new_tokens=6, local_files_only=True)
     assert model.model.device.type == "cuda" and model.model.dtype == torch.bfloat16
     answers = model.answer(questions)

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import submitit
 
 from flows.train import train_llava
 from tests.helpers.slurm_requeue import release_requeued, squeue_state
-
-submitit = pytest.importorskip("submitit")
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)

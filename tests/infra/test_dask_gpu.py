@@ -12,10 +12,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
-pytest.importorskip("dask_jobqueue")
-
 SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "dask" / "slurm_cluster.py"
 GPU_ARGS = ("--gpus-per-job", "4", "--cores", "32", "--memory", "256GB", "--partition", "gpu")
 

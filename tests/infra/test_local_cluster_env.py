@@ -12,9 +12,6 @@ import types
 from typing import Any
 
 import pytest
-
-pytest.importorskip("prefect_dask")
-
 from distributed import Client, LocalCluster  # noqa: E402
 
 import tasks.cluster as cluster_module  # noqa: E402

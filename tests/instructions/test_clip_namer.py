@@ -15,15 +15,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from som.data.clip_namer import CLIP_MEAN_RGB, SOURCE_CLIP, ClipNamer, ClipTagName, coco_labels, load_labels
 from som.data.naming import TagName, TagNames
 from som.mark import MarkOptions, mark_image, rle
 from som.segment.mask import Mask
 from tests.helpers.tiny_clip import build_tiny_clip
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 HEIGHT, WIDTH = 96, 128
 LABELS = ["cat", "dog", "traffic light", "person", "cup"]

@@ -6,7 +6,6 @@ import ipaddress
 import os
 
 import psutil
-import pytest
 
 LOOPBACK = {"127.0.0.1", "::1"}
 
@@ -27,7 +26,6 @@ def is_loopback(address: str) -> bool:
 def test_local_dask_cluster_of_the_dataset_flow_listens_on_loopback_only():
     """Scheduler, dashboard, nannies and workers of the flow's LocalCluster: 127.0.0.1 only.
     (The dashboard used ":0", which binds every interface.)"""
-    pytest.importorskip("distributed")
     from distributed import Client, LocalCluster
 
     from tasks.cluster import local_cluster_spec
@@ -88,7 +86,6 @@ def test_single_process_training_rendezvous_listens_on_loopback_only():
     import subprocess
     import sys
 
-    pytest.importorskip("deepspeed")
     env = {
         k: v
         for k, v in os.environ.items()

@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+import submitit
 
 from tests.helpers.slurm_jobs import add, node_name, sleep_long
 from tests.plugins.slurm import INSTALL_HINT, SlurmCluster, slurm_packages_installed
-
-submitit = pytest.importorskip("submitit")
 
 JOB_TIMEOUT_S = 60
 DAEMON_NAMES = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "slurmstepd")

@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+import submitit
 
 from som import jobs
 from som.jobs import JobFailed, JobSpec
 from tests.helpers.slurm_jobs import fail, report, sleep_long, square, square_or_fail
-
-submitit = pytest.importorskip("submitit")
 
 POLL_S = 0.3
 

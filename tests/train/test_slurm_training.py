@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import submitit
 
 from som.train.checkpoints import tag_for
 from som.train.config import load_config
 from som.train.entry import TrainJob
 from tests.helpers.training import generate_listing, losses
 from tests.plugins.slurm import SlurmCluster
-
-submitit = pytest.importorskip("submitit")
 
 pytestmark = pytest.mark.slow
 JOB_TIMEOUT_S = 240
