@@ -24,15 +24,20 @@ if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
     fi
 fi
 
-# The Prefect UI tests (tests/operate/test_ui.py) drive Debian's chromium headless.
-if ! command -v chromium >/dev/null 2>&1; then
+# The Prefect UI and `som demo` tests drive Debian's chromium headless; the `som chat` tests run
+# it under tmux.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     if [ -z "$sudo" ] || command -v sudo >/dev/null 2>&1; then
         $sudo apt-get update
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
     else
-        echo "note: chromium missing and no root: the UI tests will be skipped (apt-get install chromium)" >&2
+        echo "note: ${missing[*]} missing and no root: the UI, demo and chat tests will be skipped" \
+             "(apt-get install ${missing[*]})" >&2
     fi
 fi
 
