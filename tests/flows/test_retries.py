@@ -23,11 +23,21 @@ from tests.helpers.s3 import use_s3
 FAST = MarkConfig(segmenter="slic", segmenter_params={"n_segments": 12})
 
 
-def run_counts(flow_run_id: UUID) -> list[int]:
-    """How many times each task run of the flow run ran (1: never retried)."""
+def run_counts(flow_run_id: UUID, timeout: float = 30.0) -> list[int]:
+    """How many times each task run of the flow run ran (1: never retried).
+
+    Prefect sends task-run states to the API in the background, so the server may still show
+    a task run as not yet run when the flow call returns: wait until every one is final."""
+    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return [run.run_count for run in runs]
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if runs and all(run.state is not None and run.state.is_final() for run in runs):
+                return [run.run_count for run in runs]
+            if time.monotonic() > deadline:
+                states = [run.state.type if run.state else None for run in runs]
+                raise AssertionError(f"task runs not final after {timeout:.0f} s: {states}")
+            time.sleep(0.2)
 
 
 @task(retries=3, retry_delay_seconds=0, retry_condition_fn=retry_if_transient)
