@@ -36,7 +36,7 @@ def _retry_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "som.storage" and r.levelno == logging.WARNING and " attempt " in r.getMessage()
+        if r.name == "som.storage.retry_logging" and r.levelno == logging.WARNING and " attempt " in r.getMessage()
     ]
 
 

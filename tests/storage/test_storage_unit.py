@@ -85,7 +85,9 @@ def test_round_trip_local(tmp_path: Path, style: str) -> None:
     assert storage.exists(url)
     assert not storage.exists(storage.join(base, "missing"))
     mode = (tmp_path / "deep" / "er" / "x.bin").stat().st_mode & 0o777
-    assert mode == 0o666 & ~storage._UMASK  # like a normal open(), not mkstemp's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # like a normal open(), not mkstemp's 0600
 
 
 def test_write_many_memory_and_local(tmp_path: Path, mem_prefix: str) -> None:
@@ -115,7 +117,7 @@ def test_failed_local_write_keeps_old_content_and_no_temp(tmp_path: Path, monkey
     def broken_replace(src: str, dst: str) -> None:
         raise OSError(errno.ENOSPC, "simulated: no space left")
 
-    monkeypatch.setattr(storage.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="no space"):
         storage.write_bytes_atomic(str(target), b"new" * 1000)
     monkeypatch.undo()
