@@ -1,5 +1,6 @@
 """The test session's plugins (tests/plugins/): fixtures for real services (S3, Slurm, the whole
-stack, a Prefect API, a chat server), shared test data and models, and the `gpu` marker's skip.
+stack, a Prefect API, a chat server), shared test data and models, the `gpu` marker's skip, and
+how tests are shared between pytest-xdist workers.
 Helpers that tests import live in tests/helpers/; no test imports from a conftest."""
 
 pytest_plugins = [
@@ -11,4 +12,5 @@ pytest_plugins = [
     "tests.plugins.stack",
     "tests.plugins.training",
     "tests.plugins.marks",
+    "tests.plugins.workers",
 ]

@@ -6,6 +6,7 @@ Run: python -m pytest tests/serve/test_serve_slurm.py -q
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -46,6 +47,11 @@ def job_state(job_id: str, env: dict[str, str]) -> str:
     return out[0] if out else ""
 
 
+def info_job(run: Path) -> dict:
+    """RUN/serve-job.json: the job id and its submitit folder."""
+    return json.loads((run / "serve-job.json").read_text())
+
+
 def ask(info: dict) -> str:
     from openai import OpenAI
 
@@ -60,10 +66,14 @@ def ask(info: dict) -> str:
 
 
 def test_serve_on_slurm(slurm_env: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Submit with --time 2: the endpoint appears and answers as the model does in
-    process; Slurm then signals the job (submitit's USR2, 90 s before the limit), submitit
-    checkpoints it (the endpoint goes away) and requeues it, and the restarted job serves and
-    rewrites the endpoint; `som serve stop` cancels it."""
+    """Submit: the endpoint appears and answers as the model does in process. The job then
+    gets the signal Slurm sends 90 s before its time limit (submitit's USR2, `--signal=USR2@90`
+    in its batch script); submitit checkpoints it (the endpoint goes away) and requeues it, and
+    the restarted job serves and rewrites the endpoint; `som serve stop` cancels it.
+
+    The test sends that signal itself, once the first endpoint has answered: with a real
+    2-minute limit the signal came 30 s after the start, and a loaded machine could take that
+    long to load the model, so the first endpoint was already a restarted one."""
     import os
 
     folder = build_tiny_llava(tmp_path / "model")
@@ -82,7 +92,7 @@ def test_serve_on_slurm(slurm_env: SlurmCluster, tmp_path: Path, monkeypatch: py
             "--cpus-per-task",
             "1",
             "--time",
-            "2",
+            "30",
             "--run-dir",
             str(run),
             "--local-files-only",
@@ -112,6 +122,9 @@ def test_serve_on_slurm(slurm_env: SlurmCluster, tmp_path: Path, monkeypatch: py
         )
         assert ask(info) == expected
 
+        batch_script = next(Path(info_job(run)["folder"]).glob("*_submission.sh")).read_text()
+        assert "#SBATCH --signal=USR2@90" in batch_script  # what Slurm sends before the limit
+        subprocess.run(["scancel", str(info["job_id"]), "--signal", "USR2"], env=env, check=True, timeout=30)
         release_requeued(str(info["job_id"]), env, timeout_s=180)  # not the ~120 s hold of a requeue
         restarted = wait_for(run, lambda new: new["restarts"] >= 1, timeout_s=300)
         assert restarted["job_id"] == info["job_id"] and restarted["started"] > info["started"]
