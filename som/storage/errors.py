@@ -1,8 +1,8 @@
 """The errors storage raises, and which errors are worth retrying.
 
-`is_transient` is the one classifier: botocore's retry logging, Prefect's retry condition
-(tasks/retries.py) and the pipeline's own retry loops all ask it, so "retry this" means the
-same thing everywhere.
+`is_transient` decides whether a later attempt may succeed; Prefect tasks retry only then
+(tasks/retries.py). The S3 error codes it counts as transient (`TRANSIENT_CODES`) are also the
+ones `retry_logging` warns about, so "worth a retry" means the same thing in both places.
 """
 
 from __future__ import annotations
