@@ -21,6 +21,7 @@ import submitit
 
 from som import storage
 from som.jobs.spec import JobSpec, slurm_parameters
+from som.jobs.wait import local_cancel_marker
 
 log = logging.getLogger(__name__)
 
@@ -174,5 +175,6 @@ def cancel(jobs: Sequence[submitit.Job]) -> None:
         )
     for job in jobs:
         if isinstance(job, submitit.LocalJob) and job.state == "RUNNING":
+            local_cancel_marker(job).touch()
             job.cancel(check=False)
             log.warning("cancelled local job %s", job.job_id)

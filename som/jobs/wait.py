@@ -127,11 +127,20 @@ def _outcomes(job: submitit.Job) -> list[tuple[str, Any]] | None:
     return [pickle_load(task.paths.result_pickle) for task in tasks]
 
 
+def local_cancel_marker(job: submitit.LocalJob) -> Path:
+    """The file `cancel` leaves beside a local job's logs: Slurm records a cancel itself, a
+    local process does not (a SIGINT that lands while Python is still starting ends it with
+    exit code 1, not as interrupted)."""
+    return Path(job.paths.folder) / f"{job.job_id}.cancelled"
+
+
 def _scheduler_state(job: submitit.Job) -> str:
     """Slurm's state word (sacct, cached by the last update); for local jobs a Slurm-like word."""
     if isinstance(job, submitit.LocalJob):
         raw = job.state
-        return "RUNNING" if raw == "RUNNING" else "CANCELLED" if raw == "INTERRUPTED" else "EXITED"
+        if raw == "RUNNING":
+            return "RUNNING"
+        return "CANCELLED" if raw == "INTERRUPTED" or local_cancel_marker(job).exists() else "EXITED"
     return (job.watcher.get_state(job.job_id, mode="cache") or "UNKNOWN").split()[0].upper()
 
 

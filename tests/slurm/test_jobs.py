@@ -157,6 +157,19 @@ def test_cancel_a_running_job(executor: str, request: pytest.FixtureRequest, tmp
         assert sacct.stdout.split()[0] == "CANCELLED"
 
 
+def test_a_local_job_cancelled_while_python_starts_is_cancelled_not_failed(tmp_path: Path) -> None:
+    """SIGINT that lands while the job's Python is still importing `site` ends it with exit
+    code 1 ("Fatal Python error: init_import_site"), which looked like a failed job; a
+    cancel is a cancel whenever it lands (seen on a loaded 2-core machine)."""
+    for step in range(12):  # 10-30 ms after the start on an idle machine, later under load
+        job = jobs.submit(LOCAL, tmp_path / str(step), "sleepy", sleep_long)
+        time.sleep(step * 0.01)
+        jobs.cancel([job])
+        with pytest.raises(JobFailed) as info:
+            jobs.wait([job], poll_s=POLL_S)
+        assert info.value.failures[0][2] == "CANCELLED", (step, info.value)
+
+
 # ----------------------------------------------------------------------------- Slurm
 
 
