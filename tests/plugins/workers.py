@@ -2,13 +2,13 @@
 set in pyproject's addopts; ``-n 0`` runs it in one process).
 
 Why: about half of the suite's time is spent waiting (Slurm scheduling, servers starting, jobs
-importing torch), so two workers on two cores finish in about two thirds of the time. A session
-service starts once per worker that uses it, so the tests of each local Slurm cluster stay on
-one worker: those of the whole stack (`infra/stack.py up` starts its own cluster) in one group,
-those of the Slurm fixture's cluster, or of a cluster the test starts itself (a file named for
-Slurm), in another. Without that, each worker would start its own clusters, slurmdbd and MariaDB
-included. The other session services (SeaweedFS, Prefect's test server) are cheap and start per
-worker.
+importing torch), so two workers on two cores finish in about three quarters of the time (12
+min instead of 15.5 on a 2-core machine). A session service starts once per worker that uses
+it, so the tests of each local Slurm cluster stay on one worker: those of the whole stack
+(`infra/stack.py up` starts its own cluster) in one group, those of the Slurm fixture's cluster,
+or of a cluster the test starts itself (a file named for Slurm), in another. Without that, each
+worker would start its own clusters, slurmdbd and MariaDB included. The other session services
+(SeaweedFS, Prefect's test server) are cheap and start per worker.
 """
 
 from __future__ import annotations
