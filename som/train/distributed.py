@@ -154,7 +154,12 @@ def init_on_loopback(backend: str, rank: int, world_size: int, timeout: datetime
     if rank == 0:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
+        # One rank: no one else needs the port, so take any free one. submitit derives
+        # MASTER_PORT from the job id, which another job on this host can share (another
+        # cluster's job with the same id, or the same id modulo its range): EADDRINUSE.
+        listener.bind(("127.0.0.1", 0 if world_size == 1 else port))
+        port = listener.getsockname()[1]
+        os.environ["MASTER_PORT"] = str(port)
         listener.listen(max(128, world_size))
         store = torch.distributed.TCPStore(
             "127.0.0.1",
