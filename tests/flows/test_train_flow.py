@@ -20,25 +20,12 @@ from flows.train import train_llava
 from som.cli import cli
 from som.train.plan import code_version, job_spec, training_cache_key
 from tasks.reports import artifact_key
+from tests.helpers.training import flow_config
 
 
-def _config(parts) -> dict[str, Any]:
+def _config(base_config: dict[str, Any]) -> dict[str, Any]:
     """A 4-step fine-tune of the tiny parts (data and image root come from the flow's arguments)."""
-    return {
-        "stage": "finetune",
-        "vision_tower": parts.clip,
-        "language_model": parts.lm,
-        "local_files_only": True,
-        "zero_stage": 2,
-        "global_batch_size": 4,
-        "micro_batch_size": 2,
-        "max_length": 256,
-        "lr": 1e-3,
-        "gradient_checkpointing": False,
-        "save_every": 4,
-        "dataloader_workers": 0,
-        "max_steps": 4,
-    }
+    return flow_config(base_config, max_steps=4)
 
 
 def _submitted(folder: Path) -> list[Path]:
@@ -47,7 +34,7 @@ def _submitted(folder: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_trains_then_returns_the_cached_export(
-    prefect_api, parts, listing_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_api, base_config, listing_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
@@ -56,7 +43,7 @@ def test_trains_then_returns_the_cached_export(
         data=str(listing_data),
         run_dir=str(run_dir),
         image_root=str(listing_data.parent),
-        config=_config(parts),
+        config=_config(base_config),
         executor="local",
         retries=0,
     )
@@ -82,7 +69,7 @@ def test_trains_then_returns_the_cached_export(
     assert f"Exported model: `{export}`" in first and f"| {summary['first_loss']:.4f} |" in first
 
     # `som train` with the same config as YAML plus --set: the same cached export, no job
-    values = _config(parts)
+    values = _config(base_config)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({k: v for k, v in values.items() if k != "max_steps"}))
     result = CliRunner().invoke(
@@ -111,7 +98,7 @@ def test_trains_then_returns_the_cached_export(
 
 @pytest.mark.gpu
 def test_trains_on_the_gpu_it_reserves(
-    prefect_api, parts, listing_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_api, base_config, listing_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     run_dir = tmp_path / "gpu"
@@ -119,7 +106,7 @@ def test_trains_on_the_gpu_it_reserves(
         data=str(listing_data),
         run_dir=str(run_dir),
         image_root=str(listing_data.parent),
-        config=_config(parts),
+        config=_config(base_config),
         executor="local",
         gpus_per_node=1,
         retries=0,

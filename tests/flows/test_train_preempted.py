@@ -20,6 +20,7 @@ import submitit
 
 from flows.train import train_llava
 from tests.helpers.slurm_requeue import release_requeued, squeue_state
+from tests.helpers.training import flow_config
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
@@ -28,23 +29,8 @@ PREEMPT_AFTER = (50, 150)  # preempt once a checkpoint of at least this step is 
 TIMEOUT_S = 240
 
 
-def _config(parts) -> dict[str, Any]:
-    return {
-        "stage": "finetune",
-        "vision_tower": parts.clip,
-        "language_model": parts.lm,
-        "local_files_only": True,
-        "zero_stage": 2,
-        "global_batch_size": 4,
-        "micro_batch_size": 2,
-        "max_length": 256,
-        "lr": 1e-3,
-        "gradient_checkpointing": False,
-        "save_every": 10,
-        "keep_last": 2,
-        "dataloader_workers": 0,
-        "max_steps": STEPS,
-    }
+def _config(base_config: dict[str, Any]) -> dict[str, Any]:
+    return flow_config(base_config, save_every=10, max_steps=STEPS)
 
 
 def _until(condition, what: str, timeout_s: float = TIMEOUT_S, poll_s: float = 0.2) -> Any:
@@ -63,7 +49,7 @@ def _latest_complete(run_dir: Path) -> int:
 
 
 def test_training_preempted_twice_resumes_from_its_checkpoints_and_exports_once(
-    prefect_api, slurm_env, parts, listing_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_api, slurm_env, base_config, listing_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
@@ -75,7 +61,7 @@ def test_training_preempted_twice_resumes_from_its_checkpoints_and_exports_once(
             data=str(listing_data),
             run_dir=str(run_dir),
             image_root=str(listing_data.parent),
-            config=_config(parts),
+            config=_config(base_config),
             executor="slurm",
             retries=0,
             slurm={"partition": "debug", "timeout_min": 10},

@@ -33,6 +33,12 @@ def write_config(values: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def flow_config(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """`base_config` as the train flow takes it: the data and image root are the flow's own
+    arguments, so they leave the config; `overrides` replace the rest."""
+    return {k: v for k, v in base.items() if k not in ("data_url", "image_root")} | overrides
+
+
 def training_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "TOKENIZERS_PARALLELISM": "false"}
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
